@@ -1,0 +1,1 @@
+//! dataplane-hook: see shared/SPEC.md.
