@@ -1,1 +1,18 @@
-//! dataplane-hook: see shared/SPEC.md.
+//! dataplane-hook: an OCI hook and a runc-compatible runtime wrapper that let DPDK, SPDK, RDMA
+//! and GPU containers share a node safely. The contract is shared/SPEC.md; the flow is
+//! inputs → [`request`] → [`plan`] → [`apply`] (through [`ledger`] and [`host`]) → undo.
+
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod features;
+pub mod gc;
+pub mod hook;
+pub mod host;
+pub mod ledger;
+pub mod log;
+pub mod oci;
+pub mod plan;
+pub mod request;
+pub mod runtime;
+pub mod status;

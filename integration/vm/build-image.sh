@@ -169,6 +169,7 @@ echo "$kver" >"$tmp/kernel-version"
 echo "$hash" >"$tmp/inputs-hash"
 
 rm -rf --one-file-system "$out"
+chmod 755 "$tmp"
 mv "$tmp" "$out"
 # Older images are dead weight (a running VM keeps its open file alive anyway).
 for old in "$cache"/img-*; do

@@ -1,0 +1,298 @@
+//! Owns carrying out a plan and undoing it: every effect is written to the ledger as an intent
+//! before it is made and marked done after. [`teardown`] is the one undo path (poststop, gc and
+//! a failed create all use it): it replays a record's entries backwards, tolerating "already
+//! gone".
+
+use std::path::{Path, PathBuf};
+
+use crate::host::cgroup::{self, CgroupError, Hierarchy, Version};
+use crate::host::mount::{self, Attachment, Detached, MountError, Missing};
+use crate::host::proc::{self, ProcessId};
+use crate::host::sysfs::Sysfs;
+use crate::ledger::{now_unix, ContainerRecord, Effect, Entry, Ledger, LedgerError};
+use crate::plan::{MountPlan, Plan};
+use crate::request::{Bytes, PageSize, PREFIX};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("cannot reserve {bytes} of {size} hugepages for container {id}: {why} (free hugepages or lower {PREFIX}hugepages-{size})")]
+    Reservation { id: String, size: PageSize, bytes: Bytes, why: String },
+    #[error("cannot set up mounts in container {id}: {source} (see the log for details)")]
+    Mount { id: String, source: MountError },
+    #[error("cannot set hugetlb cgroup limits for container {id}: {source} (check that the hugetlb controller is available: `dataplane-hook doctor`)")]
+    Cgroup { id: String, source: CgroupError },
+    #[error("container {id}: the init process {pid} is gone (the runtime must pass the init's pid in the state)")]
+    NoInit { id: String, pid: i32 },
+    #[error("cannot release everything of container {id}: {errors} (run `dataplane-hook gc` later; see the log)")]
+    Teardown { id: String, errors: String },
+}
+
+/// A record being written, one entry per effect.
+struct Recorder<'a> {
+    ledger: &'a Ledger,
+    rec: ContainerRecord,
+}
+
+impl Recorder<'_> {
+    /// Writes the intent, runs `act`, marks it done (with the effect `act` returns, which may
+    /// carry what was learned while acting).
+    fn step<T, E: From<LedgerError>>(
+        &mut self,
+        intent: Effect,
+        act: impl FnOnce() -> Result<(T, Effect), E>,
+    ) -> Result<T, E> {
+        self.rec.entries.push(Entry { effect: intent, done: false });
+        self.ledger.save(&self.rec)?;
+        let (v, effect) = act()?;
+        let last = self.rec.entries.last_mut().expect("just pushed");
+        *last = Entry { effect, done: true };
+        self.ledger.save(&self.rec)?;
+        Ok(v)
+    }
+}
+
+/// Carries out `plan` for container `id` whose init is `pid`. On failure everything done so far
+/// is undone and the record removed.
+pub fn create(
+    ledger: &Ledger,
+    id: &str,
+    pid: i32,
+    bundle: &Path,
+    rootfs: &Path,
+    group: Option<String>,
+    plan: &Plan,
+) -> Result<ContainerRecord, ApplyError> {
+    let init = ProcessId::of(pid).ok_or_else(|| ApplyError::NoInit { id: id.into(), pid })?;
+    let rec = ContainerRecord {
+        id: id.to_string(),
+        init,
+        bundle: bundle.to_path_buf(),
+        created: now_unix(),
+        group,
+        reservations: plan.reservations.clone(),
+        entries: vec![],
+    };
+    ledger.save(&rec)?;
+    let mut r = Recorder { ledger, rec };
+    match create_steps(&mut r, pid, rootfs, plan) {
+        Ok(()) => Ok(r.rec),
+        Err(e) => {
+            if let Err(te) = teardown(ledger, r.rec) {
+                tracing::error!(container = id, error = %te, "rollback after failed create was incomplete");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Result<(), ApplyError> {
+    let id = r.rec.id.clone();
+    if !plan.mounts.is_empty() {
+        let attachments = build_mounts(&id, &plan.mounts)?;
+        let reserved = plan.reservations.clone();
+        r.step(Effect::ContainerMounts { targets: vec![], reserved: reserved.clone() }, || {
+            let done = mount::attach_in_container(pid, rootfs, attachments)
+                .map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
+            let targets = done.iter().map(|t| t.to_string()).collect();
+            Ok::<_, ApplyError>(((), Effect::ContainerMounts { targets, reserved }))
+        })?;
+    }
+    if !plan.hugetlb_limits.is_empty() {
+        set_hugetlb_limits(r, pid, &plan.hugetlb_limits)
+            .map_err(|e| match e {
+                StepError::Ledger(l) => ApplyError::Ledger(l),
+                StepError::Cgroup(source) => ApplyError::Cgroup { id: id.clone(), source },
+            })?;
+    }
+    Ok(())
+}
+
+/// Creates the detached filesystems of the plan. A reservation the kernel refuses becomes the
+/// SPEC's refusal message with fresh counters.
+fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, ApplyError> {
+    let mut out = Vec::new();
+    for m in mounts {
+        let (mount, target, missing) = match m {
+            MountPlan::Hugetlbfs { size, bytes, reserve, target } => {
+                let d = Detached::hugetlbfs(*size, bytes.0, *reserve).map_err(|e| match e {
+                    MountError::NoReservation { .. } => {
+                        let p = Sysfs::default().pool(*size).unwrap_or_default();
+                        ApplyError::Reservation {
+                            id: id.into(),
+                            size: *size,
+                            bytes: *bytes,
+                            why: format!("the kernel refused: {} pages free, {} already reserved", p.free, p.reserved),
+                        }
+                    }
+                    source => ApplyError::Mount { id: id.into(), source },
+                })?;
+                (d, target.clone(), Missing::Create)
+            }
+            MountPlan::EmptyDir { target } => {
+                let d = Detached::tmpfs(16 << 20, "0755").map_err(|source| ApplyError::Mount { id: id.into(), source })?;
+                (d, target.clone(), Missing::Create)
+            }
+            MountPlan::View { target, files } => {
+                let d = Detached::tmpfs(64 << 10, "0555").map_err(|source| ApplyError::Mount { id: id.into(), source })?;
+                for (name, content) in files {
+                    d.write_file(Path::new(name), content)
+                        .map_err(|source| ApplyError::Mount { id: id.into(), source })?;
+                }
+                d.set_readonly().map_err(|source| ApplyError::Mount { id: id.into(), source })?;
+                (d, target.clone(), Missing::Skip)
+            }
+        };
+        out.push(Attachment { mount, target, missing });
+    }
+    Ok(out)
+}
+
+enum StepError {
+    Ledger(LedgerError),
+    Cgroup(CgroupError),
+}
+impl From<LedgerError> for StepError {
+    fn from(e: LedgerError) -> Self {
+        StepError::Ledger(e)
+    }
+}
+impl From<CgroupError> for StepError {
+    fn from(e: CgroupError) -> Self {
+        StepError::Cgroup(e)
+    }
+}
+
+/// Name of the cgroup we create for containers whose hugetlb cgroup is not their own (a hybrid
+/// host where the runtime left them in a shared unified cgroup).
+pub const OWN_CGROUP_PARENT: &str = "dataplane-hook";
+
+/// G7: `hugetlb.<size>.max` and `.rsvd.max` (v1: `limit_in_bytes`) equal to the reservation.
+fn set_hugetlb_limits(r: &mut Recorder, pid: i32, limits: &[(PageSize, Bytes)]) -> Result<(), StepError> {
+    let h = cgroup::hugetlb_hierarchy()?;
+    let lines = proc::cgroups(pid).map_err(|e| CgroupError::NoCgroup { pid, why: e.to_string() })?;
+    let line = h
+        .line(&lines, "hugetlb")
+        .ok_or_else(|| CgroupError::NoCgroup { pid, why: "not in the hugetlb hierarchy".into() })?;
+    let mut dir = h
+        .dir_of(&line.path)
+        .ok_or_else(|| CgroupError::NoCgroup { pid, why: format!("cgroup {} is outside the mount", line.path.display()) })?;
+    if h.version == Version::V2 {
+        if !is_dedicated(&h, &dir, pid)? {
+            dir = own_cgroup(r, &h, pid)?;
+        }
+        for parent in cgroup::v2_missing_controller(&h.mount, &dir, "hugetlb") {
+            r.step(
+                Effect::ControllerEnabled { dir: parent.clone(), controller: "hugetlb".into() },
+                || {
+                    cgroup::enable_controller(&parent, "hugetlb")?;
+                    Ok::<_, StepError>(((), Effect::ControllerEnabled { dir: parent.clone(), controller: "hugetlb".into() }))
+                },
+            )?;
+        }
+    }
+    for (size, bytes) in limits {
+        let (max, rsvd) = h.hugetlb_files(*size);
+        for name in [max, rsvd] {
+            let file = dir.join(&name);
+            if !file.exists() && name.contains("rsvd") {
+                continue; // kernels before 5.7 have no reservation accounting
+            }
+            let previous = cgroup::read(&file).ok();
+            let value = bytes.0.to_string();
+            r.step(
+                Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() },
+                || {
+                    cgroup::write(&file, &value)?;
+                    Ok::<_, StepError>(((), Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() }))
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `dir` is the container's own cgroup: not the hierarchy's root, and holding no
+/// process but the container's init (at createRuntime nothing else runs in it).
+fn is_dedicated(h: &Hierarchy, dir: &Path, pid: i32) -> Result<bool, CgroupError> {
+    if dir == h.mount {
+        return Ok(false);
+    }
+    Ok(cgroup::procs(dir)?.iter().all(|&p| p == pid))
+}
+
+/// Creates `<mount>/dataplane-hook/<id>` and moves the init there.
+fn own_cgroup(r: &mut Recorder, h: &Hierarchy, pid: i32) -> Result<PathBuf, StepError> {
+    let parent = h.mount.join(OWN_CGROUP_PARENT);
+    let dir = parent.join(&r.rec.id);
+    for (d, shared) in [(&parent, true), (&dir, false)] {
+        if d.exists() {
+            continue;
+        }
+        if d == &dir {
+            for p in cgroup::v2_missing_controller(&h.mount, &dir, "hugetlb") {
+                r.step(Effect::ControllerEnabled { dir: p.clone(), controller: "hugetlb".into() }, || {
+                    cgroup::enable_controller(&p, "hugetlb")?;
+                    Ok::<_, StepError>(((), Effect::ControllerEnabled { dir: p.clone(), controller: "hugetlb".into() }))
+                })?;
+            }
+        }
+        r.step(Effect::CgroupCreated { dir: d.clone(), shared }, || {
+            std::fs::create_dir(d).map_err(|e| CgroupError::Io { op: "mkdir", path: d.clone(), source: e })?;
+            Ok::<_, StepError>(((), Effect::CgroupCreated { dir: d.clone(), shared }))
+        })?;
+    }
+    cgroup::write(&dir.join("cgroup.procs"), &pid.to_string())?;
+    Ok(dir)
+}
+
+/// Undoes one effect, tolerating "already gone". Returns an error only for what is still there.
+fn undo(effect: &Effect) -> Result<(), String> {
+    match effect {
+        Effect::ContainerMounts { .. } => Ok(()),
+        Effect::ControllerEnabled { .. } => Ok(()),
+        Effect::CgroupValue { file, previous, .. } => match previous {
+            Some(prev) if file.exists() => match std::fs::write(file, prev) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("restore {}: {e}", file.display())),
+            },
+            _ => Ok(()),
+        },
+        Effect::CgroupCreated { dir, shared } => match std::fs::remove_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) if *shared && matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => Ok(()),
+            Err(e) => Err(format!("rmdir {}: {e}", dir.display())),
+        },
+        Effect::StateDir { path } => match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("remove {}: {e}", path.display())),
+        },
+    }
+}
+
+/// The one undo path: replays `rec`'s entries backwards and removes the record. What cannot be
+/// undone yet stays in the record for the next gc.
+pub fn teardown(ledger: &Ledger, mut rec: ContainerRecord) -> Result<(), ApplyError> {
+    let mut errors = Vec::new();
+    let mut kept = Vec::new();
+    for entry in rec.entries.iter().rev() {
+        if let Err(e) = undo(&entry.effect) {
+            errors.push(e);
+            kept.push(entry.clone());
+        }
+    }
+    if errors.is_empty() {
+        ledger.remove(&rec.id)?;
+        tracing::info!(container = %rec.id, "released");
+        Ok(())
+    } else {
+        kept.reverse();
+        rec.entries = kept;
+        ledger.save(&rec)?;
+        Err(ApplyError::Teardown { id: rec.id, errors: errors.join("; ") })
+    }
+}

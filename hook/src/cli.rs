@@ -1,0 +1,89 @@
+//! Owns the `dataplane-hook` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Loaded;
+use crate::ledger::Ledger;
+use crate::{gc, hook, status};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dataplane-hook",
+    version,
+    about = "OCI hook that gives DPDK/SPDK/RDMA/GPU containers private hugepages, runtime dirs and kernel reservations",
+    long_about = None
+)]
+pub struct Cli {
+    /// Configuration file (default: $DATAPLANE_HOOK_CONFIG, else /etc/dataplane-hook/config.toml, else built-in defaults)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// OCI hook: set the container up (state JSON on stdin)
+    #[command(name = "createRuntime")]
+    CreateRuntime,
+    /// OCI hook: same as createRuntime (CRI-O turns prestart into createRuntime)
+    #[command(name = "prestart")]
+    Prestart,
+    /// OCI hook: release everything of the container (state JSON on stdin); idempotent
+    #[command(name = "poststop")]
+    Poststop,
+    /// Release what containers that are gone left behind
+    Gc {
+        /// Show what would be released without releasing it
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show reservations, groups and pools
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let loaded = Loaded::resolve(cli.config.as_deref())?;
+    crate::log::init(&loaded.config, "dataplane-hook");
+    let cfg = &loaded.config;
+    match cli.command {
+        Command::CreateRuntime | Command::Prestart => {
+            let outcome = hook::create_runtime(cfg, std::io::stdin().lock())?;
+            tracing::debug!(?outcome, "createRuntime done");
+        }
+        Command::Poststop => hook::poststop(cfg, std::io::stdin().lock())?,
+        Command::Gc { dry_run } => {
+            let ledger = Ledger::open(&cfg.state_dir)?;
+            let r = gc::run(&ledger, dry_run);
+            let verb = if dry_run { "would release" } else { "released" };
+            for id in &r.released {
+                println!("{verb} {id}");
+            }
+            for id in &r.live {
+                println!("live {id}");
+            }
+            for e in &r.errors {
+                eprintln!("dataplane-hook: gc: {e}");
+            }
+            if !r.errors.is_empty() {
+                anyhow::bail!("gc could not release everything ({} problems above)", r.errors.len());
+            }
+        }
+        Command::Status { json } => {
+            let ledger = Ledger::open(&cfg.state_dir)?;
+            let s = status::collect(&ledger);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", status::render_text(&s));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! Owns the configuration file: where it is found, its keys, their defaults and validation.
+//!
+//! Lookup order (SPEC "Configuration"): `--config PATH`, `$DATAPLANE_HOOK_CONFIG`,
+//! `/etc/dataplane-hook/config.toml`, built-in defaults. Unknown keys and bad values are errors
+//! naming the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/dataplane-hook/config.toml";
+pub const CONFIG_ENV: &str = "DATAPLANE_HOOK_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source} (check the path given by --config or ${CONFIG_ENV})")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message} (fix the key named above; see shared/SPEC.md \"Configuration\")")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: key `{key}`: {message}")]
+    Value { path: PathBuf, key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Ledger, group dirs and host-side mounts. Root-only.
+    pub state_dir: PathBuf,
+    /// The real OCI runtime behind `dataplane-runtime`.
+    pub runtime_path: PathBuf,
+    /// Hooks' stderr is often swallowed: we always log here too. Empty string disables.
+    pub log_file: PathBuf,
+    pub log_level: String,
+    pub hugepages: HugepagesConfig,
+    pub dpdk: DpdkConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HugepagesConfig {
+    /// Reserve in the kernel (hugetlbfs `min_size`) at create.
+    pub reserve: bool,
+    pub mount_path_2mi: PathBuf,
+    pub mount_path_1gi: PathBuf,
+    /// Share of a pool that containers may reserve.
+    pub max_reserved_fraction: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpdkConfig {
+    /// Path inside the container that gets a private/group dir.
+    pub runtime_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            state_dir: "/run/dataplane-hook".into(),
+            runtime_path: "runc".into(),
+            log_file: "/var/log/dataplane-hook.log".into(),
+            log_level: "info".into(),
+            hugepages: HugepagesConfig::default(),
+            dpdk: DpdkConfig::default(),
+        }
+    }
+}
+
+impl Default for HugepagesConfig {
+    fn default() -> Self {
+        HugepagesConfig {
+            reserve: true,
+            mount_path_2mi: "/dev/hugepages".into(),
+            mount_path_1gi: "/dev/hugepages-1Gi".into(),
+            max_reserved_fraction: 1.0,
+        }
+    }
+}
+
+impl Default for DpdkConfig {
+    fn default() -> Self {
+        DpdkConfig { runtime_dir: "/var/run/dpdk".into() }
+    }
+}
+
+/// The configuration in effect and the file it came from (None: built-in defaults).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: Option<PathBuf>,
+}
+
+impl Loaded {
+    /// Resolves the config path by the SPEC's lookup order and loads it.
+    pub fn resolve(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+        if let Some(p) = explicit {
+            return Self::from_file(p);
+        }
+        if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            return Self::from_file(Path::new(&p));
+        }
+        let default = Path::new(DEFAULT_CONFIG_PATH);
+        if default.exists() {
+            return Self::from_file(default);
+        }
+        Ok(Loaded { config: Config::default(), path: None })
+    }
+
+    pub fn from_file(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let config = Config::parse(&text, path)?;
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Loaded { config, path: Some(abs) })
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: {
+                let msg = e.message().replace('\n', " ").trim().to_string();
+                match e.span().and_then(|s| key_at(text, s.start)) {
+                    Some(key) if !msg.contains(&key) => format!("key `{key}`: {msg}"),
+                    _ => msg,
+                }
+            },
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, message: &str| ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            message: message.to_string(),
+        };
+        if !self.state_dir.is_absolute() {
+            return Err(bad("state_dir", "must be an absolute path"));
+        }
+        if self.runtime_path.as_os_str().is_empty() {
+            return Err(bad("runtime_path", "must not be empty"));
+        }
+        if !self.log_file.as_os_str().is_empty() && !self.log_file.is_absolute() {
+            return Err(bad("log_file", "must be an absolute path (or \"\" to log nowhere)"));
+        }
+        if !matches!(self.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
+            return Err(bad("log_level", "must be one of error, warn, info, debug, trace"));
+        }
+        let f = self.hugepages.max_reserved_fraction;
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(bad("hugepages.max_reserved_fraction", "must be in (0, 1]"));
+        }
+        for (key, p) in [
+            ("hugepages.mount_path_2mi", &self.hugepages.mount_path_2mi),
+            ("hugepages.mount_path_1gi", &self.hugepages.mount_path_1gi),
+            ("dpdk.runtime_dir", &self.dpdk.runtime_dir),
+        ] {
+            if !p.is_absolute() || p == Path::new("/") {
+                return Err(bad(key, "must be an absolute container path other than /"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The dotted key whose line holds byte `offset` (`hugepages.reserve`), for error messages.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut section = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            section = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        }
+        if offset < pos + line.len() {
+            let key = t.split('=').next()?.trim();
+            if key.is_empty() || key.starts_with('[') {
+                return None;
+            }
+            return Some(if section.is_empty() { key.to_string() } else { format!("{section}.{key}") });
+        }
+        pos += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/x.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.state_dir, Path::new("/run/dataplane-hook"));
+        assert_eq!(c.hugepages.mount_path_1gi, Path::new("/dev/hugepages-1Gi"));
+        assert_eq!(c.dpdk.runtime_dir, Path::new("/var/run/dpdk"));
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let c = parse(
+            r#"
+state_dir    = "/run/dataplane-hook"
+runtime_path = "runc"
+log_file     = "/var/log/dataplane-hook.log"
+log_level    = "info"
+[hugepages]
+reserve          = true
+mount_path_2mi   = "/dev/hugepages"
+mount_path_1gi   = "/dev/hugepages-1Gi"
+max_reserved_fraction = 0.5
+[dpdk]
+runtime_dir = "/var/run/dpdk"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.hugepages.max_reserved_fraction, 0.5);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("[hugepages]\nreserv = true\n").unwrap_err().to_string();
+        assert!(e.contains("reserv"), "{e}");
+        let e = parse("stat_dir = \"/x\"\n").unwrap_err().to_string();
+        assert!(e.contains("stat_dir"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (text, key) in [
+            ("state_dir = \"relative\"", "state_dir"),
+            ("log_level = \"loud\"", "log_level"),
+            ("[hugepages]\nmax_reserved_fraction = 1.5", "max_reserved_fraction"),
+            ("[hugepages]\nmax_reserved_fraction = 0", "max_reserved_fraction"),
+            ("[dpdk]\nruntime_dir = \"var/run\"", "dpdk.runtime_dir"),
+            ("[hugepages]\nreserve = \"yes\"", "reserve"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text} -> {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Owns garbage collection (G6): releasing what containers that are no longer alive left in
+//! the ledger. Liveness is the container init's identity (pid + start time). Run by
+//! `dataplane-hook gc` and at the start of every create.
+
+use crate::apply;
+use crate::ledger::{ContainerRecord, Ledger};
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    /// Containers released (or, with dry-run, that would be).
+    pub released: Vec<String>,
+    /// Live containers left alone.
+    pub live: Vec<String>,
+    /// Problems (corrupt records, partial teardown).
+    pub errors: Vec<String>,
+}
+
+pub fn is_dead(rec: &ContainerRecord) -> bool {
+    !rec.init.is_alive()
+}
+
+pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
+    let mut report = GcReport::default();
+    let (records, corrupt) = ledger.containers();
+    report.errors.extend(corrupt.into_iter().map(|e| e.to_string()));
+    for rec in records {
+        if !is_dead(&rec) {
+            report.live.push(rec.id);
+            continue;
+        }
+        let id = rec.id.clone();
+        if dry_run {
+            report.released.push(id);
+            continue;
+        }
+        tracing::info!(container = %id, pid = rec.init.pid, "gc: init is gone, releasing");
+        match apply::teardown(ledger, rec) {
+            Ok(()) => report.released.push(id),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    report
+}

@@ -1,0 +1,113 @@
+//! Owns the OCI hook stages: `createRuntime`/`prestart` set a container up from its request,
+//! `poststop` tears it down. Both read the runtime's state JSON on stdin.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use anyhow::Context;
+
+use crate::apply;
+use crate::config::Config;
+use crate::gc;
+use crate::host::sysfs::Sysfs;
+use crate::ledger::Ledger;
+use crate::oci::{Bundle, State};
+use crate::plan::{self, NodeFacts};
+use crate::request::{PageSize, Request};
+
+/// Node facts for planning: sysfs pools and what live containers already reserved.
+pub fn node_facts(ledger: &Ledger) -> NodeFacts {
+    let sysfs = Sysfs::default();
+    let mut f = NodeFacts::default();
+    for size in PageSize::ALL {
+        if let Some(p) = sysfs.pool(size) {
+            f.pools.insert(size, p);
+            f.node_pools.insert(size, sysfs.node_pools(size));
+        }
+    }
+    let (records, _) = ledger.containers();
+    for rec in records.iter().filter(|r| r.init.is_alive()) {
+        for size in PageSize::ALL {
+            let pages = rec.reserved_pages(size);
+            if pages > 0 {
+                let e = f.ours.entry(size).or_insert((0, 0));
+                e.0 += pages;
+                e.1 += 1;
+            }
+        }
+    }
+    f
+}
+
+/// What the hook decided to do with a container.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    PassThrough(&'static str),
+    AlreadySetUp,
+    SetUp,
+}
+
+pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome> {
+    let state = State::from_reader(input)?;
+    let span = tracing::info_span!("createRuntime", container = %state.id);
+    let _g = span.enter();
+    let bundle = Bundle::load(&state.bundle)?;
+    if bundle.is_sandbox() {
+        return Ok(Outcome::PassThrough("pod sandbox"));
+    }
+    let mut annotations: BTreeMap<String, String> = bundle.annotations();
+    annotations.extend(state.annotations.clone());
+    let req = Request::parse(&annotations, &bundle.hugepage_limits())?;
+    if req.enabled == Some(false) {
+        return Ok(Outcome::PassThrough("disabled by annotation"));
+    }
+    let pid = state
+        .pid
+        .filter(|p| *p > 0)
+        .with_context(|| format!("cannot set up container {}: the state has no init pid (run this hook at createRuntime or prestart)", state.id))?;
+
+    let ledger = Ledger::open(&cfg.state_dir)?;
+    let report = gc::run(&ledger, false);
+    for e in &report.errors {
+        tracing::warn!("gc: {e}");
+    }
+    if let Some(existing) = ledger.load(&state.id)? {
+        if existing.init.pid == pid && existing.init.is_alive() {
+            return Ok(Outcome::AlreadySetUp);
+        }
+        anyhow::bail!(
+            "cannot set up container {}: a live container with this id is already recorded (pid {}) (delete it first)",
+            state.id,
+            existing.init.pid
+        );
+    }
+    let facts = node_facts(&ledger);
+    let plan = plan::plan(&state.id, &req, cfg, &facts)?;
+    tracing::info!(?req, ?plan, "plan");
+    apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), req.group.as_ref().map(|g| g.as_str().to_string()), &plan)?;
+    tracing::info!(reservations = ?plan.reservations, "set up");
+    Ok(Outcome::SetUp)
+}
+
+pub fn poststop(cfg: &Config, input: impl Read) -> anyhow::Result<()> {
+    let state = State::from_reader(input)?;
+    let span = tracing::info_span!("poststop", container = %state.id);
+    let _g = span.enter();
+    let ledger = Ledger::open(&cfg.state_dir)?;
+    match ledger.load(&state.id)? {
+        Some(rec) => {
+            if rec.init.is_alive() {
+                // A poststop for a container whose init still runs (id reuse or a runtime bug):
+                // tearing down would pull the floor from under it.
+                anyhow::bail!(
+                    "refusing to release container {}: its init (pid {}) is still running (stop it first; gc releases it once it is gone)",
+                    state.id,
+                    rec.init.pid
+                );
+            }
+            apply::teardown(&ledger, rec)?;
+        }
+        None => tracing::debug!("nothing recorded"),
+    }
+    Ok(())
+}

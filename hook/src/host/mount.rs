@@ -1,0 +1,389 @@
+//! Owns mounts: new filesystems as detached mounts (hugetlbfs with a kernel reservation, small
+//! tmpfs views), and attaching them inside a container's mount namespace at a path resolved
+//! without leaving the container's root filesystem (G8).
+//!
+//! Nothing here mounts on the host: a detached mount (`fsmount`/`open_tree(OPEN_TREE_CLONE)`)
+//! belongs to no namespace until `move_mount` attaches it, and we only attach after joining the
+//! container's mount namespace (in a forked child, so the hook itself never leaves the host's).
+//! A private mount then lives exactly as long as the container's mount namespace: when the
+//! container dies, the kernel drops the hugetlbfs and its `min_size` reservation with it, leaked
+//! `*map_*` files included.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree, FsMountFlags,
+    FsOpenFlags, MountAttrFlags, MoveMountFlags, OpenTreeFlags,
+};
+
+use crate::request::{ContainerPath, PageSize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The kernel could not reserve the pages (hugetlbfs `min_size` failed with ENOMEM).
+    #[error("the kernel refused to reserve {pages} pages of {size}")]
+    NoReservation { size: PageSize, pages: u64 },
+    #[error("{what}: {errno}")]
+    Sys { what: String, errno: Errno },
+    #[error("container path {path} cannot be used: {why}")]
+    Target { path: String, why: String },
+    #[error("{0}")]
+    Child(String),
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> MountError {
+    let what = what.into();
+    move |errno| MountError::Sys { what, errno }
+}
+
+/// A mount that is not attached anywhere yet.
+#[derive(Debug)]
+pub struct Detached(OwnedFd);
+
+impl Detached {
+    /// A hugetlbfs of `bytes` for `size` pages. With `reserve`, `min_size` makes the kernel
+    /// reserve every page now (visible in `HugePages_Rsvd`) or fail.
+    pub fn hugetlbfs(size: PageSize, bytes: u64, reserve: bool) -> Result<Detached, MountError> {
+        let fs = fsopen("hugetlbfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen(hugetlbfs)"))?;
+        let pagesize = format!("{}", size.bytes());
+        fsconfig_set_string(&fs, "pagesize", pagesize.as_str()).map_err(sys("hugetlbfs pagesize"))?;
+        fsconfig_set_string(&fs, "size", bytes.to_string().as_str()).map_err(sys("hugetlbfs size"))?;
+        if reserve {
+            fsconfig_set_string(&fs, "min_size", bytes.to_string().as_str())
+                .map_err(sys("hugetlbfs min_size"))?;
+        }
+        fsconfig_set_string(&fs, "mode", "1777").map_err(sys("hugetlbfs mode"))?;
+        match fsconfig_create(&fs) {
+            Ok(()) => {}
+            Err(Errno::NOMEM) => {
+                return Err(MountError::NoReservation { size, pages: bytes / size.bytes() })
+            }
+            Err(e) => return Err(sys("create hugetlbfs")(e)),
+        }
+        let m = fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+        )
+        .map_err(sys("fsmount(hugetlbfs)"))?;
+        Ok(Detached(m))
+    }
+
+    /// A small tmpfs, to hold a private directory or view files.
+    pub fn tmpfs(size_bytes: u64, mode: &str) -> Result<Detached, MountError> {
+        let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen(tmpfs)"))?;
+        fsconfig_set_string(&fs, "size", size_bytes.to_string().as_str()).map_err(sys("tmpfs size"))?;
+        fsconfig_set_string(&fs, "mode", mode).map_err(sys("tmpfs mode"))?;
+        fsconfig_create(&fs).map_err(sys("create tmpfs"))?;
+        let m = fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )
+        .map_err(sys("fsmount(tmpfs)"))?;
+        Ok(Detached(m))
+    }
+
+    /// A detached clone of an existing mount (or a subtree of it) at `path` below `dir`.
+    pub fn clone_of(dir: BorrowedFd<'_>, path: &Path) -> Result<Detached, MountError> {
+        let flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
+        let fd = if path.as_os_str().is_empty() {
+            open_tree(dir, "", flags | OpenTreeFlags::AT_EMPTY_PATH)
+        } else {
+            open_tree(dir, path, flags | OpenTreeFlags::AT_SYMLINK_NOFOLLOW)
+        }
+        .map_err(sys(format!("open_tree({})", path.display())))?;
+        Ok(Detached(fd))
+    }
+
+    /// A detached clone of the subdirectory `rel` of this mount.
+    pub fn subtree(&self, rel: &Path) -> Result<Detached, MountError> {
+        Detached::clone_of(self.0.as_fd(), rel)
+    }
+
+    /// Creates `rel` (and parents) inside this mount.
+    pub fn mkdir_all(&self, rel: &Path) -> Result<(), MountError> {
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            let Component::Normal(n) = c else { continue };
+            cur.push(n);
+            match rustix::fs::mkdirat(&self.0, &cur, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(sys(format!("mkdir {}", cur.display()))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a small file at `rel` inside this mount (we just created the fs: no symlinks).
+    pub fn write_file(&self, rel: &Path, content: &str) -> Result<(), MountError> {
+        let fd = rustix::fs::openat(
+            &self.0,
+            rel,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o444),
+        )
+        .map_err(sys(format!("create {}", rel.display())))?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(content.as_bytes())
+            .map_err(|e| sys(format!("write {}", rel.display()))(Errno::from_io_error(&e).unwrap_or(Errno::IO)))
+    }
+
+    pub fn set_readonly(&self) -> Result<(), MountError> {
+        mount_setattr_rdonly(self.0.as_fd()).map_err(sys("mount_setattr(ro)"))
+    }
+
+    /// The device number of the filesystem, for matching it in mountinfo later.
+    pub fn dev(&self) -> Result<u64, MountError> {
+        rustix::fs::fstat(&self.0).map(|s| s.st_dev).map_err(sys("fstat mount"))
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn mount_setattr_rdonly(fd: BorrowedFd<'_>) -> Result<(), Errno> {
+    let attr = MountAttr { attr_set: libc::MOUNT_ATTR_RDONLY as u64, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let empty = c"";
+    // SAFETY: valid fd, NUL-terminated empty path, attr lives across the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+    }
+}
+
+/// What to do when the target path does not exist in the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// mkdir -p inside the rootfs.
+    Create,
+    /// Leave this attachment out (e.g. a sysfs directory the container does not have).
+    Skip,
+}
+
+#[derive(Debug)]
+pub struct Attachment {
+    pub mount: Detached,
+    pub target: ContainerPath,
+    pub missing: Missing,
+}
+
+/// Attaches each mount at its target inside the container whose init is `pid`, resolving every
+/// target inside `rootfs` (the host path of the container's root) without leaving it.
+/// Returns the targets actually attached.
+pub fn attach_in_container(
+    pid: i32,
+    rootfs: &Path,
+    attachments: Vec<Attachment>,
+) -> Result<Vec<ContainerPath>, MountError> {
+    let ns_path = format!("/proc/{pid}/ns/mnt");
+    let ns = rustix::fs::open(ns_path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(sys(format!("open {ns_path}")))?;
+    let ours = rustix::fs::stat("/proc/self/ns/mnt").map_err(sys("stat /proc/self/ns/mnt"))?;
+    let theirs = rustix::fs::fstat(&ns).map_err(sys(format!("stat {ns_path}")))?;
+    if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) {
+        return Err(MountError::Target {
+            path: "/".into(),
+            why: "the container shares the host's mount namespace, so a mount there would land on the host".into(),
+        });
+    }
+    let rootfs_stat = rustix::fs::stat(rootfs).map_err(sys(format!("stat {}", rootfs.display())))?;
+
+    let (mut rd, wr) = pipe()?;
+    // SAFETY: the hook is single-threaded; the child only makes syscalls and exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| sys("fork")(Errno::from_raw_os_error(e as i32)))? {
+        nix::unistd::ForkResult::Child => {
+            drop(rd);
+            let result = child_attach(&ns, pid, rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), attachments);
+            let mut w = std::fs::File::from(wr);
+            let msg = match result {
+                Ok(done) => {
+                    let list: Vec<String> = done.iter().map(|p| p.to_string()).collect();
+                    format!("ok\n{}", list.join("\n"))
+                }
+                Err(e) => format!("err\n{e}"),
+            };
+            let _ = w.write_all(msg.as_bytes());
+            drop(w);
+            // SAFETY: leave the child without running the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(wr);
+            drop(attachments);
+            let mut out = String::new();
+            let _ = rd.read_to_string(&mut out);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let (status, rest) = out.split_once('\n').unwrap_or((out.as_str(), ""));
+            match status {
+                "ok" => Ok(rest
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .filter_map(|l| ContainerPath::parse(l).ok())
+                    .collect()),
+                "err" => Err(MountError::Child(rest.to_string())),
+                _ => Err(MountError::Child("the mount helper process died".into())),
+            }
+        }
+    }
+}
+
+fn pipe() -> Result<(std::fs::File, OwnedFd), MountError> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(sys("pipe"))?;
+    Ok((std::fs::File::from(r), w))
+}
+
+fn child_attach(
+    ns: &OwnedFd,
+    pid: i32,
+    rootfs: &Path,
+    rootfs_id: (u64, u64),
+    attachments: Vec<Attachment>,
+) -> Result<Vec<ContainerPath>, MountError> {
+    rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Mount))
+        .map_err(sys("setns(mount namespace)"))?;
+    // Before pivot_root (runc, crun: createRuntime) the rootfs is at its host path in the
+    // container's namespace; after it, it is the init's root.
+    let proc_root = format!("/proc/{pid}/root");
+    let init_root = rustix::fs::open(proc_root.as_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(sys(format!("open {proc_root}")))?;
+    let st = rustix::fs::fstat(&init_root).map_err(sys("stat container root"))?;
+    let root = if (st.st_dev, st.st_ino) == rootfs_id {
+        init_root
+    } else {
+        let rel = rootfs.strip_prefix("/").unwrap_or(rootfs);
+        rustix::fs::openat2(
+            &init_root,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(sys(format!("open rootfs {}", rootfs.display())))?
+    };
+    let mut done = Vec::new();
+    for a in attachments {
+        let Some(target) = resolve_target(&root, &a.target, a.missing)? else { continue };
+        move_mount(
+            a.mount.fd(),
+            "",
+            &target,
+            "",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )
+        .map_err(sys(format!("mount on {}", a.target)))?;
+        done.push(a.target);
+    }
+    Ok(done)
+}
+
+fn resolve_flags() -> ResolveFlags {
+    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS
+}
+
+fn open_in_root(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat2(
+        root,
+        rel,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve_flags(),
+    )
+}
+
+/// Opens `target` inside `root` (as an `O_PATH` directory fd), creating missing directories
+/// when asked. Symlinks are followed as the container would see them, but never out of
+/// `root`; `/proc` magic links are refused.
+pub fn resolve_target(root: &OwnedFd, target: &ContainerPath, missing: Missing) -> Result<Option<OwnedFd>, MountError> {
+    let rel = target.relative();
+    let bad = |why: String| MountError::Target { path: target.to_string(), why };
+    match open_in_root(root, rel) {
+        Ok(fd) => return Ok(Some(fd)),
+        Err(Errno::NOENT) if missing == Missing::Skip => return Ok(None),
+        Err(Errno::NOENT) => {}
+        Err(Errno::NOTDIR) => return Err(bad("it is not a directory".into())),
+        Err(Errno::LOOP) | Err(Errno::XDEV) => {
+            return Err(bad("it resolves through a /proc magic link or a symlink loop".into()))
+        }
+        Err(e) => return Err(bad(format!("cannot open it: {e}"))),
+    }
+    // mkdir -p, one component at a time, each parent re-resolved inside the root.
+    let mut prefix = PathBuf::new();
+    for c in rel.components() {
+        let Component::Normal(name) = c else { continue };
+        let parent = if prefix.as_os_str().is_empty() {
+            open_in_root(root, Path::new("."))
+        } else {
+            open_in_root(root, &prefix)
+        }
+        .map_err(|e| bad(format!("cannot open {}: {e}", prefix.display())))?;
+        prefix.push(name);
+        match open_in_root(root, &prefix) {
+            Ok(_) => continue,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(bad(format!("cannot open {}: {e}", prefix.display()))),
+        }
+        match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {}
+            // A dangling symlink: we do not create its target for the image.
+            Err(Errno::EXIST) => return Err(bad(format!("/{} is a dangling symlink or not a directory", prefix.display()))),
+            Err(e) => return Err(bad(format!("cannot create /{}: {e}", prefix.display()))),
+        }
+    }
+    open_in_root(root, rel)
+        .map(Some)
+        .map_err(|e| bad(format!("cannot open it after creating it: {e}")))
+}
+
+/// `st_dev` of the mounts of a process's mount namespace with the given fs type.
+pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { return vec![] };
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mut post = post.split(' ');
+            (post.next()? == fstype).then(|| {
+                let mp = pre.split(' ').nth(4).unwrap_or("").to_string();
+                let opts = post.nth(1).unwrap_or("").to_string();
+                (mp, opts)
+            })
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+fn fd_from_raw(raw: i32) -> OwnedFd {
+    // SAFETY: caller passes an fd it owns.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+#[allow(dead_code)]
+fn cwd() -> BorrowedFd<'static> {
+    CWD
+}

@@ -1,0 +1,294 @@
+//! Owns the state dir: one JSON record per container (and per group), each effect written as
+//! an intent before it is made and marked done after, atomically (temp file, fsync, rename),
+//! under one lock. poststop and gc undo a record's entries in reverse (see `apply`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::proc::ProcessId;
+use crate::request::{Bytes, PageSize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot use state dir {path}: {source} (check `state_dir` in the config; it must be writable by root)")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("state dir {path} is not safe: {why} (it must be a root-owned directory with mode 0700)")]
+    Unsafe { path: PathBuf, why: String },
+    #[error("state dir {path} is locked by another dataplane-hook for more than {secs}s (look for a hung dataplane-hook process)")]
+    LockTimeout { path: PathBuf, secs: u64 },
+    #[error("corrupt record {path}: {why} (inspect it; `dataplane-hook gc` skips it until it is fixed or removed)")]
+    Corrupt { path: PathBuf, why: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io { path: path.to_path_buf(), source }
+}
+
+/// One thing the product did to the node, with what is needed to undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Effect {
+    /// Mounts attached inside the container's mount namespace (hugetlbfs with its kernel
+    /// reservation, runtime dir, sysfs views). They live and die with that namespace, so undo
+    /// has nothing to do on the host; recorded for status and audit.
+    ContainerMounts { targets: Vec<String>, reserved: BTreeMap<PageSize, Bytes> },
+    /// `+controller` written to a v2 `cgroup.subtree_control`. Kept on undo: it is node
+    /// configuration that other containers may rely on, and it limits nothing by itself.
+    ControllerEnabled { dir: PathBuf, controller: String },
+    /// A cgroup directory we created. Undo: rmdir (a `shared` parent may stay busy).
+    CgroupCreated { dir: PathBuf, #[serde(default)] shared: bool },
+    /// A control file value we wrote. Undo: write `previous` back if the file still exists.
+    CgroupValue { file: PathBuf, value: String, previous: Option<String> },
+    /// A directory we created under the state dir. Undo: remove it recursively.
+    StateDir { path: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(flatten)]
+    pub effect: Effect,
+    /// false: intent written, effect maybe made; true: effect made.
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    /// The container's init: liveness is this process's identity, not a runtime's state dir.
+    pub init: ProcessId,
+    pub bundle: PathBuf,
+    /// Unix seconds.
+    pub created: u64,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub reservations: BTreeMap<PageSize, Bytes>,
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+}
+
+impl ContainerRecord {
+    pub fn reserved_pages(&self, size: PageSize) -> u64 {
+        self.reservations.get(&size).map(|b| b.pages(size)).unwrap_or(0)
+    }
+}
+
+/// The state dir, locked for as long as this value lives.
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    _lock: File,
+}
+
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn ensure_private_dir(path: &Path) -> Result<(), LedgerError> {
+    match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(path) {
+        Ok(()) => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+    if !meta.is_dir() {
+        return Err(LedgerError::Unsafe { path: path.into(), why: "not a directory".into() });
+    }
+    if meta.uid() != 0 && nix::unistd::geteuid().is_root() {
+        return Err(LedgerError::Unsafe { path: path.into(), why: format!("owned by uid {}", meta.uid()) });
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))?;
+    }
+    Ok(())
+}
+
+impl Ledger {
+    /// Opens (creating it root-only if needed) and locks the state dir.
+    pub fn open(state_dir: &Path) -> Result<Ledger, LedgerError> {
+        ensure_private_dir(state_dir)?;
+        ensure_private_dir(&state_dir.join("containers"))?;
+        let lock_path = state_dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        let start = Instant::now();
+        loop {
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR) => {
+                    if start.elapsed() > LOCK_TIMEOUT {
+                        return Err(LedgerError::LockTimeout { path: lock_path, secs: LOCK_TIMEOUT.as_secs() });
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(io(&lock_path)(e.into())),
+            }
+        }
+        Ok(Ledger { dir: state_dir.to_path_buf(), _lock: lock })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join("containers").join(format!("{id}.json"))
+    }
+
+    pub fn load(&self, id: &str) -> Result<Option<ContainerRecord>, LedgerError> {
+        let p = self.record_path(id);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| LedgerError::Corrupt { path: p, why: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// Every container record; corrupt ones are returned as errors beside the good ones.
+    pub fn containers(&self) -> (Vec<ContainerRecord>, Vec<LedgerError>) {
+        let d = self.dir.join("containers");
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&d) else { return (ok, bad) };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        for n in names {
+            match self.load(n.trim_end_matches(".json")) {
+                Ok(Some(r)) => ok.push(r),
+                Ok(None) => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        (ok, bad)
+    }
+
+    pub fn save(&self, rec: &ContainerRecord) -> Result<(), LedgerError> {
+        atomic_write(&self.record_path(&rec.id), &serde_json::to_vec_pretty(rec).expect("serializes"))
+    }
+
+    pub fn remove(&self, id: &str) -> Result<(), LedgerError> {
+        let p = self.record_path(id);
+        match std::fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().unwrap_or(&self.dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(io(dir))
+}
+
+/// Temp file in the same directory, fsync, rename, fsync the directory.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
+    let dir = path.parent().expect("record paths have a parent");
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
+        std::process::id()
+    ));
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    sync_dir(dir)
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            init: ProcessId { pid: 1, start_time: 2 },
+            bundle: "/b".into(),
+            created: 3,
+            group: None,
+            reservations: [(PageSize::Size2Mi, Bytes(8 << 20))].into_iter().collect(),
+            entries: vec![Entry {
+                effect: Effect::CgroupValue { file: "/x".into(), value: "1".into(), previous: Some("max".into()) },
+                done: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_dir_is_private() {
+        let t = tempfile::tempdir().unwrap();
+        let sd = t.path().join("state");
+        let l = Ledger::open(&sd).unwrap();
+        assert_eq!(std::fs::metadata(&sd).unwrap().mode() & 0o777, 0o700);
+        l.save(&rec("a")).unwrap();
+        l.save(&rec("b")).unwrap();
+        assert_eq!(l.load("a").unwrap().unwrap(), rec("a"));
+        assert_eq!(l.load("a").unwrap().unwrap().reserved_pages(PageSize::Size2Mi), 4);
+        let (all, bad) = l.containers();
+        assert_eq!((all.len(), bad.len()), (2, 0));
+        l.remove("a").unwrap();
+        l.remove("a").unwrap();
+        assert!(l.load("a").unwrap().is_none());
+        let leftovers: Vec<_> = std::fs::read_dir(sd.join("containers")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn corrupt_records_are_reported_not_fatal() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Ledger::open(t.path()).unwrap();
+        l.save(&rec("good")).unwrap();
+        std::fs::write(t.path().join("containers/bad.json"), "{").unwrap();
+        let (all, bad) = l.containers();
+        assert_eq!(all.len(), 1);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].to_string().contains("bad.json"));
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_holder() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Ledger::open(t.path()).unwrap();
+        let p = t.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let _l2 = Ledger::open(&p).unwrap();
+            tx.send(Instant::now()).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let released = Instant::now();
+        drop(l);
+        let acquired = rx.recv().unwrap();
+        h.join().unwrap();
+        assert!(acquired >= released, "second open waited for the first to drop");
+    }
+}

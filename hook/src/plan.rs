@@ -1,0 +1,62 @@
+//! Owns deciding, without side effects, what a create will do: a [`Plan`] computed from the
+//! validated request, the configuration and the node's facts. `status`, `--dry-run` and unit
+//! tests look at plans; `apply` carries them out.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::features;
+use crate::host::sysfs::{NodePool, Pool};
+use crate::request::{Bytes, ContainerPath, PageSize, Request};
+
+/// What the node looks like, as far as planning cares.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFacts {
+    /// Pools per page size the kernel supports.
+    pub pools: BTreeMap<PageSize, Pool>,
+    pub node_pools: BTreeMap<PageSize, Vec<NodePool>>,
+    /// Pages reserved by live containers we manage, and how many containers hold them.
+    pub ours: BTreeMap<PageSize, (u64, usize)>,
+}
+
+/// A new filesystem attached in the container.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MountPlan {
+    /// A private hugetlbfs of `bytes`, reserved in the kernel when `reserve`.
+    Hugetlbfs { size: PageSize, bytes: Bytes, reserve: bool, target: ContainerPath },
+    /// A private, empty directory (small tmpfs).
+    EmptyDir { target: ContainerPath },
+    /// Read-only view files over a sysfs directory; skipped when the container lacks it.
+    View { target: ContainerPath, files: Vec<(String, String)> },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub mounts: Vec<MountPlan>,
+    /// hugetlb limits (bytes) for the container's cgroup.
+    pub hugetlb_limits: Vec<(PageSize, Bytes)>,
+    pub reservations: BTreeMap<PageSize, Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {why} ({fix})")]
+pub struct PlanError {
+    pub what: String,
+    pub why: String,
+    pub fix: String,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.mounts.is_empty() && self.hugetlb_limits.is_empty()
+    }
+}
+
+/// Computes the plan for container `id`.
+pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts) -> Result<Plan, PlanError> {
+    let mut p = Plan::default();
+    for f in features::FEATURES {
+        (f.plan)(id, req, cfg, facts, &mut p)?;
+    }
+    Ok(p)
+}

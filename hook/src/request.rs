@@ -1,0 +1,575 @@
+//! Owns the edge between untrusted input and the rest of the program: the `dataplane-hook.io/`
+//! annotations (and the spec's `hugepageLimits`) become a typed, validated [`Request`].
+//! Nothing after this module sees a raw annotation string.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+pub const PREFIX: &str = "dataplane-hook.io/";
+
+/// Annotation keys (without the prefix) that this version understands.
+pub const KEYS: &[&str] = &[
+    "enabled",
+    "hugepages-2Mi",
+    "hugepages-1Gi",
+    "dpdk-runtime-dir",
+    "dpdk-group",
+    "dpdk-file-prefix",
+    "gpu-headroom",
+    "rdma-gid-index",
+    "spdk-iobuf",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid annotation {PREFIX}{key}={value:?}: {why} ({fix})")]
+pub struct RequestError {
+    pub key: String,
+    pub value: String,
+    pub why: String,
+    pub fix: String,
+}
+
+fn bad(key: &str, value: &str, why: impl Into<String>, fix: impl Into<String>) -> RequestError {
+    RequestError { key: key.into(), value: value.into(), why: why.into(), fix: fix.into() }
+}
+
+/// A hugepage size the product manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum PageSize {
+    #[serde(rename = "2Mi")]
+    Size2Mi,
+    #[serde(rename = "1Gi")]
+    Size1Gi,
+}
+
+impl PageSize {
+    pub const ALL: [PageSize; 2] = [PageSize::Size2Mi, PageSize::Size1Gi];
+
+    pub fn bytes(self) -> u64 {
+        match self {
+            PageSize::Size2Mi => 2 << 20,
+            PageSize::Size1Gi => 1 << 30,
+        }
+    }
+    /// Kubernetes / annotation spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            PageSize::Size2Mi => "2Mi",
+            PageSize::Size1Gi => "1Gi",
+        }
+    }
+    /// The kernel's sysfs directory name (`hugepages-2048kB`).
+    pub fn sysfs_dir(self) -> String {
+        format!("hugepages-{}kB", self.bytes() / 1024)
+    }
+    /// The cgroup hugetlb file infix (`2MB`, `1GB`).
+    pub fn cgroup_name(self) -> &'static str {
+        match self {
+            PageSize::Size2Mi => "2MB",
+            PageSize::Size1Gi => "1GB",
+        }
+    }
+    pub fn annotation(self) -> String {
+        format!("hugepages-{}", self.name())
+    }
+    /// Parses the OCI `hugepageLimits[].pageSize` spelling (`2MB`, `1GB`, also `2Mi`/`2048kB`).
+    pub fn from_oci(s: &str) -> Option<PageSize> {
+        match s {
+            "2MB" | "2Mi" | "2MiB" | "2048kB" | "2048KB" => Some(PageSize::Size2Mi),
+            "1GB" | "1Gi" | "1GiB" | "1048576kB" | "1048576KB" => Some(PageSize::Size1Gi),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PageSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A byte quantity written the Kubernetes way (`256Mi`, `1Gi`, `268435456`, `1.5Gi`, `1e9`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    pub fn parse_quantity(s: &str) -> Result<Bytes, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err("empty quantity".into());
+        }
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, suffix) = s.split_at(split);
+        if num.is_empty() || num.matches('.').count() > 1 || num == "." {
+            return Err("not a quantity: expected digits with an optional suffix like Mi or Gi".into());
+        }
+        // Exact decimal arithmetic: mantissa as integer plus count of fraction digits.
+        let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
+        let digits = format!("{int_part}{frac_part}");
+        let mantissa: u128 = digits.parse().map_err(|_| "number too large".to_string())?;
+        let mut scale_num: u128 = 1;
+        let mut scale_den: u128 = 10u128.pow(frac_part.len() as u32);
+        match suffix {
+            "" => {}
+            "Ki" => scale_num = 1 << 10,
+            "Mi" => scale_num = 1 << 20,
+            "Gi" => scale_num = 1 << 30,
+            "Ti" => scale_num = 1 << 40,
+            "Pi" => scale_num = 1 << 50,
+            "Ei" => scale_num = 1 << 60,
+            "k" => scale_num = 1_000,
+            "M" => scale_num = 1_000_000,
+            "G" => scale_num = 1_000_000_000,
+            "T" => scale_num = 1_000_000_000_000,
+            "P" => scale_num = 1_000_000_000_000_000,
+            "E" => scale_num = 1_000_000_000_000_000_000,
+            "m" => scale_den *= 1000,
+            e if e.starts_with(['e', 'E']) => {
+                let exp: u32 = e[1..]
+                    .parse()
+                    .map_err(|_| format!("bad exponent {e:?}"))?;
+                if exp > 30 {
+                    return Err("number too large".into());
+                }
+                scale_num = 10u128.pow(exp);
+            }
+            other => {
+                return Err(format!(
+                    "unknown suffix {other:?} (use Ki, Mi, Gi, Ti, k, M, G, T or plain bytes)"
+                ))
+            }
+        }
+        let total = mantissa.checked_mul(scale_num).ok_or("number too large")?;
+        if total % scale_den != 0 {
+            return Err("not a whole number of bytes".into());
+        }
+        let v = total / scale_den;
+        u64::try_from(v).map(Bytes).map_err(|_| "number too large".into())
+    }
+
+    pub fn pages(self, size: PageSize) -> u64 {
+        self.0 / size.bytes()
+    }
+}
+
+impl fmt::Display for Bytes {
+    /// Shortest exact binary spelling: `256Mi`, `1Gi`, `3Ki`, or plain bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+            if v != 0 && v % (1u64 << shift) == 0 {
+                return write!(f, "{}{}", v >> shift, unit);
+            }
+        }
+        write!(f, "{v}")
+    }
+}
+
+/// An absolute path inside the container, normal components only.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContainerPath(PathBuf);
+
+impl ContainerPath {
+    pub fn parse(s: &str) -> Result<ContainerPath, String> {
+        let p = Path::new(s);
+        if !p.is_absolute() {
+            return Err("must be an absolute path".into());
+        }
+        if s.contains('\0') {
+            return Err("must not contain NUL".into());
+        }
+        let mut clean = PathBuf::from("/");
+        for c in p.components() {
+            match c {
+                Component::RootDir => {}
+                Component::Normal(n) => clean.push(n),
+                Component::CurDir => {}
+                Component::ParentDir => return Err("must not contain ..".into()),
+                Component::Prefix(_) => return Err("not a Linux path".into()),
+            }
+        }
+        if clean == Path::new("/") {
+            return Err("must not be /".into());
+        }
+        Ok(ContainerPath(clean))
+    }
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+    /// The path relative to the container root (no leading `/`).
+    pub fn relative(&self) -> &Path {
+        self.0.strip_prefix("/").unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for ContainerPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.display().fmt(f)
+    }
+}
+
+/// A DPDK group name: a DNS label.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub fn parse(s: &str) -> Result<GroupName, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if ok {
+            Ok(GroupName(s.to_string()))
+        } else {
+            Err("must be a DNS label: lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit".into())
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `dpdk-file-prefix`: `auto` or an explicit prefix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FilePrefix {
+    Auto,
+    Explicit(String),
+}
+
+impl FilePrefix {
+    pub fn parse(s: &str) -> Result<FilePrefix, String> {
+        if s == "auto" {
+            return Ok(FilePrefix::Auto);
+        }
+        if !s.is_empty()
+            && s.len() <= 24
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            Ok(FilePrefix::Explicit(s.to_string()))
+        } else {
+            Err("must be `auto` or 1-24 characters of [A-Za-z0-9_-]".into())
+        }
+    }
+}
+
+/// `rdma-gid-index`: `auto` or an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum GidIndex {
+    Auto,
+    Index(u32),
+}
+
+/// `spdk-iobuf`: the pool sizes to check before start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpdkIobuf {
+    pub small_count: u64,
+    pub large_count: u64,
+    pub small_bufsize: Option<u64>,
+    pub large_bufsize: Option<u64>,
+}
+
+impl SpdkIobuf {
+    pub fn parse(s: &str) -> Result<SpdkIobuf, String> {
+        let (mut small, mut large, mut sb, mut lb) = (None, None, None, None);
+        for part in s.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not key=value"))?;
+            let n: u64 = match k.trim() {
+                "small-bufsize" | "large-bufsize" => {
+                    Bytes::parse_quantity(v).map_err(|e| format!("{k}: {e}"))?.0
+                }
+                _ => v.trim().parse().map_err(|_| format!("{k}: {v:?} is not a whole number"))?,
+            };
+            if n == 0 {
+                return Err(format!("{k} must be > 0"));
+            }
+            let slot = match k.trim() {
+                "small" => &mut small,
+                "large" => &mut large,
+                "small-bufsize" => &mut sb,
+                "large-bufsize" => &mut lb,
+                other => {
+                    return Err(format!(
+                        "unknown field {other:?} (fields: small, large, small-bufsize, large-bufsize)"
+                    ))
+                }
+            };
+            if slot.replace(n).is_some() {
+                return Err(format!("{k} given twice"));
+            }
+        }
+        Ok(SpdkIobuf {
+            small_count: small.ok_or("small=N is required")?,
+            large_count: large.ok_or("large=N is required")?,
+            small_bufsize: sb,
+            large_bufsize: lb,
+        })
+    }
+}
+
+/// Where the DPDK runtime dir goes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RuntimeDir {
+    At(ContainerPath),
+    None,
+}
+
+/// Everything a container asked for, validated.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Request {
+    /// `enabled` annotation, if present.
+    pub enabled: Option<bool>,
+    /// Hugepages per size (annotation, else non-zero `hugepageLimits`).
+    pub hugepages: BTreeMap<PageSize, Bytes>,
+    /// None: the configured default path.
+    pub runtime_dir: Option<RuntimeDir>,
+    pub group: Option<GroupName>,
+    pub file_prefix: Option<FilePrefix>,
+    pub gpu_headroom: Option<Bytes>,
+    pub rdma_gid_index: Option<GidIndex>,
+    pub spdk_iobuf: Option<SpdkIobuf>,
+}
+
+impl Request {
+    /// Parses the spec's annotations and hugepage limits. `hugepage_limits` is
+    /// `(pageSize as written, limit bytes)` from `linux.resources.hugepageLimits`.
+    pub fn parse(
+        annotations: &BTreeMap<String, String>,
+        hugepage_limits: &[(String, u64)],
+    ) -> Result<Request, RequestError> {
+        let mut r = Request::default();
+        for (full, value) in annotations {
+            let Some(key) = full.strip_prefix(PREFIX) else { continue };
+            let v = value.as_str();
+            match key {
+                "enabled" => {
+                    r.enabled = Some(match v {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad(key, v, "must be \"true\" or \"false\"", "use \"true\" or \"false\"")),
+                    })
+                }
+                "hugepages-2Mi" | "hugepages-1Gi" => {
+                    let size = if key.ends_with("2Mi") { PageSize::Size2Mi } else { PageSize::Size1Gi };
+                    let q = Bytes::parse_quantity(v)
+                        .map_err(|e| bad(key, v, e, "write a quantity such as 256Mi or 2Gi"))?;
+                    if q.0 == 0 {
+                        return Err(bad(key, v, "must be greater than 0", "remove the annotation to ask for no hugepages"));
+                    }
+                    if q.0 % size.bytes() != 0 {
+                        return Err(bad(
+                            key,
+                            v,
+                            format!("{} is not a multiple of the {} page size", q, size),
+                            format!("use a multiple of {}", size),
+                        ));
+                    }
+                    r.hugepages.insert(size, q);
+                }
+                "dpdk-runtime-dir" => {
+                    r.runtime_dir = Some(if v == "none" {
+                        RuntimeDir::None
+                    } else {
+                        RuntimeDir::At(ContainerPath::parse(v).map_err(|e| {
+                            bad(key, v, e, "give an absolute container path such as /var/run/dpdk, or none")
+                        })?)
+                    })
+                }
+                "dpdk-group" => {
+                    r.group = Some(GroupName::parse(v).map_err(|e| bad(key, v, e, "use a name like pktgen-1"))?)
+                }
+                "dpdk-file-prefix" => {
+                    r.file_prefix = Some(FilePrefix::parse(v).map_err(|e| bad(key, v, e, "use auto or a short prefix like app1"))?)
+                }
+                "gpu-headroom" => {
+                    let q = Bytes::parse_quantity(v).map_err(|e| bad(key, v, e, "write a quantity such as 4Gi"))?;
+                    if q.0 == 0 {
+                        return Err(bad(key, v, "must be greater than 0", "remove the annotation to use the configured headroom"));
+                    }
+                    r.gpu_headroom = Some(q);
+                }
+                "rdma-gid-index" => {
+                    r.rdma_gid_index = Some(if v == "auto" {
+                        GidIndex::Auto
+                    } else {
+                        GidIndex::Index(v.parse().map_err(|_| {
+                            bad(key, v, "must be auto or a non-negative integer", "use auto to let dataplane-hook choose")
+                        })?)
+                    })
+                }
+                "spdk-iobuf" => {
+                    r.spdk_iobuf = Some(SpdkIobuf::parse(v).map_err(|e| {
+                        bad(key, v, e, "write small=N,large=N[,small-bufsize=B,large-bufsize=B]")
+                    })?)
+                }
+                _ => {
+                    return Err(bad(
+                        key,
+                        v,
+                        "unknown annotation key",
+                        format!("known keys: {}", KEYS.join(", ")),
+                    ))
+                }
+            }
+        }
+        if r.group.is_some() && r.file_prefix.is_some() {
+            return Err(bad(
+                "dpdk-file-prefix",
+                annotations.get(&format!("{PREFIX}dpdk-file-prefix")).map(String::as_str).unwrap_or(""),
+                "cannot be combined with dataplane-hook.io/dpdk-group",
+                "use a group (private shared dirs) or prefix mode (host dirs), not both",
+            ));
+        }
+        for (size_str, limit) in hugepage_limits {
+            let Some(size) = PageSize::from_oci(size_str) else { continue };
+            if *limit == 0 || r.hugepages.contains_key(&size) {
+                continue;
+            }
+            if limit % size.bytes() != 0 {
+                return Err(bad(
+                    &size.annotation(),
+                    &limit.to_string(),
+                    format!("the spec's hugepageLimits for {size} is not a multiple of the page size"),
+                    "fix resources.limits in the pod spec",
+                ));
+            }
+            r.hugepages.insert(size, Bytes(*limit));
+        }
+        Ok(r)
+    }
+
+    pub fn wants_hugepages(&self) -> bool {
+        !self.hugepages.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string())).collect()
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        for (s, v) in [
+            ("256Mi", 256u64 << 20),
+            ("1Gi", 1 << 30),
+            ("268435456", 268435456),
+            ("1.5Gi", 3 << 29),
+            ("2G", 2_000_000_000),
+            ("4k", 4000),
+            ("1e3", 1000),
+            ("2048Ki", 2 << 20),
+        ] {
+            assert_eq!(Bytes::parse_quantity(s), Ok(Bytes(v)), "{s}");
+        }
+        for s in ["", "Mi", "-1Gi", "1.2.3", "12XB", "0.3", "1.5", "99999999999999999999999Gi", "1 Gi"] {
+            assert!(Bytes::parse_quantity(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn bytes_display_is_shortest_binary() {
+        assert_eq!(Bytes(256 << 20).to_string(), "256Mi");
+        assert_eq!(Bytes(1 << 30).to_string(), "1Gi");
+        assert_eq!(Bytes(1000).to_string(), "1000");
+    }
+
+    #[test]
+    fn hugepage_annotations_must_be_page_multiples() {
+        let r = Request::parse(&ann(&[("hugepages-2Mi", "16Mi"), ("hugepages-1Gi", "2Gi")]), &[]).unwrap();
+        assert_eq!(r.hugepages[&PageSize::Size2Mi], Bytes(16 << 20));
+        assert_eq!(r.hugepages[&PageSize::Size1Gi], Bytes(2 << 30));
+        for (k, v) in [("hugepages-2Mi", "3Mi"), ("hugepages-1Gi", "512Mi"), ("hugepages-2Mi", "0"), ("hugepages-2Mi", "lots")] {
+            let e = Request::parse(&ann(&[(k, v)]), &[]).unwrap_err();
+            assert_eq!(e.key, k);
+            assert!(e.to_string().contains(&format!("{PREFIX}{k}")));
+        }
+    }
+
+    #[test]
+    fn spec_hugepage_limits_are_the_default_and_zero_means_none() {
+        let lim = vec![("2MB".to_string(), 8u64 << 20), ("1GB".to_string(), 0)];
+        let r = Request::parse(&BTreeMap::new(), &lim).unwrap();
+        assert_eq!(r.hugepages.len(), 1);
+        assert_eq!(r.hugepages[&PageSize::Size2Mi], Bytes(8 << 20));
+        // The annotation wins over the spec.
+        let r = Request::parse(&ann(&[("hugepages-2Mi", "4Mi")]), &lim).unwrap();
+        assert_eq!(r.hugepages[&PageSize::Size2Mi], Bytes(4 << 20));
+        let e = Request::parse(&BTreeMap::new(), &[("2MB".into(), 3 << 20)]).unwrap_err();
+        assert_eq!(e.key, "hugepages-2Mi");
+    }
+
+    #[test]
+    fn unknown_keys_under_the_prefix_are_errors_and_others_ignored() {
+        let e = Request::parse(&ann(&[("hugepages-2mi", "2Mi")]), &[]).unwrap_err();
+        assert_eq!(e.key, "hugepages-2mi");
+        assert!(e.to_string().contains("unknown annotation key"));
+        let mut other = BTreeMap::new();
+        other.insert("io.kubernetes.cri.container-type".to_string(), "container".to_string());
+        other.insert("dataplane-hook.iox/whatever".to_string(), "x".to_string());
+        assert_eq!(Request::parse(&other, &[]).unwrap(), Request::default());
+    }
+
+    #[test]
+    fn every_malformed_value_names_its_key() {
+        for (k, v) in [
+            ("enabled", "yes"),
+            ("dpdk-runtime-dir", "relative/path"),
+            ("dpdk-runtime-dir", "/var/../etc"),
+            ("dpdk-runtime-dir", "/"),
+            ("dpdk-group", "Upper"),
+            ("dpdk-group", "-x"),
+            ("dpdk-group", &"a".repeat(64)),
+            ("dpdk-group", "a/b"),
+            ("dpdk-file-prefix", "has space"),
+            ("dpdk-file-prefix", &"p".repeat(25)),
+            ("dpdk-file-prefix", ""),
+            ("gpu-headroom", "0"),
+            ("gpu-headroom", "much"),
+            ("rdma-gid-index", "-1"),
+            ("rdma-gid-index", "one"),
+            ("spdk-iobuf", "small=1"),
+            ("spdk-iobuf", "small=1,large=x"),
+            ("spdk-iobuf", "small=1,large=2,medium=3"),
+            ("spdk-iobuf", "small=1,small=2,large=3"),
+        ] {
+            let e = Request::parse(&ann(&[(k, v)]), &[]).unwrap_err();
+            assert_eq!(e.key, k, "{k}={v}");
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{PREFIX}{k}")) && !msg.contains('\n'), "{msg}");
+        }
+    }
+
+    #[test]
+    fn valid_values_parse() {
+        let r = Request::parse(
+            &ann(&[
+                ("enabled", "true"),
+                ("dpdk-runtime-dir", "/run/./dpdk/"),
+                ("dpdk-group", "grp-1"),
+                ("gpu-headroom", "4Gi"),
+                ("rdma-gid-index", "3"),
+                ("spdk-iobuf", "small=32767,large=16383,large-bufsize=132Ki"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.enabled, Some(true));
+        assert_eq!(r.runtime_dir, Some(RuntimeDir::At(ContainerPath::parse("/run/dpdk").unwrap())));
+        assert_eq!(r.group.unwrap().as_str(), "grp-1");
+        assert_eq!(r.rdma_gid_index, Some(GidIndex::Index(3)));
+        let io = r.spdk_iobuf.unwrap();
+        assert_eq!((io.small_count, io.large_count, io.large_bufsize), (32767, 16383, Some(132 << 10)));
+        let r = Request::parse(&ann(&[("dpdk-runtime-dir", "none"), ("dpdk-file-prefix", "auto")]), &[]).unwrap();
+        assert_eq!(r.runtime_dir, Some(RuntimeDir::None));
+        assert_eq!(r.file_prefix, Some(FilePrefix::Auto));
+    }
+}

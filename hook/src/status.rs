@@ -1,0 +1,90 @@
+//! Owns `status`: what the ledger holds (containers, their reservations and groups) and the
+//! node's pools, as text or JSON (SPEC "State").
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::host::sysfs::{Pool, Sysfs};
+use crate::ledger::{ContainerRecord, Ledger};
+use crate::request::PageSize;
+
+#[derive(Debug, Serialize)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub group: Option<String>,
+    pub reservations: BTreeMap<PageSize, String>,
+    pub pid: i32,
+    pub alive: bool,
+    pub created: u64,
+    pub bundle: String,
+    pub mounts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub containers: Vec<ContainerStatus>,
+    pub groups: Vec<serde_json::Value>,
+    pub pools: BTreeMap<PageSize, Pool>,
+    pub errors: Vec<String>,
+}
+
+fn container(rec: &ContainerRecord) -> ContainerStatus {
+    let mounts = rec
+        .entries
+        .iter()
+        .filter_map(|e| match &e.effect {
+            crate::ledger::Effect::ContainerMounts { targets, .. } => Some(targets.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    ContainerStatus {
+        id: rec.id.clone(),
+        group: rec.group.clone(),
+        reservations: rec.reservations.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        pid: rec.init.pid,
+        alive: rec.init.is_alive(),
+        created: rec.created,
+        bundle: rec.bundle.display().to_string(),
+        mounts,
+    }
+}
+
+pub fn collect(ledger: &Ledger) -> Status {
+    let (records, corrupt) = ledger.containers();
+    let sysfs = Sysfs::default();
+    Status {
+        containers: records.iter().map(container).collect(),
+        groups: vec![],
+        pools: PageSize::ALL.iter().filter_map(|s| sysfs.pool(*s).map(|p| (*s, p))).collect(),
+        errors: corrupt.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+pub fn render_text(s: &Status) -> String {
+    let mut out = String::new();
+    for (size, p) in &s.pools {
+        out += &format!(
+            "pool {size}: {} total, {} free, {} reserved, {} surplus\n",
+            p.total, p.free, p.reserved, p.surplus
+        );
+    }
+    out += &format!("containers: {}\n", s.containers.len());
+    for c in &s.containers {
+        let res: Vec<String> = c.reservations.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out += &format!(
+            "  {} pid {} {} group {} reservations [{}]\n",
+            c.id,
+            c.pid,
+            if c.alive { "alive" } else { "dead (gc will release it)" },
+            c.group.as_deref().unwrap_or("-"),
+            res.join(", ")
+        );
+    }
+    out += &format!("groups: {}\n", s.groups.len());
+    for e in &s.errors {
+        out += &format!("error: {e}\n");
+    }
+    out
+}
