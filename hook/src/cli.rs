@@ -46,6 +46,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check whether this node is ready: one line per check with pass/warn/fail and the fix
+    Doctor,
+    /// Write the integration files for a container runtime (drop-ins; never clobbers)
+    Configure(crate::configure::ConfigureArgs),
+    /// Node watchdog daemon: kill GPU containers whose uncharged driver memory outgrows their headroom
+    Watch,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -84,6 +90,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", status::render_text(&s));
             }
         }
+        Command::Doctor => crate::doctor::run(&loaded)?,
+        Command::Configure(args) => crate::configure::run(&loaded, &args)?,
+        Command::Watch => crate::watch::run(&loaded)?,
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod configure;
+pub mod doctor;
 pub mod features;
 pub mod gc;
 pub mod hook;
@@ -16,3 +18,4 @@ pub mod plan;
 pub mod request;
 pub mod runtime;
 pub mod status;
+pub mod watch;

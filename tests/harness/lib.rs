@@ -1,1 +1,428 @@
-//! Shared harness for the integration tests.
+//! Shared harness for the integration tests: real runc, real dataplane-runtime, real DPDK,
+//! real hugetlbfs and cgroups, as root.
+//!
+//! - [`PoolGuard`] serializes every test that touches the hugepage pool (machine-wide flock)
+//!   and restores the pool size it found.
+//! - [`TestBundle`] builds an OCI bundle whose rootfs bind-mounts the host's /usr read-only
+//!   (busybox, dpdk-testpmd and their libraries come from the host).
+//! - [`Runtime`] drives plain runc (the control) or dataplane-runtime (the product) with a
+//!   private runc root and a private dataplane-hook state dir per test.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub mod dpdk;
+
+/// Directory holding the built `dataplane-hook` and `dataplane-runtime`.
+/// `DPH_BIN_DIR` overrides (installed package: /usr/bin); else the cargo target dir of this
+/// test executable (`target/<profile>/deps/<test>` → `target/<profile>/`), preferring release.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DPH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let target = profile_dir.parent().expect("target");
+    for p in [target.join("release"), profile_dir.to_path_buf()] {
+        if p.join("dataplane-runtime").exists() && p.join("dataplane-hook").exists() {
+            return p;
+        }
+    }
+    panic!(
+        "dataplane-runtime/dataplane-hook not built next to {} (run `cargo build --release --workspace --bins` or `make test`)",
+        exe.display()
+    );
+}
+
+pub fn hook_bin() -> PathBuf {
+    bin_dir().join("dataplane-hook")
+}
+pub fn runtime_bin() -> PathBuf {
+    bin_dir().join("dataplane-runtime")
+}
+
+/// Panics unless root: these tests need real mounts, cgroups and runc.
+pub fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "integration tests must run as root (make test runs them with sudo when needed)");
+}
+
+pub const HP2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+pub fn read_u64(path: &str) -> u64 {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().parse().unwrap()
+}
+
+/// The 2Mi pool counters (total, free, reserved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub total: u64,
+    pub free: u64,
+    pub reserved: u64,
+}
+
+pub fn counters() -> Counters {
+    Counters {
+        total: read_u64(&format!("{HP2M}/nr_hugepages")),
+        free: read_u64(&format!("{HP2M}/free_hugepages")),
+        reserved: read_u64(&format!("{HP2M}/resv_hugepages")),
+    }
+}
+
+/// Exclusive use of the host's 2Mi pool for one test, sized to `pages`; restores the previous
+/// size on drop. Serializes across threads and processes (flock on a file in /run/lock).
+pub struct PoolGuard {
+    lock: File,
+    previous: u64,
+    pub baseline: Counters,
+}
+
+impl PoolGuard {
+    pub fn new(pages: u64) -> PoolGuard {
+        require_root();
+        let _ = std::fs::create_dir_all("/run/lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/lock/dataplane-tests.pool")
+            .expect("lock file");
+        #[allow(deprecated)]
+        nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("flock");
+        let previous = read_u64(&format!("{HP2M}/nr_hugepages"));
+        set_pool(pages);
+        let baseline = counters();
+        assert_eq!(baseline.total, pages, "could not size the 2Mi pool to {pages} pages (memory fragmented?)");
+        assert_eq!(baseline.free, pages, "hugepages of the pool are in use by someone else: {baseline:?}");
+        assert_eq!(baseline.reserved, 0, "hugepages are reserved by someone else: {baseline:?}");
+        PoolGuard { lock, previous, baseline }
+    }
+
+    /// Waits briefly for the pool to return to its baseline, then asserts it did.
+    pub fn assert_baseline(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let c = counters();
+            if c == self.baseline {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("{what}: pool not at baseline: {c:?} != {:?}", self.baseline);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PoolGuard {
+    fn drop(&mut self) {
+        set_pool(self.previous);
+        let _ = &self.lock;
+    }
+}
+
+pub fn set_pool(pages: u64) {
+    std::fs::write(format!("{HP2M}/nr_hugepages"), pages.to_string()).expect("write nr_hugepages");
+}
+
+/// A unique name for this test run (container ids, dirs).
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// An OCI bundle in a temp dir: rootfs with the host's /usr bind-mounted read-only.
+pub struct TestBundle {
+    pub dir: tempfile::TempDir,
+    pub spec: Value,
+}
+
+impl TestBundle {
+    /// A bundle running `args` (argv inside the container).
+    pub fn new(args: &[&str]) -> TestBundle {
+        let dir = tempfile::Builder::new().prefix("dph-bundle-").tempdir().expect("tempdir");
+        let rootfs = dir.path().join("rootfs");
+        for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+            std::os::unix::fs::symlink(t, rootfs.join(l)).unwrap();
+        }
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+        let spec = default_spec(args);
+        let b = TestBundle { dir, spec };
+        b.save();
+        b
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    pub fn save(&self) {
+        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+    }
+
+    pub fn annotate(&mut self, key: &str, value: &str) -> &mut Self {
+        self.spec["annotations"][key] = json!(value);
+        self.save();
+        self
+    }
+
+    /// Adds a bind mount from the host (read-write).
+    pub fn bind(&mut self, host: &Path, container: &str) -> &mut Self {
+        self.spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": container, "type": "bind", "source": host.display().to_string(),
+            "options": ["rbind", "rw"]
+        }));
+        self.save();
+        self
+    }
+
+    pub fn env(&mut self, kv: &str) -> &mut Self {
+        self.spec["process"]["env"].as_array_mut().unwrap().push(json!(kv));
+        self.save();
+        self
+    }
+
+    pub fn hugepage_limit(&mut self, page_size: &str, bytes: u64) -> &mut Self {
+        let lim = &mut self.spec["linux"]["resources"]["hugepageLimits"];
+        if !lim.is_array() {
+            *lim = json!([]);
+        }
+        lim.as_array_mut().unwrap().push(json!({"pageSize": page_size, "limit": bytes}));
+        self.save();
+        self
+    }
+
+    /// Reloads config.json from disk (after the wrapper edited it).
+    pub fn reload(&mut self) -> &Value {
+        self.spec = serde_json::from_slice(&std::fs::read(self.path().join("config.json")).unwrap()).unwrap();
+        &self.spec
+    }
+}
+
+/// A runc-style spec: default namespaces, /proc, /dev, /sys, the host's /usr read-only.
+pub fn default_spec(args: &[&str]) -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps(), "effective": caps(), "permitted": caps()
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": "dph",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        },
+        "annotations": {}
+    })
+}
+
+fn caps() -> Value {
+    json!(["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
+           "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
+           "CAP_SETFCAP", "CAP_IPC_LOCK", "CAP_SYS_ADMIN", "CAP_SYS_NICE", "CAP_SYS_RAWIO"])
+}
+
+/// Which runtime a test drives.
+#[derive(Debug, Clone)]
+pub enum Runtime {
+    /// Plain runc: the control.
+    Runc,
+    /// dataplane-runtime with its own config file (private state dir and log).
+    Product(ProductEnv),
+}
+
+/// A private configuration for the product: state dir and log file under a temp dir.
+#[derive(Debug, Clone)]
+pub struct ProductEnv {
+    pub root: PathBuf,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ProductEnv {
+    /// `extra` is appended to the config file (TOML).
+    pub fn new(extra: &str) -> ProductEnv {
+        let root = PathBuf::from(format!("/tmp/{}", unique("dph-env")));
+        std::fs::create_dir_all(&root).unwrap();
+        let state_dir = root.join("state");
+        let log = root.join("hook.log");
+        let config = root.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{}\"\nlog_file = \"{}\"\nlog_level = \"debug\"\n{extra}\n",
+                state_dir.display(),
+                log.display()
+            ),
+        )
+        .unwrap();
+        ProductEnv { root, config, state_dir, log }
+    }
+
+    /// Runs `dataplane-hook --config <ours> ARGS`.
+    pub fn hook(&self, args: &[&str]) -> Output {
+        Command::new(hook_bin()).arg("--config").arg(&self.config).args(args).output().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Ledger records present.
+    pub fn records(&self) -> Vec<String> {
+        std::fs::read_dir(self.state_dir.join("containers"))
+            .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".json")).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Drives one runtime with a private runc root (so tests never see each other's containers).
+pub struct Runner {
+    pub runtime: Runtime,
+    pub runc_root: tempfile::TempDir,
+}
+
+impl Runner {
+    pub fn runc() -> Runner {
+        Runner { runtime: Runtime::Runc, runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap() }
+    }
+    pub fn product(env: &ProductEnv) -> Runner {
+        Runner { runtime: Runtime::Product(env.clone()), runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap() }
+    }
+
+    pub fn command(&self) -> Command {
+        match &self.runtime {
+            Runtime::Runc => {
+                let mut c = Command::new("runc");
+                c.arg("--root").arg(self.runc_root.path());
+                c
+            }
+            Runtime::Product(env) => {
+                let mut c = Command::new(runtime_bin());
+                c.env("DATAPLANE_HOOK_CONFIG", &env.config);
+                c.arg("--root").arg(self.runc_root.path());
+                c
+            }
+        }
+    }
+
+    /// `create --bundle B ID`; stdout/stderr of the container go to files in the bundle.
+    pub fn create(&self, b: &TestBundle, id: &str) -> Output {
+        let out = File::create(b.path().join("stdout.log")).unwrap();
+        let err = File::create(b.path().join("stderr.log")).unwrap();
+        let mut c = self.command();
+        c.args(["create", "--bundle"]).arg(b.path()).arg(id);
+        // runc create waits for the container's stdio to close only in `run`; give it files.
+        let child = c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap();
+        let o = child.wait_with_output().unwrap();
+        let stderr = std::fs::read(b.path().join("stderr.log")).unwrap_or_default();
+        Output { status: o.status, stdout: vec![], stderr }
+    }
+
+    pub fn start(&self, id: &str) -> Output {
+        self.command().args(["start", id]).output().unwrap()
+    }
+
+    /// create + start; panics with the runtime's stderr on failure.
+    pub fn launch(&self, b: &TestBundle, id: &str) {
+        let o = self.create(b, id);
+        assert!(o.status.success(), "create {id} failed: {}", String::from_utf8_lossy(&o.stderr));
+        let o = self.start(id);
+        assert!(o.status.success(), "start {id} failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    pub fn kill(&self, id: &str, sig: &str) -> Output {
+        self.command().args(["kill", id, sig]).output().unwrap()
+    }
+
+    pub fn delete(&self, id: &str) -> Output {
+        self.command().args(["delete", "--force", id]).output().unwrap()
+    }
+
+    /// `state ID` → status string ("created", "running", "stopped") or None.
+    pub fn status(&self, id: &str) -> Option<String> {
+        let o = self.command().args(["state", id]).output().unwrap();
+        if !o.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["status"].as_str().map(String::from)
+    }
+
+    pub fn pid(&self, id: &str) -> Option<i32> {
+        let o = self.command().args(["state", id]).output().unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    }
+
+    /// Waits until the container stopped (or the timeout passed).
+    pub fn wait_stopped(&self, id: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.status(id).as_deref() {
+                Some("stopped") | None => return true,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        false
+    }
+
+    /// `run` to completion (foreground, no detach); returns the output.
+    pub fn run(&self, b: &TestBundle, id: &str) -> Output {
+        let mut c = self.command();
+        c.args(["run", "--bundle"]).arg(b.path()).arg(id);
+        c.stdin(Stdio::null()).output().unwrap()
+    }
+}
+
+/// Text of a file the container wrote into its bundle logs.
+pub fn stdout_of(b: &TestBundle) -> String {
+    std::fs::read_to_string(b.path().join("stdout.log")).unwrap_or_default()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
