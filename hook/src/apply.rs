@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::host::cgroup::{self, CgroupError, Hierarchy, Version};
-use crate::host::mount::{self, Attachment, Detached, MountError, Missing};
+use crate::host::mount::{self, Attachment, Detached, MountError, Missing, Source};
 use crate::host::proc::{self, ProcessId};
 use crate::host::sysfs::Sysfs;
 use crate::ledger::{now_unix, ContainerRecord, Effect, Entry, Ledger, LedgerError};
@@ -134,6 +134,14 @@ fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, Apply
                 let d = Detached::tmpfs(16 << 20, "0755").map_err(|source| ApplyError::Mount { id: id.into(), source })?;
                 (d, target.clone(), Missing::Create)
             }
+            MountPlan::FromNamespace { pid, path, target } => {
+                out.push(Attachment {
+                    source: Source::InNamespace { pid: *pid, path: path.clone() },
+                    target: target.clone(),
+                    missing: Missing::Create,
+                });
+                continue;
+            }
             MountPlan::View { target, files } => {
                 let d = Detached::tmpfs(64 << 10, "0555").map_err(|source| ApplyError::Mount { id: id.into(), source })?;
                 for (name, content) in files {
@@ -144,7 +152,7 @@ fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, Apply
                 (d, target.clone(), Missing::Skip)
             }
         };
-        out.push(Attachment { mount, target, missing });
+        out.push(Attachment { source: Source::Detached(mount), target, missing });
     }
     Ok(out)
 }
@@ -283,6 +291,14 @@ pub fn teardown(ledger: &Ledger, mut rec: ContainerRecord) -> Result<(), ApplyEr
         if let Err(e) = undo(&entry.effect) {
             errors.push(e);
             kept.push(entry.clone());
+        }
+    }
+    if errors.is_empty() {
+        if let Some(key) = &rec.group {
+            // Leaving the group releases it (holder, mounts, reservation) with its last member.
+            if let Err(e) = crate::group::leave(ledger, key, &rec.id) {
+                errors.push(e.to_string());
+            }
         }
     }
     if errors.is_empty() {

@@ -74,6 +74,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for id in &r.live {
                 println!("live {id}");
             }
+            for g in &r.groups_released {
+                println!("{verb} group {g}");
+            }
             for e in &r.errors {
                 eprintln!("dataplane-hook: gc: {e}");
             }

@@ -13,6 +13,8 @@ pub struct GcReport {
     pub live: Vec<String>,
     /// Problems (corrupt records, partial teardown).
     pub errors: Vec<String>,
+    /// DPDK groups released.
+    pub groups_released: Vec<String>,
 }
 
 pub fn is_dead(rec: &ContainerRecord) -> bool {
@@ -39,5 +41,8 @@ pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
             Err(e) => report.errors.push(e.to_string()),
         }
     }
+    let (groups, errors) = crate::group::gc(ledger, dry_run);
+    report.groups_released = groups;
+    report.errors.extend(errors);
     report
 }

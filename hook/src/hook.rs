@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::apply;
 use crate::config::Config;
 use crate::gc;
+use crate::group::{self, GroupKey};
 use crate::host::sysfs::Sysfs;
 use crate::ledger::Ledger;
 use crate::oci::{Bundle, State};
@@ -81,10 +82,32 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
             existing.init.pid
         );
     }
-    let facts = node_facts(&ledger);
-    let plan = plan::plan(&state.id, &req, cfg, &facts)?;
+    let mut facts = node_facts(&ledger);
+    let mut group_key = None;
+    if let Some(name) = &req.group {
+        let key = GroupKey::new(name, &annotations);
+        if cfg.hugepages.reserve && ledger.load_group(&key.key())?.is_none() {
+            for (&size, &bytes) in &req.hugepages {
+                crate::features::hugepages::check_reservation(&state.id, size, bytes, cfg, &facts)?;
+            }
+        }
+        let hook_bin = std::env::current_exe()?;
+        let g = group::admit(&ledger, &key, &state.id, pid, &req.hugepages, cfg.hugepages.reserve, &hook_bin)?;
+        facts.group_dir = ledger.group_dir(&g.key);
+        group_key = Some(g.key.clone());
+        facts.group = Some(g);
+    }
+    let plan = match plan::plan(&state.id, &req, cfg, &facts) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(k) = &group_key {
+                let _ = group::leave(&ledger, k, &state.id);
+            }
+            return Err(e.into());
+        }
+    };
     tracing::info!(?req, ?plan, "plan");
-    apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), req.group.as_ref().map(|g| g.as_str().to_string()), &plan)?;
+    apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), group_key, &plan)?;
     tracing::info!(reservations = ?plan.reservations, "set up");
     Ok(Outcome::SetUp)
 }

@@ -79,6 +79,31 @@ impl ContainerRecord {
     }
 }
 
+/// A DPDK group (G2): the holder process that owns the group's PID and mount namespaces (and
+/// so its hugetlbfs, reservation and runtime dir), and its members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// `<scope>.<name>`: file-safe and unique (scopes are Kubernetes namespaces, DNS labels).
+    pub key: String,
+    pub scope: String,
+    pub name: String,
+    /// The holder: PID 1 of the group's PID namespace. None until it has started.
+    pub holder: Option<ProcessId>,
+    /// Inode of the group's PID namespace (members must be in it).
+    pub pid_ns: Option<u64>,
+    /// Sized by the first member.
+    #[serde(default)]
+    pub reservations: BTreeMap<PageSize, Bytes>,
+    /// Container ids set up in the group.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Container ids the wrapper prepared (spec edited) whose createRuntime has not run yet,
+    /// with the time (unix seconds) they were added.
+    #[serde(default)]
+    pub pending: BTreeMap<String, u64>,
+    pub created: u64,
+}
+
 /// The state dir, locked for as long as this value lives.
 #[derive(Debug)]
 pub struct Ledger {
@@ -111,6 +136,7 @@ impl Ledger {
     pub fn open(state_dir: &Path) -> Result<Ledger, LedgerError> {
         ensure_private_dir(state_dir)?;
         ensure_private_dir(&state_dir.join("containers"))?;
+        ensure_private_dir(&state_dir.join("groups"))?;
         let lock_path = state_dir.join("lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -183,6 +209,61 @@ impl Ledger {
 
     pub fn remove(&self, id: &str) -> Result<(), LedgerError> {
         let p = self.record_path(id);
+        match std::fs::remove_file(&p) {
+            Ok(()) => sync_dir(p.parent().unwrap_or(&self.dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+}
+
+impl Ledger {
+    fn group_path(&self, key: &str) -> PathBuf {
+        self.dir.join("groups").join(format!("{key}.json"))
+    }
+
+    /// Directory the holder mounts the group's filesystems on (in its own mount namespace only).
+    pub fn group_dir(&self, key: &str) -> PathBuf {
+        self.dir.join("groups").join(format!("{key}.d"))
+    }
+
+    pub fn load_group(&self, key: &str) -> Result<Option<GroupRecord>, LedgerError> {
+        let p = self.group_path(key);
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| LedgerError::Corrupt { path: p, why: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    pub fn groups(&self) -> (Vec<GroupRecord>, Vec<LedgerError>) {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.dir.join("groups")) else { return (ok, bad) };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        for n in names {
+            match self.load_group(n.trim_end_matches(".json")) {
+                Ok(Some(g)) => ok.push(g),
+                Ok(None) => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        (ok, bad)
+    }
+
+    pub fn save_group(&self, g: &GroupRecord) -> Result<(), LedgerError> {
+        atomic_write(&self.group_path(&g.key), &serde_json::to_vec_pretty(g).expect("serializes"))
+    }
+
+    pub fn remove_group(&self, key: &str) -> Result<(), LedgerError> {
+        let p = self.group_path(key);
         match std::fs::remove_file(&p) {
             Ok(()) => sync_dir(p.parent().unwrap_or(&self.dir)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

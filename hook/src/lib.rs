@@ -9,6 +9,7 @@ pub mod configure;
 pub mod doctor;
 pub mod features;
 pub mod gc;
+pub mod group;
 pub mod hook;
 pub mod host;
 pub mod ledger;

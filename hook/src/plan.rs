@@ -17,6 +17,9 @@ pub struct NodeFacts {
     pub node_pools: BTreeMap<PageSize, Vec<NodePool>>,
     /// Pages reserved by live containers we manage, and how many containers hold them.
     pub ours: BTreeMap<PageSize, (u64, usize)>,
+    /// The DPDK group this container joins (admitted before planning) and its dir.
+    pub group: Option<crate::ledger::GroupRecord>,
+    pub group_dir: std::path::PathBuf,
 }
 
 /// A new filesystem attached in the container.
@@ -28,6 +31,8 @@ pub enum MountPlan {
     EmptyDir { target: ContainerPath },
     /// Read-only view files over a sysfs directory; skipped when the container lacks it.
     View { target: ContainerPath, files: Vec<(String, String)> },
+    /// A clone of the mount at `path` in process `pid`'s mount namespace (a group's holder).
+    FromNamespace { pid: i32, path: std::path::PathBuf, target: ContainerPath },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -37,6 +37,8 @@ fn flag_name(arg: &str) -> Option<(&str, Option<&str>)> {
 pub struct Invocation {
     pub command: Option<String>,
     pub bundle: PathBuf,
+    /// The container id (`create`/`run`: the positional argument).
+    pub id: Option<String>,
 }
 
 pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
@@ -56,6 +58,7 @@ pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
     }
     let command = args.get(i).cloned();
     let mut bundle = cwd.to_path_buf();
+    let mut id = None;
     if matches!(command.as_deref(), Some("create") | Some("run")) {
         let mut j = i + 1;
         while j < args.len() {
@@ -81,11 +84,15 @@ pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
                         }
                     }
                 }
-                _ => j += 1,
+                Some(_) => j += 1,
+                None => {
+                    id.get_or_insert_with(|| a.clone());
+                    j += 1;
+                }
             }
         }
     }
-    Invocation { command, bundle }
+    Invocation { command, bundle, id }
 }
 
 /// The hook binary installed beside this wrapper.
@@ -126,7 +133,7 @@ pub fn inject_hook(b: &mut Bundle, hook: &Path, config: Option<&Path>, stage: &s
 }
 
 /// Edits the bundle for `create`/`run`. Returns false when the container passes through.
-pub fn edit_bundle(dir: &Path, loaded: &Loaded, hook: &Path) -> anyhow::Result<bool> {
+pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path) -> anyhow::Result<bool> {
     let mut b = Bundle::load(dir)?;
     if b.is_sandbox() {
         return Ok(false);
@@ -136,7 +143,7 @@ pub fn edit_bundle(dir: &Path, loaded: &Loaded, hook: &Path) -> anyhow::Result<b
         return Ok(false);
     }
     let h = cgroup::hugetlb_hierarchy().ok();
-    let ctx = SpecContext { config: &loaded.config, hugetlb: h.as_ref() };
+    let ctx = SpecContext { config: &loaded.config, hugetlb: h.as_ref(), container_id: id, hook_bin: Some(hook) };
     for f in features::FEATURES {
         (f.edit_spec)(&req, &mut b, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
@@ -175,7 +182,7 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     if matches!(inv.command.as_deref(), Some("create") | Some("run")) {
         let span = tracing::info_span!("runtime", command = inv.command.as_deref().unwrap_or(""), bundle = %inv.bundle.display());
         let _g = span.enter();
-        let edited = hook_path().and_then(|hook| edit_bundle(&inv.bundle, loaded, &hook));
+        let edited = hook_path().and_then(|hook| edit_bundle(&inv.bundle, inv.id.as_deref(), loaded, &hook));
         match edited {
             Ok(true) => tracing::info!("spec edited"),
             Ok(false) => tracing::info!("passing through"),
@@ -210,6 +217,9 @@ mod tests {
             let inv = parse_args(&v(args), cwd);
             assert_eq!(inv.command.as_deref(), *cmd, "{args:?}");
             assert_eq!(inv.bundle, PathBuf::from(bundle), "{args:?}");
+            if cmd == &Some("create") || cmd == &Some("run") {
+                assert_eq!(inv.id.as_deref(), Some("id"), "{args:?}");
+            }
         }
     }
 

@@ -22,9 +22,22 @@ pub struct ContainerStatus {
 }
 
 #[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    pub name: String,
+    pub scope: String,
+    pub key: String,
+    pub members: Vec<String>,
+    pub pending: Vec<String>,
+    pub holder: Option<i32>,
+    pub holder_alive: bool,
+    pub pid_ns: Option<u64>,
+    pub reservations: BTreeMap<PageSize, String>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Status {
     pub containers: Vec<ContainerStatus>,
-    pub groups: Vec<serde_json::Value>,
+    pub groups: Vec<GroupStatus>,
     pub pools: BTreeMap<PageSize, Pool>,
     pub errors: Vec<String>,
 }
@@ -52,11 +65,26 @@ fn container(rec: &ContainerRecord) -> ContainerStatus {
 }
 
 pub fn collect(ledger: &Ledger) -> Status {
-    let (records, corrupt) = ledger.containers();
+    let (records, mut corrupt) = ledger.containers();
+    let (groups, bad_groups) = ledger.groups();
+    corrupt.extend(bad_groups);
     let sysfs = Sysfs::default();
     Status {
         containers: records.iter().map(container).collect(),
-        groups: vec![],
+        groups: groups
+            .iter()
+            .map(|g| GroupStatus {
+                name: g.name.clone(),
+                scope: g.scope.clone(),
+                key: g.key.clone(),
+                members: g.members.clone(),
+                pending: g.pending.keys().cloned().collect(),
+                holder: g.holder.map(|h| h.pid),
+                holder_alive: g.holder.is_some_and(|h| h.is_alive()),
+                pid_ns: g.pid_ns,
+                reservations: g.reservations.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            })
+            .collect(),
         pools: PageSize::ALL.iter().filter_map(|s| sysfs.pool(*s).map(|p| (*s, p))).collect(),
         errors: corrupt.iter().map(|e| e.to_string()).collect(),
     }
@@ -83,6 +111,19 @@ pub fn render_text(s: &Status) -> String {
         );
     }
     out += &format!("groups: {}\n", s.groups.len());
+    for g in &s.groups {
+        let res: Vec<String> = g.reservations.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out += &format!(
+            "  {}/{} holder {} {} members [{}] pending [{}] reservations [{}]\n",
+            g.scope,
+            g.name,
+            g.holder.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            if g.holder_alive { "alive" } else { "dead (gc will release it)" },
+            g.members.join(", "),
+            g.pending.join(", "),
+            res.join(", ")
+        );
+    }
     for e in &s.errors {
         out += &format!("error: {e}\n");
     }

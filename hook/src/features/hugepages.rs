@@ -113,23 +113,34 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Pl
     if !req.wants_hugepages() {
         return Ok(());
     }
+    if req.group.is_some() {
+        // The group holds the hugetlbfs and its reservation (features::group).
+        return Ok(());
+    }
     for (&size, &bytes) in &req.hugepages {
+        p.hugetlb_limits.push((size, bytes));
+        if req.file_prefix.is_some() {
+            // Prefix mode uses the host's hugetlbfs: nothing of ours to reserve there.
+            continue;
+        }
         if cfg.hugepages.reserve {
             check_reservation(id, size, bytes, cfg, facts)?;
         }
-        if req.group.is_none() && req.file_prefix.is_none() {
-            p.mounts.push(MountPlan::Hugetlbfs { size, bytes, reserve: cfg.hugepages.reserve, target: mount_path(cfg, size) });
-        }
-        p.hugetlb_limits.push((size, bytes));
+        p.mounts.push(MountPlan::Hugetlbfs { size, bytes, reserve: cfg.hugepages.reserve, target: mount_path(cfg, size) });
         p.reservations.insert(size, bytes);
     }
     if req.file_prefix.is_some() {
         // Prefix mode shares the host's hugetlbfs: the host's counters are the truth there.
         return Ok(());
     }
-    // The container's view of every pool the kernel has: its own reservation, or nothing.
+    plan_views(&req.hugepages, facts, p);
+    Ok(())
+}
+
+/// The container's view of every pool the kernel has: `reserved` pages of its own, or nothing.
+pub fn plan_views(reserved: &std::collections::BTreeMap<PageSize, Bytes>, facts: &NodeFacts, p: &mut Plan) {
     for &size in facts.pools.keys() {
-        let pages = req.hugepages.get(&size).map(|b| b.pages(size)).unwrap_or(0);
+        let pages = reserved.get(&size).map(|b| b.pages(size)).unwrap_or(0);
         p.mounts.push(MountPlan::View {
             target: ContainerPath::parse(&format!("/sys/kernel/mm/hugepages/{}", size.sysfs_dir())).unwrap(),
             files: global_view(pages),
@@ -142,7 +153,6 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Pl
             });
         }
     }
-    Ok(())
 }
 
 /// Whether the runtime (runc/crun, which pick v1 or v2 by what `/sys/fs/cgroup` is) can apply

@@ -6,6 +6,7 @@ use crate::oci::Bundle;
 use crate::plan::{NodeFacts, Plan, PlanError};
 use crate::request::Request;
 
+pub mod group;
 pub mod hugepages;
 pub mod runtime_dir;
 
@@ -14,6 +15,10 @@ pub struct SpecContext<'a> {
     pub config: &'a Config,
     /// The host's hugetlb cgroup hierarchy, if any.
     pub hugetlb: Option<&'a crate::host::cgroup::Hierarchy>,
+    /// The container id from the command line.
+    pub container_id: Option<&'a str>,
+    /// The hook binary (also runs group holders).
+    pub hook_bin: Option<&'a std::path::Path>,
 }
 
 pub struct Feature {
@@ -31,4 +36,5 @@ pub fn no_spec_edit(_: &Request, _: &mut Bundle, _: &SpecContext) -> Result<(), 
 pub const FEATURES: &[Feature] = &[
     Feature { name: "hugepages", plan: hugepages::plan, edit_spec: hugepages::edit_spec },
     Feature { name: "runtime-dir", plan: runtime_dir::plan, edit_spec: no_spec_edit },
+    Feature { name: "dpdk-group", plan: group::plan, edit_spec: group::edit_spec },
 ];

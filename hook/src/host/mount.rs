@@ -10,7 +10,7 @@
 //! `*map_*` files included.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
@@ -187,9 +187,19 @@ pub enum Missing {
     Skip,
 }
 
+/// Where an attachment's mount comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A mount we hold already (new filesystem or clone).
+    Detached(Detached),
+    /// A clone of the mount at `path` in the mount namespace of process `pid` (a DPDK group's
+    /// holder): cloned after joining that namespace, then attached in the container's.
+    InNamespace { pid: i32, path: PathBuf },
+}
+
 #[derive(Debug)]
 pub struct Attachment {
-    pub mount: Detached,
+    pub source: Source,
     pub target: ContainerPath,
     pub missing: Missing,
 }
@@ -266,6 +276,26 @@ fn child_attach(
     rootfs_id: (u64, u64),
     attachments: Vec<Attachment>,
 ) -> Result<Vec<ContainerPath>, MountError> {
+    // Clone what comes from other namespaces first (one namespace at a time), then join the
+    // container's.
+    let mut mounts = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        let m = match a.source {
+            Source::Detached(d) => d,
+            Source::InNamespace { pid: other, path } => {
+                let other_ns = rustix::fs::open(
+                    format!("/proc/{other}/ns/mnt").as_str(),
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(sys(format!("open the mount namespace of process {other}")))?;
+                rustix::thread::move_into_link_name_space(other_ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Mount))
+                    .map_err(sys(format!("setns(mount namespace of process {other})")))?;
+                Detached::clone_of(CWD, &path)?
+            }
+        };
+        mounts.push((m, a.target, a.missing));
+    }
     rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Mount))
         .map_err(sys("setns(mount namespace)"))?;
     // Before pivot_root (runc, crun: createRuntime) the rootfs is at its host path in the
@@ -288,17 +318,17 @@ fn child_attach(
         .map_err(sys(format!("open rootfs {}", rootfs.display())))?
     };
     let mut done = Vec::new();
-    for a in attachments {
-        let Some(target) = resolve_target(&root, &a.target, a.missing)? else { continue };
+    for (mount, target_path, missing) in mounts {
+        let Some(target) = resolve_target(&root, &target_path, missing)? else { continue };
         move_mount(
-            a.mount.fd(),
+            mount.fd(),
             "",
             &target,
             "",
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )
-        .map_err(sys(format!("mount on {}", a.target)))?;
-        done.push(a.target);
+        .map_err(sys(format!("mount on {target_path}")))?;
+        done.push(target_path);
     }
     Ok(done)
 }
@@ -375,15 +405,4 @@ pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(String, String)> {
             })
         })
         .collect()
-}
-
-#[allow(dead_code)]
-fn fd_from_raw(raw: i32) -> OwnedFd {
-    // SAFETY: caller passes an fd it owns.
-    unsafe { OwnedFd::from_raw_fd(raw) }
-}
-
-#[allow(dead_code)]
-fn cwd() -> BorrowedFd<'static> {
-    CWD
 }
