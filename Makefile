@@ -1,8 +1,28 @@
-# The front door: `make demo` and `make test` (see README.md).
+# The front door (see README.md):
+#   make demo    install deps, build, show the product on real DPDK containers (root)
+#   make test    install deps, build, unit tests, integration tests (root)
+#   make bench   lifecycle overhead vs plain runc and more; writes BENCHMARKS.md (root)
+#   make test-vm the VM suite (integration/vm/vm.mk)
 SHELL := /bin/bash
 CARGO ?= cargo
+# Steps depend on each other's side effects (deps before build before tests): never parallel.
+.NOTPARALLEL:
 
-.PHONY: all build deps demo test unit-test integration-test bench test-vm
+# Honour CARGO_TARGET_DIR like cargo does, so the binaries are found where cargo put them.
+TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+BIN_DIR := $(TARGET_DIR)/release
+
+# Integration tests, demo and bench need root (mounts, cgroups, hugepages, runc).
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo -E env "PATH=$$PATH")
+
+# Integration tests share the hugepage pool through a lock, so threads mostly queue on it;
+# two threads keep a 2-core machine responsive.
+TEST_THREADS ?= 2
+# Extra suites `make test` runs after the others, e.g. `make test EXTRA_TEST_TARGETS=test-vm`.
+# (The VM suite is not part of `make test` yet.)
+EXTRA_TEST_TARGETS ?=
+
+.PHONY: all build deps demo test unit-test integration-test bench
 
 all: build
 
@@ -11,5 +31,19 @@ deps:
 
 build:
 	$(CARGO) build --release --workspace --bins
+
+demo: deps build
+	$(SUDO) ./scripts/demo.sh "$(BIN_DIR)"
+
+test: deps build unit-test integration-test $(EXTRA_TEST_TARGETS)
+
+unit-test:
+	$(CARGO) test -p dataplane-hook
+
+integration-test: build
+	$(SUDO) $(CARGO) test --release -p dataplane-tests -- --test-threads=$(TEST_THREADS)
+
+bench: deps build
+	$(SUDO) "$(BIN_DIR)/dataplane-bench" --bin-dir "$(BIN_DIR)" --out BENCHMARKS.md
 
 -include integration/vm/vm.mk

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what `make demo`, `make test` and `make bench` need on a Debian 12 host.
+# Idempotent and fast when everything is there: dpkg is asked first, apt-get only runs (and
+# `apt-get update` only happens) when a package is missing. The VM suite has its own
+# installer (integration/vm/install-deps.sh), called by `make test-vm`.
+set -euo pipefail
+
+# Debian package -> why it is needed.
+PACKAGES=(
+  runc            # the real OCI runtime behind dataplane-runtime, and the control in tests
+  dpdk-dev        # dpdk-testpmd, dpdk-proc-info: real DPDK in the demo and the tests
+  busybox-static  # a static shell and tools inside test containers
+  containerd      # containerd integration tests
+  podman          # podman hooks.d integration tests
+  conmon          # podman's container monitor
+  crun            # second OCI runtime (refuses hybrid cgroup hosts; tested where it can run)
+  umoci           # unpacks OCI images into bundles
+  skopeo          # copies OCI images (local image layouts for the tests)
+  util-linux      # nsenter, flock, mount, unshare
+  iproute2        # ip (network namespaces in tests)
+  kmod            # modprobe (kernel modules some tests load)
+  make            # the front door itself
+  time            # /usr/bin/time -v for peak-RSS figures
+)
+
+# One dpkg-query for all of them; a package dpkg has never heard of prints nothing.
+declare -A installed=()
+while read -r status name; do
+  [[ $status == ii ]] && installed[$name]=1
+done < <(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [[ -n ${installed[$p]:-} ]] || missing+=("$p")
+done
+
+# A Rust toolchain is expected to be there already (rustup or Debian's cargo).
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found: install a Rust toolchain >= 1.80 (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all dependencies present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps: need root to install: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt_install() { apt-get install -y -q --no-install-recommends "${missing[@]}"; }
+# Package lists may be absent (fresh image) or stale: refresh only when the install needs it.
+if ! apt_install; then
+  echo "install-deps: refreshing package lists (apt-get update)"
+  apt-get update -q
+  apt_install
+fi
+echo "install-deps: done"
