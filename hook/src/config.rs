@@ -33,6 +33,7 @@ pub struct Config {
     pub log_level: String,
     pub hugepages: HugepagesConfig,
     pub dpdk: DpdkConfig,
+    pub rdma: RdmaConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +54,52 @@ pub struct DpdkConfig {
     pub runtime_dir: PathBuf,
 }
 
+/// G11: limits and GID rules for RDMA containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RdmaConfig {
+    /// RLIMIT_MEMLOCK given to RDMA containers: "unlimited" or a quantity ("64Gi").
+    pub memlock: String,
+    /// RLIMIT_NOFILE given to RDMA containers.
+    pub nofile: u64,
+    /// When the host cannot grant these limits: "error" refuses the create, "warn" logs and
+    /// gives what it can.
+    pub on_unmet_limits: OnUnmet,
+    /// Accept RoCE v1 GIDs on Ethernet ports (default: RoCE v2 only, what NCCL and Mooncake use).
+    pub allow_roce_v1: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnmet {
+    Error,
+    Warn,
+}
+
+impl Default for RdmaConfig {
+    fn default() -> Self {
+        RdmaConfig { memlock: "unlimited".into(), nofile: 1 << 20, on_unmet_limits: OnUnmet::Error, allow_roce_v1: false }
+    }
+}
+
+impl RdmaConfig {
+    /// RLIMIT_MEMLOCK in bytes (`u64::MAX`: unlimited). The value is validated at load.
+    pub fn memlock_bytes(&self) -> u64 {
+        parse_memlock(&self.memlock).unwrap_or(u64::MAX)
+    }
+}
+
+fn parse_memlock(s: &str) -> Result<u64, String> {
+    if s == "unlimited" {
+        return Ok(u64::MAX);
+    }
+    match crate::request::Bytes::parse_quantity(s) {
+        Ok(b) if b.0 > 0 => Ok(b.0),
+        Ok(_) => Err("must be greater than 0".into()),
+        Err(e) => Err(format!("must be \"unlimited\" or a quantity such as 64Gi: {e}")),
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -62,6 +109,7 @@ impl Default for Config {
             log_level: "info".into(),
             hugepages: HugepagesConfig::default(),
             dpdk: DpdkConfig::default(),
+            rdma: RdmaConfig::default(),
         }
     }
 }
@@ -162,6 +210,12 @@ impl Config {
                 return Err(bad(key, "must be an absolute container path other than /"));
             }
         }
+        if let Err(e) = parse_memlock(&self.rdma.memlock) {
+            return Err(bad("rdma.memlock", &e));
+        }
+        if self.rdma.nofile == 0 {
+            return Err(bad("rdma.nofile", "must be greater than 0"));
+        }
         Ok(())
     }
 }
@@ -242,6 +296,9 @@ runtime_dir = "/var/run/dpdk"
             ("[hugepages]\nmax_reserved_fraction = 0", "max_reserved_fraction"),
             ("[dpdk]\nruntime_dir = \"var/run\"", "dpdk.runtime_dir"),
             ("[hugepages]\nreserve = \"yes\"", "reserve"),
+            ("[rdma]\nmemlock = \"lots\"", "rdma.memlock"),
+            ("[rdma]\nnofile = 0", "rdma.nofile"),
+            ("[rdma]\non_unmet_limits = \"ignore\"", "on_unmet_limits"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} -> {e}");

@@ -139,8 +139,12 @@ FSTAB
 chroot "$root" passwd -d root >/dev/null
 chroot "$root" systemctl enable dpvm-payload.service >&2
 # Nothing on this VM needs these, and every second of boot is slow under TCG.
-for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
-         systemd-timesyncd.service podman-restart.service podman-auto-update.timer; do
+# dpdk.service (Debian's /etc/dpdk/dpdk.conf hugepage/bind setup) costs ~14 s of boot and
+# would touch the hugepage pools the payloads want to own.
+for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
+         fstrim.timer dpkg-db-backup.timer systemd-timesyncd.service dpdk.service \
+         podman.service podman.socket podman-restart.service podman-auto-update.service \
+         podman-auto-update.timer podman-clean-transient.service getty@tty1.service; do
   chroot "$root" systemctl disable "$u" >/dev/null 2>&1 || true
 done
 chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' >"$tmp/packages.lst"
