@@ -23,6 +23,8 @@ pub enum ApplyError {
     Mount { id: String, source: MountError },
     #[error("cannot set hugetlb cgroup limits for container {id}: {source} (check that the hugetlb controller is available: `dataplane-hook doctor`)")]
     Cgroup { id: String, source: CgroupError },
+    #[error("cannot lower the memory limit of GPU container {id} by its driver-memory headroom: {source} (the container needs a memory cgroup of its own)")]
+    Memory { id: String, source: CgroupError },
     #[error("container {id}: the init process {pid} is gone (the runtime must pass the init's pid in the state)")]
     NoInit { id: String, pid: i32 },
     #[error("cannot release everything of container {id}: {errors} (run `dataplane-hook gc` later; see the log)")]
@@ -105,6 +107,50 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
                 StepError::Ledger(l) => ApplyError::Ledger(l),
                 StepError::Cgroup(source) => ApplyError::Cgroup { id: id.clone(), source },
             })?;
+    }
+    if let Some(g) = &plan.gpu {
+        r.step(Effect::GpuHeadroom(g.clone()), || Ok::<_, ApplyError>(((), Effect::GpuHeadroom(g.clone()))))?;
+        if let (true, Some(limit)) = (g.set_cgroup, g.limit) {
+            set_memory_limit(r, pid, limit, g.high).map_err(|e| match e {
+                StepError::Ledger(l) => ApplyError::Ledger(l),
+                StepError::Cgroup(source) => ApplyError::Memory { id: id.clone(), source },
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// G10 on the hooks.d path (no wrapper lowered the spec): the lowered limit written to the
+/// container's own memory cgroup — v2 `memory.max` and `memory.high` below it, v1
+/// `memory.limit_in_bytes` — with the previous values in the ledger for teardown.
+fn set_memory_limit(r: &mut Recorder, pid: i32, limit: Bytes, high: Option<Bytes>) -> Result<(), StepError> {
+    let h = cgroup::memory_hierarchy()?;
+    let lines = proc::cgroups(pid).map_err(|e| CgroupError::NoCgroup { pid, why: e.to_string() })?;
+    let line = h
+        .line(&lines, "memory")
+        .ok_or_else(|| CgroupError::NoCgroup { pid, why: "not in the memory hierarchy".into() })?;
+    let dir = h
+        .dir_of(&line.path)
+        .ok_or_else(|| CgroupError::NoCgroup { pid, why: format!("cgroup {} is outside the mount", line.path.display()) })?;
+    if !is_dedicated(&h, &dir, pid)? {
+        return Err(CgroupError::NoCgroup { pid, why: format!("its memory cgroup {} is shared with other processes", dir.display()) }.into());
+    }
+    let mut writes = vec![];
+    match h.version {
+        Version::V2 => {
+            writes.push(("memory.max", limit));
+            writes.extend(high.map(|hi| ("memory.high", hi)));
+        }
+        Version::V1 => writes.push(("memory.limit_in_bytes", limit)),
+    }
+    for (name, bytes) in writes {
+        let file = dir.join(name);
+        let previous = cgroup::read(&file).ok();
+        let value = bytes.0.to_string();
+        r.step(Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() }, || {
+            cgroup::write(&file, &value)?;
+            Ok::<_, StepError>(((), Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() }))
+        })?;
     }
     Ok(())
 }
@@ -259,6 +305,7 @@ fn own_cgroup(r: &mut Recorder, h: &Hierarchy, pid: i32) -> Result<PathBuf, Step
 fn undo(effect: &Effect) -> Result<(), String> {
     match effect {
         Effect::ContainerMounts { .. } => Ok(()),
+        Effect::GpuHeadroom(_) => Ok(()),
         Effect::ControllerEnabled { .. } => Ok(()),
         Effect::CgroupValue { file, previous, .. } => match previous {
             Some(prev) if file.exists() => match std::fs::write(file, prev) {

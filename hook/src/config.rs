@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::request::Bytes;
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/dataplane-hook/config.toml";
 pub const CONFIG_ENV: &str = "DATAPLANE_HOOK_CONFIG";
 
@@ -34,6 +36,85 @@ pub struct Config {
     pub hugepages: HugepagesConfig,
     pub dpdk: DpdkConfig,
     pub rdma: RdmaConfig,
+    pub gpu: GpuConfig,
+    pub watch: WatchConfig,
+}
+
+/// G10: driver-memory headroom for GPU containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    /// Headroom per GPU when the container has no `gpu-headroom` annotation.
+    #[serde(with = "quantity")]
+    pub headroom_per_gpu: Bytes,
+    /// What a GPU container without a memory limit gets.
+    pub unlimited_policy: UnlimitedPolicy,
+    /// Smallest memory limit a GPU container may be left with once its headroom is carved out.
+    #[serde(with = "quantity")]
+    pub min_memory_limit: Bytes,
+    /// cgroup v2: `memory.high` = this share of the lowered `memory.max` (1.0: not set).
+    pub memory_high_fraction: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnlimitedPolicy {
+    /// Run it unlimited; its headroom still counts for `watch`.
+    Allow,
+    /// Fail the create.
+    Refuse,
+    /// Limit it to the node's memory minus its headroom.
+    LimitToNode,
+}
+
+/// G10: `dataplane-hook watch`, the node watchdog for uncharged (driver) memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Re-measure period while GPU containers run (the fast path reads /proc/meminfo only).
+    pub poll_interval_ms: u64,
+    /// How long uncharged memory must stay over budget before a kill.
+    pub sustain_ms: u64,
+    /// Uncharged growth tolerated beyond the granted headroom (measurement noise).
+    #[serde(with = "quantity")]
+    pub tolerance: Bytes,
+    /// After a kill, how long to let the driver free the victim's memory before re-measuring.
+    pub settle_ms: u64,
+    /// PSI trigger on /proc/pressure/memory in the kernel's syntax ("some|full <stall us>
+    /// <window us>"); while it fires, a kill needs no tolerance and no sustain. "" disables.
+    pub pressure_trigger: String,
+    /// Log and count what would be killed; kill nothing.
+    pub dry_run: bool,
+    /// node-exporter textfile (`*.prom`), written atomically; "" disables.
+    pub metrics_file: PathBuf,
+    pub metrics_interval_ms: u64,
+    /// Count growth of the hugetlb pool as uncharged memory (it is: no memory cgroup pays for
+    /// pool pages). false for nodes whose pool is resized at run time on purpose.
+    pub count_hugetlb: bool,
+}
+
+/// Serde for byte quantities written the Kubernetes way (`2Gi`) or as plain integers.
+mod quantity {
+    use super::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&b.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Q {
+            S(String),
+            N(u64),
+        }
+        match Q::deserialize(d)? {
+            Q::N(n) => Ok(Bytes(n)),
+            Q::S(s) => Bytes::parse_quantity(&s)
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e} (write a quantity such as 2Gi)"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,8 +191,55 @@ impl Default for Config {
             hugepages: HugepagesConfig::default(),
             dpdk: DpdkConfig::default(),
             rdma: RdmaConfig::default(),
+            gpu: GpuConfig::default(),
+            watch: WatchConfig::default(),
         }
     }
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            headroom_per_gpu: Bytes(2 << 30),
+            unlimited_policy: UnlimitedPolicy::Allow,
+            min_memory_limit: Bytes(64 << 20),
+            memory_high_fraction: 0.95,
+        }
+    }
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            poll_interval_ms: 100,
+            sustain_ms: 200,
+            tolerance: Bytes(256 << 20),
+            settle_ms: 1000,
+            pressure_trigger: "some 150000 1000000".into(),
+            dry_run: false,
+            metrics_file: "/var/lib/node_exporter/textfile_collector/dataplane_hook_watch.prom".into(),
+            metrics_interval_ms: 10_000,
+            count_hugetlb: true,
+        }
+    }
+}
+
+/// Parses a PSI trigger line: (full?, stall us, window us). The kernel takes windows of
+/// 500ms..10s and a stall no longer than the window.
+pub fn parse_pressure_trigger(s: &str) -> Result<(bool, u64, u64), String> {
+    let f: Vec<&str> = s.split_whitespace().collect();
+    let bad = || format!("{s:?} is not \"some|full <stall us> <window us>\" (e.g. \"some 150000 1000000\"; \"\" disables)");
+    let [kind, stall, window] = f.as_slice() else { return Err(bad()) };
+    let full = match *kind {
+        "some" => false,
+        "full" => true,
+        _ => return Err(bad()),
+    };
+    let (stall, window): (u64, u64) = (stall.parse().map_err(|_| bad())?, window.parse().map_err(|_| bad())?);
+    if !(500_000..=10_000_000).contains(&window) || stall == 0 || stall > window {
+        return Err(format!("{s:?}: the window must be 500000..10000000 us and the stall 1..window us"));
+    }
+    Ok((full, stall, window))
 }
 
 impl Default for HugepagesConfig {
@@ -216,6 +344,32 @@ impl Config {
         if self.rdma.nofile == 0 {
             return Err(bad("rdma.nofile", "must be greater than 0"));
         }
+        if self.gpu.headroom_per_gpu.0 == 0 {
+            return Err(bad("gpu.headroom_per_gpu", "must be greater than 0"));
+        }
+        let f = self.gpu.memory_high_fraction;
+        if !(f >= 0.5 && f <= 1.0) {
+            return Err(bad("gpu.memory_high_fraction", "must be in [0.5, 1] (1 leaves memory.high unset)"));
+        }
+        let w = &self.watch;
+        for (key, v, lo, hi) in [
+            ("watch.poll_interval_ms", w.poll_interval_ms, 10, 10_000),
+            ("watch.sustain_ms", w.sustain_ms, 0, 600_000),
+            ("watch.settle_ms", w.settle_ms, 0, 600_000),
+            ("watch.metrics_interval_ms", w.metrics_interval_ms, 1000, 3_600_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err(bad(key, &format!("must be in {lo}..={hi}")));
+            }
+        }
+        if !w.pressure_trigger.is_empty() {
+            if let Err(e) = parse_pressure_trigger(&w.pressure_trigger) {
+                return Err(bad("watch.pressure_trigger", &e));
+            }
+        }
+        if !w.metrics_file.as_os_str().is_empty() && !w.metrics_file.is_absolute() {
+            return Err(bad("watch.metrics_file", "must be an absolute path (or \"\" to write none)"));
+        }
         Ok(())
     }
 }
@@ -299,10 +453,37 @@ runtime_dir = "/var/run/dpdk"
             ("[rdma]\nmemlock = \"lots\"", "rdma.memlock"),
             ("[rdma]\nnofile = 0", "rdma.nofile"),
             ("[rdma]\non_unmet_limits = \"ignore\"", "on_unmet_limits"),
+            ("[gpu]\nheadroom_per_gpu = \"lots\"", "gpu.headroom_per_gpu"),
+            ("[gpu]\nheadroom_per_gpu = 0", "gpu.headroom_per_gpu"),
+            ("[gpu]\nunlimited_policy = \"maybe\"", "unlimited_policy"),
+            ("[gpu]\nmemory_high_fraction = 0.1", "gpu.memory_high_fraction"),
+            ("[watch]\npoll_interval_ms = 0", "watch.poll_interval_ms"),
+            ("[watch]\npressure_trigger = \"some 1 1\"", "watch.pressure_trigger"),
+            ("[watch]\npressure_trigger = \"often\"", "watch.pressure_trigger"),
+            ("[watch]\nmetrics_file = \"x.prom\"", "watch.metrics_file"),
+            ("[watch]\ntolerance = \"-1\"", "watch.tolerance"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} -> {e}");
             assert!(!e.contains('\n'), "one line: {e}");
         }
+    }
+
+    #[test]
+    fn gpu_and_watch_sections_parse_quantities_and_policies() {
+        let c = parse(
+            "[gpu]\nheadroom_per_gpu = \"4Gi\"\nunlimited_policy = \"limit-to-node\"\nmin_memory_limit = 1048576\n\
+             [watch]\ntolerance = \"64Mi\"\nsustain_ms = 0\npressure_trigger = \"\"\ndry_run = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.gpu.headroom_per_gpu, Bytes(4 << 30));
+        assert_eq!(c.gpu.unlimited_policy, UnlimitedPolicy::LimitToNode);
+        assert_eq!(c.gpu.min_memory_limit, Bytes(1 << 20));
+        assert_eq!((c.watch.tolerance, c.watch.sustain_ms, c.watch.dry_run), (Bytes(64 << 20), 0, true));
+        assert_eq!(parse_pressure_trigger("full 100000 2000000"), Ok((true, 100000, 2000000)));
+        // Defaults round-trip through TOML (quantities serialize as strings).
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert!(text.contains("headroom_per_gpu = \"2Gi\""), "{text}");
+        assert_eq!(parse(&text).unwrap(), Config::default());
     }
 }

@@ -26,6 +26,7 @@ pub fn node_facts(ledger: &Ledger) -> NodeFacts {
             f.node_pools.insert(size, sysfs.node_pools(size));
         }
     }
+    f.mem_total = crate::features::gpu::host_mem_total();
     let (records, _) = ledger.containers();
     for rec in records.iter().filter(|r| r.init.is_alive()) {
         for size in PageSize::ALL {
@@ -58,7 +59,8 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     }
     let mut annotations: BTreeMap<String, String> = bundle.annotations();
     annotations.extend(state.annotations.clone());
-    let req = Request::parse(&annotations, &bundle.hugepage_limits())?;
+    let mut req = Request::parse(&annotations, &bundle.hugepage_limits())?;
+    req.gpu = crate::features::gpu::inspect_bundle(&bundle, &annotations)?;
     if req.enabled == Some(false) {
         return Ok(Outcome::PassThrough("disabled by annotation"));
     }

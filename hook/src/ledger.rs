@@ -47,6 +47,10 @@ pub enum Effect {
     CgroupValue { file: PathBuf, value: String, previous: Option<String> },
     /// A directory we created under the state dir. Undo: remove it recursively.
     StateDir { path: PathBuf },
+    /// G10: the driver-memory headroom granted to a GPU container: what `watch` tolerates as
+    /// uncharged memory for it, and what makes it a container `watch` may kill. Nothing to undo
+    /// on the node (a memory limit the hook wrote is a `CgroupValue` entry of its own).
+    GpuHeadroom(crate::features::gpu::GpuPlan),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,24 +187,7 @@ impl Ledger {
 
     /// Every container record; corrupt ones are returned as errors beside the good ones.
     pub fn containers(&self) -> (Vec<ContainerRecord>, Vec<LedgerError>) {
-        let d = self.dir.join("containers");
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        let Ok(rd) = std::fs::read_dir(&d) else { return (ok, bad) };
-        let mut names: Vec<String> = rd
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".json"))
-            .collect();
-        names.sort();
-        for n in names {
-            match self.load(n.trim_end_matches(".json")) {
-                Ok(Some(r)) => ok.push(r),
-                Ok(None) => {}
-                Err(e) => bad.push(e),
-            }
-        }
-        (ok, bad)
+        read_containers_unlocked(&self.dir)
     }
 
     pub fn save(&self, rec: &ContainerRecord) -> Result<(), LedgerError> {
@@ -270,6 +257,34 @@ impl Ledger {
             Err(e) => Err(io(&p)(e)),
         }
     }
+}
+
+/// Every container record under `state_dir`, read without the lock: records are replaced
+/// atomically (rename), so a reader sees a whole old or a whole new one. For readers that must
+/// never make a hook wait (`watch`); corrupt records come back as errors beside the good ones.
+pub fn read_containers_unlocked(state_dir: &Path) -> (Vec<ContainerRecord>, Vec<LedgerError>) {
+    let d = state_dir.join("containers");
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    let Ok(rd) = std::fs::read_dir(&d) else { return (ok, bad) };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    for n in names {
+        let p = d.join(&n);
+        match std::fs::read(&p) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(r) => ok.push(r),
+                Err(e) => bad.push(LedgerError::Corrupt { path: p, why: e.to_string() }),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bad.push(io(&p)(e)),
+        }
+    }
+    (ok, bad)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LedgerError> {

@@ -17,6 +17,8 @@ pub struct NodeFacts {
     pub node_pools: BTreeMap<PageSize, Vec<NodePool>>,
     /// Pages reserved by live containers we manage, and how many containers hold them.
     pub ours: BTreeMap<PageSize, (u64, usize)>,
+    /// The node's MemTotal in bytes (0: unknown), for GPU containers without a memory limit.
+    pub mem_total: u64,
     /// The DPDK group this container joins (admitted before planning) and its dir.
     pub group: Option<crate::ledger::GroupRecord>,
     pub group_dir: std::path::PathBuf,
@@ -41,6 +43,8 @@ pub struct Plan {
     /// hugetlb limits (bytes) for the container's cgroup.
     pub hugetlb_limits: Vec<(PageSize, Bytes)>,
     pub reservations: BTreeMap<PageSize, Bytes>,
+    /// G10: a GPU container's driver-memory headroom and memory limit.
+    pub gpu: Option<crate::features::gpu::GpuPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +57,7 @@ pub struct PlanError {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty() && self.hugetlb_limits.is_empty()
+        self.mounts.is_empty() && self.hugetlb_limits.is_empty() && self.gpu.is_none()
     }
 }
 

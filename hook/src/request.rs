@@ -331,6 +331,10 @@ pub struct Request {
     pub group: Option<GroupName>,
     pub file_prefix: Option<FilePrefix>,
     pub gpu_headroom: Option<Bytes>,
+    /// GPU devices and memory limit from the spec (not annotations): set by
+    /// `features::gpu::inspect` after parsing.
+    #[serde(default)]
+    pub gpu: crate::features::gpu::GpuSpec,
     pub rdma_gid_index: Option<GidIndex>,
     pub spdk_iobuf: Option<SpdkIobuf>,
 }

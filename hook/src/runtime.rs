@@ -138,7 +138,8 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path) -
     if b.is_sandbox() {
         return Ok(false);
     }
-    let req = Request::parse(&b.annotations(), &b.hugepage_limits())?;
+    let mut req = Request::parse(&b.annotations(), &b.hugepage_limits())?;
+    req.gpu = features::gpu::inspect_bundle(&b, &b.annotations())?;
     if req.enabled == Some(false) {
         return Ok(false);
     }

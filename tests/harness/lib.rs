@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub mod dpdk;
+pub mod util;
 
 /// Directory holding the built `dataplane-hook` and `dataplane-runtime`.
 /// `DPH_BIN_DIR` overrides (installed package: /usr/bin); else the cargo target dir of this

@@ -6,6 +6,7 @@ use crate::oci::Bundle;
 use crate::plan::{NodeFacts, Plan, PlanError};
 use crate::request::Request;
 
+pub mod gpu;
 pub mod group;
 pub mod hugepages;
 pub mod runtime_dir;
@@ -37,4 +38,5 @@ pub const FEATURES: &[Feature] = &[
     Feature { name: "hugepages", plan: hugepages::plan, edit_spec: hugepages::edit_spec },
     Feature { name: "runtime-dir", plan: runtime_dir::plan, edit_spec: no_spec_edit },
     Feature { name: "dpdk-group", plan: group::plan, edit_spec: group::edit_spec },
+    Feature { name: "gpu-headroom", plan: gpu::plan, edit_spec: gpu::edit_spec },
 ];

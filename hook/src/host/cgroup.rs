@@ -27,6 +27,8 @@ pub struct Hierarchy {
 pub enum CgroupError {
     #[error("no cgroup hierarchy has the hugetlb controller")]
     NoHugetlb,
+    #[error("no cgroup hierarchy has the memory controller")]
+    NoMemory,
     #[error("cannot find the cgroup of process {pid}: {why}")]
     NoCgroup { pid: i32, why: String },
     #[error("{op} {path}: {source}")]
@@ -105,6 +107,12 @@ pub fn v2_has_controller(dir: &Path, controller: &str) -> bool {
 pub fn hugetlb_hierarchy() -> Result<Hierarchy, CgroupError> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     find_hierarchy(&mi, "hugetlb", |m| v2_has_controller(m, "hugetlb")).ok_or(CgroupError::NoHugetlb)
+}
+
+/// The host's memory hierarchy (v1 on hybrid hosts, where only hugetlb may be on the unified one).
+pub fn memory_hierarchy() -> Result<Hierarchy, CgroupError> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    find_hierarchy(&mi, "memory", |m| v2_has_controller(m, "memory")).ok_or(CgroupError::NoMemory)
 }
 
 impl Hierarchy {

@@ -1,0 +1,585 @@
+//! Owns G10 for a container: recognising a GPU container from its spec (device nodes,
+//! `NVIDIA_VISIBLE_DEVICES`/`AMD_VISIBLE_DEVICES`, CDI annotations), counting its GPUs, and
+//! carving a driver-memory headroom out of its memory limit so that charged memory plus the
+//! memory the GPU driver allocates for it (which no cgroup is charged for) stays within what the
+//! pod asked the scheduler for. `dataplane-hook watch` enforces the headroom on the node.
+//!
+//! Two paths, one decision ([`decide`]):
+//! - wrapper (`dataplane-runtime`): [`edit_spec`] lowers `linux.resources.memory.limit` (and on a
+//!   pure cgroup v2 host adds `memory.high` below it through `linux.resources.unified`), so the
+//!   runtime applies it; it leaves [`LIMIT_MARKER`] with the limit the pod asked for, so the hook
+//!   does not lower it a second time.
+//! - hooks.d (and the hook behind the wrapper): the plan's [`GpuPlan`] is recorded in the ledger
+//!   (`Effect::GpuHeadroom`, what `watch` reads) and, without the marker, `apply` writes the
+//!   container's memory cgroup itself (v2 `memory.max` + `memory.high`, v1
+//!   `memory.limit_in_bytes`) with the previous values in the ledger so teardown restores them.
+//!
+//! GPU count rules (documented in the SPEC note of issue 6):
+//! - each `/dev/nvidia<N>` and each `/dev/dri/renderD<N>` in `linux.devices` (or bind-mounted
+//!   there) is one GPU; `/dev/kfd` alone (AMD compute) counts as one;
+//! - `NVIDIA_VISIBLE_DEVICES` / `AMD_VISIBLE_DEVICES`: empty, `void`, `none` mean no GPU; `all`
+//!   means every GPU of that vendor on the host (counted from the host's `/dev`; a host without
+//!   one gives 0, i.e. not a GPU container); otherwise the number of distinct comma-separated
+//!   entries (indexes, UUIDs, MIG ids);
+//! - CDI annotations `cdi.k8s.io/*`: every distinct fully-qualified device `vendor/gpu=name`
+//!   (class `gpu`) is one GPU, `name` `all` counts the vendor's host GPUs;
+//! - the sources describe the same devices in different words, so the count is the largest any
+//!   one source gives, not their sum;
+//! - an explicit `dataplane-hook.io/gpu-headroom` marks a container as a GPU container even when
+//!   nothing above is found (at least one GPU), so a device this detection misses can still opt in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, UnlimitedPolicy};
+use crate::features::SpecContext;
+use crate::oci::Bundle;
+use crate::plan::{NodeFacts, Plan, PlanError};
+use crate::request::{Bytes, Request, PREFIX};
+
+/// Annotation the wrapper leaves on a spec whose memory limit it already lowered: the limit the
+/// pod asked for, in bytes, or `unlimited`. Outside the `dataplane-hook.io/` prefix on purpose:
+/// it is not a user knob (CRI runtimes only pass `dataplane-hook.io/*` from pods), and a user who
+/// forges it only gets their own container's limit left as the pod asked.
+pub const LIMIT_MARKER: &str = "dataplane-hook.internal/gpu-requested-memory-limit";
+
+const PAGE: u64 = 4096;
+
+/// GPUs the host has, per vendor, for `all`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostGpus {
+    /// `/dev/nvidia<N>` nodes.
+    pub nvidia: u32,
+    /// `/dev/dri/renderD<N>` nodes (AMD, Intel, ...).
+    pub render: u32,
+}
+
+impl HostGpus {
+    /// Counts the host's GPU device nodes under `dev` (normally `/dev`).
+    pub fn probe_at(dev: &Path) -> HostGpus {
+        let count = |dir: &Path, f: fn(&str) -> bool| {
+            std::fs::read_dir(dir)
+                .map(|rd| rd.flatten().filter(|e| e.file_name().to_str().is_some_and(f)).count() as u32)
+                .unwrap_or(0)
+        };
+        HostGpus { nvidia: count(dev, is_nvidia_gpu_name), render: count(&dev.join("dri"), is_render_name) }
+    }
+
+    pub fn probe() -> HostGpus {
+        Self::probe_at(Path::new("/dev"))
+    }
+}
+
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+fn is_nvidia_gpu_name(n: &str) -> bool {
+    n.strip_prefix("nvidia").is_some_and(digits)
+}
+fn is_render_name(n: &str) -> bool {
+    n.strip_prefix("renderD").is_some_and(digits)
+}
+
+/// What the spec says about GPUs and memory: the input of [`decide`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GpuSpec {
+    /// GPUs given to the container (0: not a GPU container by its spec).
+    pub gpus: u32,
+    /// Why we think so, for logs and messages (`device /dev/nvidia0`, `NVIDIA_VISIBLE_DEVICES=0`).
+    pub evidence: Vec<String>,
+    /// `linux.resources.memory.limit` as the spec has it now (None: unlimited).
+    pub limit: Option<u64>,
+    /// Set by [`LIMIT_MARKER`]: the wrapper already lowered the limit; this is what the pod asked
+    /// for (inner None: unlimited).
+    pub lowered_from: Option<Option<u64>>,
+}
+
+/// Reads GPU facts from a spec (pure apart from the arguments).
+pub fn inspect(spec: &Value, annotations: &BTreeMap<String, String>, host: &HostGpus) -> Result<GpuSpec, PlanError> {
+    let mut nvidia_nodes = BTreeSet::new();
+    let mut render_nodes = BTreeSet::new();
+    let mut kfd = false;
+    let mut evidence = Vec::new();
+    let mut paths: Vec<&str> = Vec::new();
+    if let Some(devs) = spec.pointer("/linux/devices").and_then(Value::as_array) {
+        paths.extend(devs.iter().filter_map(|d| d.get("path").and_then(Value::as_str)));
+    }
+    if let Some(ms) = spec.get("mounts").and_then(Value::as_array) {
+        paths.extend(ms.iter().filter_map(|m| m.get("destination").and_then(Value::as_str)));
+    }
+    for p in paths {
+        let p = p.trim_end_matches('/');
+        if let Some(n) = p.strip_prefix("/dev/").filter(|n| is_nvidia_gpu_name(n)) {
+            nvidia_nodes.insert(n.to_string());
+        } else if let Some(n) = p.strip_prefix("/dev/dri/").filter(|n| is_render_name(n)) {
+            render_nodes.insert(n.to_string());
+        } else if p == "/dev/kfd" {
+            kfd = true;
+        }
+    }
+    let mut by_devices = (nvidia_nodes.len() + render_nodes.len()) as u32;
+    if by_devices == 0 && kfd {
+        by_devices = 1;
+    }
+    for n in nvidia_nodes.iter().chain(render_nodes.iter().map(|s| s)) {
+        let dir = if n.starts_with("render") { "/dev/dri/" } else { "/dev/" };
+        evidence.push(format!("device {dir}{n}"));
+    }
+    if kfd {
+        evidence.push("device /dev/kfd".into());
+    }
+
+    // Environment: the last definition of a variable wins, as in execve.
+    let mut env: BTreeMap<&str, &str> = BTreeMap::new();
+    if let Some(vars) = spec.pointer("/process/env").and_then(Value::as_array) {
+        for kv in vars.iter().filter_map(Value::as_str) {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.insert(k, v);
+            }
+        }
+    }
+    let mut by_env = 0;
+    for (var, host_count) in [("NVIDIA_VISIBLE_DEVICES", host.nvidia), ("AMD_VISIBLE_DEVICES", host.render)] {
+        let Some(v) = env.get(var) else { continue };
+        let n = visible_devices(v, host_count);
+        if n > 0 {
+            evidence.push(format!("{var}={v}"));
+        }
+        by_env = by_env.max(n);
+    }
+
+    let mut cdi: BTreeSet<String> = BTreeSet::new();
+    let mut cdi_all = 0;
+    for (k, v) in annotations {
+        if !k.starts_with("cdi.k8s.io/") {
+            continue;
+        }
+        for dev in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let Some((kind, name)) = dev.split_once('=') else { continue };
+            let Some((vendor, class)) = kind.split_once('/') else { continue };
+            if class != "gpu" {
+                continue;
+            }
+            if name == "all" {
+                cdi_all = cdi_all.max(if vendor == "nvidia.com" { host.nvidia } else { host.render });
+            } else {
+                cdi.insert(dev.to_string());
+            }
+            evidence.push(format!("CDI {k}={dev}"));
+        }
+    }
+    let by_cdi = (cdi.len() as u32).max(cdi_all);
+
+    let limit = spec
+        .pointer("/linux/resources/memory/limit")
+        .and_then(Value::as_i64)
+        .filter(|l| *l > 0)
+        .map(|l| l as u64);
+    let lowered_from = match annotations.get(LIMIT_MARKER) {
+        None => None,
+        Some(v) if v == "unlimited" => Some(None),
+        Some(v) => Some(Some(v.parse::<u64>().map_err(|_| PlanError {
+            what: "cannot set up a GPU container".into(),
+            why: format!("annotation {LIMIT_MARKER}={v:?} is not a byte count"),
+            fix: format!("remove {LIMIT_MARKER}: only dataplane-runtime sets it"),
+        })?)),
+    };
+    Ok(GpuSpec { gpus: by_devices.max(by_env).max(by_cdi), evidence, limit, lowered_from })
+}
+
+/// GPUs named by a `*_VISIBLE_DEVICES` value.
+fn visible_devices(v: &str, host: u32) -> u32 {
+    match v.trim() {
+        "" | "void" | "none" => 0,
+        "all" => host,
+        list => list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<BTreeSet<_>>().len() as u32,
+    }
+}
+
+/// Reads the GPU facts of a bundle on this host.
+pub fn inspect_bundle(b: &Bundle, annotations: &BTreeMap<String, String>) -> Result<GpuSpec, PlanError> {
+    inspect(&b.raw, annotations, &HostGpus::probe())
+}
+
+/// What a create does for a GPU container.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GpuPlan {
+    pub gpus: u32,
+    pub evidence: Vec<String>,
+    /// Driver memory granted to the container: what `watch` tolerates as uncharged for it.
+    pub headroom: Bytes,
+    /// The limit the pod asked for (None: unlimited).
+    pub requested_limit: Option<Bytes>,
+    /// The limit it runs with (None: unlimited).
+    pub limit: Option<Bytes>,
+    /// cgroup v2 `memory.high` below the limit (None: not set).
+    pub high: Option<Bytes>,
+    /// The hook writes the memory cgroup (hooks.d); false when the wrapper's spec edit did it.
+    pub set_cgroup: bool,
+}
+
+fn headroom_source(req: &Request, cfg: &Config, gpus: u32) -> String {
+    match req.gpu_headroom {
+        Some(_) => format!("{PREFIX}gpu-headroom"),
+        None => format!("{gpus} GPU x {} from [gpu] headroom_per_gpu", cfg.gpu.headroom_per_gpu),
+    }
+}
+
+/// The one decision both paths share. `mem_total`: the node's MemTotal (0 if unknown).
+pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<Option<GpuPlan>, PlanError> {
+    let g = &req.gpu;
+    if g.gpus == 0 && req.gpu_headroom.is_none() {
+        return Ok(None);
+    }
+    let gpus = g.gpus.max(1);
+    let mut evidence = g.evidence.clone();
+    if g.gpus == 0 {
+        evidence.push(format!("{PREFIX}gpu-headroom"));
+    }
+    let headroom = req.gpu_headroom.unwrap_or(Bytes(cfg.gpu.headroom_per_gpu.0.saturating_mul(gpus as u64)));
+    let min = cfg.gpu.min_memory_limit;
+    let need = Bytes(headroom.0.saturating_add(min.0));
+    let what = format!("cannot give GPU container {id} its driver-memory headroom");
+    let requested = match g.lowered_from {
+        Some(orig) => orig,
+        None => g.limit,
+    }
+    .map(Bytes);
+    let limit = match requested {
+        Some(l) if l.0 < need.0 => {
+            return Err(PlanError {
+                what,
+                why: format!(
+                    "its memory limit {l} minus {headroom} of headroom ({}) leaves {}, below [gpu] min_memory_limit {min}",
+                    headroom_source(req, cfg, gpus),
+                    Bytes(l.0.saturating_sub(headroom.0)),
+                ),
+                fix: format!("raise the container's memory limit to at least {need} or lower {PREFIX}gpu-headroom"),
+            })
+        }
+        Some(l) => Some(Bytes((l.0 - headroom.0) / PAGE * PAGE)),
+        None => match cfg.gpu.unlimited_policy {
+            UnlimitedPolicy::Allow => None,
+            UnlimitedPolicy::Refuse => {
+                return Err(PlanError {
+                    what,
+                    why: "it has no memory limit and [gpu] unlimited_policy is \"refuse\"".into(),
+                    fix: format!("give the container a memory limit (resources.limits.memory) of at least {need}"),
+                })
+            }
+            UnlimitedPolicy::LimitToNode => {
+                if mem_total < need.0 {
+                    return Err(PlanError {
+                        what,
+                        why: format!(
+                            "it has no memory limit, [gpu] unlimited_policy is \"limit-to-node\", and the node's memory ({}) is below {need}",
+                            Bytes(mem_total)
+                        ),
+                        fix: format!("give the container a memory limit or lower {PREFIX}gpu-headroom"),
+                    });
+                }
+                Some(Bytes((mem_total - headroom.0) / PAGE * PAGE))
+            }
+        },
+    };
+    let f = cfg.gpu.memory_high_fraction;
+    let high = limit.filter(|_| f < 1.0).map(|l| Bytes(((l.0 as f64 * f) as u64) / PAGE * PAGE));
+    if let (Some(_), Some(want)) = (g.lowered_from, limit) {
+        // The wrapper lowered the spec; it must agree with what we would have done.
+        if g.limit != Some(want.0) {
+            return Err(PlanError {
+                what,
+                why: format!(
+                    "the spec's memory limit {} is not the {want} dataplane-runtime should have set ({LIMIT_MARKER} says {})",
+                    g.limit.map(|l| Bytes(l).to_string()).unwrap_or_else(|| "unlimited".into()),
+                    requested.map(|r| r.to_string()).unwrap_or_else(|| "unlimited".into()),
+                ),
+                fix: "use the same config for dataplane-runtime and dataplane-hook, or remove the annotation".into(),
+            });
+        }
+    }
+    Ok(Some(GpuPlan {
+        gpus,
+        evidence,
+        headroom,
+        requested_limit: requested,
+        limit,
+        high,
+        set_cgroup: g.lowered_from.is_none(),
+    }))
+}
+
+pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
+    p.gpu = decide(id, req, cfg, facts.mem_total)?;
+    Ok(())
+}
+
+/// The node's MemTotal in bytes from a /proc/meminfo text (0 if absent).
+pub fn mem_total(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+pub fn host_mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo").map(|s| mem_total(&s)).unwrap_or(0)
+}
+
+/// Whether the host's memory controller is on a pure cgroup v2 hierarchy at /sys/fs/cgroup
+/// (where runc applies `linux.resources.unified`).
+pub fn host_memory_is_v2() -> bool {
+    crate::host::cgroup::memory_hierarchy()
+        .map(|h| h.version == crate::host::cgroup::Version::V2 && h.mount == Path::new("/sys/fs/cgroup"))
+        .unwrap_or(false)
+}
+
+/// The wrapper's spec edit for a decided plan (pure): lower the limit, keep the swap allowance,
+/// clamp the reservation, add `memory.high` on v2, leave the marker.
+pub fn edit_memory(raw: &mut Value, g: &GpuPlan, memory_v2: bool) {
+    let obj = raw.as_object_mut().expect("spec is an object");
+    let ann = obj.entry("annotations").or_insert_with(|| json!({}));
+    if !ann.is_object() {
+        *ann = json!({});
+    }
+    ann[LIMIT_MARKER] = json!(g.requested_limit.map(|b| b.0.to_string()).unwrap_or_else(|| "unlimited".into()));
+    let Some(limit) = g.limit else { return };
+    let linux = obj.entry("linux").or_insert_with(|| json!({}));
+    if !linux.is_object() {
+        *linux = json!({});
+    }
+    let res = linux.as_object_mut().unwrap().entry("resources").or_insert_with(|| json!({}));
+    if !res.is_object() {
+        *res = json!({});
+    }
+    let res = res.as_object_mut().unwrap();
+    let mem = res.entry("memory").or_insert_with(|| json!({}));
+    if !mem.is_object() {
+        *mem = json!({});
+    }
+    let old = mem.get("limit").and_then(Value::as_i64).filter(|l| *l > 0);
+    mem["limit"] = json!(limit.0);
+    // OCI `swap` is memory+swap: keep the same swap allowance under the lower limit.
+    if let (Some(old), Some(swap)) = (old, mem.get("swap").and_then(Value::as_i64)) {
+        if swap >= old {
+            mem["swap"] = json!(swap - (old - limit.0 as i64));
+        }
+    }
+    if let Some(r) = mem.get("reservation").and_then(Value::as_i64) {
+        if r > limit.0 as i64 {
+            mem["reservation"] = json!(limit.0);
+        }
+    }
+    if let (true, Some(high)) = (memory_v2, g.high) {
+        let unified = res.entry("unified").or_insert_with(|| json!({}));
+        if !unified.is_object() {
+            *unified = json!({});
+        }
+        let keep = unified
+            .get("memory.high")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|u| u <= high.0);
+        if !keep {
+            unified["memory.high"] = json!(high.0.to_string());
+        }
+    }
+}
+
+/// Wrapper: lower the spec's memory limit so the runtime applies it.
+pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(), PlanError> {
+    if req.gpu.lowered_from.is_some() {
+        return Ok(()); // edited by an earlier invocation (runc `create` retried): never lower twice
+    }
+    let id = ctx.container_id.unwrap_or("(no id)");
+    let Some(g) = decide(id, req, ctx.config, host_mem_total())? else { return Ok(()) };
+    tracing::info!(container = id, gpus = g.gpus, headroom = %g.headroom, limit = ?g.limit, "GPU container: memory limit lowered by its headroom");
+    edit_memory(&mut b.raw, &g, host_memory_is_v2());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(devices: &[&str], env: &[&str], limit: Option<i64>) -> Value {
+        let mut s = json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["sh"], "cwd": "/", "env": env},
+            "linux": {"devices": devices.iter().map(|p| json!({"path": p, "type": "c", "major": 195, "minor": 0})).collect::<Vec<_>>()}
+        });
+        if let Some(l) = limit {
+            s["linux"]["resources"] = json!({"memory": {"limit": l}});
+        }
+        s
+    }
+    fn host() -> HostGpus {
+        HostGpus { nvidia: 8, render: 2 }
+    }
+    fn count(s: &Value, ann: &[(&str, &str)]) -> u32 {
+        let a = ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        inspect(s, &a, &host()).unwrap().gpus
+    }
+
+    #[test]
+    fn device_nodes_count_gpus_and_control_nodes_do_not() {
+        assert_eq!(count(&spec(&["/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"], &[], None), &[]), 2);
+        assert_eq!(count(&spec(&["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-modeset"], &[], None), &[]), 0);
+        assert_eq!(count(&spec(&["/dev/dri/renderD128", "/dev/kfd"], &[], None), &[]), 1);
+        assert_eq!(count(&spec(&["/dev/kfd"], &[], None), &[]), 1);
+        assert_eq!(count(&spec(&["/dev/dri/card0", "/dev/fuse"], &[], None), &[]), 0);
+        let mut s = spec(&[], &[], None);
+        s["mounts"] = json!([{"destination": "/dev/nvidia3", "type": "bind", "source": "/dev/nvidia3"}]);
+        assert_eq!(count(&s, &[]), 1);
+    }
+
+    #[test]
+    fn visible_devices_env_follows_the_toolkit_rules() {
+        for (v, n) in [("0", 1), ("0,1,2", 3), ("GPU-aaa,GPU-bbb", 2), ("0,0", 1), ("all", 8), ("void", 0), ("none", 0), ("", 0), ("MIG-x", 1)] {
+            assert_eq!(count(&spec(&[], &[&format!("NVIDIA_VISIBLE_DEVICES={v}")], None), &[]), n, "{v}");
+        }
+        assert_eq!(count(&spec(&[], &["AMD_VISIBLE_DEVICES=all"], None), &[]), 2);
+        // The last definition wins (execve semantics).
+        assert_eq!(count(&spec(&[], &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=void"], None), &[]), 0);
+        // `all` on a host without GPUs: a CUDA base image on a CPU node is not a GPU container.
+        let a = BTreeMap::new();
+        assert_eq!(inspect(&spec(&[], &["NVIDIA_VISIBLE_DEVICES=all"], None), &a, &HostGpus::default()).unwrap().gpus, 0);
+    }
+
+    #[test]
+    fn cdi_annotations_count_gpu_class_devices() {
+        let s = spec(&[], &[], None);
+        assert_eq!(count(&s, &[("cdi.k8s.io/nvidia-device-plugin_uuid", "nvidia.com/gpu=0,nvidia.com/gpu=1")]), 2);
+        assert_eq!(count(&s, &[("cdi.k8s.io/a", "nvidia.com/gpu=0"), ("cdi.k8s.io/b", "nvidia.com/gpu=0")]), 1);
+        assert_eq!(count(&s, &[("cdi.k8s.io/x", "nvidia.com/gpu=all")]), 8);
+        assert_eq!(count(&s, &[("cdi.k8s.io/x", "amd.com/gpu=all")]), 2);
+        assert_eq!(count(&s, &[("cdi.k8s.io/x", "vendor.com/net=eth0")]), 0);
+        assert_eq!(count(&s, &[("other/x", "nvidia.com/gpu=0")]), 0);
+    }
+
+    #[test]
+    fn sources_describe_the_same_devices_so_the_count_is_their_maximum() {
+        let s = spec(&["/dev/nvidia0", "/dev/nvidia1"], &["NVIDIA_VISIBLE_DEVICES=0,1"], None);
+        assert_eq!(count(&s, &[("cdi.k8s.io/x", "nvidia.com/gpu=0")]), 2);
+        let a = BTreeMap::new();
+        let g = inspect(&s, &a, &host()).unwrap();
+        assert!(g.evidence.contains(&"device /dev/nvidia0".to_string()), "{:?}", g.evidence);
+        assert!(g.evidence.contains(&"NVIDIA_VISIBLE_DEVICES=0,1".to_string()), "{:?}", g.evidence);
+    }
+
+    fn req(s: &Value, ann: &[(&str, &str)]) -> Request {
+        let a: BTreeMap<String, String> = ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut r = Request::parse(&a, &[]).unwrap();
+        r.gpu = inspect(s, &a, &host()).unwrap();
+        r
+    }
+    fn cfg(per_gpu: u64) -> Config {
+        let mut c = Config::default();
+        c.gpu.headroom_per_gpu = Bytes(per_gpu);
+        c
+    }
+    const GI: u64 = 1 << 30;
+
+    #[test]
+    fn the_limit_is_lowered_by_the_headroom_per_gpu_or_the_annotation() {
+        let s = spec(&["/dev/nvidia0", "/dev/nvidia1"], &[], Some(40 * GI as i64));
+        let g = decide("c", &req(&s, &[]), &cfg(2 * GI), 0).unwrap().unwrap();
+        assert_eq!((g.gpus, g.headroom, g.limit, g.requested_limit), (2, Bytes(4 * GI), Some(Bytes(36 * GI)), Some(Bytes(40 * GI))));
+        assert!(g.set_cgroup);
+        assert_eq!(g.high, Some(Bytes(((36 * GI) as f64 * 0.95) as u64 / PAGE * PAGE)));
+        let g = decide("c", &req(&s, &[("dataplane-hook.io/gpu-headroom", "6Gi")]), &cfg(2 * GI), 0).unwrap().unwrap();
+        assert_eq!((g.headroom, g.limit), (Bytes(6 * GI), Some(Bytes(34 * GI))));
+        // Not a GPU container: nothing.
+        assert_eq!(decide("c", &req(&spec(&[], &[], Some(GI as i64)), &[]), &cfg(GI), 0).unwrap(), None);
+        // The annotation alone marks a GPU container (one GPU).
+        let g = decide("c", &req(&spec(&[], &[], Some(GI as i64)), &[("dataplane-hook.io/gpu-headroom", "256Mi")]), &cfg(GI), 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!((g.gpus, g.limit), (1, Some(Bytes(768 << 20))));
+    }
+
+    #[test]
+    fn a_limit_too_small_for_the_headroom_is_refused_clearly() {
+        let s = spec(&["/dev/nvidia0"], &[], Some(GI as i64));
+        let e = decide("abc", &req(&s, &[]), &cfg(GI), 0).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cannot give GPU container abc its driver-memory headroom: its memory limit 1Gi minus 1Gi of headroom (1 GPU x 1Gi from [gpu] headroom_per_gpu) leaves 0, below [gpu] min_memory_limit 64Mi (raise the container's memory limit to at least 1088Mi or lower dataplane-hook.io/gpu-headroom)"
+        );
+    }
+
+    #[test]
+    fn unlimited_containers_follow_the_policy() {
+        let s = spec(&["/dev/nvidia0"], &[], None);
+        let mut c = cfg(GI);
+        let g = decide("c", &req(&s, &[]), &c, 24 * GI).unwrap().unwrap();
+        assert_eq!((g.limit, g.headroom), (None, Bytes(GI)), "allow: no limit, headroom still granted");
+        c.gpu.unlimited_policy = UnlimitedPolicy::Refuse;
+        let e = decide("c", &req(&s, &[]), &c, 24 * GI).unwrap_err().to_string();
+        assert!(e.contains("no memory limit") && e.contains("\"refuse\"") && e.contains("at least 1088Mi"), "{e}");
+        c.gpu.unlimited_policy = UnlimitedPolicy::LimitToNode;
+        let g = decide("c", &req(&s, &[]), &c, 24 * GI).unwrap().unwrap();
+        assert_eq!(g.limit, Some(Bytes(23 * GI)));
+        assert!(decide("c", &req(&s, &[]), &c, 0).is_err(), "unknown node memory is refused, not guessed");
+    }
+
+    #[test]
+    fn wrapper_edit_lowers_limit_keeps_swap_allowance_and_marks_the_spec() {
+        let mut s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
+        s["linux"]["resources"]["memory"]["swap"] = json!(10 * GI);
+        s["linux"]["resources"]["memory"]["reservation"] = json!(8 * GI);
+        let g = decide("c", &req(&s, &[]), &cfg(2 * GI), 0).unwrap().unwrap();
+        edit_memory(&mut s, &g, true);
+        let m = &s["linux"]["resources"]["memory"];
+        assert_eq!(m["limit"], json!(6 * GI));
+        assert_eq!(m["swap"], json!(8 * GI), "2Gi of swap before and after");
+        assert_eq!(m["reservation"], json!(6 * GI));
+        assert_eq!(s["linux"]["resources"]["unified"]["memory.high"], json!(g.high.unwrap().0.to_string()));
+        assert_eq!(s["annotations"][LIMIT_MARKER], json!((8 * GI).to_string()));
+        // The hook then sees the marker: same decision, nothing left for it to write.
+        let ann = [(LIMIT_MARKER, (8 * GI).to_string())];
+        let a: Vec<(&str, &str)> = ann.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let h = decide("c", &req(&s, &a), &cfg(2 * GI), 0).unwrap().unwrap();
+        assert_eq!((h.limit, h.requested_limit, h.set_cgroup), (Some(Bytes(6 * GI)), Some(Bytes(8 * GI)), false));
+        // A spec that disagrees with the marker is refused.
+        let e = decide("c", &req(&s, &a), &cfg(GI), 0).unwrap_err().to_string();
+        assert!(e.contains("dataplane-runtime should have set"), "{e}");
+    }
+
+    #[test]
+    fn wrapper_edit_on_v1_sets_no_unified_and_unlimited_allow_only_marks() {
+        let mut s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
+        let g = decide("c", &req(&s, &[]), &cfg(GI), 0).unwrap().unwrap();
+        edit_memory(&mut s, &g, false);
+        assert!(s["linux"]["resources"].get("unified").is_none());
+        let mut s = spec(&["/dev/nvidia0"], &[], None);
+        let g = decide("c", &req(&s, &[]), &cfg(GI), 0).unwrap().unwrap();
+        let before = s["linux"].clone();
+        edit_memory(&mut s, &g, true);
+        assert_eq!(s["linux"], before);
+        assert_eq!(s["annotations"][LIMIT_MARKER], json!("unlimited"));
+    }
+
+    #[test]
+    fn host_gpus_are_counted_from_dev() {
+        let t = tempfile::tempdir().unwrap();
+        for f in ["nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"] {
+            std::fs::write(t.path().join(f), "").unwrap();
+        }
+        std::fs::create_dir(t.path().join("dri")).unwrap();
+        for f in ["renderD128", "card0"] {
+            std::fs::write(t.path().join("dri").join(f), "").unwrap();
+        }
+        assert_eq!(HostGpus::probe_at(t.path()), HostGpus { nvidia: 2, render: 1 });
+    }
+
+    #[test]
+    fn meminfo_total_parses() {
+        assert_eq!(mem_total("MemTotal:       24684084 kB\nMemFree: 1 kB\n"), 24684084 * 1024);
+        assert_eq!(mem_total(""), 0);
+    }
+}

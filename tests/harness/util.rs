@@ -1,0 +1,259 @@
+//! Helpers for the core, gc and safety tests: bounded creates, container cleanup on failure,
+//! hand-mounted hugetlbfs (the controls), host mount tables, processes and cgroups, and feeding
+//! the hook a state JSON by hand.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::{Runner, TestBundle};
+
+/// `create` bounded by `timeout`: None when it hung (the runtime is killed then).
+pub fn create_with_timeout(r: &Runner, b: &TestBundle, id: &str, timeout: Duration) -> Option<Output> {
+    let out = std::fs::File::create(b.path().join("stdout.log")).unwrap();
+    let err = std::fs::File::create(b.path().join("stderr.log")).unwrap();
+    let mut c = r.command();
+    c.args(["create", "--bundle"]).arg(b.path()).arg(id);
+    let mut child = c.stdin(Stdio::null()).stdout(out).stderr(err).spawn().unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let stderr = std::fs::read(b.path().join("stderr.log")).unwrap_or_default();
+            return Some(Output { status, stdout: vec![], stderr });
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Deletes (`delete --force`) every container it was told about when dropped, so a failing
+/// test does not leave containers (and their reservations) behind.
+pub struct Reaper<'a> {
+    runner: &'a Runner,
+    ids: Mutex<Vec<String>>,
+}
+
+impl<'a> Reaper<'a> {
+    pub fn new(runner: &'a Runner) -> Reaper<'a> {
+        Reaper { runner, ids: Mutex::new(vec![]) }
+    }
+    pub fn add(&self, id: &str) {
+        self.ids.lock().unwrap().push(id.to_string());
+    }
+    /// Deletes `id` now and forgets it; returns the delete's output.
+    pub fn delete(&self, id: &str) -> Output {
+        self.ids.lock().unwrap().retain(|x| x != id);
+        self.runner.delete(id)
+    }
+}
+
+impl Drop for Reaper<'_> {
+    fn drop(&mut self) {
+        for id in self.ids.lock().unwrap().drain(..) {
+            let _ = self.runner.delete(&id);
+        }
+    }
+}
+
+/// A hugetlbfs mounted by hand on the host (the controls: what a node without the product has).
+/// Unmounted on drop.
+pub struct HostHugetlbfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl HostHugetlbfs {
+    /// `options` as for `mount -o` (e.g. `pagesize=2M,min_size=128M`).
+    pub fn mount(options: &str) -> HostHugetlbfs {
+        let dir = tempfile::Builder::new().prefix("dph-hostfs-").tempdir().unwrap();
+        let o = Command::new("mount").args(["-t", "hugetlbfs", "-o", options, "nodev"]).arg(dir.path()).output().unwrap();
+        assert!(o.status.success(), "mount hugetlbfs -o {options}: {}", String::from_utf8_lossy(&o.stderr));
+        HostHugetlbfs { dir }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Names of the files in it.
+    pub fn files(&self) -> Vec<String> {
+        list_dir(self.path())
+    }
+}
+
+impl Drop for HostHugetlbfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Sorted names in a directory (empty when it does not exist).
+pub fn list_dir(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Every path below `p` (relative, sorted), with symlinks listed but not followed.
+pub fn walk(p: &Path) -> Vec<String> {
+    fn go(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let path = e.path();
+            out.push(path.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                go(base, &path, out);
+            }
+        }
+    }
+    let mut out = vec![];
+    go(p, p, &mut out);
+    out.sort();
+    out
+}
+
+/// One line of a mountinfo file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub id: u64,
+    pub mount_point: String,
+    pub fstype: String,
+    pub source: String,
+    pub super_options: String,
+}
+
+pub fn mountinfo(pid: &str) -> Vec<MountEntry> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let mut post = post.split(' ');
+            Some(MountEntry {
+                id: pre.first()?.parse().ok()?,
+                mount_point: pre.get(4)?.to_string(),
+                fstype: post.next()?.to_string(),
+                source: post.next()?.to_string(),
+                super_options: post.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The host's mount table (this test process is in the host's mount namespace).
+pub fn host_mounts() -> Vec<MountEntry> {
+    mountinfo("self")
+}
+
+/// Mounts in `after` that were not in `before` (by mount id).
+pub fn new_mounts(before: &[MountEntry], after: &[MountEntry]) -> Vec<MountEntry> {
+    after.iter().filter(|m| !before.iter().any(|b| b.id == m.id)).cloned().collect()
+}
+
+/// Pids of the direct children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+}
+
+/// The host directory of a process's cgroup on the unified (v2) mount, read from
+/// /proc/<pid>/cgroup's `0::` line and /proc/self/mountinfo.
+pub fn unified_cgroup_dir(pid: i32) -> PathBuf {
+    let mount = host_mounts()
+        .into_iter()
+        .find(|m| m.fstype == "cgroup2")
+        .expect("a cgroup2 mount on the host")
+        .mount_point;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text.lines().find_map(|l| l.strip_prefix("0::")).expect("a 0:: line in /proc/<pid>/cgroup");
+    PathBuf::from(mount).join(path.trim_start_matches('/'))
+}
+
+/// Every cgroup directory of a process on the host (v1 hierarchies and the unified one).
+pub fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
+    let mounts = host_mounts();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let mut out = vec![];
+    for l in text.lines() {
+        let mut p = l.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (p.next(), p.next(), p.next()) else { continue };
+        let m = if ctrls.is_empty() {
+            mounts.iter().find(|m| m.fstype == "cgroup2")
+        } else {
+            mounts.iter().find(|m| {
+                m.fstype == "cgroup" && ctrls.split(',').all(|c| m.super_options.split(',').any(|o| o == c))
+            })
+        };
+        if let Some(m) = m {
+            out.push(PathBuf::from(&m.mount_point).join(path.trim_start_matches('/')));
+        }
+    }
+    out
+}
+
+/// The OCI state JSON a runtime hands a hook on stdin.
+pub fn state_json(id: &str, pid: Option<i32>, bundle: &Path, status: &str) -> String {
+    let mut v = serde_json::json!({"ociVersion": "1.0.2", "id": id, "status": status, "bundle": bundle.display().to_string()});
+    if let Some(p) = pid {
+        v["pid"] = serde_json::json!(p);
+    }
+    v.to_string()
+}
+
+/// Runs `dataplane-hook --config C STAGE` with `stdin` as its input.
+pub fn hook_with_stdin(env: &crate::ProductEnv, stage: &str, stdin: &str) -> Output {
+    let mut c = Command::new(crate::hook_bin());
+    c.arg("--config").arg(&env.config).arg(stage);
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The product's one-line error from a runtime's stderr (runc wraps a hook's stderr in its own
+/// message): the text from `dataplane-hook:` to the end of that line, with runc's quoting of the
+/// hook output (a trailing `"` or `\n`) trimmed.
+pub fn product_error(stderr: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(stderr);
+    let start = s.find("dataplane-hook: ")?;
+    let rest = &s[start..];
+    let end = [rest.find('\n'), rest.find("\\n")].into_iter().flatten().min().unwrap_or(rest.len());
+    Some(rest[..end].trim_end_matches(['"', ' ']).to_string())
+}
+
+/// Asserts stderr is exactly one line (the product's own binaries, not wrapped by runc).
+pub fn assert_one_line(what: &str, stderr: &[u8]) -> String {
+    let s = String::from_utf8_lossy(stderr).to_string();
+    let t = s.strip_suffix('\n').unwrap_or(&s);
+    assert!(!t.is_empty() && !t.contains('\n'), "{what}: stderr must be exactly one line, got {s:?}");
+    assert!(t.starts_with("dataplane-hook: "), "{what}: stderr must start with `dataplane-hook: `: {s:?}");
+    t.to_string()
+}
+
+/// Sends `sig` to a host pid.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: plain kill(2).
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
+}
+
+/// Waits until `pid` is gone (or a zombie) or the timeout passed.
+pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
+    crate::wait_for(timeout, || {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(s) => s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true),
+        }
+    })
+}
