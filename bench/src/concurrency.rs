@@ -1,0 +1,79 @@
+//! Section: concurrent lifecycle throughput — several creators at once, as a node does when
+//! a deployment scales up. Product creates serialize briefly on the ledger lock; this shows
+//! what that costs against plain runc.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::env::*;
+use crate::Report;
+
+const WORKERS: usize = 4;
+const PER_WORKER: usize = 6;
+const REPS: usize = 3;
+
+fn batch(runner: &Runner, bundles: &[PathBuf], tag: &str) -> Result<Duration> {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bundles
+            .iter()
+            .enumerate()
+            .map(|(w, b)| {
+                s.spawn(move || -> Result<()> {
+                    for i in 0..PER_WORKER {
+                        runner.lifecycle(b, &format!("cc-{tag}-{w}-{i}"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().expect("worker panicked"))
+    })?;
+    Ok(t.elapsed())
+}
+
+pub fn run(ctx: &Ctx) -> Result<Report> {
+    // WORKERS containers at once, 8 pages each at most.
+    let _pool = PoolGuard::new(64)?;
+    let runc = ctx.runc("cc-runc")?;
+    let product = ctx.product("cc-product")?;
+    let bundles = |name: &str, ann: &[(&str, &str)]| -> Result<Vec<PathBuf>> {
+        (0..WORKERS).map(|w| make_bundle(&ctx.path(&format!("cc-{name}-{w}")), NOOP, ann)).collect()
+    };
+    let variants: Vec<(&str, &Runner, Vec<PathBuf>)> = vec![
+        ("runc", &runc, bundles("runc", &[])?),
+        ("dataplane-runtime, nothing requested", &product, bundles("none", &[])?),
+        ("dataplane-runtime, 16Mi of 2Mi hugepages each", &product, bundles("huge", &[(RESERVATION_KEY, "16Mi")])?),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![vec![]; variants.len()];
+    // Warm-up batch of each, then REPS interleaved batches.
+    for rep in 0..=REPS {
+        for (k, (_, runner, b)) in variants.iter().enumerate() {
+            let d = batch(runner, b, &format!("{rep}-{k}"))?;
+            if rep > 0 {
+                samples[k].push(d);
+            }
+        }
+    }
+    let (t, f, r) = pool()?;
+    if (t, f, r) != (64, 64, 0) {
+        bail!("the pool is not back at its baseline after the concurrent runs: total {t}, free {f}, reserved {r}");
+    }
+    let total = WORKERS * PER_WORKER;
+    let rate = |d: Duration| total as f64 / d.as_secs_f64();
+    let base = rate(stats(&samples[0]).median);
+    let mut body = format!(
+        "{WORKERS} workers, each running {PER_WORKER} lifecycles back to back ({total} per batch); {REPS} batches per \
+         variant, interleaved, after one warm-up batch each. Throughput = lifecycles per second of wall time, median batch.\n\n\
+         | variant | lifecycles/s | vs runc |\n|---|---:|---:|\n"
+    );
+    let mut summary = vec![];
+    for ((label, _, _), s) in variants.iter().zip(&samples) {
+        let r = rate(stats(s).median);
+        body += &format!("| {label} | {r:.1} | {:.2}x |\n", r / base);
+        summary.push((format!("concurrent throughput: {label}"), format!("{r:.1}/s ({:.2}x runc)", r / base), "reported".into()));
+    }
+    Ok(Report { body, summary })
+}
