@@ -25,6 +25,8 @@ pub enum ApplyError {
     Cgroup { id: String, source: CgroupError },
     #[error("cannot lower the memory limit of GPU container {id} by its driver-memory headroom: {source} (the container needs a memory cgroup of its own)")]
     Memory { id: String, source: CgroupError },
+    #[error("cannot raise {resource} to {value} for container {id}: {source} (give the runtime CAP_SYS_RESOURCE, or set [rdma] on_unmet_limits = \"warn\")")]
+    Rlimit { id: String, resource: &'static str, value: String, source: std::io::Error },
     #[error("container {id}: the init process {pid} is gone (the runtime must pass the init's pid in the state)")]
     NoInit { id: String, pid: i32 },
     #[error("cannot release everything of container {id}: {errors} (run `dataplane-hook gc` later; see the log)")]
@@ -91,6 +93,15 @@ pub fn create(
 
 fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Result<(), ApplyError> {
     let id = r.rec.id.clone();
+    for s in &plan.rlimits {
+        if let Err(source) = crate::host::rlimit::set(pid, s.resource, s.limit) {
+            let value = crate::host::rlimit::show(s.limit.hard);
+            if s.required {
+                return Err(ApplyError::Rlimit { id, resource: s.resource.oci_name(), value, source });
+            }
+            tracing::warn!(container = %id, "cannot raise {} to {value}: {source}", s.resource.oci_name());
+        }
+    }
     if !plan.mounts.is_empty() {
         let attachments = build_mounts(&id, &plan.mounts)?;
         let reserved = plan.reservations.clone();
@@ -100,6 +111,9 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
             let targets = done.iter().map(|t| t.to_string()).collect();
             Ok::<_, ApplyError>(((), Effect::ContainerMounts { targets, reserved }))
         })?;
+    }
+    if let Some(pc) = &plan.prefix {
+        r.step(Effect::PrefixFiles(pc.clone()), || Ok::<_, ApplyError>(((), Effect::PrefixFiles(pc.clone()))))?;
     }
     if !plan.hugetlb_limits.is_empty() {
         set_hugetlb_limits(r, pid, &plan.hugetlb_limits)
@@ -302,8 +316,32 @@ fn own_cgroup(r: &mut Recorder, h: &Hierarchy, pid: i32) -> Result<PathBuf, Step
 }
 
 /// Undoes one effect, tolerating "already gone". Returns an error only for what is still there.
-fn undo(effect: &Effect) -> Result<(), String> {
+fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
     match effect {
+        Effect::PrefixFiles(pc) => {
+            for d in &pc.hugetlbfs_dirs {
+                match crate::features::prefix::clean_hugetlbfs(d, &pc.prefix) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(container = id, prefix = %pc.prefix, "removed {n} leaked hugepage files from {}", d.display()),
+                    Err(e) => return Err(format!("clean {}: {e}", d.display())),
+                }
+            }
+            // Another live container may share an explicit prefix: its runtime dir stays.
+            let shared = ledger.containers().0.iter().any(|r| {
+                r.id != id
+                    && r.init.is_alive()
+                    && r.entries.iter().any(|e| matches!(&e.effect, Effect::PrefixFiles(o) if o.prefix == pc.prefix))
+            });
+            if let (Some(rt), false) = (&pc.runtime_dir, shared) {
+                let dir = rt.join(&pc.prefix);
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("remove {}: {e}", dir.display())),
+                }
+            }
+            Ok(())
+        }
         Effect::ContainerMounts { .. } => Ok(()),
         Effect::GpuHeadroom(_) => Ok(()),
         Effect::ControllerEnabled { .. } => Ok(()),
@@ -335,7 +373,7 @@ pub fn teardown(ledger: &Ledger, mut rec: ContainerRecord) -> Result<(), ApplyEr
     let mut errors = Vec::new();
     let mut kept = Vec::new();
     for entry in rec.entries.iter().rev() {
-        if let Err(e) = undo(&entry.effect) {
+        if let Err(e) = undo(ledger, &rec.id, &entry.effect) {
             errors.push(e);
             kept.push(entry.clone());
         }

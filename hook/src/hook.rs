@@ -85,6 +85,8 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         );
     }
     let mut facts = node_facts(&ledger);
+    facts.rdma = crate::features::rdma::hook_facts(cfg, &bundle, &req, &state.id, pid)?;
+    facts.spec_mounts = bundle.mounts();
     let mut group_key = None;
     if let Some(name) = &req.group {
         let key = GroupKey::new(name, &annotations);
@@ -109,6 +111,9 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         }
     };
     tracing::info!(?req, ?plan, "plan");
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
     apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), group_key, &plan)?;
     tracing::info!(reservations = ?plan.reservations, "set up");
     Ok(Outcome::SetUp)

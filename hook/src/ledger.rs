@@ -51,6 +51,9 @@ pub enum Effect {
     /// uncharged memory for it, and what makes it a container `watch` may kill. Nothing to undo
     /// on the node (a memory limit the hook wrote is a `CgroupValue` entry of its own).
     GpuHeadroom(crate::features::gpu::GpuPlan),
+    /// Prefix mode (G3): nothing to do at create; undo removes the prefix's unlocked hugepage
+    /// files and its runtime dir from the host paths the container used.
+    PrefixFiles(crate::plan::PrefixCleanup),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

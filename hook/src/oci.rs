@@ -141,14 +141,16 @@ impl Bundle {
         }
     }
 
-    /// Container paths that the spec mounts from elsewhere, with their type and source.
-    pub fn mounts(&self) -> Vec<(PathBuf, Option<String>, Option<PathBuf>)> {
+    /// The spec's mounts: (destination, type, source, options).
+    pub fn mounts(&self) -> Vec<(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)> {
         self.spec
             .mounts()
             .as_ref()
             .map(|ms| {
                 ms.iter()
-                    .map(|m| (m.destination().clone(), m.typ().clone(), m.source().clone()))
+                    .map(|m| {
+                        (m.destination().clone(), m.typ().clone(), m.source().clone(), m.options().clone().unwrap_or_default())
+                    })
                     .collect()
             })
             .unwrap_or_default()

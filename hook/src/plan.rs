@@ -17,11 +17,25 @@ pub struct NodeFacts {
     pub node_pools: BTreeMap<PageSize, Vec<NodePool>>,
     /// Pages reserved by live containers we manage, and how many containers hold them.
     pub ours: BTreeMap<PageSize, (u64, usize)>,
+    /// G11: the RDMA container's spec, limits and GID tables, read by the hook.
+    pub rdma: Option<crate::features::rdma::RdmaFacts>,
     /// The node's MemTotal in bytes (0: unknown), for GPU containers without a memory limit.
     pub mem_total: u64,
     /// The DPDK group this container joins (admitted before planning) and its dir.
     pub group: Option<crate::ledger::GroupRecord>,
     pub group_dir: std::path::PathBuf,
+    /// The container spec's mounts: (destination, type, source, options).
+    pub spec_mounts: Vec<(std::path::PathBuf, Option<String>, Option<std::path::PathBuf>, Vec<String>)>,
+}
+
+/// Prefix mode's cleanup at teardown (G3).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PrefixCleanup {
+    pub prefix: String,
+    /// Host dirs the container bind-mounted; those that are hugetlbfs get cleaned.
+    pub hugetlbfs_dirs: Vec<std::path::PathBuf>,
+    /// The host's DPDK runtime dir behind the container's.
+    pub runtime_dir: Option<std::path::PathBuf>,
 }
 
 /// A new filesystem attached in the container.
@@ -40,11 +54,24 @@ pub enum MountPlan {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub mounts: Vec<MountPlan>,
+    /// Resource limits raised on the init (G11; per process: nothing to undo).
+    pub rlimits: Vec<RlimitStep>,
+    /// Things the create goes ahead despite; logged.
+    pub warnings: Vec<String>,
     /// hugetlb limits (bytes) for the container's cgroup.
     pub hugetlb_limits: Vec<(PageSize, Bytes)>,
     pub reservations: BTreeMap<PageSize, Bytes>,
     /// G10: a GPU container's driver-memory headroom and memory limit.
     pub gpu: Option<crate::features::gpu::GpuPlan>,
+    pub prefix: Option<PrefixCleanup>,
+}
+
+/// `prlimit` on the container's init. `required`: failing it fails the create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlimitStep {
+    pub resource: crate::host::rlimit::Resource,
+    pub limit: crate::host::rlimit::Limit,
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +84,7 @@ pub struct PlanError {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty() && self.hugetlb_limits.is_empty() && self.gpu.is_none()
+        self.mounts.is_empty() && self.hugetlb_limits.is_empty() && self.gpu.is_none() && self.rlimits.is_empty()
     }
 }
 

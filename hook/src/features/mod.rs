@@ -9,7 +9,10 @@ use crate::request::Request;
 pub mod gpu;
 pub mod group;
 pub mod hugepages;
+pub mod prefix;
+pub mod rdma;
 pub mod runtime_dir;
+pub mod spdk;
 
 /// Context the wrapper has when it edits a spec at `create`.
 pub struct SpecContext<'a> {
@@ -38,5 +41,8 @@ pub const FEATURES: &[Feature] = &[
     Feature { name: "hugepages", plan: hugepages::plan, edit_spec: hugepages::edit_spec },
     Feature { name: "runtime-dir", plan: runtime_dir::plan, edit_spec: no_spec_edit },
     Feature { name: "dpdk-group", plan: group::plan, edit_spec: group::edit_spec },
+    Feature { name: "dpdk-file-prefix", plan: prefix::plan, edit_spec: prefix::edit_spec },
     Feature { name: "gpu-headroom", plan: gpu::plan, edit_spec: gpu::edit_spec },
+    Feature { name: "rdma", plan: rdma::plan, edit_spec: rdma::edit_spec },
+    Feature { name: "spdk-iobuf", plan: spdk::plan, edit_spec: spdk::edit_spec },
 ];
