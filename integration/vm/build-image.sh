@@ -89,6 +89,7 @@ secmirror=${secmirror:-http://deb.debian.org/debian-security}
 
 # ---- build ---------------------------------------------------------------------------
 tmp=$(mktemp -d "$cache/.build-$hash.XXXXXX")
+chmod 755 "$tmp"   # apt downloads as _apt (sandboxed) and needs to get in
 cleanup() {
   local rc=$?
   # mmdebstrap unmounts its own /proc,/sys,/dev binds, but never recurse into a mount.

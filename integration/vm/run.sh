@@ -99,8 +99,8 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'log interrupted; exit 130' INT
+trap 'log terminated; exit 143' TERM
 trap 'exit 129' HUP
 
 mkdir -p "$work/payload" "$work/results" "$work/tmp"
