@@ -314,14 +314,26 @@ impl ProductEnv {
 pub struct Runner {
     pub runtime: Runtime,
     pub runc_root: tempfile::TempDir,
+    /// Containers created through this runner: force-deleted on drop (a failed test must not
+    /// leave DPDK spinning on the node).
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let ids = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
+        for id in ids {
+            let _ = self.command().args(["delete", "--force", &id]).output();
+        }
+    }
 }
 
 impl Runner {
     pub fn runc() -> Runner {
-        Runner { runtime: Runtime::Runc, runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap() }
+        Runner { runtime: Runtime::Runc, runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap(), created: Default::default() }
     }
     pub fn product(env: &ProductEnv) -> Runner {
-        Runner { runtime: Runtime::Product(env.clone()), runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap() }
+        Runner { runtime: Runtime::Product(env.clone()), runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap(), created: Default::default() }
     }
 
     pub fn command(&self) -> Command {
@@ -344,6 +356,7 @@ impl Runner {
     pub fn create(&self, b: &TestBundle, id: &str) -> Output {
         let out = File::create(b.path().join("stdout.log")).unwrap();
         let err = File::create(b.path().join("stderr.log")).unwrap();
+        self.created.lock().unwrap().push(id.to_string());
         let mut c = self.command();
         c.args(["create", "--bundle"]).arg(b.path()).arg(id);
         // runc create waits for the container's stdio to close only in `run`; give it files.
@@ -403,6 +416,7 @@ impl Runner {
 
     /// `run` to completion (foreground, no detach); returns the output.
     pub fn run(&self, b: &TestBundle, id: &str) -> Output {
+        self.created.lock().unwrap().push(id.to_string());
         let mut c = self.command();
         c.args(["run", "--bundle"]).arg(b.path()).arg(id);
         c.stdin(Stdio::null()).output().unwrap()
