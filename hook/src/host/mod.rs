@@ -4,4 +4,6 @@
 pub mod cgroup;
 pub mod mount;
 pub mod proc;
+pub mod rdma;
+pub mod rlimit;
 pub mod sysfs;
