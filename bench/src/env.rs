@@ -38,11 +38,23 @@ impl Ctx {
             }
         }
         let work = tempfile::Builder::new().prefix("dph-bench-").tempdir_in("/run").context("temp dir in /run")?;
+        let tmpfs = work.path().join("tmpfs");
+        std::fs::create_dir_all(&tmpfs)?;
+        std::fs::create_dir_all(work.path().join("run"))?;
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", "mode=0700,size=512m", "dph-bench"]).arg(&tmpfs).status()?;
+        if !st.success() {
+            bail!("cannot mount a tmpfs on {}", tmpfs.display());
+        }
         Ok(Ctx { hook, runtime, work, runs, notes: Default::default() })
     }
 
+    /// Where bundles, runc roots, state dirs and logs go: names starting with `run/` on the
+    /// filesystem of /run (the default state dir's), all others on a tmpfs of the bench's.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.work.path().join(name)
+        match name.strip_prefix("run/") {
+            Some(rest) => self.work.path().join("run").join(rest),
+            None => self.work.path().join("tmpfs").join(name),
+        }
     }
 
     /// A product configuration with its own state dir and log (log level `info`, the default),
@@ -74,6 +86,27 @@ impl Ctx {
         std::fs::create_dir_all(&root)?;
         Ok(Runner { kind: Kind::Product { runtime: self.runtime.clone(), config }, root })
     }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.work.path().join("tmpfs")).status();
+    }
+}
+
+/// The filesystem type of the directory `path` is in (from /proc/self/mountinfo).
+pub fn fs_type(path: &Path) -> String {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut best: Option<(usize, String)> = None;
+    for l in mi.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let Some(dash) = f.iter().position(|x| *x == "-") else { continue };
+        let (Some(mp), Some(ty)) = (f.get(4), f.get(dash + 1)) else { continue };
+        if path.starts_with(mp) && best.as_ref().is_none_or(|(n, _)| mp.len() >= *n) {
+            best = Some((mp.len(), ty.to_string()));
+        }
+    }
+    best.map(|(_, t)| t).unwrap_or_else(|| "?".into())
 }
 
 /// An OCI bundle whose rootfs bind-mounts the host's /usr read-only (as tests/harness does),
@@ -194,16 +227,38 @@ impl Runner {
     /// init to exit, delete. The bench process is a child subreaper, so the init (orphaned
     /// when `runc create` exits) is our child and its exit is seen without polling.
     pub fn lifecycle(&self, bundle: &Path, id: &str) -> Result<Duration> {
+        Ok(self.lifecycle_cpu(bundle, id)?.0)
+    }
+
+    /// [`Runner::lifecycle`], also returning the CPU time (user + system) of every process it
+    /// ran and reaped: runc, the wrapper, the hooks, the container. Only meaningful while no
+    /// other thread of the bench runs children.
+    pub fn lifecycle_cpu(&self, bundle: &Path, id: &str) -> Result<(Duration, Duration)> {
         let err = bundle.join(format!("{id}.err"));
+        let cpu0 = children_cpu();
         let t = Instant::now();
         let pid = self.create(bundle, id)?;
         self.run(&["start", id], &err)?;
         wait_exit(pid)?;
         self.run(&["delete", id], &err)?;
         let d = t.elapsed();
+        let cpu = children_cpu().saturating_sub(cpu0);
         let _ = std::fs::remove_file(&err);
-        Ok(d)
+        Ok((d, cpu))
     }
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+}
+
+/// User + system CPU time of all reaped descendants so far (getrusage(RUSAGE_CHILDREN)).
+pub fn children_cpu() -> Duration {
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: plain syscall with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    timeval(ru.ru_utime) + timeval(ru.ru_stime)
 }
 
 /// Becomes a child subreaper: orphaned container inits are re-parented to us.
@@ -248,6 +303,8 @@ pub fn reap_orphans() {
 #[derive(Debug, Clone, Copy)]
 pub struct Measured {
     pub wall: Duration,
+    /// User + system CPU time of the process (less sensitive to a busy machine than wall).
+    pub cpu: Duration,
     pub max_rss_kib: u64,
     pub success: bool,
 }
@@ -272,7 +329,8 @@ pub fn measure(cmd: &mut Command, stdin: &[u8]) -> Result<(Measured, String)> {
     }
     let success = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     let err = std::fs::read_to_string(err_file.path()).unwrap_or_default();
-    Ok((Measured { wall, max_rss_kib: ru.ru_maxrss as u64, success }, err))
+    let cpu = timeval(ru.ru_utime) + timeval(ru.ru_stime);
+    Ok((Measured { wall, cpu, max_rss_kib: ru.ru_maxrss as u64, success }, err))
 }
 
 
@@ -443,7 +501,7 @@ pub fn hook_shim(args: &[String]) -> i32 {
     match measure(Command::new(hook).args(&args[2..]), &state) {
         Ok((m, err)) => {
             eprint!("{err}");
-            let line = format!("{stage} {} {} {}\n", m.wall.as_nanos(), m.max_rss_kib, m.success);
+            let line = format!("{stage} {} {} {} {}\n", m.wall.as_nanos(), m.max_rss_kib, m.success, m.cpu.as_nanos());
             let _ = std::fs::OpenOptions::new().create(true).append(true).open(out).and_then(|mut f| f.write_all(line.as_bytes()));
             if m.success { 0 } else { 1 }
         }
@@ -458,6 +516,7 @@ pub fn hook_shim(args: &[String]) -> i32 {
 pub struct ShimRecord {
     pub stage: String,
     pub wall: Duration,
+    pub cpu: Duration,
     pub max_rss_kib: u64,
 }
 
@@ -471,6 +530,7 @@ pub fn read_shim_records(path: &Path) -> Vec<ShimRecord> {
                 stage: f.first()?.to_string(),
                 wall: Duration::from_nanos(f.get(1)?.parse().ok()?),
                 max_rss_kib: f.get(2)?.parse().ok()?,
+                cpu: Duration::from_nanos(f.get(4)?.parse().ok()?),
             })
         })
         .collect()
