@@ -69,6 +69,13 @@ payload_src=$1; shift
 
 log() { echo "run.sh: $*" >&2; }
 
+# --results DIR is emptied before use: refuse a non-empty directory run.sh did not make.
+if [[ -n $results_keep && -d $results_keep ]] && [[ -n $(ls -A "$results_keep") ]] &&
+   [[ ! -f $results_keep/.dpvm-results ]]; then
+  echo "run.sh: --results $results_keep is not empty and was not written by run.sh; refusing to empty it" >&2
+  exit 2
+fi
+
 img=$("$here/build-image.sh" --print-dir)
 
 if [[ -z $accel ]]; then
@@ -198,6 +205,7 @@ if [[ -n $results_keep ]]; then
   find "$results_keep" -mindepth 1 -delete
   cp -a "$R/." "$results_keep/"
   rm -f "$results_keep/.args" "$results_keep/.env"
+  : >"$results_keep/.dpvm-results"
 fi
 
 if [[ -n $reason ]]; then
