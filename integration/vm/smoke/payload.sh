@@ -152,9 +152,11 @@ check podman-runc-cgroupfs podman_run podman-runc '/libpod_parent/libpod-[0-9a-f
 echo
 echo "== DPDK"
 testpmd() {
-  local lcores=0
-  (($(nproc) > 1)) && lcores=0,1
-  timeout -s INT 10 dpdk-testpmd -l "$lcores" --no-pci --vdev=net_null0 --vdev=net_null1 \
+  # testpmd needs a forwarding lcore besides the main one ("No cores defined for forwarding"
+  # with -l 0): with one vCPU, put both lcores on CPU 0.
+  local lcores=(-l 0,1)
+  (($(nproc) > 1)) || lcores=(--lcores 0@0,1@0)
+  timeout -s INT 10 dpdk-testpmd "${lcores[@]}" --no-pci --vdev=net_null0 --vdev=net_null1 \
     --file-prefix vmtest -- --total-num-mbufs=2048 --stats-period 1 </dev/null >"$work/testpmd.out" 2>&1
   local rc=$?
   cat "$work/testpmd.out"
