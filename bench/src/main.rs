@@ -9,6 +9,7 @@ mod concurrency;
 mod env;
 mod gc;
 mod lifecycle;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,19 +35,8 @@ pub const SECTIONS: &[Section] = &[
     Section { key: "breakdown", title: "Where the time goes, and the hook's peak RSS", run: lifecycle::breakdown },
     Section { key: "concurrency", title: "Concurrent lifecycle throughput", run: concurrency::run },
     Section { key: "gc", title: "gc time against the number of ledger records", run: gc::run },
-    Section { key: "watchdog", title: "Watchdog reaction time and idle cost", run: watchdog },
+    Section { key: "watchdog", title: "Watchdog idle cost", run: watchdog::run },
 ];
-
-/// `dataplane-hook watch` (G10) is not implemented yet; the section says so until it is.
-fn watchdog(_ctx: &Ctx) -> Result<Report> {
-    Ok(Report {
-        body: "Not measured: `dataplane-hook watch` (G10, GPU driver-memory watchdog) is not implemented in this \
-               build. When it is, this section measures the time from a container's uncharged memory crossing its \
-               headroom to its kill, and the daemon's CPU and RSS while idle."
-            .into(),
-        summary: vec![("watchdog reaction / idle cost".into(), "not measured".into(), "watch not implemented yet".into())],
-    })
-}
 
 struct Args {
     bin_dir: PathBuf,
