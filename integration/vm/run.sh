@@ -11,6 +11,8 @@
 #   --timeout SECONDS   whole-VM wall-clock limit, boot included (default 900)
 #   --mem MB            guest memory (default 4096)
 #   --cpus N            guest vCPUs (default: host cores, at most 4)
+#   --hugepages N       2 MiB hugepages allocated at boot (default 256); 1 GiB pages too with
+#                       --append 'hugepagesz=1G hugepages=N'
 #   --results DIR       keep payload.log, console.log, exit-code, timing and whatever the
 #                       payload wrote to $DPVM_RESULTS in DIR (emptied first)
 #   --env KEY=VALUE     export into the payload's environment (repeatable)
@@ -26,6 +28,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 timeout_s=900
 mem_mb=4096
+hugepages=256
 cpus=$(nproc); ((cpus > 4)) && cpus=4
 results_keep=
 accel=${DPVM_ACCEL:-}
@@ -34,7 +37,7 @@ quiet=0
 append=
 envs=()
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 while (($#)); do
   case $1 in
     --timeout) timeout_s=${2:?}; shift 2 ;;
@@ -43,6 +46,8 @@ while (($#)); do
     --mem=*) mem_mb=${1#*=}; shift ;;
     --cpus) cpus=${2:?}; shift 2 ;;
     --cpus=*) cpus=${1#*=}; shift ;;
+    --hugepages) hugepages=${2:?}; shift 2 ;;
+    --hugepages=*) hugepages=${1#*=}; shift ;;
     --results) results_keep=${2:?}; shift 2 ;;
     --results=*) results_keep=${1#*=}; shift ;;
     --env) envs+=("${2:?}"); shift 2 ;;
@@ -64,8 +69,8 @@ payload_src=$1; shift
 [[ -d $payload_src ]] || { echo "run.sh: $payload_src is not a directory" >&2; exit 2; }
 ((interactive)) || [[ -f $payload_src/payload.sh ]] ||
   { echo "run.sh: $payload_src/payload.sh not found" >&2; exit 2; }
-[[ $timeout_s =~ ^[0-9]+$ && $mem_mb =~ ^[0-9]+$ && $cpus =~ ^[0-9]+$ ]] ||
-  { echo "run.sh: --timeout, --mem and --cpus take integers" >&2; exit 2; }
+[[ $timeout_s =~ ^[0-9]+$ && $mem_mb =~ ^[0-9]+$ && $cpus =~ ^[1-9][0-9]*$ && $hugepages =~ ^[0-9]+$ ]] ||
+  { echo "run.sh: --timeout, --mem, --cpus and --hugepages take integers" >&2; exit 2; }
 
 log() { echo "run.sh: $*" >&2; }
 
@@ -117,7 +122,7 @@ cp -a --reflink=auto "$payload_src/." "$work/payload/"
 ((${#envs[@]})) && printf '%s\0' "${envs[@]}" >"$work/results/.env"
 
 if [[ $(id -u) -eq 0 ]]; then sm=passthrough; else sm=mapped-xattr; fi
-cmdline="root=/dev/vda rw console=ttyS0 panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all hugepages=256 net.ifnames=0 mitigations=off random.trust_cpu=on"
+cmdline="root=/dev/vda rw console=ttyS0 panic=-1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all hugepages=$hugepages net.ifnames=0 mitigations=off random.trust_cpu=on"
 ((interactive)) && cmdline+=" dpvm.interactive"
 [[ -n $append ]] && cmdline+=" $append"
 
