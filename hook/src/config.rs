@@ -38,6 +38,24 @@ pub struct Config {
     pub rdma: RdmaConfig,
     pub gpu: GpuConfig,
     pub watch: WatchConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Metrics for node_exporter's textfile collector (see `crate::metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The directory node_exporter's textfile collector reads: the hooks keep
+    /// `dataplane_hook.prom` there (`watch` writes its own file, `[watch] metrics_file`, which
+    /// belongs in the same directory). "" writes no file; the counters are kept in state_dir
+    /// either way.
+    pub textfile_dir: PathBuf,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { textfile_dir: "/var/lib/node_exporter/textfile_collector".into() }
+    }
 }
 
 /// G10: driver-memory headroom for GPU containers.
@@ -193,6 +211,7 @@ impl Default for Config {
             rdma: RdmaConfig::default(),
             gpu: GpuConfig::default(),
             watch: WatchConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -370,6 +389,10 @@ impl Config {
         if !w.metrics_file.as_os_str().is_empty() && !w.metrics_file.is_absolute() {
             return Err(bad("watch.metrics_file", "must be an absolute path (or \"\" to write none)"));
         }
+        let t = &self.metrics.textfile_dir;
+        if !t.as_os_str().is_empty() && !t.is_absolute() {
+            return Err(bad("metrics.textfile_dir", "must be an absolute path (or \"\" to write no textfile)"));
+        }
         Ok(())
     }
 }
@@ -462,6 +485,8 @@ runtime_dir = "/var/run/dpdk"
             ("[watch]\npressure_trigger = \"often\"", "watch.pressure_trigger"),
             ("[watch]\nmetrics_file = \"x.prom\"", "watch.metrics_file"),
             ("[watch]\ntolerance = \"-1\"", "watch.tolerance"),
+            ("[metrics]\ntextfile_dir = \"prom\"", "metrics.textfile_dir"),
+            ("[metrics]\ntextfile = \"/x\"", "textfile"),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text} -> {e}");
