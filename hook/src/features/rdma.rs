@@ -287,37 +287,35 @@ impl GidContext {
         }
     }
 
-    /// The ports an index must be usable on, with their usable indexes.
-    fn counted(&self) -> Result<Vec<(&PortTable, Vec<(u32, u8)>)>, String> {
-        let relevant: Vec<&PortTable> = match &self.named {
+    /// The ports of the container's devices with their usable indexes: every port of a named
+    /// device; for "any device", the ports that have a usable index at all.
+    fn relevant(&self) -> Result<Vec<(&PortTable, Vec<(u32, u8)>)>, String> {
+        let tables: Vec<&PortTable> = match &self.named {
             Some(n) => self.tables.iter().filter(|t| n.contains(&t.device)).collect(),
             None => self.tables.iter().collect(),
         };
-        if relevant.is_empty() {
+        if tables.is_empty() {
             return Err("there are no RDMA devices on this node".into());
         }
-        let mut out = Vec::new();
-        for t in relevant {
-            let u = self.usable(t);
-            if !u.is_empty() {
-                out.push((t, u));
-            }
+        let all: Vec<_> = tables.into_iter().map(|t| (t, self.usable(t))).collect();
+        if self.named.is_some() {
+            return Ok(all);
         }
-        if let Some(named) = &self.named {
-            for d in named {
-                if !out.iter().any(|(t, _)| &t.device == d) {
-                    return Err(format!("{d} has no usable GID{}", self.netns_note()));
-                }
-            }
-        }
-        if out.is_empty() {
+        let some: Vec<_> = all.into_iter().filter(|(_, u)| !u.is_empty()).collect();
+        if some.is_empty() {
             return Err(format!("no RDMA port has a usable GID{}", self.netns_note()));
         }
-        Ok(out)
+        Ok(some)
+    }
+
+    /// Named devices none of whose ports has a usable index.
+    fn dead_devices(&self, rel: &[(&PortTable, Vec<(u32, u8)>)]) -> Vec<String> {
+        let Some(named) = &self.named else { return vec![] };
+        named.iter().filter(|d| !rel.iter().any(|(t, u)| &t.device == *d && !u.is_empty())).cloned().collect()
     }
 
     /// `valid indexes: 3 (mlx5_0 port 1: 1, 3; mlx5_1 port 1: 1, 3, 5)`.
-    fn listing(counted: &[(&PortTable, Vec<(u32, u8)>)]) -> String {
+    fn listing(&self, counted: &[(&PortTable, Vec<(u32, u8)>)]) -> String {
         let common = common_indexes(counted);
         let list = |v: &[u32]| if v.is_empty() { "none".to_string() } else { v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ") };
         let mut s = format!("valid indexes: {}", list(&common));
@@ -328,25 +326,36 @@ impl GidContext {
                 .collect();
             let _ = write!(s, " ({})", per.join("; "));
         }
+        if common.is_empty() {
+            s.push_str(&self.netns_note());
+        }
         s
     }
 
     /// Checks `index`: Err(why) names the failing ports and the valid indexes.
     pub fn check(&self, index: u32) -> Result<(), String> {
-        let counted = self.counted()?;
-        let failures: Vec<String> = counted
+        let rel = self.relevant()?;
+        let dead = self.dead_devices(&rel);
+        let counted: Vec<_> = rel.iter().filter(|(_, u)| !u.is_empty()).cloned().collect();
+        let failures: Vec<String> = rel
             .iter()
+            .filter(|(t, u)| !u.is_empty() || dead.contains(&t.device))
             .filter_map(|(t, _)| self.judge(t, index).err().map(|u| format!("on {} port {} {}", t.device, t.port, u.describe(index))))
             .collect();
         if failures.is_empty() {
             return Ok(());
         }
-        Err(format!("{}; {}", failures.join("; "), Self::listing(&counted)))
+        let listing = if dead.is_empty() { self.listing(&counted) } else { format!("valid indexes: none{}", self.netns_note()) };
+        Err(format!("{}; {listing}", failures.join("; ")))
     }
 
-    /// The best index usable on every counted port.
+    /// The best index usable on every port that has any.
     pub fn choose(&self) -> Result<u32, String> {
-        let counted = self.counted()?;
+        let rel = self.relevant()?;
+        if let Some(d) = self.dead_devices(&rel).first() {
+            return Err(format!("{d} has no usable GID{}", self.netns_note()));
+        }
+        let counted: Vec<_> = rel.into_iter().filter(|(_, u)| !u.is_empty()).collect();
         let best = common_indexes(&counted)
             .into_iter()
             .map(|i| {
@@ -356,7 +365,7 @@ impl GidContext {
             .max();
         match best {
             Some((_, std::cmp::Reverse(i))) => Ok(i),
-            None => Err(format!("no index is usable on every RDMA port of the container; {}", Self::listing(&counted))),
+            None => Err(format!("no index is usable on every RDMA port of the container; {}", self.listing(&counted))),
         }
     }
 }
@@ -826,6 +835,16 @@ mod tests {
         assert_eq!(e, "mlx5_1 has no usable GID (the container's network namespace has: eth0, lo, net1)");
         // Reaching any device (rdma_cm only): mlx5_1 is someone else's and is ignored.
         assert_eq!(ctx(&[fixture::MLX5_ROCE], None, Some(pod_ns())).choose(), Ok(7));
+    }
+
+    #[test]
+    fn a_named_device_whose_netdevs_are_all_elsewhere_says_where_its_gids_belong() {
+        let c = ctx(&[fixture::MLX5_ROCE], Some(&["mlx5_1"]), Some(pod_ns()));
+        assert_eq!(
+            c.check(5).unwrap_err(),
+            "on mlx5_1 port 1 index 5 belongs to ens1f1np1, which is not in the container's network namespace; valid indexes: none (the container's network namespace has: eth0, lo, net1)"
+        );
+        assert_eq!(c.choose().unwrap_err(), "mlx5_1 has no usable GID (the container's network namespace has: eth0, lo, net1)");
     }
 
     #[test]
