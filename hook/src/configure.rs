@@ -80,6 +80,7 @@ const CRI_V2: &str = "io.containerd.grpc.v1.cri";
 const CRI_V3: &str = "io.containerd.cri.v1.runtime";
 const TEMPLATE_WRAPPER: &str = "/usr/bin/dataplane-runtime";
 const TEMPLATE_HOOK: &str = "/usr/bin/dataplane-hook";
+const RESTATED_RUNC: &str = "# containerd's built-in `runc` handler";
 
 /// Where the product is installed: the paths that go into the files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +182,14 @@ pub fn render_containerd(kind: &ContainerdDropin, install: &Install, options: &T
         out.insert_str(line_end, &extra);
     }
     if let ContainerdDropin::V2Copy { cri } = kind {
+        let runtimes = get_path(cri, &["containerd", "runtimes"]).and_then(|v| v.as_table());
+        let default = get_path(cri, &["containerd", "default_runtime_name"]).and_then(|v| v.as_str()).unwrap_or("runc");
+        if runtimes.is_some_and(|r| r.contains_key("runc") || r.contains_key(default)) {
+            // The copy has the user's own runc (or default) handler: drop the restated one.
+            let start = out.find(RESTATED_RUNC).expect("template restates runc");
+            let end = out.find(&format!("[plugins.\"{CRI_V2}\".containerd.runtimes.{HANDLER}]")).expect("template has the handler");
+            out.replace_range(start..end, "");
+        }
         if !cri.is_empty() {
             let mut root = Table::new();
             let mut plugins = Table::new();
@@ -254,10 +263,14 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 /// containerd's import resolution: relative to the importing file's dir, `*`/`?` globbed
-/// (sorted, like Go's filepath.Glob).
-pub fn resolve_import(parent: &Path, import: &str) -> Vec<PathBuf> {
+/// (sorted, like Go's filepath.Glob). containerd 1.x globs a relative pattern against its working
+/// directory instead (`/` under systemd): `globs_from_cwd`.
+/// `also`: a file that does not exist yet but is listed when the pattern matches it (our drop-in).
+pub fn resolve_import(parent: &Path, import: &str, globs_from_cwd: bool, also: Option<&Path>) -> Vec<PathBuf> {
     let p = Path::new(import);
-    let p = if p.is_absolute() { p.to_path_buf() } else { parent.parent().unwrap_or(Path::new("/")).join(p) };
+    let glob = import.contains(['*', '?']);
+    let base = if glob && globs_from_cwd { Path::new("/") } else { parent.parent().unwrap_or(Path::new("/")) };
+    let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
     let p = normalize(&p);
     if !import.contains(['*', '?']) {
         return vec![p];
@@ -287,6 +300,16 @@ pub fn resolve_import(parent: &Path, import: &str) -> Vec<PathBuf> {
             }
         }
         found = next;
+    }
+    if let Some(a) = also {
+        let pc: Vec<_> = p.components().collect();
+        let ac: Vec<_> = a.components().collect();
+        let matches = pc.len() == ac.len()
+            && pc.iter().zip(&ac).all(|(x, y)| glob_match(&x.as_os_str().to_string_lossy(), &y.as_os_str().to_string_lossy()));
+        if matches && !found.iter().any(|f| f == a) {
+            found.push(a.to_path_buf());
+            found.sort();
+        }
     }
     found
 }
@@ -341,6 +364,8 @@ pub struct ContainerdFiles {
     /// The CRI plugin section of each file that has one, in load order, without our drop-in;
     /// `true` for files loaded after the drop-in.
     pub cri_sections: Vec<(PathBuf, Table, bool)>,
+    /// Things about the imports worth telling.
+    pub warnings: Vec<String>,
 }
 
 /// Deep merge, `from` wins (containerd 2.x merges plugin sections of imports like this).
@@ -414,7 +439,8 @@ impl ContainerdFiles {
 }
 
 /// Walks the main config and its imports like containerd does (breadth first, each file once).
-pub fn read_containerd_files(main: &Path, dropin: &Path) -> Result<ContainerdFiles, ConfigureError> {
+/// `v1x`: containerd 1.x rules (relative glob imports are taken from its working directory).
+pub fn read_containerd_files(main: &Path, dropin: &Path, v1x: bool) -> Result<ContainerdFiles, ConfigureError> {
     let mut f = ContainerdFiles::default();
     let root = read_toml(main)?;
     f.version = match root.get("version") {
@@ -438,6 +464,10 @@ pub fn read_containerd_files(main: &Path, dropin: &Path) -> Result<ContainerdFil
             after = true;
             continue;
         }
+        if path != main && !path.exists() {
+            f.warnings.push(format!("warning: {} is imported but does not exist (containerd refuses to start like this)", path.display()));
+            continue;
+        }
         let t = if path == main { root.clone() } else { read_toml(&path)? };
         if let Some(c) = get_path(&t, &["plugins", plugin]).and_then(|v| v.as_table()) {
             f.cri_sections.push((path.clone(), c.clone(), after));
@@ -448,7 +478,13 @@ pub fn read_containerd_files(main: &Path, dropin: &Path) -> Result<ContainerdFil
                 fail(format!("cannot configure containerd from {}", path.display()), "`imports` is not an array", "make imports a list of paths")
             })?;
             for i in arr.iter().filter_map(|v| v.as_str()) {
-                pending.extend(resolve_import(&path, i));
+                if v1x && i.contains(['*', '?']) && !Path::new(i).is_absolute() {
+                    f.warnings.push(format!(
+                        "warning: {} imports {i:?}: containerd 1.x globs a relative pattern from its working directory (/ under systemd), not from the config's directory",
+                        path.display()
+                    ));
+                }
+                pending.extend(resolve_import(&path, i, v1x, Some(dropin)));
             }
         }
     }
@@ -685,7 +721,8 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
 
     let exists = main.exists();
     let (files, kind) = if exists {
-        let files = read_containerd_files(&main, &dropin)?;
+        let files = read_containerd_files(&main, &dropin, major.unwrap_or(1) < 2)?;
+        out.notes.extend(files.warnings.iter().cloned());
         let kind = match (files.version, major) {
             (2, Some(m)) if m >= 2 => ContainerdDropin::V2,
             (2, _) => ContainerdDropin::V2Copy { cri: cri_copy(files.effective_cri(false).as_ref()) },
@@ -824,7 +861,10 @@ fn containers_conf_hooks_dir() -> Option<(Vec<PathBuf>, PathBuf)> {
     found
 }
 
-pub const PODMAN_HOOKS_DIR: &str = "/etc/containers/oci/hooks.d";
+/// podman 4.x reads only its `hooks_dir`, whose built-in default is this one (the older
+/// /etc/containers/oci/hooks.d override dir is read only when hooks_dir is unset, which
+/// containers.conf's defaults no longer allow).
+pub const PODMAN_HOOKS_DIR: &str = "/usr/share/containers/oci/hooks.d";
 pub const CRIO_HOOKS_DIR: &str = "/usr/share/containers/oci/hooks.d";
 pub const CRIO_CONFIG: &str = "/etc/crio/crio.conf";
 pub const CRIO_CONFIG_DIR: &str = "/etc/crio/crio.conf.d";
@@ -845,7 +885,7 @@ pub fn plan_podman(args: &ConfigureArgs, install: &Install) -> Result<Outcome, C
                 dirs[0].clone()
             }
             _ => {
-                out.notes.push(format!("hooks dir: {PODMAN_HOOKS_DIR} (podman reads it and /usr/share/containers/oci/hooks.d; files here win)"));
+                out.notes.push(format!("hooks dir: {PODMAN_HOOKS_DIR} (podman's default hooks_dir; no containers.conf sets one)"));
                 PODMAN_HOOKS_DIR.into()
             }
         },
@@ -1095,6 +1135,16 @@ runtime_type = "io.containerd.runc.v2"
         assert_eq!(dp["pod_annotations"].as_array().unwrap()[0].as_str(), Some("dataplane-hook.io/*"));
         assert_eq!(get_path(dp, &["options", "BinaryName"]).unwrap().as_str(), Some("/x/dataplane-runtime"));
         assert_eq!(get_path(dp, &["options", "SystemdCgroup"]).unwrap().as_bool(), Some(true));
+        assert!(!text.contains(RESTATED_RUNC), "the user's runc replaces the restated one");
+
+        // A CRI section without runtimes: containerd's built-in runc is restated (1.x would
+        // otherwise lose it and refuse default_runtime_name = "runc").
+        let user = parse("sandbox_image = \"my/pause:3.9\"\n");
+        let text = render_containerd(&ContainerdDropin::V2Copy { cri: cri_copy(Some(&user)) }, &i, &Table::new());
+        let t = parse(&text);
+        let r = get_path(&t, &["plugins", CRI_V2, "containerd", "runtimes"]).unwrap().as_table().unwrap();
+        assert_eq!(r.keys().collect::<Vec<_>>(), vec!["dataplane", "runc"]);
+        assert_eq!(get_path(&t, &["plugins", CRI_V2, "sandbox_image"]).unwrap().as_str(), Some("my/pause:3.9"));
     }
 
     #[test]
@@ -1149,13 +1199,13 @@ runtime_type = "io.containerd.runc.v2"
         let dropin = d.path().join("conf.d/dataplane.toml");
         std::fs::write(
             &main,
-            "version = 2\nimports = [\"conf.d/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"main\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\nSystemdCgroup = true\n",
+            format!("version = 2\nimports = [\"{}/conf.d/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"main\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\nSystemdCgroup = true\n", d.path().display()),
         )
         .unwrap();
         std::fs::write(d.path().join("conf.d/a.toml"), "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"a\"\n").unwrap();
         std::fs::write(&dropin, "version = 2\n").unwrap();
         std::fs::write(d.path().join("conf.d/z.toml"), "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/z\"\n").unwrap();
-        let f = read_containerd_files(&main, &dropin).unwrap();
+        let f = read_containerd_files(&main, &dropin, true).unwrap();
         assert!(f.imports_dropin);
         assert_eq!(f.version, 2);
         // z.toml is loaded last and replaces the whole section (1.x semantics)...
@@ -1170,11 +1220,11 @@ runtime_type = "io.containerd.runc.v2"
         assert_eq!(get_path(&merged, &["registry", "config_path"]).unwrap().as_str(), Some("/z"));
         assert_eq!(f.runc_options(true).unwrap().1["SystemdCgroup"].as_bool(), Some(true));
         std::fs::remove_file(d.path().join("conf.d/z.toml")).unwrap();
-        let f = read_containerd_files(&main, &dropin).unwrap();
+        let f = read_containerd_files(&main, &dropin, true).unwrap();
         assert_eq!(f.effective_cri(false).unwrap()["sandbox_image"].as_str(), Some("a"));
         assert!(f.after_dropin_with_cri().is_empty());
         std::fs::remove_file(d.path().join("conf.d/a.toml")).unwrap();
-        let f = read_containerd_files(&main, &dropin).unwrap();
+        let f = read_containerd_files(&main, &dropin, true).unwrap();
         let (from, o) = f.runc_options(false).unwrap();
         assert_eq!(from, "runc");
         assert_eq!(o["SystemdCgroup"].as_bool(), Some(true));
