@@ -90,13 +90,10 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     let mut group_key = None;
     if let Some(name) = &req.group {
         let key = GroupKey::new(name, &annotations);
-        if cfg.hugepages.reserve && ledger.load_group(&key.key())?.is_none() {
-            for (&size, &bytes) in &req.hugepages {
-                crate::features::hugepages::check_reservation(&state.id, size, bytes, cfg, &facts)?;
-            }
-        }
+        group::check_new(&ledger, &key, &state.id, &req, cfg)?;
         let hook_bin = std::env::current_exe()?;
-        let g = group::admit(&ledger, &key, &state.id, pid, &req.hugepages, cfg.hugepages.reserve, &hook_bin)?;
+        let sizing = group::Sizing { want: &req.hugepages, reserve: cfg.hugepages.reserve, hook_bin: &hook_bin };
+        let g = group::admit(&ledger, &key, &state.id, pid, &sizing)?;
         facts.group_dir = ledger.group_dir(&g.key);
         group_key = Some(g.key.clone());
         facts.group = Some(g);
@@ -115,6 +112,7 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         tracing::warn!("{w}");
     }
     apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), group_key, &plan)?;
+    crate::metrics::granted(&req, &plan, cfg.hugepages.reserve);
     tracing::info!(reservations = ?plan.reservations, "set up");
     Ok(Outcome::SetUp)
 }

@@ -178,14 +178,7 @@ impl Ledger {
     }
 
     pub fn load(&self, id: &str) -> Result<Option<ContainerRecord>, LedgerError> {
-        let p = self.record_path(id);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| LedgerError::Corrupt { path: p, why: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&p)(e)),
-        }
+        read_json(&self.record_path(id))
     }
 
     /// Every container record; corrupt ones are returned as errors beside the good ones.
@@ -198,12 +191,7 @@ impl Ledger {
     }
 
     pub fn remove(&self, id: &str) -> Result<(), LedgerError> {
-        let p = self.record_path(id);
-        match std::fs::remove_file(&p) {
-            Ok(()) => sync_dir(p.parent().unwrap_or(&self.dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&p)(e)),
-        }
+        remove_record(&self.record_path(id))
     }
 }
 
@@ -218,34 +206,12 @@ impl Ledger {
     }
 
     pub fn load_group(&self, key: &str) -> Result<Option<GroupRecord>, LedgerError> {
-        let p = self.group_path(key);
-        match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| LedgerError::Corrupt { path: p, why: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&p)(e)),
-        }
+        read_json(&self.group_path(key))
     }
 
+    /// Every group record; corrupt ones are returned as errors beside the good ones.
     pub fn groups(&self) -> (Vec<GroupRecord>, Vec<LedgerError>) {
-        let mut ok = Vec::new();
-        let mut bad = Vec::new();
-        let Ok(rd) = std::fs::read_dir(self.dir.join("groups")) else { return (ok, bad) };
-        let mut names: Vec<String> = rd
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".json"))
-            .collect();
-        names.sort();
-        for n in names {
-            match self.load_group(n.trim_end_matches(".json")) {
-                Ok(Some(g)) => ok.push(g),
-                Ok(None) => {}
-                Err(e) => bad.push(e),
-            }
-        }
-        (ok, bad)
+        read_all(&self.dir.join("groups"))
     }
 
     pub fn save_group(&self, g: &GroupRecord) -> Result<(), LedgerError> {
@@ -253,23 +219,35 @@ impl Ledger {
     }
 
     pub fn remove_group(&self, key: &str) -> Result<(), LedgerError> {
-        let p = self.group_path(key);
-        match std::fs::remove_file(&p) {
-            Ok(()) => sync_dir(p.parent().unwrap_or(&self.dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(&p)(e)),
-        }
+        remove_record(&self.group_path(key))
     }
 }
 
 /// Every container record under `state_dir`, read without the lock: records are replaced
 /// atomically (rename), so a reader sees a whole old or a whole new one. For readers that must
 /// never make a hook wait (`watch`); corrupt records come back as errors beside the good ones.
+/// Every container record, read without taking the lock (records are replaced atomically, so
+/// each one read is whole): for readers such as the watchdog that must not block creates.
 pub fn read_containers_unlocked(state_dir: &Path) -> (Vec<ContainerRecord>, Vec<LedgerError>) {
-    let d = state_dir.join("containers");
+    read_all(&state_dir.join("containers"))
+}
+
+/// One JSON record; None when it does not exist.
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Option<T>, LedgerError> {
+    match std::fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| LedgerError::Corrupt { path: p.to_path_buf(), why: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(p)(e)),
+    }
+}
+
+/// Every `*.json` record in `dir`, in name order; unreadable ones as errors beside the rest.
+fn read_all<T: serde::de::DeserializeOwned>(dir: &Path) -> (Vec<T>, Vec<LedgerError>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
-    let Ok(rd) = std::fs::read_dir(&d) else { return (ok, bad) };
+    let Ok(rd) = std::fs::read_dir(dir) else { return (ok, bad) };
     let mut names: Vec<String> = rd
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
@@ -277,17 +255,21 @@ pub fn read_containers_unlocked(state_dir: &Path) -> (Vec<ContainerRecord>, Vec<
         .collect();
     names.sort();
     for n in names {
-        let p = d.join(&n);
-        match std::fs::read(&p) {
-            Ok(b) => match serde_json::from_slice(&b) {
-                Ok(r) => ok.push(r),
-                Err(e) => bad.push(LedgerError::Corrupt { path: p, why: e.to_string() }),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => bad.push(io(&p)(e)),
+        match read_json(&dir.join(&n)) {
+            Ok(Some(r)) => ok.push(r),
+            Ok(None) => {}
+            Err(e) => bad.push(e),
         }
     }
     (ok, bad)
+}
+
+fn remove_record(p: &Path) -> Result<(), LedgerError> {
+    match std::fs::remove_file(p) {
+        Ok(()) => sync_dir(p.parent().expect("records have a parent")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(p)(e)),
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LedgerError> {

@@ -55,13 +55,9 @@ pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(),
     let err = |e: String| PlanError { what: format!("cannot prepare DPDK group {} for container {id}", key.display()), why: e, fix: "see the log".into() };
     let ledger = Ledger::open(&ctx.config.state_dir).map_err(|e| err(e.to_string()))?;
     let _ = crate::gc::run(&ledger, false);
-    if ledger.load_group(&key.key()).ok().flatten().is_none() && ctx.config.hugepages.reserve {
-        let facts = crate::hook::node_facts(&ledger);
-        for (&size, &bytes) in &req.hugepages {
-            hugepages::check_reservation(&format!("{id} (DPDK group {})", key.display()), size, bytes, ctx.config, &facts)?;
-        }
-    }
-    let g = group::prepare(&ledger, &key, id, &req.hugepages, ctx.config.hugepages.reserve, hook_bin)
+    group::check_new(&ledger, &key, id, req, ctx.config)?;
+    let sizing = group::Sizing { want: &req.hugepages, reserve: ctx.config.hugepages.reserve, hook_bin };
+    let g = group::prepare(&ledger, &key, id, &sizing)
         .map_err(|e| PlanError { what: format!("DPDK group {}", key.display()), why: e.to_string(), fix: "see the log".into() })?;
     let holder = g.holder.expect("prepared groups have a holder");
     set_pid_namespace(b, &format!("/proc/{}/ns/pid", holder.pid));

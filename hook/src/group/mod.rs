@@ -81,17 +81,31 @@ pub fn check_size(g: &GroupRecord, id: &str, want: &BTreeMap<PageSize, Bytes>) -
     Ok(())
 }
 
-/// Makes sure the group exists with a live holder; creates it (sized by `want`) if not.
+/// How a new group is made: the first member's hugepages, whether to reserve them in the
+/// kernel, and the binary that runs the holder.
+pub struct Sizing<'a> {
+    pub want: &'a BTreeMap<PageSize, Bytes>,
+    pub reserve: bool,
+    pub hook_bin: &'a Path,
+}
+
+/// Before a member would create its group: refuses, with the SPEC's message, hugepages the
+/// node cannot reserve (the kernel's own refusal comes later, from the holder).
+pub fn check_new(ledger: &Ledger, key: &GroupKey, id: &str, req: &crate::request::Request, cfg: &crate::config::Config) -> Result<(), crate::plan::PlanError> {
+    if !cfg.hugepages.reserve || matches!(ledger.load_group(&key.key()), Ok(Some(_))) {
+        return Ok(());
+    }
+    let facts = crate::hook::node_facts(ledger);
+    for (&size, &bytes) in &req.hugepages {
+        crate::features::hugepages::check_reservation(&format!("{id} (DPDK group {})", key.display()), size, bytes, cfg, &facts)?;
+    }
+    Ok(())
+}
+
+/// Makes sure the group exists with a live holder; creates it (sized by `sizing.want`) if not.
 /// `pid_ns` overrides the group's PID namespace (hooks.d: the first member's own).
-pub fn ensure(
-    ledger: &Ledger,
-    key: &GroupKey,
-    id: &str,
-    want: &BTreeMap<PageSize, Bytes>,
-    reserve: bool,
-    hook_bin: &Path,
-    pid_ns: Option<u64>,
-) -> Result<GroupRecord, GroupError> {
+pub fn ensure(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing, pid_ns: Option<u64>) -> Result<GroupRecord, GroupError> {
+    let want = sizing.want;
     if let Some(g) = ledger.load_group(&key.key())? {
         if g.holder.is_some_and(|h| h.is_alive()) {
             check_size(&g, id, want)?;
@@ -119,7 +133,7 @@ pub fn ensure(
         .map_err(|e| GroupError::Holder { group: key.display(), why: format!("mkdir {}: {e}", dir.display()) });
     let spawned = made.and_then(|()| {
         let sizes: Vec<(PageSize, Bytes)> = want.iter().map(|(s, b)| (*s, *b)).collect();
-        holder::spawn(hook_bin, &dir, &sizes, reserve).map_err(|e| match e {
+        holder::spawn(sizing.hook_bin, &dir, &sizes, sizing.reserve).map_err(|e| match e {
             holder::HolderError::NoReservation { size, .. } => GroupError::Reservation {
                 group: key.display(),
                 size,
@@ -137,6 +151,11 @@ pub fn ensure(
         }
     };
     g.holder = Some(h);
+    if sizing.reserve {
+        for (size, bytes) in want {
+            crate::metrics::note(crate::metrics::Event::Reserved { size: *size, pages: bytes.pages(*size) });
+        }
+    }
     if g.pid_ns.is_none() {
         g.pid_ns = holder::pid_ns_inode(h.pid, true);
     }
@@ -147,15 +166,8 @@ pub fn ensure(
 
 /// Wrapper side: the group exists, this container is pending in it. Returns the holder's pid
 /// (whose PID namespace the container's spec joins).
-pub fn prepare(
-    ledger: &Ledger,
-    key: &GroupKey,
-    id: &str,
-    want: &BTreeMap<PageSize, Bytes>,
-    reserve: bool,
-    hook_bin: &Path,
-) -> Result<GroupRecord, GroupError> {
-    let mut g = ensure(ledger, key, id, want, reserve, hook_bin, None)?;
+pub fn prepare(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing) -> Result<GroupRecord, GroupError> {
+    let mut g = ensure(ledger, key, id, sizing, None)?;
     g.pending.insert(id.to_string(), now_unix());
     ledger.save_group(&g)?;
     Ok(g)
@@ -163,22 +175,14 @@ pub fn prepare(
 
 /// Hook side: admits container `id` whose init is `pid`. The container must be in the group's
 /// PID namespace (the wrapper put it there; on hooks.d the members must already share one).
-pub fn admit(
-    ledger: &Ledger,
-    key: &GroupKey,
-    id: &str,
-    pid: i32,
-    want: &BTreeMap<PageSize, Bytes>,
-    reserve: bool,
-    hook_bin: &Path,
-) -> Result<GroupRecord, GroupError> {
+pub fn admit(ledger: &Ledger, key: &GroupKey, id: &str, pid: i32, sizing: &Sizing) -> Result<GroupRecord, GroupError> {
     let member_ns = holder::pid_ns_inode(pid, false);
     let mut g = match ledger.load_group(&key.key())? {
         Some(g) if g.holder.is_some_and(|h| h.is_alive()) => g,
         // hooks.d path, first member: the group's PID namespace is this member's.
-        _ => ensure(ledger, key, id, want, reserve, hook_bin, member_ns)?,
+        _ => ensure(ledger, key, id, sizing, member_ns)?,
     };
-    check_size(&g, id, want)?;
+    check_size(&g, id, sizing.want)?;
     if member_ns.is_none() || member_ns != g.pid_ns {
         let others = g.members.len();
         let why = if g.pending.contains_key(id) {
@@ -224,6 +228,20 @@ pub fn leave(ledger: &Ledger, key: &str, id: &str) -> Result<(), GroupError> {
 /// Kills the holder (releasing its namespaces, mounts and reservation), removes the dir and
 /// the record.
 pub fn teardown(ledger: &Ledger, g: GroupRecord) -> Result<(), GroupError> {
+    if let Some(h) = g.holder.filter(|h| h.is_alive()) {
+        // Files still in the group's hugetlbfs when it goes were left by members (a member
+        // that is still there keeps the group): seen through the holder's mount namespace.
+        let root = Path::new("/proc").join(h.pid.to_string()).join("root");
+        let dir = ledger.group_dir(&g.key);
+        for size in g.reservations.keys() {
+            let d = root.join(holder::hugetlbfs_dir(&dir, *size).strip_prefix("/").unwrap_or(Path::new("")));
+            let (files, pages) = crate::metrics::hugetlbfs_usage(&d, *size);
+            if files > 0 && h.is_alive() {
+                tracing::info!(group = %g.key, "reclaiming {files} leaked hugepage files ({pages} pages of {size})");
+                crate::metrics::note(crate::metrics::Event::Leaked { origin: "group", size: Some(*size), files, pages });
+            }
+        }
+    }
     if let Some(h) = &g.holder {
         if !holder::kill_and_wait(h, Duration::from_secs(5)) {
             return Err(GroupError::Holder { group: format!("{}/{}", g.scope, g.name), why: format!("holder {} did not exit after SIGKILL", h.pid) });
@@ -236,6 +254,11 @@ pub fn teardown(ledger: &Ledger, g: GroupRecord) -> Result<(), GroupError> {
         Err(e) => tracing::warn!(group = %g.key, "remove {}: {e}", dir.display()),
     }
     ledger.remove_group(&g.key)?;
+    if g.holder.is_some() {
+        for (size, bytes) in &g.reservations {
+            crate::metrics::note(crate::metrics::Event::Released { size: *size, pages: bytes.pages(*size) });
+        }
+    }
     tracing::info!(group = %g.key, "group released");
     Ok(())
 }
