@@ -320,9 +320,12 @@ fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
     match effect {
         Effect::PrefixFiles(pc) => {
             for d in &pc.hugetlbfs_dirs {
-                match crate::features::prefix::clean_hugetlbfs(d, &pc.prefix) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(container = id, prefix = %pc.prefix, "removed {n} leaked hugepage files from {}", d.display()),
+                match crate::features::prefix::clean_hugetlbfs_counted(d, &pc.prefix) {
+                    Ok(c) if c.files == 0 => {}
+                    Ok(c) => {
+                        tracing::info!(container = id, prefix = %pc.prefix, "removed {} leaked hugepage files ({} pages) from {}", c.files, c.pages, d.display());
+                        crate::metrics::note(crate::metrics::Event::Leaked { origin: "prefix", size: c.size, files: c.files, pages: c.pages });
+                    }
                     Err(e) => return Err(format!("clean {}: {e}", d.display())),
                 }
             }
@@ -389,8 +392,13 @@ pub fn teardown(ledger: &Ledger, mut rec: ContainerRecord) -> Result<(), ApplyEr
     if errors.is_empty() {
         ledger.remove(&rec.id)?;
         tracing::info!(container = %rec.id, "released");
+        for (size, bytes) in &rec.reservations {
+            crate::metrics::note(crate::metrics::Event::Released { size: *size, pages: bytes.pages(*size) });
+        }
+        crate::metrics::note(crate::metrics::Event::Teardown { complete: true });
         Ok(())
     } else {
+        crate::metrics::note(crate::metrics::Event::Teardown { complete: false });
         kept.reverse();
         rec.entries = kept;
         ledger.save(&rec)?;

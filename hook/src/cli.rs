@@ -55,18 +55,27 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let loaded = Loaded::resolve(cli.config.as_deref())?;
     crate::log::init(&loaded.config, "dataplane-hook");
     let cfg = &loaded.config;
     match cli.command {
         Command::CreateRuntime | Command::Prestart => {
-            let outcome = hook::create_runtime(cfg, std::io::stdin().lock())?;
+            let r = hook::create_runtime(cfg, std::io::stdin().lock());
+            crate::metrics::hook_done(cfg, "createRuntime", started.elapsed(), r.as_ref().err());
+            let outcome = r?;
             tracing::debug!(?outcome, "createRuntime done");
         }
-        Command::Poststop => hook::poststop(cfg, std::io::stdin().lock())?,
+        Command::Poststop => {
+            let r = hook::poststop(cfg, std::io::stdin().lock());
+            crate::metrics::hook_done(cfg, "poststop", started.elapsed(), r.as_ref().err());
+            r?
+        }
         Command::Gc { dry_run } => {
             let ledger = Ledger::open(&cfg.state_dir)?;
             let r = gc::run(&ledger, dry_run);
+            drop(ledger);
+            crate::metrics::flush_logged(cfg);
             let verb = if dry_run { "would release" } else { "released" };
             for id in &r.released {
                 println!("{verb} {id}");

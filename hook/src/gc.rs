@@ -44,5 +44,12 @@ pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
     let (groups, errors) = crate::group::gc(ledger, dry_run);
     report.groups_released = groups;
     report.errors.extend(errors);
+    if !dry_run {
+        crate::metrics::note(crate::metrics::Event::Gc {
+            released: report.released.len() as u64,
+            groups: report.groups_released.len() as u64,
+            errors: report.errors.len() as u64,
+        });
+    }
     report
 }

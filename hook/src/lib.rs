@@ -14,6 +14,7 @@ pub mod hook;
 pub mod host;
 pub mod ledger;
 pub mod log;
+pub mod metrics;
 pub mod oci;
 pub mod plan;
 pub mod request;

@@ -187,8 +187,12 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
         match edited {
             Ok(true) => tracing::info!("spec edited"),
             Ok(false) => tracing::info!("passing through"),
-            Err(e) => return e,
+            Err(e) => {
+                crate::metrics::wrapper_done(&loaded.config, Some(&e));
+                return e;
+            }
         }
+        crate::metrics::wrapper_done(&loaded.config, None);
     }
     let err = std::process::Command::new(&runtime).args(&args).exec();
     anyhow::anyhow!("cannot execute the real runtime {}: {err} (set runtime_path in the config)", runtime.display())

@@ -105,14 +105,28 @@ fn is_prefix_file(name: &str, prefix: &str) -> bool {
 /// Removes `prefix`'s unlocked hugepage files from `dir` (only if it is a hugetlbfs). Returns
 /// how many were removed.
 pub fn clean_hugetlbfs(dir: &Path, prefix: &str) -> std::io::Result<usize> {
+    clean_hugetlbfs_counted(dir, prefix).map(|c| c.files as usize)
+}
+
+/// What a cleanup removed: files, the hugepages they held, and the mount's page size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    pub files: u64,
+    pub pages: u64,
+    pub size: Option<crate::request::PageSize>,
+}
+
+/// [`clean_hugetlbfs`], counting the pages the removed files held (for metrics).
+pub fn clean_hugetlbfs_counted(dir: &Path, prefix: &str) -> std::io::Result<Cleaned> {
     let Ok(d) = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
-        return Ok(0);
+        return Ok(Cleaned::default());
     };
-    match rustix::fs::fstatfs(&d) {
-        Ok(s) if s.f_type as i64 == HUGETLBFS_MAGIC => {}
-        _ => return Ok(0),
-    }
-    let mut removed = 0;
+    let page = match rustix::fs::fstatfs(&d) {
+        Ok(s) if s.f_type as i64 == HUGETLBFS_MAGIC => s.f_bsize as u64,
+        _ => return Ok(Cleaned::default()),
+    };
+    let size = crate::request::PageSize::ALL.into_iter().find(|s| s.bytes() == page);
+    let mut out = Cleaned { size, ..Default::default() };
     let names: Vec<String> = std::fs::read_dir(dir)?
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
@@ -126,11 +140,13 @@ pub fn clean_hugetlbfs(dir: &Path, prefix: &str) -> std::io::Result<usize> {
         if rustix::fs::flock(f.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             continue;
         }
+        let blocks = rustix::fs::fstat(&f).map(|st| st.st_blocks as u64).unwrap_or(0);
         if rustix::fs::unlinkat(&d, name.as_str(), rustix::fs::AtFlags::empty()).is_ok() {
-            removed += 1;
+            out.files += 1;
+            out.pages += (blocks * 512).div_ceil(page.max(1));
         }
     }
-    Ok(removed)
+    Ok(out)
 }
 
 #[cfg(test)]
