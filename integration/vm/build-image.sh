@@ -106,8 +106,11 @@ root=$tmp/rootfs
 t0=$SECONDS
 log "mmdebstrap $suite (${#packages[@]} packages) from $mirror ..."
 include=$(IFS=,; echo "${packages[*]}")
+# guest/ goes in before any package is installed, so that e.g. initramfs-tools builds the
+# initrd with our config. Owned by root, world-readable, whatever the checkout looks like.
 mmdebstrap --variant=minbase --mode=root --format=directory \
   --include="$include" \
+  --setup-hook="tar -C '$here/guest' --owner=0 --group=0 --mode=u+rwX,go+rX,go-w -cf - . | tar -C \"\$1\" --no-overwrite-dir -xf -" \
   --aptopt='Acquire::Retries "3"' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -117,11 +120,6 @@ mmdebstrap --variant=minbase --mode=root --format=directory \
   "deb $mirror $suite-updates main" \
   "deb $secmirror $suite-security main" >&2
 log "mmdebstrap took $((SECONDS - t0)) s"
-
-# Guest files (unit, runner, modules-load); owned by root whatever the checkout's owner.
-(cd "$here/guest" && find . -type f -print0) | while IFS= read -r -d '' f; do
-  install -D -o root -g root -m "$(stat -c %a "$here/guest/$f")" "$here/guest/$f" "$root/${f#./}"
-done
 
 echo dpvm >"$root/etc/hostname"
 cat >"$root/etc/hosts" <<'HOSTS'
@@ -155,14 +153,20 @@ kver=$(cd "$root/boot" && ls vmlinuz-* | sed 's/^vmlinuz-//' | sort -V | tail -1
 [[ -n $kver && -f $root/boot/initrd.img-$kver ]] || { log "no kernel/initrd in the rootfs"; exit 1; }
 cp "$root/boot/vmlinuz-$kver" "$tmp/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$tmp/initrd.img"
-# initramfs-tools' default MODULES=most carries virtio_blk/virtio_pci and ext4; 9p is loaded
-# from the root filesystem (modules-load.d + automount of the shares). Check they exist.
+# The initrd (MODULES=list, guest/usr/share/initramfs-tools/modules.d/dpvm) carries
+# virtio_blk/virtio_pci, ext4 and 9p; modules-load.d loads 9p again from the root fs.
 for m in 9p 9pnet_virtio virtio_blk ext4; do
   if ! find "$root/lib/modules/$kver" -name "$m.ko*" | grep -q . &&
      ! grep -qw "$m" "$root/lib/modules/$kver/modules.builtin"; then
     log "kernel $kver has no module $m"; exit 1
   fi
 done
+
+initrd_list=$(chroot "$root" lsinitramfs "/boot/initrd.img-$kver")
+for m in virtio_blk virtio_pci ext4; do
+  grep -q "/$m\.ko" <<<"$initrd_list" || { log "initrd lacks $m.ko"; exit 1; }
+done
+[[ -x $root/usr/local/sbin/dpvm-run-payload ]] || { log "guest files missing in the rootfs"; exit 1; }
 
 used_mb=$(du -sm --apparent-size "$root" | cut -f1)
 size_mb=$((used_mb * 115 / 100 + free_mb))
