@@ -16,6 +16,7 @@ PACKAGES=(
   crun            # second OCI runtime (refuses hybrid cgroup hosts; tested where it can run)
   umoci           # unpacks OCI images into bundles
   skopeo          # copies OCI images (local image layouts for the tests)
+  protobuf-compiler # protoc: builds the CRI v1 client (k8s-cri) that tests/cri.rs drives containerd with
   util-linux      # nsenter, flock, mount, unshare
   iproute2        # ip (network namespaces in tests)
   kmod            # modprobe (kernel modules some tests load)
