@@ -185,6 +185,14 @@ fi
   echo "accel=$accel"
 } >"$R/timing"
 
+# The last 60 lines of the serial console before the shutdown (up to the payload's end when
+# it ended), without CRs and colour escapes.
+console_tail() {
+  [[ -f $R/console.log ]] || return 0
+  tr -d '\r' <"$R/console.log" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g' |
+    awk '{ l[NR] = $0 } /dpvm: payload\.sh exited with/ { end = NR }
+         END { if (!end) end = NR; for (i = (end > 60 ? end - 59 : 1); i <= end; i++) print l[i] }'
+}
 if [[ -n $reason || $rc != 0 || $quiet -eq 0 ]]; then
   if [[ -s $R/payload.log ]]; then
     echo "======== payload.log ========"
@@ -194,14 +202,14 @@ if [[ -n $reason || $rc != 0 || $quiet -eq 0 ]]; then
 fi
 if [[ -n $reason ]]; then
   echo "======== last 60 lines of the serial console ========"
-  tail -n 60 "$R/console.log" 2>/dev/null | tr -d '\r' || true
+  console_tail
   echo "======== end console ========"
   if [[ -s $work/qemu.out ]]; then
     echo "======== qemu ========"; cat "$work/qemu.out"; echo "======== end qemu ========"
   fi
 elif [[ $rc != 0 ]]; then
   echo "======== last 60 lines of the serial console ========"
-  tail -n 60 "$R/console.log" | tr -d '\r'
+  console_tail
   echo "======== end console ========"
 fi
 
