@@ -52,10 +52,26 @@ pub enum Command {
     Configure(crate::configure::ConfigureArgs),
     /// Node watchdog daemon: kill GPU containers whose uncharged driver memory outgrows their headroom
     Watch,
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "dataplane-hook", &mut std::io::stdout());
+            return Ok(());
+        }
+        // A config that does not load is one of doctor's findings, not a reason not to run.
+        Command::Doctor => return crate::doctor::run(cli.config.as_deref()),
+        _ => {}
+    }
     let loaded = Loaded::resolve(cli.config.as_deref())?;
     crate::log::init(&loaded.config, "dataplane-hook");
     let cfg = &loaded.config;
@@ -102,7 +118,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", status::render_text(&s));
             }
         }
-        Command::Doctor => crate::doctor::run(&loaded)?,
+        Command::Doctor | Command::Completions { .. } => unreachable!("handled before the config is loaded"),
         Command::Configure(args) => crate::configure::run(&loaded, &args)?,
         Command::Watch => crate::watch::run(&loaded)?,
     }
