@@ -37,11 +37,47 @@ pub fn init(cfg: &Config, program: &'static str) {
     tracing::debug!(program, pid = std::process::id(), "start");
 }
 
+/// An error and its causes on one line. A cause whose text the message already carries is
+/// left out: our error types print their source inside their own message, before the
+/// `(what to do)` part, and repeating it after that part would bury the advice mid-line.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg.replace('\n', " ")
+}
+
 /// The one-line error on stderr (and in the log).
 pub fn fail(err: &anyhow::Error) -> ! {
-    let mut msg = format!("{err:#}");
-    msg = msg.replace('\n', " ");
+    let msg = one_line(err);
     tracing::error!("{msg}");
     eprintln!("dataplane-hook: {msg}");
     std::process::exit(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot do it: {source} (fix it)")]
+    struct Outer {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_source_already_in_the_message_is_not_repeated() {
+        let e = anyhow::Error::new(Outer { source: std::io::Error::other("disk on fire") });
+        assert_eq!(one_line(&e), "cannot do it: disk on fire (fix it)");
+    }
+
+    #[test]
+    fn context_keeps_its_cause_on_the_same_line() {
+        let e = anyhow::Error::new(std::io::Error::other("no such\nfile")).context("cannot find x");
+        assert_eq!(one_line(&e), "cannot find x: no such file");
+    }
 }
