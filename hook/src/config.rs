@@ -19,7 +19,7 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {message} (fix the key named above; see shared/SPEC.md \"Configuration\")")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid config {path}: key `{key}`: {message}")]
+    #[error("invalid config {path}: key `{key}`: {message} (fix that key in the config file)")]
     Value { path: PathBuf, key: &'static str, message: String },
 }
 
