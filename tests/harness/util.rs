@@ -238,6 +238,7 @@ pub fn assert_one_line(what: &str, stderr: &[u8]) -> String {
     let t = s.strip_suffix('\n').unwrap_or(&s);
     assert!(!t.is_empty() && !t.contains('\n'), "{what}: stderr must be exactly one line, got {s:?}");
     assert!(t.starts_with("dataplane-hook: "), "{what}: stderr must start with `dataplane-hook: `: {s:?}");
+    assert_spec_form(what, t);
     t.to_string()
 }
 
@@ -256,4 +257,11 @@ pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
             Ok(s) => s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true),
         }
     })
+}
+
+/// The SPEC's form of an error: `dataplane-hook: <what could not be done>: <why> (<what to do>)`
+/// — the advice closes the line.
+pub fn assert_spec_form(what: &str, msg: &str) {
+    assert!(msg.starts_with("dataplane-hook: ") && msg.ends_with(')') && msg.contains(" ("),
+        "{what}: error must read `dataplane-hook: <what>: <why> (<what to do>)`: {msg:?}");
 }
