@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dataplane_tests::dpdk::{testpmd_primary, FORWARDING};
+use dataplane_tests::dpdk::{testpmd_mp_primary, testpmd_primary, testpmd_secondary, FORWARDING};
 use dataplane_tests::*;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
@@ -211,6 +211,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         }
     }
 
+    /// Connected, with the test image imported.
+    async fn ready(&self) -> Channel {
+        let ch = self.connect().await;
+        let archive = build_image(&self.dir);
+        self.ctr(&["images", "import", "--snapshotter", "native", "--base-name", "dph.local/dph-test", archive.to_str().unwrap()]);
+        let mut images = ImageServiceClient::new(ch.clone());
+        let image = Some(cri::ImageSpec { image: IMAGE.into(), ..Default::default() });
+        let st = images.image_status(cri::ImageStatusRequest { image, verbose: false }).await.unwrap().into_inner();
+        assert!(st.image.is_some(), "image imported: {}", self.ctr(&["images", "ls"]));
+        ch
+    }
+
     /// The bundle config.json containerd's runc shim used for a task.
     fn spec(&self, id: &str) -> Value {
         let p = self.dir.join("state/io.containerd.runtime.v2.task/k8s.io").join(id).join("config.json");
@@ -303,11 +315,10 @@ fn pod_config(name: &str, annotations: &[(&str, &str)], log_dir: &Path, cgroup_p
     }
 }
 
-/// The app: prints its mounts, then runs dpdk-testpmd (host /usr at /usr), with the hugepage
-/// limits kubelet sends for `resources.limits.hugepages-2Mi: 64Mi` on a node with 2Mi and 1Gi.
-fn container_config() -> cri::ContainerConfig {
-    let testpmd = testpmd_primary(&[]).join(" ");
-    let script = format!("cat /proc/self/mountinfo; echo END-OF-MOUNTS; exec {testpmd}");
+/// The app: prints its mounts, then runs `dpdk` (host /usr at /usr), with the hugepage limits
+/// kubelet sends for `resources.limits.hugepages-2Mi: 64Mi` on a node with 2Mi and 1Gi pages.
+fn container_config(dpdk: &[String]) -> cri::ContainerConfig {
+    let script = format!("cat /proc/self/mountinfo; echo END-OF-MOUNTS; exec {}", dpdk.join(" "));
     let caps = ["IPC_LOCK", "SYS_ADMIN", "SYS_RAWIO", "SYS_NICE"].iter().map(|s| s.to_string()).collect();
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: "app".into(), attempt: 0 }),
@@ -359,7 +370,7 @@ struct Pod {
     log: PathBuf,
 }
 
-async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, c: &Containerd, name: &str, handler: &str, annotations: &[(&str, &str)]) -> Pod {
+async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, c: &Containerd, name: &str, handler: &str, annotations: &[(&str, &str)], dpdk: &[String]) -> Pod {
     let log_dir = c.dir.join("pods").join(name);
     std::fs::create_dir_all(&log_dir).unwrap();
     let config = pod_config(name, annotations, &log_dir, &c.cgroup_parent);
@@ -370,7 +381,7 @@ async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, c: &Containerd, name: &
         .into_inner()
         .pod_sandbox_id;
     let container = rt
-        .create_container(cri::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(container_config()), sandbox_config: Some(config) })
+        .create_container(cri::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(container_config(dpdk)), sandbox_config: Some(config) })
         .await
         .unwrap_or_else(|e| panic!("CreateContainer: {e}\nhook log: {}", c.env.log_text()))
         .into_inner()
@@ -415,19 +426,14 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
     assert!(said.contains("carried over from runtime `runc`: Root = "), "configure carries runc's options: {said}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let ch = ctd.connect().await;
+        let ch = ctd.ready().await;
         let t_up = t0.elapsed();
-        let archive = build_image(&ctd.dir);
-        ctd.ctr(&["images", "import", "--snapshotter", "native", "--base-name", "dph.local/dph-test", archive.to_str().unwrap()]);
-        let mut images = ImageServiceClient::new(ch.clone());
-        let st = images.image_status(cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: IMAGE.into(), ..Default::default() }), verbose: false }).await.unwrap().into_inner();
-        assert!(st.image.is_some(), "image imported: {}", ctd.ctr(&["images", "ls"]));
         let mut rt = RuntimeServiceClient::new(ch);
         let ann = [("dataplane-hook.io/hugepages-2Mi", "64Mi"), ("dataplane-hook.io/dpdk-runtime-dir", "/var/run/dpdk")];
 
         // Control: the same pod on containerd's default handler.
         let t_ctl = Instant::now();
-        let ctl = run_pod(&mut rt, &ctd, "dph-control", "", &ann).await;
+        let ctl = run_pod(&mut rt, &ctd, "dph-control", "", &ann, &testpmd_primary(&[])).await;
         assert!(wait_log(&ctl, "END-OF-MOUNTS", Duration::from_secs(20)).await, "control never started: {}", cri_log(&ctl.log));
         let deadline = Instant::now() + Duration::from_secs(30);
         while container_state(&mut rt, &ctl.container).await != cri::ContainerState::ContainerExited as i32 && Instant::now() < deadline {
@@ -444,7 +450,7 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
 
         // The product: RuntimeClass handler `dataplane`.
         let t_pod = Instant::now();
-        let pod = run_pod(&mut rt, &ctd, "dph-pod", "dataplane", &ann).await;
+        let pod = run_pod(&mut rt, &ctd, "dph-pod", "dataplane", &ann, &testpmd_primary(&[])).await;
         assert!(
             wait_log(&pod, FORWARDING, Duration::from_secs(40)).await,
             "testpmd never forwarded in the pod: {}\nhook log: {}",
@@ -489,4 +495,61 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
         );
     });
     drop(ctd);
+}
+
+/// G2 through Kubernetes: a DPDK primary and two secondaries in three pods of one namespace,
+/// one `dataplane-hook.io/dpdk-group`. The secondaries attach to the primary in the other pod
+/// and forward (without the group they share neither memory nor a PID namespace; the control
+/// for the PID collision itself is tests/groups.rs), the group holds one reservation, and the
+/// last pod removed takes the group with it.
+#[test]
+fn cri_pods_of_one_dpdk_group_share_memory_across_pods() {
+    let t0 = Instant::now();
+    let pool = PoolGuard::new(128);
+    let env = ProductEnv::new("");
+    let (ctd, _) = Containerd::start(&env);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut rt = RuntimeServiceClient::new(ctd.ready().await);
+        let ann = [("dataplane-hook.io/dpdk-group", "pktgen"), ("dataplane-hook.io/hugepages-2Mi", "64Mi")];
+        let primary = run_pod(&mut rt, &ctd, "dph-primary", "dataplane", &ann, &testpmd_mp_primary(3, &[])).await;
+        assert!(
+            wait_log(&primary, FORWARDING, Duration::from_secs(40)).await,
+            "primary: {}\nhook log: {}",
+            cri_log(&primary.log),
+            env.log_text()
+        );
+        let s1 = run_pod(&mut rt, &ctd, "dph-secondary-1", "dataplane", &ann, &testpmd_secondary(3, 1, &[])).await;
+        let s2 = run_pod(&mut rt, &ctd, "dph-secondary-2", "dataplane", &ann, &testpmd_secondary(3, 2, &[])).await;
+        for s in [&s1, &s2] {
+            assert!(
+                wait_log(s, FORWARDING, Duration::from_secs(40)).await,
+                "secondary in pod {} never attached: {}\nhook log: {}",
+                s.id,
+                cri_log(&s.log),
+                env.log_text()
+            );
+        }
+        for p in [&primary, &s1, &s2] {
+            assert_eq!(container_state(&mut rt, &p.container).await, cri::ContainerState::ContainerRunning as i32);
+            let out = cri_log(&p.log);
+            assert!(mount_at(&out, "/dev/hugepages").is_some_and(|l| l.contains(" - hugetlbfs ")), "{out}");
+        }
+        let c = counters();
+        assert_eq!(c.reserved + (c.total - c.free), 32, "one 64Mi reservation for the group: {c:?}");
+        let st = env.hook(&["status", "--json"]);
+        let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+        assert_eq!(st["groups"].as_array().map(Vec::len), Some(1), "{st}");
+        assert_eq!(st["containers"].as_array().map(Vec::len), Some(3), "three members, no sandbox: {st}");
+
+        for p in [&s2, &s1, &primary] {
+            remove_pod(&mut rt, p).await;
+        }
+        pool.assert_baseline("after the last pod of the group");
+        let st: Value = serde_json::from_slice(&env.hook(&["status", "--json"]).stdout).unwrap();
+        assert_eq!(st["groups"].as_array().map(Vec::len), Some(0), "group gone with its last member: {st}");
+        assert!(env.records().is_empty(), "{:?}", env.records());
+    });
+    drop(ctd);
+    eprintln!("cri group e2e: {:.1}s", t0.elapsed().as_secs_f64());
 }
