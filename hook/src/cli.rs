@@ -13,7 +13,16 @@ use crate::{gc, hook, status};
     name = "dataplane-hook",
     version,
     about = "OCI hook that gives DPDK/SPDK/RDMA/GPU containers private hugepages, runtime dirs and kernel reservations",
-    long_about = None
+    long_about = None,
+    after_help = "Runtimes run the hook stages (createRuntime, poststop) themselves: through the `dataplane` runtime handler \
+(dataplane-runtime, containerd/CRI-O) or hooks.d files (podman, CRI-O). Set a node up with:\n  \
+dataplane-hook configure --runtime containerd|crio|podman\n  dataplane-hook doctor\n\
+Errors are one line: `dataplane-hook: <what>: <why> (<what to do>)`; the log file has the details.",
+    after_long_help = "Runtimes run the hook stages (createRuntime, poststop) themselves: through the `dataplane` runtime handler \
+(dataplane-runtime, containerd/CRI-O) or hooks.d files (podman, CRI-O). Set a node up with:\n  \
+dataplane-hook configure --runtime containerd|crio|podman\n  dataplane-hook doctor\n\
+Errors are one line: `dataplane-hook: <what>: <why> (<what to do>)`; the log file has the details.\n\n\
+Shell completions: dataplane-hook completions bash|zsh|fish. Manual page: dataplane-hook manpage."
 )]
 pub struct Cli {
     /// Configuration file (default: $DATAPLANE_HOOK_CONFIG, else /etc/dataplane-hook/config.toml, else built-in defaults)
@@ -26,31 +35,72 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// OCI hook: set the container up (state JSON on stdin)
+    ///
+    /// Run by the OCI runtime (runc, crun) at the createRuntime stage with the container's state
+    /// JSON on stdin. Reads the bundle's annotations (dataplane-hook.io/*) and hugepage limits,
+    /// reserves hugepages in the kernel, attaches a private hugetlbfs and DPDK runtime dir inside
+    /// the container, sets hugetlb cgroup limits, and records every step in the state dir.
+    /// A request the node cannot meet fails the create with a one-line error.
     #[command(name = "createRuntime")]
     CreateRuntime,
     /// OCI hook: same as createRuntime (CRI-O turns prestart into createRuntime)
+    ///
+    /// For hooks.d files and runtimes that only know the deprecated prestart stage.
     #[command(name = "prestart")]
     Prestart,
     /// OCI hook: release everything of the container (state JSON on stdin); idempotent
+    ///
+    /// Undoes what createRuntime recorded, backwards: the reservation (HugePages_Rsvd returns
+    /// to its value before the container), cgroup settings, prefix-mode hugepage files, the
+    /// DPDK group when its last member leaves. Refuses while the container's init still runs.
     #[command(name = "poststop")]
     Poststop,
     /// Release what containers that are gone left behind
+    ///
+    /// A lost poststop (runc never retries one; a node or runtime crash) leaves records in the
+    /// state dir. gc releases every recorded container whose init process is gone (identified by
+    /// pid and start time, never by a runtime's state) and every DPDK group without members.
+    /// Live containers are never touched. Also run at the start of every create, and by
+    /// dataplane-hook-gc.timer. Prints `released <id>`, `live <id>`, `released group <key>`.
     Gc {
         /// Show what would be released without releasing it
         #[arg(long)]
         dry_run: bool,
     },
     /// Show reservations, groups and pools
+    ///
+    /// What the state dir holds: containers with their reservations and mounts, DPDK groups
+    /// with their members and holder, and the kernel's hugepage pools. --json prints an object
+    /// with `containers`, `groups`, `pools` and `errors`.
     Status {
         /// Print JSON
         #[arg(long)]
         json: bool,
     },
     /// Check whether this node is ready: one line per check with pass/warn/fail and the fix
+    ///
+    /// Checks hugepage pools per size and NUMA node, the hugetlb cgroup controller and the
+    /// cgroup layout (v1, v2, hybrid) and driver, the runtimes installed and their versions,
+    /// whether containerd/CRI-O/podman are configured to run this install, the state dir, the
+    /// log file, the kernel features the hook uses (openat2, the new mount API, hugetlbfs, PSI,
+    /// cgroup.kill), CAP_SYS_RESOURCE, the GPU watchdog and the metrics directories. Lines read
+    /// `pass|warn|fail|skip <check>: <finding> (fix: <what to do>)`; the exit status is non-zero
+    /// when any check fails. Changes nothing on the node.
     Doctor,
     /// Write the integration files for a container runtime (drop-ins; never clobbers)
+    ///
+    /// containerd: a runtime handler `dataplane` in a drop-in beside containerd's config (one
+    /// imports entry added to the main file, with a backup); crio: a handler drop-in and hooks.d
+    /// files; podman: hooks.d files. The files name this binary's real path. Use --dry-run to
+    /// see every change first; restart the runtime afterwards.
     Configure(crate::configure::ConfigureArgs),
     /// Node watchdog daemon: kill GPU containers whose uncharged driver memory outgrows their headroom
+    ///
+    /// GPU drivers allocate memory no cgroup is charged for. watch estimates that memory against
+    /// a baseline taken without GPU containers and kills the offending GPU container's cgroup
+    /// early — when it outgrows the headroom granted to GPU containers, or when memory pressure
+    /// (PSI) crosses the [watch] pressure_trigger — before the node thrashes. Runs in the
+    /// foreground (dataplane-hook-watch.service or the DaemonSet); writes [watch] metrics_file.
     Watch,
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell
     #[command(hide = true)]
@@ -58,6 +108,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff, section 8)
+    #[command(hide = true)]
+    Manpage,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -66,6 +119,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "dataplane-hook", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).section("8").render(&mut std::io::stdout())?;
             return Ok(());
         }
         // A config that does not load is one of doctor's findings, not a reason not to run.
@@ -118,7 +176,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", status::render_text(&s));
             }
         }
-        Command::Doctor | Command::Completions { .. } => unreachable!("handled before the config is loaded"),
+        Command::Doctor | Command::Completions { .. } | Command::Manpage => unreachable!("handled before the config is loaded"),
         Command::Configure(args) => crate::configure::run(&loaded, &args)?,
         Command::Watch => crate::watch::run(&loaded)?,
     }

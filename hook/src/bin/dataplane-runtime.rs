@@ -7,6 +7,24 @@ fn main() {
         Ok(l) => l,
         Err(e) => dataplane_hook::log::fail(&e.into()),
     };
+    if matches!(args.as_slice(), [a] if a == "--help" || a == "-h" || a == "help") {
+        // What this wrapper is, then the real runtime's own help (its command line is ours).
+        use std::io::Write;
+        let cfg = loaded.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+        let mut out = std::io::stdout();
+        let _ = write!(
+            out,
+            "dataplane-runtime: a runc-compatible runtime that adds the dataplane hook to containers.\n\
+             For `create` and `run` it edits <bundle>/config.json (dataplane-hook.io/* annotations, hugepage\n\
+             limits; pod sandboxes and dataplane-hook.io/enabled=false pass through untouched), then execs the\n\
+             real runtime with the same arguments; every other command goes straight to it.\n\
+             Real runtime: runtime_path = {} (config: {cfg}; $DATAPLANE_HOOK_CONFIG overrides).\n\
+             Use it as containerd's or CRI-O's runtime handler `dataplane`: dataplane-hook configure --help.\n\n\
+             The real runtime's help follows.\n\n",
+            loaded.config.runtime_path.display()
+        );
+        let _ = out.flush();
+    }
     dataplane_hook::log::init(&loaded.config, "dataplane-runtime");
     let err = dataplane_hook::runtime::main(args, &loaded);
     dataplane_hook::log::fail(&err);
