@@ -687,7 +687,9 @@ pub struct FileChange {
 impl FileChange {
     fn new(path: PathBuf, content: String, why: impl Into<String>) -> FileChange {
         let current = std::fs::read_to_string(&path).ok();
-        FileChange { path, content, current, backup: None, why: why.into() }
+        // A file of the same name that we did not write (ours all name dataplane-hook) is kept.
+        let backup = current.as_ref().filter(|c| !c.contains("dataplane-hook") && **c != content).map(|_| backup_path(&path));
+        FileChange { path, content, current, backup, why: why.into() }
     }
     pub fn is_noop(&self) -> bool {
         self.current.as_deref() == Some(self.content.as_str())
@@ -1249,6 +1251,19 @@ runtime_type = "io.containerd.runc.v2"
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
         assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(d.path().join("sub")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_foreign_file_in_the_way_is_backed_up_ours_is_not() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("99-dataplane.conf");
+        std::fs::write(&p, "[crio.runtime.runtimes.dataplane]\nruntime_path = \"/opt/other\"\n").unwrap();
+        let c = FileChange::new(p.clone(), render_crio(&Install::shipped()), "x");
+        assert!(c.backup.is_some());
+        execute(&Outcome { changes: vec![c.clone()], ..Default::default() }, false).unwrap();
+        assert_eq!(std::fs::read_to_string(c.backup.as_ref().unwrap()).unwrap(), c.current.clone().unwrap());
+        let again = FileChange::new(p.clone(), render_crio(&Install { wrapper: "/opt/x/dataplane-runtime".into(), ..Install::shipped() }), "x");
+        assert!(again.backup.is_none(), "our own file is replaced without a backup");
     }
 
     #[test]
