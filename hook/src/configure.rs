@@ -614,6 +614,8 @@ pub fn choose_containerd(explicit: Option<&Path>) -> Result<ContainerdChoice, Co
         .into_iter()
         .map(|d| {
             let c = config_flag(&d.args, "--config", "-c").unwrap_or_else(|| CONTAINERD_DEFAULT_CONFIG.into());
+            // A relative --config is relative to the daemon's working directory.
+            let c = if c.is_relative() { std::fs::read_link(format!("/proc/{}/cwd", d.pid)).unwrap_or_default().join(c) } else { c };
             (d, c)
         })
         .collect();
@@ -661,6 +663,12 @@ pub fn choose_containerd(explicit: Option<&Path>) -> Result<ContainerdChoice, Co
         }
     };
     let version = bin.as_deref().and_then(version_of);
+    if config.to_string_lossy().contains("/rancher/") {
+        notes.push(format!(
+            "warning: {} looks like k3s/RKE2's, which they regenerate from config.toml.tmpl on every start: put the imports line into the template",
+            config.display()
+        ));
+    }
     match (&bin, &version) {
         (Some(b), Some(v)) => notes.push(format!("containerd: {} {} ({how})", b.display(), v.text)),
         (Some(b), None) => notes.push(format!("containerd: {} (version unknown; {how})", b.display())),
