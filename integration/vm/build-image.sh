@@ -88,6 +88,12 @@ secmirror=${DPVM_SECURITY_MIRROR:-$(pick_uri '/debian-security$' || true)}
 secmirror=${secmirror:-http://deb.debian.org/debian-security}
 
 # ---- build ---------------------------------------------------------------------------
+# We hold the lock: any .build-* dir is what a killed build left behind.
+for stale in "$cache"/.build-*; do
+  [[ -d $stale ]] || continue
+  findmnt -rn -o TARGET | grep -F "$stale/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf --one-file-system "$stale"
+done
 tmp=$(mktemp -d "$cache/.build-$hash.XXXXXX")
 chmod 755 "$tmp"   # apt downloads as _apt (sandboxed) and needs to get in
 cleanup() {

@@ -97,7 +97,13 @@ case $accel in
 esac
 
 # ---- private work dir: payload copy, results share, qemu's snapshot overlay ----------
+# First remove what a SIGKILLed run.sh left (its pid is recorded in the dir and is gone).
+for stale in "${TMPDIR:-/tmp}"/dpvm-run.*; do
+  [[ -f $stale/run.pid ]] || continue
+  kill -0 "$(cat "$stale/run.pid")" 2>/dev/null || rm -rf --one-file-system "$stale"
+done
 work=$(mktemp -d "${TMPDIR:-/tmp}/dpvm-run.XXXXXX")
+echo $$ >"$work/run.pid"
 qpid=
 cleanup() {
   local rc=$?
@@ -126,7 +132,8 @@ cmdline="root=/dev/vda rw console=ttyS0 panic=-1 systemd.unified_cgroup_hierarch
 ((interactive)) && cmdline+=" dpvm.interactive"
 [[ -n $append ]] && cmdline+=" $append"
 
-qemu=(qemu-system-x86_64 -name dpvm -nodefaults -no-user-config
+# qemu dies with run.sh even when run.sh is SIGKILLed (no trap runs then).
+qemu=(setpriv --pdeathsig KILL -- qemu-system-x86_64 -name dpvm -nodefaults -no-user-config
   "${accel_args[@]}" -smp "$cpus" -m "$mem_mb"
   -kernel "$img/vmlinuz" -initrd "$img/initrd.img" -append "$cmdline"
   -drive "file=$img/disk.img,format=raw,if=virtio,snapshot=on,cache=unsafe"
