@@ -1,0 +1,224 @@
+//! Issue 6, create side (G10): a GPU container's memory limit is lowered by its driver-memory
+//! headroom — by the wrapper's spec edit (the runtime applies it) or, on the hooks.d path, by the
+//! hook writing the container's memory cgroup (teardown restores the previous value); a limit
+//! too small for the headroom is refused; an unlimited container follows the configured policy.
+//! Real runc, real cgroups (this host: memory on cgroup v1; the v2 variant is a VM payload in
+//! integration/vm/payloads/gpu/). No GPU here: the container is a GPU container by its spec
+//! (`NVIDIA_VISIBLE_DEVICES`, a CDI annotation), which is all the hook looks at.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dataplane_tests::util::{hook_with_stdin, product_error, state_json};
+use dataplane_tests::*;
+use serde_json::json;
+
+const MI: u64 = 1 << 20;
+const GI: u64 = 1 << 30;
+const CDI: (&str, &str) = ("cdi.k8s.io/test-gpu", "nvidia.com/gpu=0");
+
+/// A long-running container with `limit` (None: unlimited); `gpu` marks it a GPU container.
+fn bundle(limit: Option<u64>, gpu: bool) -> TestBundle {
+    let mut b = TestBundle::new(&["sleep", "1000"]);
+    if let Some(l) = limit {
+        b.spec["linux"]["resources"]["memory"] = json!({ "limit": l });
+    }
+    if gpu {
+        b.env("NVIDIA_VISIBLE_DEVICES=0");
+        b.annotate(CDI.0, CDI.1);
+    }
+    b.save();
+    b
+}
+
+/// The container's memory cgroup directory (v1 `memory` or the v2 unified hierarchy).
+fn memory_dir(pid: i32) -> PathBuf {
+    util::cgroup_dirs(pid)
+        .into_iter()
+        .find(|d| d.join("memory.limit_in_bytes").exists() || d.join("memory.max").exists())
+        .unwrap_or_else(|| panic!("no memory cgroup for pid {pid}"))
+}
+
+/// The memory limit the kernel enforces on `pid` (None: unlimited).
+fn enforced_limit(pid: i32) -> Option<u64> {
+    let d = memory_dir(pid);
+    let file = if d.join("memory.max").exists() { "memory.max" } else { "memory.limit_in_bytes" };
+    let v = std::fs::read_to_string(d.join(file)).unwrap();
+    let v = v.trim();
+    if v == "max" {
+        return None;
+    }
+    let n: u64 = v.parse().unwrap();
+    // v1 shows "unlimited" as PAGE_COUNTER_MAX pages.
+    (n < 1 << 62).then_some(n)
+}
+
+fn env(extra: &str) -> ProductEnv {
+    ProductEnv::new(&format!("[gpu]\nheadroom_per_gpu = \"256Mi\"\n{extra}"))
+}
+
+#[test]
+fn gpu_container_memory_limit_is_lowered_by_its_headroom_through_the_wrapper() {
+    require_root();
+    // Control: plain runc enforces exactly the pod's limit; driver memory comes on top of it.
+    let runc = Runner::runc();
+    let b = bundle(Some(GI), true);
+    let id = unique("gpu-ctl");
+    runc.launch(&b, &id);
+    let pid = runc.pid(&id).unwrap();
+    assert_eq!(enforced_limit(pid), Some(GI), "control: runc applies the spec's limit");
+    runc.delete(&id);
+
+    // The product: 1 GPU x 256Mi of headroom carved out of the 1Gi.
+    let env = env("");
+    let p = Runner::product(&env);
+    let mut b = bundle(Some(GI), true);
+    let id = unique("gpu-dp");
+    p.launch(&b, &id);
+    let pid = p.pid(&id).unwrap();
+    assert_eq!(enforced_limit(pid), Some(GI - 256 * MI), "log: {}", env.log_text());
+    let spec = b.reload().clone();
+    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(GI - 256 * MI));
+    assert_eq!(spec["annotations"]["dataplane-hook.internal/gpu-requested-memory-limit"], json!(GI.to_string()));
+    // The grant is in the ledger for `watch` (and `status`), with the limit the pod asked for.
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir.join(format!("containers/{id}.json"))).unwrap()).unwrap();
+    let grant = rec["entries"].as_array().unwrap().iter().find(|e| e["kind"] == "gpu_headroom").expect("a gpu_headroom entry");
+    assert_eq!(grant["done"], json!(true));
+    assert_eq!(grant["headroom"], json!(256 * MI));
+    assert_eq!(grant["requested_limit"], json!(GI));
+    assert_eq!(grant["set_cgroup"], json!(false), "the wrapper's spec edit did it; the hook must not lower twice");
+    p.delete(&id);
+    assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
+
+    // The annotation overrides the per-GPU default; a non-GPU container is left alone.
+    let mut b = bundle(Some(GI), true);
+    b.annotate("dataplane-hook.io/gpu-headroom", "384Mi");
+    let id = unique("gpu-ann");
+    p.launch(&b, &id);
+    assert_eq!(enforced_limit(p.pid(&id).unwrap()), Some(GI - 384 * MI));
+    p.delete(&id);
+    let b = bundle(Some(GI), false);
+    let id = unique("cpu");
+    p.launch(&b, &id);
+    assert_eq!(enforced_limit(p.pid(&id).unwrap()), Some(GI), "not a GPU container: untouched");
+    p.delete(&id);
+}
+
+/// A bundle with the hook wired in as hooks.d would (no wrapper, no spec edit).
+fn hooks_d(b: &mut TestBundle, env: &ProductEnv) {
+    let hook = |stage: &str| {
+        json!([{ "path": hook_bin().display().to_string(),
+                 "args": ["dataplane-hook", "--config", env.config.display().to_string(), stage] }])
+    };
+    b.spec["hooks"] = json!({ "createRuntime": hook("createRuntime"), "poststop": hook("poststop") });
+    b.save();
+}
+
+#[test]
+fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
+    require_root();
+    let env = env("");
+    let runc = Runner::runc();
+    let mut b = bundle(Some(GI), true);
+    hooks_d(&mut b, &env);
+    let id = unique("gpu-hooksd");
+    runc.launch(&b, &id);
+    let pid = runc.pid(&id).unwrap();
+    let dir = memory_dir(pid);
+    assert_eq!(enforced_limit(pid), Some(GI - 256 * MI), "the hook lowered the cgroup: {}", env.log_text());
+    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(GI), "hooks.d never edits the spec");
+    let rec = std::fs::read_to_string(env.state_dir.join(format!("containers/{id}.json"))).unwrap();
+    assert!(rec.contains("\"set_cgroup\": true") && rec.contains(&format!("\"previous\": \"{GI}\"")), "{rec}");
+
+    // Stop it but keep its cgroup (runc removes it only at delete), then poststop by hand:
+    // teardown writes the previous limit back.
+    runc.kill(&id, "KILL");
+    assert!(runc.wait_stopped(&id, Duration::from_secs(5)));
+    assert!(dir.exists());
+    let o = hook_with_stdin(&env, "poststop", &state_json(&id, Some(pid), b.path(), "stopped"));
+    assert!(o.status.success(), "poststop: {}", String::from_utf8_lossy(&o.stderr));
+    let file = if dir.join("memory.max").exists() { "memory.max" } else { "memory.limit_in_bytes" };
+    assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap().trim(), GI.to_string(), "teardown restored the limit");
+    assert!(env.records().is_empty());
+    // runc's own poststop at delete finds nothing left (idempotent).
+    let o = runc.delete(&id);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
+    require_root();
+    let env = env("");
+    // Wrapper path.
+    let p = Runner::product(&env);
+    let b = bundle(Some(256 * MI), true);
+    let id = unique("gpu-small");
+    let o = p.create(&b, &id);
+    assert!(!o.status.success(), "a 256Mi limit cannot hold 256Mi of headroom");
+    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert!(
+        e.contains(&format!("cannot give GPU container {id} its driver-memory headroom"))
+            && e.contains("memory limit 256Mi minus 256Mi of headroom")
+            && e.contains("at least 320Mi"),
+        "{e}"
+    );
+    assert_eq!(p.status(&id), None, "no container was created");
+    // hooks.d path: the hook refuses at createRuntime; runc fails the create.
+    let runc = Runner::runc();
+    let mut b = bundle(Some(256 * MI), true);
+    hooks_d(&mut b, &env);
+    let id = unique("gpu-small-hd");
+    let o = runc.create(&b, &id);
+    assert!(!o.status.success());
+    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert!(e.contains("its driver-memory headroom"), "{e}");
+    runc.delete(&id);
+    assert!(env.records().is_empty(), "a failed create leaves no record: {:?}", env.records());
+}
+
+#[test]
+fn unlimited_gpu_containers_follow_the_configured_policy() {
+    require_root();
+    // allow (default): runs unlimited.
+    let env_allow = env("");
+    let p = Runner::product(&env_allow);
+    let b = bundle(None, true);
+    let id = unique("gpu-unl");
+    p.launch(&b, &id);
+    assert_eq!(enforced_limit(p.pid(&id).unwrap()), None);
+    let rec = std::fs::read_to_string(env_allow.state_dir.join(format!("containers/{id}.json"))).unwrap();
+    assert!(rec.contains("gpu_headroom"), "its headroom is still granted for watch: {rec}");
+    p.delete(&id);
+
+    // refuse.
+    let env_refuse = env("unlimited_policy = \"refuse\"");
+    let p = Runner::product(&env_refuse);
+    let b = bundle(None, true);
+    let id = unique("gpu-unl-refuse");
+    let o = p.create(&b, &id);
+    assert!(!o.status.success());
+    let e = product_error(&o.stderr).unwrap();
+    assert!(e.contains("no memory limit") && e.contains("\"refuse\""), "{e}");
+
+    // limit-to-node: the node's memory minus the headroom (hooks.d path too).
+    let env_node = env("unlimited_policy = \"limit-to-node\"");
+    let total = std::fs::read_to_string("/proc/meminfo").unwrap().lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap()
+        .trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap() * 1024;
+    let want = (total - 256 * MI) / 4096 * 4096;
+    let p = Runner::product(&env_node);
+    let b = bundle(None, true);
+    let id = unique("gpu-unl-node");
+    p.launch(&b, &id);
+    assert_eq!(enforced_limit(p.pid(&id).unwrap()), Some(want));
+    p.delete(&id);
+    let runc = Runner::runc();
+    let mut b = bundle(None, true);
+    hooks_d(&mut b, &env_node);
+    let id = unique("gpu-unl-node-hd");
+    runc.launch(&b, &id);
+    assert_eq!(enforced_limit(runc.pid(&id).unwrap()), Some(want));
+    runc.delete(&id);
+    assert!(env_node.records().is_empty());
+}
