@@ -20,6 +20,9 @@ const CDI: (&str, &str) = ("cdi.k8s.io/test-gpu", "nvidia.com/gpu=0");
 /// A long-running container with `limit` (None: unlimited); `gpu` marks it a GPU container.
 fn bundle(limit: Option<u64>, gpu: bool) -> TestBundle {
     let mut b = TestBundle::new(&["sleep", "1000"]);
+    // An absolute cgroup path: on a v2 host the caller's own cgroup (a service with processes)
+    // cannot have controller-enabled children.
+    b.spec["linux"]["cgroupsPath"] = json!(format!("/dataplane-tests/{}", unique("gpu")));
     if let Some(l) = limit {
         b.spec["linux"]["resources"]["memory"] = json!({ "limit": l });
     }
@@ -53,6 +56,17 @@ fn enforced_limit(pid: i32) -> Option<u64> {
     (n < 1 << 62).then_some(n)
 }
 
+/// v2 only: the container's `memory.high` (Some(None): "max"); None on v1, which has none.
+fn memory_high(pid: i32) -> Option<Option<u64>> {
+    let v = std::fs::read_to_string(memory_dir(pid).join("memory.high")).ok()?;
+    Some(v.trim().parse().ok())
+}
+
+/// `memory.high` below a lowered limit: 95% (the default `memory_high_fraction`), page-aligned.
+fn high_of(limit: u64) -> u64 {
+    ((limit as f64 * 0.95) as u64) / 4096 * 4096
+}
+
 fn env(extra: &str) -> ProductEnv {
     ProductEnv::new(&format!("[gpu]\nheadroom_per_gpu = \"256Mi\"\n{extra}"))
 }
@@ -77,6 +91,10 @@ fn gpu_container_memory_limit_is_lowered_by_its_headroom_through_the_wrapper() {
     p.launch(&b, &id);
     let pid = p.pid(&id).unwrap();
     assert_eq!(enforced_limit(pid), Some(GI - 256 * MI), "log: {}", env.log_text());
+    if let Some(high) = memory_high(pid) {
+        // cgroup v2 (the VM): memory.high below the lowered max, through `unified`.
+        assert_eq!(high, Some(high_of(GI - 256 * MI)), "memory.high");
+    }
     let spec = b.reload().clone();
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(GI - 256 * MI));
     assert_eq!(spec["annotations"]["dataplane-hook.internal/gpu-requested-memory-limit"], json!(GI.to_string()));
@@ -127,6 +145,10 @@ fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     let pid = runc.pid(&id).unwrap();
     let dir = memory_dir(pid);
     assert_eq!(enforced_limit(pid), Some(GI - 256 * MI), "the hook lowered the cgroup: {}", env.log_text());
+    let high = memory_high(pid);
+    if let Some(h) = high {
+        assert_eq!(h, Some(high_of(GI - 256 * MI)), "v2: the hook wrote memory.high too");
+    }
     let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(GI), "hooks.d never edits the spec");
     let rec = std::fs::read_to_string(env.state_dir.join(format!("containers/{id}.json"))).unwrap();
@@ -141,6 +163,9 @@ fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     assert!(o.status.success(), "poststop: {}", String::from_utf8_lossy(&o.stderr));
     let file = if dir.join("memory.max").exists() { "memory.max" } else { "memory.limit_in_bytes" };
     assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap().trim(), GI.to_string(), "teardown restored the limit");
+    if high.is_some() {
+        assert_eq!(std::fs::read_to_string(dir.join("memory.high")).unwrap().trim(), "max", "and memory.high");
+    }
     assert!(env.records().is_empty());
     // runc's own poststop at delete finds nothing left (idempotent).
     let o = runc.delete(&id);

@@ -100,6 +100,7 @@ fn uncharged_growth_without_gpu_containers_kills_nothing() {
     let watch = Watchdog::start(&env);
     let p = Runner::product(&env);
     let mut b = TestBundle::new(&["sh", "-c", &grow_script(GROW)]);
+    cgroup_path(&mut b);
     writable_sys(&mut b);
     let id = unique("cpu-grower");
     p.launch(&b, &id);

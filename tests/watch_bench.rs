@@ -4,7 +4,7 @@
 //!   tests/watch_support.rs) past its headroom + tolerance; the time from the pool crossing
 //!   that budget (host observer, 2 ms polling) to the container's init being dead. Median, p90
 //!   and max over `--runs` runs, one daemon for all runs, a fresh container each run.
-//! - **idle**: the daemon's CPU (utime+stime over wall time, % of one core) and RSS over
+//! - **idle**: the daemon's CPU (schedstat run time over wall time, % of one core) and RSS over
 //!   `--idle-secs`, once with no GPU container (it wakes every few seconds) and once with one
 //!   idle GPU container (it re-measures every `poll_interval_ms`, 100 ms by default).
 //!
@@ -41,7 +41,7 @@ fn idle(w: &Watchdog, secs: u64) -> serde_json::Value {
     std::thread::sleep(Duration::from_secs(secs));
     let (c1, t1) = (cpu_seconds(pid), Instant::now());
     json!({
-        "cpu_percent_of_one_core": ((c1 - c0) / (t1 - t0).as_secs_f64() * 100.0 * 1000.0).round() / 1000.0,
+        "cpu_percent_of_one_core": ((c1 - c0) / (t1 - t0).as_secs_f64() * 100.0 * 10000.0).round() / 10000.0,
         "rss_kib": status_kib(pid, "VmRSS"),
         "peak_rss_kib": status_kib(pid, "VmHWM"),
         "secs": secs,
@@ -50,7 +50,7 @@ fn idle(w: &Watchdog, secs: u64) -> serde_json::Value {
 
 fn main() {
     let mut runs = 10usize;
-    let mut idle_secs = 30u64;
+    let mut idle_secs = 60u64;
     let mut bin_dir = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

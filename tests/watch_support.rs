@@ -102,6 +102,13 @@ pub struct Grow {
     pub max: u64,
 }
 
+/// An absolute cgroup path: on a v2 host (the VM) the caller's own cgroup is a service with
+/// processes, which cannot have controller-enabled children.
+pub fn cgroup_path(b: &mut TestBundle) {
+    b.spec["linux"]["cgroupsPath"] = json!(format!("/dataplane-tests/{}", unique("watch")));
+    b.save();
+}
+
 /// Makes the container's /sys writable (the emulation writes the pool size from inside).
 pub fn writable_sys(b: &mut TestBundle) {
     for m in b.spec["mounts"].as_array_mut().unwrap() {
@@ -132,6 +139,7 @@ pub fn gpu_container(grow: Option<Grow>, headroom: Option<&str>) -> TestBundle {
         None => "echo idle; exec sleep 100000".into(),
     };
     let mut b = TestBundle::new(&["sh", "-c", &script]);
+    cgroup_path(&mut b);
     b.spec["linux"]["resources"]["memory"] = json!({ "limit": 1u64 << 30 });
     b.env("NVIDIA_VISIBLE_DEVICES=0");
     b.annotate("cdi.k8s.io/emulated-gpu", "nvidia.com/gpu=0");
@@ -147,6 +155,7 @@ pub fn gpu_container(grow: Option<Grow>, headroom: Option<&str>) -> TestBundle {
 pub fn memory_hog(mib: u64) -> TestBundle {
     let script = format!("head -c {} /dev/zero > /tmp/fill && echo filled; exec sleep 100000", mib * MI);
     let mut b = TestBundle::new(&["sh", "-c", &script]);
+    cgroup_path(&mut b);
     b.spec["linux"]["resources"]["memory"] = json!({ "limit": (mib + 512) * MI });
     b.save();
     b
@@ -270,15 +279,11 @@ pub fn memory_usage(pid: i32) -> u64 {
     panic!("no memory cgroup for {pid}")
 }
 
-/// CPU time (user + system) of a process, in seconds.
+/// CPU time of a process, in seconds: /proc/<pid>/schedstat (ns, all threads' time on a
+/// CPU), finer than utime+stime's clock ticks (10 ms) for an idle daemon.
 pub fn cpu_seconds(pid: i32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &s[s.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15; after comm we start at field 3.
-    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    s.split_whitespace().next().unwrap().parse::<u64>().unwrap() as f64 / 1e9
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
