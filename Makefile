@@ -2,6 +2,7 @@
 #   make demo    install deps, build, show the product on real DPDK containers (root)
 #   make test    install deps, build, unit tests, integration tests (root)
 #   make bench   lifecycle overhead vs plain runc and more; writes BENCHMARKS.md (root)
+#   make deb     the Debian package (cargo-deb) in $(TARGET_DIR)/debian/
 #   make test-vm the VM suite (integration/vm/vm.mk)
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -22,7 +23,7 @@ TEST_THREADS ?= 2
 # (The VM suite is not part of `make test` yet.)
 EXTRA_TEST_TARGETS ?=
 
-.PHONY: all build deps demo test unit-test integration-test bench
+.PHONY: all build deps demo test unit-test integration-test bench deb
 
 all: build
 
@@ -45,5 +46,12 @@ integration-test: build
 
 bench: deps build
 	$(SUDO) "$(BIN_DIR)/dataplane-bench" --bin-dir "$(BIN_DIR)" --out BENCHMARKS.md
+
+# The Debian package from packaging/ and hook/Cargo.toml's [package.metadata.deb]; cargo-deb
+# comes from crates.io the first time.
+deb: build
+	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	./packaging/gen-assets.sh "$(BIN_DIR)"
+	$(CARGO) deb -p dataplane-hook --no-build --output "$(TARGET_DIR)/debian/"
 
 -include integration/vm/vm.mk

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds the installer image offline, without a container engine: an OCI image layout (FROM
+# scratch, one layer) that `skopeo copy`, `ctr images import` or a registry push can take.
+#
+#   build-image.sh [--stage-only] <bin dir> <output dir> [tag]
+#
+# <bin dir> holds dataplane-hook and dataplane-runtime. The installer copies them onto every
+# node, whose C library may be older than the build host's: build them static
+#   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+# (dynamic binaries are refused unless DPH_ALLOW_DYNAMIC=1).
+#
+# The layer holds what the installer runs and what it loads:
+#   /usr/bin/dataplane-hook, /usr/bin/dataplane-runtime   static
+#   /install.sh, /etc/dataplane-hook/config.toml          the entrypoint and the default config
+#   /bin/busybox and its applets in /bin                  static: sh, cp, sed, grep, ...
+#   /usr/bin/nsenter                                      util-linux's (busybox's cannot enter a
+#                                                         cgroup namespace), with the shared
+#                                                         libraries it loads (ldd) at their paths
+# --stage-only writes that tree to <output dir>/rootfs for Containerfile (FROM scratch, COPY).
+# Otherwise <output dir> becomes an OCI layout with <tag> (default: the crate version), built
+# with umoci.
+set -euo pipefail
+
+stage_only=
+if [[ ${1:-} == --stage-only ]]; then stage_only=1; shift; fi
+bin_dir=${1:?usage: build-image.sh [--stage-only] <bin dir> <output dir> [tag]}
+out=${2:?usage: build-image.sh [--stage-only] <bin dir> <output dir> [tag]}
+here=$(cd "$(dirname "$0")" && pwd)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$here/../../Cargo.toml" | head -1)
+tag=${3:-$version}
+
+for b in dataplane-hook dataplane-runtime; do
+    [[ -x $bin_dir/$b ]] || { echo "build-image: $bin_dir/$b is missing" >&2; exit 1; }
+    if ldd "$bin_dir/$b" >/dev/null 2>&1 && [[ ${DPH_ALLOW_DYNAMIC:-} != 1 ]]; then
+        echo "build-image: $bin_dir/$b is dynamically linked: it would not run on nodes with an older C library (build it static, see the top of this script, or set DPH_ALLOW_DYNAMIC=1)" >&2
+        exit 1
+    fi
+done
+busybox=$(command -v busybox) || { echo "build-image: busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
+if ldd "$busybox" >/dev/null 2>&1; then echo "build-image: $busybox is not static (apt-get install busybox-static)" >&2; exit 1; fi
+nsenter=$(command -v nsenter) || { echo "build-image: nsenter is missing (util-linux)" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+root=$work/rootfs
+mkdir -p "$root"/{bin,usr/bin,etc/dataplane-hook,tmp,proc,sys,dev,host}
+chmod 1777 "$root/tmp"
+install -m 0755 "$bin_dir/dataplane-hook" "$bin_dir/dataplane-runtime" "$root/usr/bin/"
+install -m 0755 "$here/install.sh" "$root/install.sh"
+install -m 0644 "$here/config.toml" "$root/etc/dataplane-hook/config.toml"
+install -m 0755 "$busybox" "$root/bin/busybox"
+for applet in $("$busybox" --list); do
+    [[ $applet == busybox || -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
+done
+# util-linux nsenter and every library it loads, at the paths the dynamic loader expects.
+install -m 0755 "$nsenter" "$root/usr/bin/nsenter"
+rm -f "$root/bin/nsenter"
+for lib in $(ldd "$nsenter" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+done
+printf 'root:x:0:0:root:/:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\n' > "$root/etc/group"
+
+if [[ -n $stage_only ]]; then
+    rm -rf "$out/rootfs"
+    mkdir -p "$out"
+    cp -a "$root" "$out/rootfs"
+    echo "build-image: staged $out/rootfs (buildah build -f $here/Containerfile $out)"
+    exit 0
+fi
+
+command -v umoci >/dev/null || { echo "build-image: umoci is missing (apt-get install umoci)" >&2; exit 1; }
+[[ -d $out ]] || umoci init --layout "$out"
+umoci new --image "$out:$tag"
+# One layer with the whole tree, owned by root whoever builds it.
+if [[ $(id -u) -eq 0 ]]; then
+    umoci insert --image "$out:$tag" "$root" /
+else
+    umoci insert --rootless --image "$out:$tag" "$root" /
+fi
+umoci config --image "$out:$tag" --os linux --architecture amd64 \
+    --config.entrypoint /install.sh --config.cmd run \
+    --config.env PATH=/usr/bin:/bin --config.workingdir / \
+    --config.label org.opencontainers.image.title=dataplane-hook-installer \
+    --config.label org.opencontainers.image.version="$version"
+umoci gc --layout "$out"
+echo "build-image: $out:$tag"
+echo "  load it: skopeo copy oci:$out:$tag docker-archive:dataplane-hook-installer.tar:dataplane-hook-installer:$tag"
+echo "       or: tar -C $out -cf installer.oci.tar . && ctr -n k8s.io images import --index-name dataplane-hook-installer:$tag installer.oci.tar"
