@@ -22,6 +22,8 @@ PACKAGES=(
   kmod            # modprobe (kernel modules some tests load)
   make            # the front door itself
   time            # /usr/bin/time -v for peak-RSS figures
+  prometheus-node-exporter # the real node_exporter scraping the metrics textfiles (tests/metrics.rs)
+  python3-pip     # installs kubernetes-validate (below)
 )
 
 # One dpkg-query for all of them; a package dpkg has never heard of prints nothing.
@@ -40,7 +42,21 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Not from Debian (tests/packaging.rs, `make deb`): the Kubernetes schemas, offline, from PyPI;
+# cargo-deb from crates.io (a few minutes of building, once).
+extras() {
+  if ! kubernetes-validate --version >/dev/null 2>&1 && ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
+    echo "install-deps: installing kubernetes-validate (PyPI)"
+    python3 -m pip install -q kubernetes-validate 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes-validate
+  fi
+  if ! cargo deb --version >/dev/null 2>&1; then
+    echo "install-deps: installing cargo-deb (crates.io)"
+    cargo install -q --locked cargo-deb
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
+  extras
   echo "install-deps: all dependencies present"
   exit 0
 fi
@@ -59,4 +75,5 @@ if ! apt_install; then
   apt-get update -q
   apt_install
 fi
+extras
 echo "install-deps: done"
