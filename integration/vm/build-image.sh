@@ -3,8 +3,9 @@
 #
 #   integration/vm/build-image.sh [--force] [--print-dir]
 #
-# Output: integration/vm/cache/img-<hash>/{disk.img,vmlinuz,initrd.img,packages.lst,cmdline}
-# where <hash> covers this script, packages.txt and everything under guest/. The image is only
+# Output: integration/vm/cache/img-<hash>/{disk.img,vmlinuz,initrd.img,packages.lst,kernel-version}
+# where <hash> covers this script, packages.txt and everything under guest/ (contents and
+# executable bits, as git records them, so checkouts with another umask share it). It is only
 # rebuilt when one of them changes; a build goes into a temp dir and is renamed into place,
 # so an interrupted build never leaves a half image. With --print-dir the image directory is
 # the only thing printed on stdout (run.sh uses that).
@@ -42,7 +43,8 @@ inputs_hash() {
     sha256sum "$here/build-image.sh" "$here/packages.txt" | sed "s| $here/| |"
     (cd "$here/guest" && find . -type f -print0 | LC_ALL=C sort -z |
        while IFS= read -r -d '' f; do
-         printf '%s %s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$(stat -c %a "$f")" "$f"
+         x=-; [[ -x $f ]] && x=x
+         printf '%s %s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$x" "$f"
        done)
   } | sha256sum | cut -c1-16
 }
