@@ -455,9 +455,14 @@ pub fn machine() -> String {
     };
     let date = first_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]);
     let commit = first_line("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().ok().map(|o| !o.stdout.is_empty());
+    // Only the code measured counts (others may be editing other parts of a shared tree).
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no", "--", "hook", "bench", "Cargo.toml", "Cargo.lock"])
+        .output()
+        .ok()
+        .map(|o| !o.stdout.is_empty());
     let commit = match dirty {
-        Some(true) => format!("{commit} (with uncommitted changes)"),
+        Some(true) => format!("{commit} (with uncommitted changes in hook/ or bench/)"),
         _ => commit,
     };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

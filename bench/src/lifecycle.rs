@@ -254,7 +254,8 @@ pub fn breakdown(ctx: &Ctx) -> Result<Report> {
          The wrapper is timed with `runtime_path = \"/bin/true\"`, so it does all its own work and then execs \
          /bin/true instead of runc. The hooks are timed where runc really runs them: plain runc with the product's \
          hooks in the spec, each through a shim that times the hook process and takes its CPU time and peak RSS \
-         (wait4).\n\n\
+         (wait4). On a busy machine every extra process also waits for a CPU, so the measured wall overhead can \
+         exceed the sum of the parts; the CPU figures do not depend on the load.\n\n\
          | part | {} | {} |\n|---|---:|---:|\n",
         ctx.runs,
         "storage on tmpfs",
