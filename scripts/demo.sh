@@ -188,7 +188,7 @@ launch() {
 state_of() { "$1" state "$2" 2>/dev/null | sed -n 's/.*"status": *"\([a-z]*\)".*/\1/p'; }
 wait_forwarding() { # DIR SECONDS
   local i
-  for ((i = 0; i < $2 * 10; i++)); do
+  for ((i = 0; i <= $2 * 10; i++)); do
     grep -q 'Port statistics' "$1/out.log" 2>/dev/null && return 0
     sleep 0.1
   done
