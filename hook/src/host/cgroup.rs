@@ -220,6 +220,19 @@ mod tests {
     }
 
     #[test]
+    fn missing_controller_lists_every_level_above_that_lacks_it() {
+        let t = tempfile::tempdir().unwrap();
+        let m = t.path();
+        std::fs::create_dir_all(m.join("a/b/c")).unwrap();
+        std::fs::write(m.join("cgroup.subtree_control"), "cpu hugetlb\n").unwrap();
+        std::fs::write(m.join("a/cgroup.subtree_control"), "memory\n").unwrap();
+        // a/b has no subtree_control file at all: counts as lacking it.
+        assert_eq!(v2_missing_controller(m, &m.join("a/b/c"), "hugetlb"), vec![m.join("a"), m.join("a/b")]);
+        assert!(v2_missing_controller(m, &m.join("a"), "hugetlb").is_empty(), "the mount's own is enough for a child");
+        assert!(v2_missing_controller(m, Path::new("/elsewhere"), "hugetlb").is_empty(), "outside the mount: nothing");
+    }
+
+    #[test]
     fn mountinfo_escapes_are_decoded() {
         assert_eq!(unescape("/a\\040b"), PathBuf::from("/a b"));
     }

@@ -406,3 +406,101 @@ pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! [`resolve_target`] against hostile trees in a temp dir (openat2 needs no privilege).
+    use super::*;
+
+    struct Tree {
+        _t: tempfile::TempDir,
+        root: PathBuf,
+        /// A directory outside the root, mirrored at the same absolute path inside it.
+        outside: PathBuf,
+    }
+
+    fn tree() -> Tree {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("rootfs");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(outside.join("dpdk")).unwrap();
+        std::fs::create_dir_all(root.join(outside.strip_prefix("/").unwrap())).unwrap();
+        std::fs::create_dir_all(root.join("var")).unwrap();
+        std::fs::write(root.join("file"), "x").unwrap();
+        Tree { _t: t, root, outside }
+    }
+
+    fn root_fd(t: &Tree) -> OwnedFd {
+        rustix::fs::open(&t.root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap()
+    }
+
+    fn link(t: &Tree, at: &str, to: impl AsRef<Path>) {
+        std::os::unix::fs::symlink(to, t.root.join(at)).unwrap();
+    }
+
+    fn target(p: &str) -> ContainerPath {
+        ContainerPath::parse(p).unwrap()
+    }
+
+    fn err(t: &Tree, p: &str) -> String {
+        resolve_target(&root_fd(t), &target(p), Missing::Create).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn missing_dirs_are_created_inside_the_root_or_skipped() {
+        let t = tree();
+        assert!(resolve_target(&root_fd(&t), &target("/var/run/dpdk"), Missing::Skip).unwrap().is_none());
+        assert!(!t.root.join("var/run").exists(), "Skip creates nothing");
+        assert!(resolve_target(&root_fd(&t), &target("/var/run/dpdk"), Missing::Create).unwrap().is_some());
+        assert!(t.root.join("var/run/dpdk").is_dir());
+    }
+
+    #[test]
+    fn absolute_and_dot_dot_links_stay_inside_the_root() {
+        for to in [
+            t_abs as fn(&Tree) -> PathBuf,
+            |t| PathBuf::from(format!("/../../../..{}", t.outside.display())),
+            |t| PathBuf::from(format!("../../../../../../../../..{}", t.outside.display())),
+        ] {
+            let t = tree();
+            link(&t, "var/run", to(&t));
+            let fd = resolve_target(&root_fd(&t), &target("/var/run/dpdk/sub"), Missing::Create).unwrap();
+            assert!(fd.is_some());
+            let inside = t.root.join(t.outside.strip_prefix("/").unwrap());
+            assert!(inside.join("dpdk/sub").is_dir(), "created inside the root");
+            assert!(!t.outside.join("dpdk/sub").exists(), "nothing created outside the root");
+        }
+    }
+
+    fn t_abs(t: &Tree) -> PathBuf {
+        t.outside.clone()
+    }
+
+    #[test]
+    fn dangling_links_files_and_loops_are_refused() {
+        let t = tree();
+        link(&t, "var/run", "/nowhere/run");
+        let e = err(&t, "/var/run/dpdk");
+        assert!(e.contains("/var/run/dpdk") && e.contains("dangling symlink"), "{e}");
+        assert!(!Path::new("/nowhere").exists() && !t.root.join("nowhere").exists(), "a dangling link's target is not created");
+
+        let t = tree();
+        link(&t, "var/run", "/file");
+        assert!(err(&t, "/var/run").contains("not a directory"));
+        assert!(err(&t, "/var/run/dpdk").contains("not a directory"));
+
+        let t = tree();
+        link(&t, "var/run", "run");
+        assert!(err(&t, "/var/run/dpdk").contains("loop"), "{}", err(&t, "/var/run/dpdk"));
+    }
+
+    #[test]
+    fn proc_magic_links_are_refused() {
+        // A root that has a procfs: the host's own root (nothing is created: the paths exist).
+        let root = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        for p in ["/proc/self/root/tmp", "/proc/self/cwd", "/proc/thread-self/root"] {
+            let e = resolve_target(&root, &target(p), Missing::Skip).unwrap_err().to_string();
+            assert!(e.contains("magic link"), "{p}: {e}");
+        }
+    }
+}
