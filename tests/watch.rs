@@ -212,3 +212,38 @@ fn dry_run_reports_the_kill_with_its_numbers_and_kills_nothing() {
     set_pool(0);
     pool.assert_baseline("dry run");
 }
+
+#[test]
+fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_tolerance_or_sustain() {
+    // Tolerance 512Mi and sustain 60 s: the budget rule alone cannot kill within this test.
+    // The GPU container sits 64 MiB over its 256Mi headroom (within the tolerance). Then a
+    // non-GPU container makes the node stall on memory: the PSI trigger fires and the GPU
+    // container is killed at once; the thrasher, not a GPU container, is never a candidate.
+    let pool = PoolGuard::new(0);
+    let env = watch_env("tolerance = \"512Mi\"\nsustain_ms = 60000\n");
+    let watch = Watchdog::start(&env);
+    let p = Runner::product(&env);
+    let g = gpu_container(Some(Grow { step: 8, every_ms: 50, max: HEADROOM_PAGES + 32 }), None);
+    let gid = unique("gpu-over");
+    p.launch(&g, &gid);
+    assert!(wait_stdout(&g, "grown", Duration::from_secs(20)), "{}", stdout_of(&g));
+    let gpid = p.pid(&gid).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(pid_alive(gpid), "over its headroom but within the tolerance, and no pressure: it lives:\n{}", watch.text());
+    assert_eq!(watch.kills(), 0);
+
+    let t = thrasher();
+    let tid = unique("thrasher");
+    p.launch(&t, &tid);
+    let killed = wait_for(Duration::from_secs(30), || !pid_alive(gpid));
+    let text = watch.text();
+    let pressure = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
+    assert!(killed, "the pressure trigger never killed it (node pressure: {pressure}):\n{text}");
+    let line = text.lines().find(|l| l.contains(&format!("killed GPU container {gid}"))).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("over while memory pressure fired"), "{line}");
+    assert_eq!(p.status(&tid).as_deref(), Some("running"), "the thrasher is not a GPU container");
+    p.delete(&tid);
+    p.delete(&gid);
+    set_pool(0);
+    pool.assert_baseline("pressure");
+}

@@ -1,7 +1,7 @@
 //! `dataplane-watch-bench`: the watchdog's figures for `make bench` (G10).
 //!
 //! - **reaction**: a GPU container grows uncharged memory (the hugetlb pool, see
-//!   tests/watch_support.rs) past its headroom + tolerance; the time from the pool crossing
+//!   tests/watch_support.rs) to 192 MiB, holds, then jumps past its headroom + tolerance; the time from the pool crossing
 //!   that budget (host observer, 2 ms polling) to the container's init being dead. Median, p90
 //!   and max over `--runs` runs, one daemon for all runs, a fresh container each run.
 //! - **idle**: the daemon's CPU (schedstat run time over wall time, % of one core) and RSS over
@@ -25,7 +25,10 @@ use dataplane_tests::*;
 use serde_json::json;
 use support::*;
 
-const GROW: Grow = Grow { step: 8, every_ms: 50, max: 320 };
+/// 192 MiB (well under the 320 MiB budget: 256Mi headroom + 64Mi tolerance), held 3 s, then
+/// 384 MiB in one write.
+const LOW: u64 = 96;
+const HIGH: u64 = 192;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -87,18 +90,20 @@ fn main() {
     let mut samples = vec![];
     let mut internal = vec![];
     for i in 0..runs {
-        let g = gpu_container(Some(GROW), None);
+        let g = gpu_container_with(&jump_script(LOW, HIGH, 3000), None);
         let id = unique("bench-grower");
         p.launch(&g, &id);
         let pid = p.pid(&id).unwrap();
         // One GPU container: 256Mi granted + 64Mi tolerance.
         let obs = Observer::start(128 + 32, vec![("grower".into(), pid)], vec!["grower".into()], 0);
+        assert!(!stdout_of(&g).contains("jump"), "run {i}: the observer started late (slow host): raise the hold time");
         let died = wait_for(Duration::from_secs(30), || !pid_alive(pid));
         let seen = obs.finish();
         p.delete(&id);
         set_pool(0);
         assert!(died && watch.alive(), "run {i}: the grower was not killed:\n{}", watch.text());
-        let r = seen.reaction("grower").expect("crossed before the kill");
+        let r = seen.reaction("grower").unwrap();
+        assert!(seen.crossed.is_some(), "run {i}: killed before the jump:\n{}", watch.text());
         samples.push(r.as_secs_f64() * 1000.0);
         if let Some(s) = metric(&env, "last_reaction_seconds") {
             internal.push(s * 1000.0);
@@ -111,7 +116,7 @@ fn main() {
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let out = json!({
         "reaction_ms": {
-            "what": "uncharged memory (hugetlb pool grown from inside a GPU container) crossing granted headroom + tolerance, to the container's init dead",
+            "what": "uncharged memory (the hugetlb pool, grown from inside a GPU container from 192 MiB to 384 MiB in one write) crossing granted headroom + tolerance (320 MiB), to the container's init dead",
             "runs": samples.len(),
             "median": percentile(&sorted, 0.5),
             "p90": percentile(&sorted, 0.9),
@@ -121,7 +126,7 @@ fn main() {
         },
         "idle_no_gpu_containers": idle_none,
         "idle_one_gpu_container": idle_one,
-        "config": { "poll_interval_ms": 100, "sustain_ms": 200, "tolerance": "64Mi", "grow": "16 MiB every 50 ms" },
+        "config": { "poll_interval_ms": 100, "sustain_ms": 200, "tolerance": "64Mi", "headroom": "256Mi" },
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
     drop(watch);

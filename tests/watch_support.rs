@@ -31,10 +31,19 @@ pub const PAGE_2M: u64 = 2 << 20;
 pub fn watch_env(extra_watch: &str) -> ProductEnv {
     let root = PathBuf::from(format!("/tmp/{}", unique("dph-watch")));
     let metrics = root.join("watch.prom");
-    ProductEnv::new(&format!(
-        "[gpu]\nheadroom_per_gpu = \"256Mi\"\n[watch]\ntolerance = \"64Mi\"\nsettle_ms = 1000\nmetrics_interval_ms = 1000\nmetrics_file = \"{}\"\n{extra_watch}",
-        metrics.display()
-    ))
+    let defaults = [
+        ("tolerance", "\"64Mi\"".to_string()),
+        ("settle_ms", "1000".to_string()),
+        ("metrics_interval_ms", "1000".to_string()),
+        ("metrics_file", format!("\"{}\"", metrics.display())),
+    ];
+    let mut watch = String::new();
+    for (k, v) in defaults {
+        if !extra_watch.lines().any(|l| l.split('=').next().map(str::trim) == Some(k)) {
+            watch += &format!("{k} = {v}\n");
+        }
+    }
+    ProductEnv::new(&format!("[gpu]\nheadroom_per_gpu = \"256Mi\"\n[watch]\n{watch}{extra_watch}"))
 }
 
 pub fn metrics_path(env: &ProductEnv) -> PathBuf {
@@ -131,6 +140,29 @@ pub fn grow_script(g: Grow) -> String {
     )
 }
 
+/// The bench's shell: grow to `low` pages, hold `hold_ms` (a steady state well under budget),
+/// then jump to `high` pages in one write, so the crossing instant is unambiguous.
+pub fn jump_script(low: u64, high: u64, hold_ms: u64) -> String {
+    format!(
+        "f={NR_HUGEPAGES}; echo {low} > $f; sleep {hold}; echo jump; echo {high} > $f; echo jumped $(cat $f); exec sleep 100000",
+        hold = hold_ms as f64 / 1000.0
+    )
+}
+
+/// A GPU container running `script` (see [`gpu_container`]).
+pub fn gpu_container_with(script: &str, headroom: Option<&str>) -> TestBundle {
+    let mut b = TestBundle::new(&["sh", "-c", script]);
+    cgroup_path(&mut b);
+    b.spec["linux"]["resources"]["memory"] = serde_json::json!({ "limit": 1u64 << 30 });
+    b.env("NVIDIA_VISIBLE_DEVICES=0");
+    b.annotate("cdi.k8s.io/emulated-gpu", "nvidia.com/gpu=0");
+    if let Some(h) = headroom {
+        b.annotate("dataplane-hook.io/gpu-headroom", h);
+    }
+    writable_sys(&mut b);
+    b
+}
+
 /// A GPU container (by its spec) with a 1Gi limit; it grows the pool if `grow` is given, else
 /// idles. `headroom`: its `gpu-headroom` annotation (None: the config's 256Mi per GPU).
 pub fn gpu_container(grow: Option<Grow>, headroom: Option<&str>) -> TestBundle {
@@ -138,15 +170,19 @@ pub fn gpu_container(grow: Option<Grow>, headroom: Option<&str>) -> TestBundle {
         Some(g) => grow_script(g),
         None => "echo idle; exec sleep 100000".into(),
     };
-    let mut b = TestBundle::new(&["sh", "-c", &script]);
+    gpu_container_with(&script, headroom)
+}
+
+/// A non-GPU container that makes the node stall on memory: 4 readers loop over the big files
+/// of the host's /usr/lib inside a 16Mi memory limit, so every read is a refault and page
+/// cache reclaim (PSI `some` on this host: ~15% avg10).
+pub fn thrasher() -> TestBundle {
+    let script = "files=$(find /usr/lib -type f -size +1M | head -200); echo thrashing; \
+                  for i in 1 2 3 4; do (while true; do cat $files > /dev/null 2>&1; done) & done; wait";
+    let mut b = TestBundle::new(&["sh", "-c", script]);
     cgroup_path(&mut b);
-    b.spec["linux"]["resources"]["memory"] = json!({ "limit": 1u64 << 30 });
-    b.env("NVIDIA_VISIBLE_DEVICES=0");
-    b.annotate("cdi.k8s.io/emulated-gpu", "nvidia.com/gpu=0");
-    if let Some(h) = headroom {
-        b.annotate("dataplane-hook.io/gpu-headroom", h);
-    }
-    writable_sys(&mut b);
+    b.spec["linux"]["resources"]["memory"] = json!({ "limit": 16u64 << 20 });
+    b.save();
     b
 }
 
@@ -189,9 +225,11 @@ impl Seen {
     pub fn death(&self, name: &str) -> Option<(Instant, u64)> {
         self.deaths.iter().find(|d| d.0 == name).map(|d| (d.1, d.2))
     }
-    /// Crossing to `name`'s death.
+    /// Crossing to `name`'s death; zero when it died before the pool crossed the threshold
+    /// (the estimate's noise put the node over budget one growth step early).
     pub fn reaction(&self, name: &str) -> Option<Duration> {
-        Some(self.death(name)?.0.saturating_duration_since(self.crossed?))
+        let died = self.death(name)?.0;
+        Some(died.saturating_duration_since(self.crossed.unwrap_or(died)))
     }
 }
 

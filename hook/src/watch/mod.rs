@@ -418,7 +418,11 @@ impl Daemon {
             Why::Budget => format!("over by more than the {} tolerance for {} ms", self.cfg.tolerance, self.cfg.sustain_ms),
             Why::Pressure => {
                 let t = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
-                format!("over while memory pressure fired (some avg10 {:?}%)", psi::avg10(&t, false).unwrap_or(0.0))
+                let trig = self.psi.as_ref().map(|t| t.describe()).unwrap_or_default();
+                format!(
+                    "over while memory pressure fired (PSI trigger \"{trig}\"; some avg10 {:.2}%)",
+                    psi::avg10(&t, false).unwrap_or(0.0)
+                )
             }
         };
         let order = if by_attribution { format!("attribution ({})", self.attribution.name()) } else { "youngest GPU container first".into() };
