@@ -25,44 +25,51 @@ fn output_of(b: &TestBundle) -> String {
     stdout_of(b) + &std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default()
 }
 
+/// `delete --force` through the reaper, which must succeed.
+fn delete(reap: &Reaper, id: &str) {
+    let o = reap.delete(id);
+    assert!(o.status.success(), "delete {id}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn two_dpdk_primaries_with_the_default_prefix_both_run() {
     let pool = PoolGuard::new(128);
-    let shared_huge = tempfile::tempdir().unwrap();
-    let shared_run = tempfile::tempdir().unwrap();
-    assert!(std::process::Command::new("mount")
-        .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev"])
-        .arg(shared_huge.path())
-        .status()
-        .unwrap()
-        .success());
-
-    // Control: plain runc, both containers share the host's hugetlbfs and runtime dir.
-    let runc = Runner::runc();
-    let mut a = testpmd_bundle();
-    a.bind(shared_huge.path(), "/dev/hugepages").bind(shared_run.path(), "/var/run/dpdk");
-    let mut b = testpmd_bundle();
-    b.bind(shared_huge.path(), "/dev/hugepages").bind(shared_run.path(), "/var/run/dpdk");
-    let (ida, idb) = (unique("ctl-a"), unique("ctl-b"));
-    runc.launch(&a, &ida);
-    assert!(wait_for(Duration::from_secs(20), || forwarding(&a)), "control primary A never forwarded: {}", stdout_of(&a));
-    runc.launch(&b, &idb);
-    assert!(runc.wait_stopped(&idb, Duration::from_secs(20)), "control: second primary kept running");
-    let err = std::fs::read_to_string(b.path().join("stderr.log")).unwrap() + &stdout_of(&b);
-    assert!(!forwarding(&b), "control: second primary with the same prefix must not run: {err}");
-    assert!(err.contains("Cannot create lock") || err.contains("Is another primary process running"), "control failure reason: {err}");
-    runc.delete(&ida);
-    runc.delete(&idb);
-    let _ = std::process::Command::new("umount").arg(shared_huge.path()).status();
+    {
+        // Control: plain runc, both containers share the host's hugetlbfs and runtime dir.
+        let shared_huge = HostHugetlbfs::mount("pagesize=2M");
+        let shared_run = tempfile::tempdir().unwrap();
+        let runc = Runner::runc();
+        let reap = Reaper::new(&runc);
+        let mut a = testpmd_bundle();
+        a.bind(shared_huge.path(), "/dev/hugepages").bind(shared_run.path(), "/var/run/dpdk");
+        let mut b = testpmd_bundle();
+        b.bind(shared_huge.path(), "/dev/hugepages").bind(shared_run.path(), "/var/run/dpdk");
+        let (ida, idb) = (unique("ctl-a"), unique("ctl-b"));
+        reap.add(&ida);
+        reap.add(&idb);
+        runc.launch(&a, &ida);
+        assert!(wait_for(Duration::from_secs(20), || forwarding(&a)), "control primary A never forwarded: {}", stdout_of(&a));
+        runc.launch(&b, &idb);
+        assert!(runc.wait_stopped(&idb, Duration::from_secs(20)), "control: second primary kept running");
+        let err = output_of(&b);
+        assert!(!forwarding(&b), "control: second primary with the same prefix must not run: {err}");
+        assert!(err.contains("Cannot create lock") || err.contains("Is another primary process running"), "control failure reason: {err}");
+        delete(&reap, &ida);
+        delete(&reap, &idb);
+    }
+    pool.assert_baseline("after the control");
 
     // The product: same two containers (still asking for the host dirs), each gets its own.
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
+    let reap = Reaper::new(&p);
     let mut a = testpmd_bundle();
     a.annotate(ANN_2MI, "64Mi");
     let mut b = testpmd_bundle();
     b.annotate(ANN_2MI, "64Mi");
     let (ida, idb) = (unique("dp-a"), unique("dp-b"));
+    reap.add(&ida);
+    reap.add(&idb);
     p.launch(&a, &ida);
     p.launch(&b, &idb);
     assert!(wait_for(Duration::from_secs(30), || forwarding(&a) && forwarding(&b)),
@@ -70,8 +77,8 @@ fn two_dpdk_primaries_with_the_default_prefix_both_run() {
     assert_eq!(p.status(&ida).as_deref(), Some("running"));
     assert_eq!(p.status(&idb).as_deref(), Some("running"));
     assert_eq!(counters().reserved + counters().total - counters().free, 64, "both reservations visible: {:?}", counters());
-    p.delete(&ida);
-    p.delete(&idb);
+    delete(&reap, &ida);
+    delete(&reap, &idb);
     pool.assert_baseline("after deleting both primaries");
     assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
 }
@@ -115,7 +122,7 @@ fn container_reserving_the_whole_pool_runs_dpdk_in_dynamic_and_legacy_mode() {
         assert!(!out.contains(FORWARDING), "control: legacy testpmd must not run on a pool its own reservation hides: {out}");
         // eal_hugepage_info.c: legacy mode counts only free_hugepages - resv_hugepages.
         assert!(out.contains("Cannot get hugepage information"), "control failure reason: {out}");
-        reap.delete(&id);
+        delete(&reap, &id);
         // Dynamic mode counts the per-NUMA-node free pages (reservations not subtracted), so
         // it starts on the same reserved hugetlbfs: the refusal above is the counters' doing.
         let mut b = testpmd(false);
@@ -124,7 +131,7 @@ fn container_reserving_the_whole_pool_runs_dpdk_in_dynamic_and_legacy_mode() {
         reap.add(&id);
         runc.launch(&b, &id);
         assert!(wait_for(Duration::from_secs(30), || forwarding(&b)), "control: dynamic testpmd: {}", output_of(&b));
-        reap.delete(&id);
+        delete(&reap, &id);
     }
     pool.assert_baseline("after the control");
 
@@ -146,7 +153,7 @@ fn container_reserving_the_whole_pool_runs_dpdk_in_dynamic_and_legacy_mode() {
         let view = format!("/proc/{pid}/root{HP2M}");
         assert_eq!(read_u64(&format!("{view}/free_hugepages")), PAGES, "the container sees its reservation as free pages");
         assert_eq!(read_u64(&format!("{view}/resv_hugepages")), 0, "and none of it as reserved");
-        reap.delete(&id);
+        delete(&reap, &id);
         pool.assert_baseline(&format!("after deleting the legacy={legacy} container"));
     }
     assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
@@ -407,7 +414,7 @@ fn cgroup_hugetlb_max_and_rsvd_max_match_the_reservation() {
     let pid = p.pid(&id).unwrap();
     assert_hugetlb_limits(pid, 16 << 20);
     assert_eq!(counters().reserved, 8);
-    reap.delete(&id);
+    delete(&reap, &id);
     pool.assert_baseline("after the annotated container");
 
     // From the spec's hugepageLimits (what kubelet writes). Control: plain runc cannot apply
@@ -433,7 +440,7 @@ fn cgroup_hugetlb_max_and_rsvd_max_match_the_reservation() {
     assert_eq!(counters().reserved, 8, "hugepageLimits alone asks for the reservation");
     let spec = b.reload().clone();
     assert!(spec["linux"]["resources"].get("hugepageLimits").is_none(), "the wrapper took hugepageLimits out for runc");
-    reap.delete(&id);
+    delete(&reap, &id);
     pool.assert_baseline("after the hugepageLimits container");
     assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
 }
