@@ -491,3 +491,27 @@ fn poststop_is_idempotent_and_restores_the_pool() {
     pool.assert_baseline("after delete");
     assert!(!cg.exists(), "cgroup {} left", cg.display());
 }
+
+#[test]
+fn request_for_a_page_size_without_a_pool_is_refused_with_what_to_do() {
+    let gi = "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages";
+    if !std::path::Path::new(gi).exists() || read_u64(gi) != 0 {
+        eprintln!("skipped: this node has a 1Gi pool");
+        return;
+    }
+    let env = ProductEnv::new("");
+    let p = Runner::product(&env);
+    let reap = Reaper::new(&p);
+    let mut b = TestBundle::new(&["true"]);
+    b.annotate("dataplane-hook.io/hugepages-1Gi", "1Gi");
+    let id = unique("gi");
+    reap.add(&id);
+    let o = create_with_timeout(&p, &b, &id, Duration::from_secs(30)).expect("create hung");
+    assert!(!o.status.success());
+    let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert!(msg.starts_with(&format!("dataplane-hook: cannot reserve 1Gi of 1Gi hugepages for container {id}: 0 pages free")), "{msg}");
+    assert!(msg.contains("the node has no 1Gi pool") && msg.contains("nr_hugepages"), "{msg}");
+    assert_spec_form("1Gi without a pool", &msg);
+    assert_eq!(p.status(&id), None);
+    assert!(env.records().is_empty());
+}
