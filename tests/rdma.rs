@@ -10,6 +10,9 @@
 //!   (integration/vm/payloads/rdma) creates before running them with `--ignored`:
 //!   `rxe0` on `dph-vh` (host namespace, 10.77.0.1) and `rxe1` on `dph-vc` inside the network
 //!   namespace `DPH_RXE_NETNS` (10.77.0.2), the shape of a pod with its own RoCE netdev.
+//!   rxe before Linux 6.15 keeps its UDP sockets in the initial network namespace, so on the
+//!   VM's 6.1 kernel RDMA traffic only flows on rxe0: rxe1 gives a real GID table inside a pod
+//!   namespace (what the product judges), rxe0 carries the QP traffic (`ibv_rc_pingpong`).
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -51,6 +54,26 @@ fn show(v: u64) -> String {
     }
 }
 
+/// Gives this test process (and so the runtimes it starts) the memlock limit a node's
+/// container runtime typically has: systemd's default 8 MiB (containerd's unit does not raise
+/// it). Hosts that already have less keep theirs. Process-wide and idempotent.
+fn node_like_limits() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit on this process.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut l), 0);
+            let cap = 8u64 << 20;
+            if l.rlim_max > cap {
+                l.rlim_max = cap;
+                l.rlim_cur = l.rlim_cur.min(cap);
+                assert_eq!(libc::setrlimit(libc::RLIMIT_MEMLOCK, &l), 0, "{}", std::io::Error::last_os_error());
+            }
+        }
+    });
+}
+
 /// This process's hard limit for `r` (the wrapper and runc inherit it).
 fn hard(r: libc::__rlimit_resource_t) -> u64 {
     let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -84,8 +107,18 @@ fn host_can_grant() -> bool {
 fn uverbs_bundle() -> TestBundle {
     let mut b = TestBundle::new(&["sh", "-c", SHOW_LIMITS]);
     b.spec["linux"]["devices"] = json!([{"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192, "fileMode": 438, "uid": 0, "gid": 0}]);
+    allow_device(&mut b.spec, 231, 192);
     b.save();
     b
+}
+
+/// The device cgroup rule that goes with a `linux.devices` node (runc creates the node but
+/// only allows what `linux.resources.devices` says; CRI runtimes add both).
+fn allow_device(spec: &mut Value, major: i64, minor: i64) {
+    spec["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"}));
 }
 
 fn out_of(o: &Output) -> String {
@@ -114,6 +147,7 @@ fn assert_gone(r: &Runner, env: &ProductEnv, id: &str) {
 #[test]
 fn rdma_containers_get_memlock_unlimited_and_high_nofile_or_a_clear_refusal() {
     require_root();
+    node_like_limits();
     // Control: plain runc. The container keeps the spec's nofile 1024 and whatever memlock the
     // runtime had: the limits QP setup and memory registration run into (seed 003).
     let runc = Runner::runc();
@@ -154,6 +188,7 @@ fn rdma_containers_get_memlock_unlimited_and_high_nofile_or_a_clear_refusal() {
 #[test]
 fn warn_policy_gives_rdma_containers_what_the_host_can_and_says_so() {
     require_root();
+    node_like_limits();
     let env = ProductEnv::new("[rdma]\non_unmet_limits = \"warn\"\n");
     let p = Runner::product(&env);
     let b = uverbs_bundle();
@@ -206,6 +241,7 @@ fn run_with_low_soft_limits(r: &Runner, b: &TestBundle, id: &str) -> Output {
 #[test]
 fn hooks_d_path_raises_the_init_limits_and_reports_what_the_spec_pins() {
     require_root();
+    node_like_limits();
     // A spec that pins RLIMIT_NOFILE (runc applies it after createRuntime hooks): the hook
     // cannot fix it and, by default, refuses with the reason.
     let env = ProductEnv::new("");
@@ -265,6 +301,7 @@ struct Rxe {
 }
 
 fn rxe() -> Rxe {
+    node_like_limits();
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: run through integration/vm/payloads/rdma"));
     Rxe { netns: var("DPH_RXE_NETNS"), pod_dev: var("DPH_RXE_POD_DEV"), host_dev: var("DPH_RXE_HOST_DEV") }
 }
@@ -333,16 +370,17 @@ fn drop_cap(v: &mut Value, cap: &str) {
     }
 }
 
-/// A container in the pod namespace with `dev`'s uverbs node, libibverbs' config, no
+/// A container in network namespace `netns` (None: the host's) with `dev`'s uverbs node, libibverbs' config, no
 /// CAP_IPC_LOCK (pods do not get it by default: memlock then applies to verbs memory).
-fn rdma_bundle(r: &Rxe, dev: &str, script: &str) -> TestBundle {
+fn rdma_bundle(netns: Option<&str>, dev: &str, script: &str) -> TestBundle {
     let mut b = TestBundle::new(&["sh", "-c", script]);
     let (name, major, minor) = uverbs_of(dev);
     b.spec["linux"]["devices"] = json!([{"path": format!("/dev/infiniband/{name}"), "type": "c", "major": major, "minor": minor, "fileMode": 438, "uid": 0, "gid": 0}]);
-    for n in b.spec["linux"]["namespaces"].as_array_mut().unwrap() {
-        if n["type"] == "network" {
-            n["path"] = json!(r.netns);
-        }
+    allow_device(&mut b.spec, major, minor);
+    let nss = b.spec["linux"]["namespaces"].as_array_mut().unwrap();
+    match netns {
+        Some(path) => nss.iter_mut().filter(|n| n["type"] == "network").for_each(|n| n["path"] = json!(path)),
+        None => nss.retain(|n| n["type"] != "network"),
     }
     b.spec["process"].as_object_mut().unwrap().remove("rlimits");
     drop_cap(&mut b.spec, "CAP_IPC_LOCK");
@@ -355,7 +393,7 @@ fn rdma_bundle(r: &Rxe, dev: &str, script: &str) -> TestBundle {
 /// (or MC_GID_INDEX), `extra` options for both.
 fn pingpong(dev: &str, extra: &str) -> String {
     format!(
-        "{SHOW_LIMITS}; IDX=${{IDX:-$MC_GID_INDEX}}; ibv_rc_pingpong -d {dev} -g $IDX -n 3 {extra} & sleep 2; ibv_rc_pingpong -d {dev} -g $IDX -n 3 {extra} 127.0.0.1; c=$?; wait $!; s=$?; echo \"PINGPONG client=$c server=$s\"; [ $c = 0 ] && [ $s = 0 ]"
+        "{SHOW_LIMITS}; IDX=${{IDX:-$MC_GID_INDEX}}; timeout 120 ibv_rc_pingpong -d {dev} -g $IDX -n 3 {extra} & sleep 2; timeout 100 ibv_rc_pingpong -d {dev} -g $IDX -n 3 {extra} 127.0.0.1; c=$?; wait $!; s=$?; echo \"PINGPONG client=$c server=$s\"; [ $c = 0 ] && [ $s = 0 ]"
     )
 }
 
@@ -363,14 +401,24 @@ fn pingpong_ok(out: &str) -> bool {
     out.contains("PINGPONG client=0 server=0") && out.matches("bytes in").count() >= 2
 }
 
+const SHOW_ENV: &str = "echo \"GIDENV MC=${MC_GID_INDEX:-unset} NCCL=${NCCL_IB_GID_INDEX:-unset}\"";
+
 #[test]
 #[ignore = "needs Soft-RoCE: run integration/vm/payloads/rdma"]
-fn rxe_auto_sets_the_ipv4_roce_v2_index_of_the_pods_netdev_and_qps_connect() {
+fn rxe_auto_sets_the_ipv4_roce_v2_index_and_qps_connect_on_it() {
     let r = rxe();
-    let want = ipv4_gid_index(&r.pod_dev, [10, 77, 0, 2]);
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
-    let mut b = rdma_bundle(&r, &r.pod_dev, &pingpong(&r.pod_dev, ""));
+    // In the pod's namespace: the IPv4 RoCE v2 GID of the pod's own netdev (rxe1 on dph-vc).
+    let want = ipv4_gid_index(&r.pod_dev, [10, 77, 0, 2]);
+    let mut b = rdma_bundle(Some(&r.netns), &r.pod_dev, SHOW_ENV);
+    b.annotate(ANN_GID, "auto");
+    let o = p.run(&b, &unique("rxe-auto-pod"));
+    let out = out_of(&o);
+    assert!(o.status.success() && out.contains(&format!("GIDENV MC={want} NCCL={want}")), "MC_GID_INDEX and NCCL_IB_GID_INDEX set to {want}: {out}");
+    // In the host's namespace on rxe0, where rxe carries traffic: RC QPs connect on the choice.
+    let want = ipv4_gid_index(&r.host_dev, [10, 77, 0, 1]);
+    let mut b = rdma_bundle(None, &r.host_dev, &pingpong(&r.host_dev, ""));
     b.annotate(ANN_GID, "auto");
     let o = p.run(&b, &unique("rxe-auto"));
     let out = out_of(&o);
@@ -383,9 +431,9 @@ fn rxe_auto_sets_the_ipv4_roce_v2_index_of_the_pods_netdev_and_qps_connect() {
 fn rxe_an_empty_gid_index_fails_qp_setup_without_the_product_and_the_create_with_it() {
     // Seed 003: MC_GID_INDEX pointing at a slot that holds no GID.
     let r = rxe();
-    let bad = first_empty(&r.pod_dev);
+    let bad = first_empty(&r.host_dev);
     let runc = Runner::runc();
-    let mut c = rdma_bundle(&r, &r.pod_dev, &pingpong(&r.pod_dev, ""));
+    let mut c = rdma_bundle(None, &r.host_dev, &pingpong(&r.host_dev, ""));
     c.env(&format!("MC_GID_INDEX={bad}"));
     let o = runc.run(&c, &unique("rxe-bad-ctl"));
     let out = out_of(&o);
@@ -394,18 +442,24 @@ fn rxe_an_empty_gid_index_fails_qp_setup_without_the_product_and_the_create_with
 
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
-    let mut b = rdma_bundle(&r, &r.pod_dev, &pingpong(&r.pod_dev, ""));
-    b.env(&format!("MC_GID_INDEX={bad}"));
-    let id = unique("rxe-bad");
-    let o = create_with_timeout(&p, &b, &id, Duration::from_secs(60)).expect("create hung");
-    assert!(!o.status.success());
-    let line = assert_one_line("bad index", &o.stderr);
-    let valid: Vec<String> = valid_on(&r.pod_dev, "dph-vc").iter().map(u32::to_string).collect();
-    assert!(
-        line.starts_with(&format!("dataplane-hook: cannot use RDMA GID index {bad} (MC_GID_INDEX={bad} in its environment) for container {id}: on {} port 1 index {bad} is empty; valid indexes: {}", r.pod_dev, valid.join(", "))),
-        "{line}"
-    );
-    assert_gone(&p, &env, &id);
+    for (netns, dev, ndev) in [(None, &r.host_dev, "dph-vh"), (Some(r.netns.as_str()), &r.pod_dev, "dph-vc")] {
+        let bad = first_empty(dev);
+        let mut b = rdma_bundle(netns, dev, &pingpong(dev, ""));
+        b.env(&format!("MC_GID_INDEX={bad}"));
+        let id = unique("rxe-bad");
+        let o = create_with_timeout(&p, &b, &id, Duration::from_secs(120)).expect("create hung");
+        assert!(!o.status.success());
+        let line = assert_one_line("bad index", &o.stderr);
+        let valid: Vec<String> = valid_on(dev, ndev).iter().map(u32::to_string).collect();
+        assert!(
+            line.starts_with(&format!(
+                "dataplane-hook: cannot use RDMA GID index {bad} (MC_GID_INDEX={bad} in its environment) for container {id}: on {dev} port 1 index {bad} is empty; valid indexes: {}",
+                valid.join(", ")
+            )),
+            "{line}"
+        );
+        assert_gone(&p, &env, &id);
+    }
 }
 
 #[test]
@@ -415,11 +469,11 @@ fn rxe_a_gid_of_a_netdev_outside_the_containers_namespace_is_refused() {
     let host_v4 = ipv4_gid_index(&r.host_dev, [10, 77, 0, 1]);
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
-    // The host's device (its netdev dph-vh is not in the pod) with its IPv4 index.
-    let mut b = rdma_bundle(&r, &r.host_dev, "true");
+    // A pod given the host's device (its netdev dph-vh is not in the pod) and its IPv4 index.
+    let mut b = rdma_bundle(Some(&r.netns), &r.host_dev, "true");
     b.env(&format!("NCCL_IB_GID_INDEX={host_v4}"));
     let id = unique("rxe-outside");
-    let o = create_with_timeout(&p, &b, &id, Duration::from_secs(60)).expect("create hung");
+    let o = create_with_timeout(&p, &b, &id, Duration::from_secs(120)).expect("create hung");
     let line = assert_one_line("outside netns", &o.stderr);
     assert_eq!(
         line,
@@ -430,10 +484,10 @@ fn rxe_a_gid_of_a_netdev_outside_the_containers_namespace_is_refused() {
     );
     assert_gone(&p, &env, &id);
     // auto on that device: nothing usable in the pod.
-    let mut b = rdma_bundle(&r, &r.host_dev, "true");
+    let mut b = rdma_bundle(Some(&r.netns), &r.host_dev, "true");
     b.annotate(ANN_GID, "auto");
     let id = unique("rxe-outside-auto");
-    let o = create_with_timeout(&p, &b, &id, Duration::from_secs(60)).expect("create hung");
+    let o = create_with_timeout(&p, &b, &id, Duration::from_secs(120)).expect("create hung");
     let line = assert_one_line("outside netns auto", &o.stderr);
     assert!(line.starts_with(&format!("dataplane-hook: cannot choose an RDMA GID index for container {id}: {} has no usable GID", r.host_dev)), "{line}");
     assert_gone(&p, &env, &id);
@@ -442,19 +496,21 @@ fn rxe_a_gid_of_a_netdev_outside_the_containers_namespace_is_refused() {
 #[test]
 #[ignore = "needs Soft-RoCE: run integration/vm/payloads/rdma"]
 fn rxe_memlock_unlimited_lets_a_16mib_memory_region_register() {
-    // Without CAP_IPC_LOCK, pinned verbs memory counts against RLIMIT_MEMLOCK (8 MiB default).
+    // Without CAP_IPC_LOCK, pinned verbs memory counts against RLIMIT_MEMLOCK (8 MiB here, as
+    // under a systemd-started container runtime).
     let r = rxe();
-    let idx = ipv4_gid_index(&r.pod_dev, [10, 77, 0, 2]);
-    let script = format!("IDX={idx}; {}", pingpong(&r.pod_dev, "-s 16777216"));
+    let idx = ipv4_gid_index(&r.host_dev, [10, 77, 0, 1]);
+    let script = format!("IDX={idx}; {}", pingpong(&r.host_dev, "-s 16777216"));
     let runc = Runner::runc();
-    let c = rdma_bundle(&r, &r.pod_dev, &script);
+    let c = rdma_bundle(None, &r.host_dev, &script);
     let o = runc.run(&c, &unique("rxe-mr-ctl"));
     let out = out_of(&o);
+    assert_eq!(seen(&out).memlock, ("8388608".into(), "8388608".into()), "{out}");
     assert!(!o.status.success() && out.contains("Couldn't register MR"), "control: a 16 MiB MR must not register under 8 MiB memlock: {out}");
 
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
-    let b = rdma_bundle(&r, &r.pod_dev, &script);
+    let b = rdma_bundle(None, &r.host_dev, &script);
     let o = p.run(&b, &unique("rxe-mr"));
     let out = out_of(&o);
     assert_eq!(seen(&out).memlock, ("unlimited".into(), "unlimited".into()), "{out}");
@@ -468,26 +524,38 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
     let bad = first_empty(&r.pod_dev);
     let env = ProductEnv::new("");
     let runc = Runner::runc();
-    let mut b = rdma_bundle(&r, &r.pod_dev, &pingpong(&r.pod_dev, ""));
+    let mut b = rdma_bundle(Some(&r.netns), &r.pod_dev, SHOW_ENV);
     b.env(&format!("MC_GID_INDEX={bad}"));
     with_hooks(&mut b, &env);
     let id = unique("rxe-hooksd-bad");
-    let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(60)).expect("create hung");
+    let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(120)).expect("create hung");
     assert!(!o.status.success());
     let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", out_of(&o)));
     assert!(msg.contains(&format!("on {} port 1 index {bad} is empty; valid indexes:", r.pod_dev)), "{msg}");
     assert_gone(&runc, &env, &id);
 
+    // The host's IPv4 index in the pod: its netdev is not in the init's namespace.
+    let host_v4 = ipv4_gid_index(&r.host_dev, [10, 77, 0, 1]);
+    let mut b = rdma_bundle(Some(&r.netns), &r.host_dev, SHOW_ENV);
+    b.env(&format!("MC_GID_INDEX={host_v4}"));
+    with_hooks(&mut b, &env);
+    let id = unique("rxe-hooksd-outside");
+    let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(120)).expect("create hung");
+    assert!(!o.status.success());
+    let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", out_of(&o)));
+    assert!(msg.contains("belongs to dph-vh, which is not in the container's network namespace"), "{msg}");
+    assert_gone(&runc, &env, &id);
+
     // A valid index passes, and auto logs what a hook cannot put in the environment.
     let good = ipv4_gid_index(&r.pod_dev, [10, 77, 0, 2]);
-    let mut b = rdma_bundle(&r, &r.pod_dev, &pingpong(&r.pod_dev, ""));
+    let mut b = rdma_bundle(Some(&r.netns), &r.pod_dev, SHOW_ENV);
     b.env(&format!("MC_GID_INDEX={good}"));
     b.annotate(ANN_GID, "auto");
     with_hooks(&mut b, &env);
     let o = runc.run(&b, &unique("rxe-hooksd"));
     let out = out_of(&o);
-    assert!(o.status.success() && pingpong_ok(&out), "{out}");
-    assert!(env.log_text().contains("a hook cannot set NCCL_IB_GID_INDEX"), "{}", env.log_text());
+    assert!(o.status.success() && out.contains(&format!("GIDENV MC={good} NCCL=unset")), "{out}");
+    assert!(env.log_text().contains(&format!("a hook cannot set NCCL_IB_GID_INDEX={good}")), "{}", env.log_text());
 }
 
 /// Prints the rxe GID tables (the VM payload keeps them as the recorded fixture).
