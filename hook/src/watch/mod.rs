@@ -394,6 +394,7 @@ impl Daemon {
                 say!(warn, "uncharged memory {} exceeds the {} granted, but no GPU container is left to kill (another user holds it)", sbytes(uncharged), mib(granted));
             }
             Verdict::Kill { victim, why, since_ms, by_attribution } => {
+                self.was_over = true; // a pressure kill has no Over verdict before it
                 self.kill(victim, *why, *since_ms, *by_attribution, &obs);
                 self.write_metrics(self.now_ms());
             }
