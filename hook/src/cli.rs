@@ -45,7 +45,9 @@ pub enum Command {
     CreateRuntime,
     /// OCI hook: same as createRuntime (CRI-O turns prestart into createRuntime)
     ///
-    /// For hooks.d files and runtimes that only know the deprecated prestart stage.
+    /// Does exactly what createRuntime does, with the container's state JSON on stdin. For
+    /// hooks.d files and runtimes that only run the deprecated prestart stage; CRI-O turns a
+    /// prestart hook into a createRuntime one. Never run both for one container.
     #[command(name = "prestart")]
     Prestart,
     /// OCI hook: release everything of the container (state JSON on stdin); idempotent
@@ -118,7 +120,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut cmd, "dataplane-hook", &mut std::io::stdout());
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "dataplane-hook", &mut out);
+            let mut text = String::from_utf8_lossy(&out).into_owned();
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete spells a hyphenated bin name two ways in bash (clap-rs/clap#6421):
+                // the dispatch arms never match and subcommands' options never complete.
+                text = text.replace("dataplane__subcmd__hook__", "dataplane__hook__");
+            }
+            std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
             return Ok(());
         }
         Command::Manpage => {
