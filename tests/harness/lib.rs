@@ -47,6 +47,19 @@ pub fn runtime_bin() -> PathBuf {
     bin_dir().join("dataplane-runtime")
 }
 
+/// The OCI runtime the tests drive: `DPH_RUNTIME` (default `runc`; e.g. `crun`). Used as the
+/// control and written as `runtime_path` in every [`ProductEnv`] config, so the same suites
+/// run on another runtime (the VM payload runs them on runc and crun).
+pub fn oci_runtime() -> String {
+    std::env::var("DPH_RUNTIME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "runc".into())
+}
+
+/// `DPH_SYSTEMD_CGROUP=1`: every runtime invocation gets `--systemd-cgroup` (runc and crun
+/// both take it; containers then live in `system.slice:<runtime>:<id>` scopes).
+pub fn systemd_cgroup() -> bool {
+    matches!(std::env::var("DPH_SYSTEMD_CGROUP").as_deref(), Ok("1") | Ok("true") | Ok("yes"))
+}
+
 /// Panics unless root: these tests need real mounts, cgroups and runc.
 pub fn require_root() {
     assert!(nix::unistd::geteuid().is_root(), "integration tests must run as root (make test runs them with sudo when needed)");
@@ -284,9 +297,11 @@ impl ProductEnv {
         std::fs::write(
             &config,
             format!(
-                "state_dir = \"{}\"\nlog_file = \"{}\"\nlog_level = \"debug\"\n{extra}\n",
+                "state_dir = \"{}\"\nlog_file = \"{}\"\nlog_level = \"debug\"\n{}{extra}\n",
                 state_dir.display(),
-                log.display()
+                log.display(),
+                // A test that sets its own runtime_path keeps it (TOML forbids the key twice).
+                if extra.contains("runtime_path") { String::new() } else { format!("runtime_path = \"{}\"\n", oci_runtime()) }
             ),
         )
         .unwrap();
@@ -339,14 +354,20 @@ impl Runner {
     pub fn command(&self) -> Command {
         match &self.runtime {
             Runtime::Runc => {
-                let mut c = Command::new("runc");
+                let mut c = Command::new(oci_runtime());
                 c.arg("--root").arg(self.runc_root.path());
+                if systemd_cgroup() {
+                    c.arg("--systemd-cgroup");
+                }
                 c
             }
             Runtime::Product(env) => {
                 let mut c = Command::new(runtime_bin());
                 c.env("DATAPLANE_HOOK_CONFIG", &env.config);
                 c.arg("--root").arg(self.runc_root.path());
+                if systemd_cgroup() {
+                    c.arg("--systemd-cgroup");
+                }
                 c
             }
         }
