@@ -868,12 +868,17 @@ mod tests {
 
     #[test]
     fn rxe_and_infiniband() {
+        // The pod-side veth of the VM payload, as the container's namespace shows it.
         let mut ns = NetnsView::default();
-        ns.interfaces.insert("eth0".into(), iface(&["192.168.122.2"], [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]));
-        let c = ctx(&[fixture::RXE], Some(&["rxe0"]), Some(ns));
+        ns.interfaces.insert("lo".into(), iface(&["127.0.0.1"], [0; 6]));
+        ns.interfaces.insert("dph-vc".into(), iface(&["10.77.0.2", "fe80::d4e9:6ff:fec4:debc"], [0xd6, 0xe9, 0x06, 0xc4, 0xde, 0xbc]));
+        let c = ctx(&[fixture::RXE], Some(&["rxe1"]), Some(ns.clone()));
         assert_eq!(c.choose(), Ok(1));
         c.check(0).unwrap();
-        assert!(c.check(2).unwrap_err().contains("index 2 is empty"));
+        assert_eq!(c.check(2).unwrap_err(), "on rxe1 port 1 index 2 is empty; valid indexes: 0, 1");
+        // The same table seen from the host's namespace (dph-vc is elsewhere): nothing usable.
+        let c = ctx(&[fixture::RXE], Some(&["rxe1"]), Some(host_ns()));
+        assert_eq!(c.choose().unwrap_err(), "rxe1 has no usable GID (the container's network namespace has: ens1f0np0, ens1f1np1, lo)");
         let ib = ctx(&[fixture::IB], Some(&["mlx5_2"]), Some(NetnsView::default()));
         assert_eq!(ib.choose(), Ok(0));
         assert!(ib.check(1).unwrap_err().contains("index 1 is empty; valid indexes: 0"));
