@@ -6,7 +6,7 @@ VM_MEM      ?= 4096
 VM_RESULTS  ?= $(VM_DIR)/results
 VM_RUN_ARGS ?=
 
-.PHONY: vm-deps vm-image test-vm vm-shell
+.PHONY: vm-deps vm-image test-vm test-vm-smoke vm-shell
 
 vm-deps:
 	$(VM_DIR)/install-deps.sh
@@ -15,12 +15,16 @@ vm-deps:
 vm-image: vm-deps
 	$(VM_DIR)/build-image.sh
 
-# For now: the smoke payload (runtimes, cgroup v2, DPDK). Real end-to-end payloads get their
-# own run.sh invocation here; each keeps its logs in $(VM_RESULTS)/<name>.
-test-vm: vm-image
+# The smoke payload (runtimes, cgroup v2, DPDK), then the end-to-end suite (e2e.mk); each
+# keeps its logs in $(VM_RESULTS)/<name>.
+test-vm: test-vm-smoke test-vm-e2e
+
+test-vm-smoke: vm-image
 	$(VM_DIR)/run.sh --timeout $(VM_TIMEOUT) --mem $(VM_MEM) --results $(VM_RESULTS)/smoke \
 		$(VM_RUN_ARGS) $(VM_DIR)/smoke
 
 # Interactive root shell in the VM with PAYLOAD (default: the smoke payload) at /payload.
 vm-shell: vm-image
 	$(VM_DIR)/run.sh --interactive --mem $(VM_MEM) $(or $(PAYLOAD),$(VM_DIR)/smoke)
+
+-include $(VM_DIR)/e2e.mk
