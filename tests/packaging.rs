@@ -372,6 +372,12 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     for f in ["usr/bin/dataplane-hook", "usr/bin/dataplane-runtime", "install.sh", "etc/dataplane-hook/config.toml", "bin/busybox", "bin/sh", "usr/bin/nsenter"] {
         assert!(listing.lines().any(|l| l.trim_start_matches("./") == f), "the layer has {f}:\n{listing}");
     }
+    // Reproducible: the same inputs give the same image.
+    let again = tempfile::tempdir().unwrap();
+    let mut c = Command::new(repo().join("packaging/kubernetes/build-image.sh"));
+    c.arg(&built.bin).arg(again.path().join("layout")).arg("test").env("DPH_ALLOW_DYNAMIC", "1");
+    ok(&mut c);
+    assert_eq!(std::fs::read(again.path().join("layout/index.json")).unwrap(), std::fs::read(built.layout.join("index.json")).unwrap(), "same digests on a rebuild");
     let inspect: Value = serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:test", built.layout.display())))).unwrap();
     assert_eq!(inspect["config"]["Entrypoint"], json!(["/install.sh"]));
     ok(Command::new("umoci").args(["stat", "--image"]).arg(format!("{}:test", built.layout.display())));

@@ -284,6 +284,19 @@ pub struct ProductEnv {
     pub config: PathBuf,
     pub state_dir: PathBuf,
     pub log: PathBuf,
+    /// Removes `root` when the last clone goes, unless the test is failing (its log stays).
+    _cleanup: std::sync::Arc<RemoveOnDrop>,
+}
+
+#[derive(Debug)]
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() && !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 impl ProductEnv {
@@ -305,7 +318,20 @@ impl ProductEnv {
             ),
         )
         .unwrap();
-        ProductEnv { root, config, state_dir, log }
+        let _cleanup = std::sync::Arc::new(RemoveOnDrop(root.clone()));
+        ProductEnv { root, config, state_dir, log, _cleanup }
+    }
+
+    /// An environment over an existing config file (its state dir and log under `root`, which
+    /// the caller owns and cleans).
+    pub fn from_parts(root: &Path, config: &Path) -> ProductEnv {
+        ProductEnv {
+            root: root.to_path_buf(),
+            config: config.to_path_buf(),
+            state_dir: root.join("state"),
+            log: root.join("hook.log"),
+            _cleanup: std::sync::Arc::new(RemoveOnDrop(PathBuf::new())),
+        }
     }
 
     /// Runs `dataplane-hook --config <ours> ARGS`.
