@@ -63,7 +63,7 @@ fn a_gpu_container_past_its_headroom_is_killed_within_a_second_and_a_charged_nei
     p.launch(&g, &gid);
     let gpid = p.pid(&gid).unwrap();
     let obs = Observer::start(HEADROOM_PAGES + TOLERANCE_PAGES, vec![("grower".into(), gpid)], vec!["grower".into()], 0);
-    assert!(wait_for(Duration::from_secs(20), || !pid_alive(gpid)), "the grower was never killed:\n{}", watch.text());
+    assert!(obs.wait_death("grower", Duration::from_secs(20)), "the grower was never killed:\n{}", watch.text());
     std::thread::sleep(Duration::from_millis(300));
     let seen = obs.finish();
 
@@ -141,8 +141,7 @@ fn episode(grower_is_youngest: bool, extra_idle: bool) -> (String, Seen, Vec<(St
     };
     let n = watched.len() as u64;
     let obs = Observer::start(n * HEADROOM_PAGES + TOLERANCE_PAGES, watched.clone(), vec!["grower".into()], 0);
-    let grower_pid = watched.iter().find(|w| w.0 == "grower").unwrap().1;
-    assert!(wait_for(Duration::from_secs(20), || !pid_alive(grower_pid)), "the grower was never killed:\n{}", watch.text());
+    assert!(obs.wait_death("grower", Duration::from_secs(20)), "the grower was never killed:\n{}", watch.text());
     // Let the policy settle and re-measure: nothing more may die.
     std::thread::sleep(Duration::from_secs(3));
     let seen = obs.finish();

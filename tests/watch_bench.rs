@@ -74,7 +74,9 @@ fn main() {
     }
     require_root();
     let pool = PoolGuard::new(0);
-    let env = watch_env("");
+    // The product's defaults but the 64Mi tolerance (this host's noise is ~45 MiB): metrics
+    // every 10 s, poll 100 ms, sustain 200 ms, settle 1 s.
+    let env = watch_env("metrics_interval_ms = 10000\n");
     let mut watch = Watchdog::start(&env);
     std::thread::sleep(Duration::from_secs(1));
     let idle_none = idle(&watch, idle_secs);
@@ -97,7 +99,7 @@ fn main() {
         // One GPU container: 256Mi granted + 64Mi tolerance.
         let obs = Observer::start(128 + 32, vec![("grower".into(), pid)], vec!["grower".into()], 0);
         assert!(!stdout_of(&g).contains("jump"), "run {i}: the observer started late (slow host): raise the hold time");
-        let died = wait_for(Duration::from_secs(30), || !pid_alive(pid));
+        let died = obs.wait_death("grower", Duration::from_secs(30));
         let seen = obs.finish();
         p.delete(&id);
         set_pool(0);
@@ -126,7 +128,7 @@ fn main() {
         },
         "idle_no_gpu_containers": idle_none,
         "idle_one_gpu_container": idle_one,
-        "config": { "poll_interval_ms": 100, "sustain_ms": 200, "tolerance": "64Mi", "headroom": "256Mi" },
+        "config": { "poll_interval_ms": 100, "sustain_ms": 200, "settle_ms": 1000, "metrics_interval_ms": 10000, "tolerance": "64Mi", "headroom": "256Mi" },
     });
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
     drop(watch);

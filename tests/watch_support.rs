@@ -282,6 +282,11 @@ impl Observer {
         self.seen.lock().unwrap().clone()
     }
 
+    /// Waits until the observer saw `name` die (its clock, not the caller's, times the death).
+    pub fn wait_death(&self, name: &str, timeout: Duration) -> bool {
+        wait_for(timeout, || self.seen().death(name).is_some())
+    }
+
     pub fn finish(mut self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
