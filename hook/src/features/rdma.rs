@@ -230,6 +230,9 @@ impl Unusable {
     }
 }
 
+/// A port with its usable indexes and their scores.
+type PortUse<'a> = (&'a PortTable, Vec<(u32, u8)>);
+
 /// Everything needed to judge GID indexes for one container.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GidContext {
@@ -289,7 +292,7 @@ impl GidContext {
 
     /// The ports of the container's devices with their usable indexes: every port of a named
     /// device; for "any device", the ports that have a usable index at all.
-    fn relevant(&self) -> Result<Vec<(&PortTable, Vec<(u32, u8)>)>, String> {
+    fn relevant(&self) -> Result<Vec<PortUse<'_>>, String> {
         let tables: Vec<&PortTable> = match &self.named {
             Some(n) => self.tables.iter().filter(|t| n.contains(&t.device)).collect(),
             None => self.tables.iter().collect(),
@@ -309,13 +312,13 @@ impl GidContext {
     }
 
     /// Named devices none of whose ports has a usable index.
-    fn dead_devices(&self, rel: &[(&PortTable, Vec<(u32, u8)>)]) -> Vec<String> {
+    fn dead_devices(&self, rel: &[PortUse]) -> Vec<String> {
         let Some(named) = &self.named else { return vec![] };
         named.iter().filter(|d| !rel.iter().any(|(t, u)| &t.device == *d && !u.is_empty())).cloned().collect()
     }
 
     /// `valid indexes: 3 (mlx5_0 port 1: 1, 3; mlx5_1 port 1: 1, 3, 5)`.
-    fn listing(&self, counted: &[(&PortTable, Vec<(u32, u8)>)]) -> String {
+    fn listing(&self, counted: &[PortUse]) -> String {
         let common = common_indexes(counted);
         let list = |v: &[u32]| if v.is_empty() { "none".to_string() } else { v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ") };
         let mut s = format!("valid indexes: {}", list(&common));
@@ -370,7 +373,7 @@ impl GidContext {
     }
 }
 
-fn common_indexes(counted: &[(&PortTable, Vec<(u32, u8)>)]) -> Vec<u32> {
+fn common_indexes(counted: &[PortUse]) -> Vec<u32> {
     let mut it = counted.iter().map(|(_, u)| u.iter().map(|x| x.0).collect::<BTreeSet<u32>>());
     let first = it.next().unwrap_or_default();
     it.fold(first, |acc, s| acc.intersection(&s).copied().collect()).into_iter().collect()
