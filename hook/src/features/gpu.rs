@@ -123,7 +123,7 @@ pub fn inspect(spec: &Value, annotations: &BTreeMap<String, String>, host: &Host
     if by_devices == 0 && kfd {
         by_devices = 1;
     }
-    for n in nvidia_nodes.iter().chain(render_nodes.iter().map(|s| s)) {
+    for n in nvidia_nodes.iter().chain(render_nodes.iter()) {
         let dir = if n.starts_with("render") { "/dev/dri/" } else { "/dev/" };
         evidence.push(format!("device {dir}{n}"));
     }
