@@ -38,8 +38,7 @@ step "watch bench"
 "$here/bin/dataplane-watch-bench" --bin-dir "$here/bin" --runs "${DPH_WATCH_BENCH_RUNS:-5}" \
   --idle-secs "${DPH_WATCH_BENCH_IDLE:-20}" > "$results/watch-bench.json" || rc=1
 cat "$results/watch-bench.json"
-for f in /tmp/dph-env-*/watch.stderr; do
-  [[ -f $f ]] && cp "$f" "$results/$(basename "$(dirname "$f")")-watch.stderr"
+for f in /tmp/dph-env-*/watch.stderr /tmp/dph-env-*/hook.log; do
+  [[ -f $f ]] && cp "$f" "$results/$(basename "$(dirname "$f")")-$(basename "$f")"
 done
-cp /tmp/dph-env-*/hook.log "$results/" 2>/dev/null || true
 exit $rc
