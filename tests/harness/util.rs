@@ -199,6 +199,56 @@ pub fn unified_cgroup_dir(pid: i32) -> PathBuf {
     PathBuf::from(mount).join(path.trim_start_matches('/'))
 }
 
+/// A process's hugetlb cgroup and its 2Mi limit files, wherever hugetlb lives on this host:
+/// a v1 hierarchy (`hugetlb.2MB.limit_in_bytes`), else the v2 one (`hugetlb.2MB.max`) — on a
+/// hybrid host like the dev machine, the unified mount.
+pub struct HugetlbCgroup {
+    pub dir: PathBuf,
+    pub max: &'static str,
+    pub rsvd: &'static str,
+}
+
+impl HugetlbCgroup {
+    pub fn of(pid: i32) -> HugetlbCgroup {
+        let v1 = host_mounts().into_iter().find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "hugetlb"));
+        match v1 {
+            Some(m) => {
+                let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+                let path = text
+                    .lines()
+                    .find_map(|l| {
+                        let mut p = l.splitn(3, ':');
+                        let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+                        c.split(',').any(|c| c == "hugetlb").then_some(path)
+                    })
+                    .expect("a hugetlb line in /proc/<pid>/cgroup");
+                HugetlbCgroup {
+                    dir: PathBuf::from(m.mount_point).join(path.trim_start_matches('/')),
+                    max: "hugetlb.2MB.limit_in_bytes",
+                    rsvd: "hugetlb.2MB.rsvd.limit_in_bytes",
+                }
+            }
+            None => HugetlbCgroup { dir: unified_cgroup_dir(pid), max: "hugetlb.2MB.max", rsvd: "hugetlb.2MB.rsvd.max" },
+        }
+    }
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.dir.join(file)).unwrap_or_default().trim().to_string()
+    }
+}
+
+/// A hugetlb limit value meaning "no limit" (v2 `max`, v1 the page-rounded i64 max).
+pub fn unlimited(v: &str) -> bool {
+    v == "max" || v.parse::<u64>().map(|n| n >= 1 << 62).unwrap_or(false)
+}
+
+/// Hugetlb lives only on a unified mount that is not /sys/fs/cgroup (hybrid host): runc and
+/// crun cannot apply the spec's `hugepageLimits` there.
+pub fn hybrid_hugetlb() -> bool {
+    let m = host_mounts();
+    !m.iter().any(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "hugetlb"))
+        && m.iter().any(|m| m.fstype == "cgroup2" && m.mount_point != "/sys/fs/cgroup")
+}
+
 /// Every cgroup directory of a process on the host (v1 hierarchies and the unified one).
 pub fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
     let mounts = host_mounts();
