@@ -12,7 +12,7 @@ use crate::Report;
 
 const WORKERS: usize = 4;
 const PER_WORKER: usize = 6;
-const REPS: usize = 3;
+const REPS: usize = 5;
 
 fn batch(runner: &Runner, bundles: &[PathBuf], tag: &str) -> Result<Duration> {
     let t = Instant::now();
