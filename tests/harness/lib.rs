@@ -109,6 +109,13 @@ impl PoolGuard {
         nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("flock");
         let previous = read_u64(&format!("{HP2M}/nr_hugepages"));
         set_pool(pages);
+        // The previous holder's last container may still be going (the kernel drops a private
+        // hugetlbfs and its reservation when the container's mount namespace dies, which can
+        // trail the runtime's delete): give the pool a moment to become idle.
+        wait_for(Duration::from_secs(30), || {
+            let c = counters();
+            c.free == c.total && c.reserved == 0
+        });
         let baseline = counters();
         assert_eq!(baseline.total, pages, "could not size the 2Mi pool to {pages} pages (memory fragmented?)");
         assert_eq!(baseline.free, pages, "hugepages of the pool are in use by someone else: {baseline:?}");
