@@ -261,6 +261,10 @@ fn check_oci_layout(layout: &Path, tag: &str) -> (Value, Vec<PathBuf>) {
     (config, layers)
 }
 
+/// Image builds here pin their timestamps (else the last commit's time, which moves while
+/// others commit).
+const EPOCH: &str = "1700000000";
+
 struct Built {
     _dir: tempfile::TempDir,
     layout: PathBuf,
@@ -277,7 +281,7 @@ fn build_image() -> Built {
         None => (bin_dir(), true),
     };
     let mut c = Command::new(repo().join("packaging/kubernetes/build-image.sh"));
-    c.arg(&bin).arg(&layout).arg("test");
+    c.arg(&bin).arg(&layout).arg("test").env("SOURCE_DATE_EPOCH", EPOCH);
     if dynamic {
         c.env("DPH_ALLOW_DYNAMIC", "1");
     }
@@ -310,7 +314,10 @@ fn installer_bundle(layout: &Path, work: &Path, name: &str, args: &[&str], env: 
     for (k, v) in env {
         envs.push(json!(format!("{k}={v}")));
     }
-    let caps: Vec<String> = (0..=40).filter_map(cap_name).map(String::from).collect();
+    // "privileged": every capability this (root) process may hand on.
+    let bnd = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = u64::from_str_radix(bnd.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim(), 16).unwrap();
+    let caps: Vec<String> = (0..=40).filter(|n| bnd & (1u64 << n) != 0).filter_map(cap_name).map(String::from).collect();
     for set in ["bounding", "effective", "permitted"] {
         spec["process"]["capabilities"][set] = json!(caps);
     }
@@ -345,6 +352,17 @@ fn run_installer(runc_root: &Path, bundle: &Path, id: &str) -> String {
     t
 }
 
+/// Force-deletes a container with plain runc when a test ends, passed or not.
+struct DeleteOnDrop {
+    root: PathBuf,
+    id: String,
+}
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("runc").arg("--root").arg(&self.root).args(["delete", "--force", &self.id]).output();
+    }
+}
+
 fn host_procs_with(needle: &str) -> Vec<i32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -361,6 +379,7 @@ fn host_procs_with(needle: &str) -> Vec<i32> {
 #[test]
 fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_real() {
     let pool = PoolGuard::new(16);
+    let t0 = std::time::Instant::now();
     let built = build_image();
 
     // The layout: by hand, then by two independent tools.
@@ -375,7 +394,10 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     // Reproducible: the same inputs give the same image.
     let again = tempfile::tempdir().unwrap();
     let mut c = Command::new(repo().join("packaging/kubernetes/build-image.sh"));
-    c.arg(&built.bin).arg(again.path().join("layout")).arg("test").env("DPH_ALLOW_DYNAMIC", "1");
+    c.arg(&built.bin).arg(again.path().join("layout")).arg("test").env("SOURCE_DATE_EPOCH", EPOCH);
+    if std::env::var_os("DPH_STATIC_BIN_DIR").is_none() {
+        c.env("DPH_ALLOW_DYNAMIC", "1");
+    }
     ok(&mut c);
     assert_eq!(std::fs::read(again.path().join("layout/index.json")).unwrap(), std::fs::read(built.layout.join("index.json")).unwrap(), "same digests on a rebuild");
     let inspect: Value = serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:test", built.layout.display())))).unwrap();
@@ -393,6 +415,9 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     let cfg = h.join("etc/dataplane-hook/config.toml");
     let reloads = h.join("reloads");
     let env: Vec<(String, String)> = [
+        // PID 1 of this machine is out of reach (it holds capabilities root here lacks, so
+        // its namespaces cannot be opened); this test process is in the host's namespaces.
+        ("DPH_HOST_PID", std::process::id().to_string()),
         ("DPH_RUNTIME", "containerd".to_string()),
         ("DPH_INSTALL_DIR", dest.display().to_string()),
         ("DPH_CONFIG", cfg.display().to_string()),
@@ -420,6 +445,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     };
     let reload_count = || std::fs::read_to_string(&reloads).map(|s| s.lines().count()).unwrap_or(0);
 
+    eprintln!("installer test: step 1 at {:?}", t0.elapsed());
     // 1. install: binaries copied, config written, containerd configured, reloaded once.
     let out = run_installer(runc_root.path(), &bundle("install", &["/install.sh", "install"]), &unique("inst"));
     for b in ["dataplane-hook", "dataplane-runtime"] {
@@ -437,6 +463,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     assert_eq!(handler.1.as_deref(), Some(dest.join("dataplane-runtime").to_str().unwrap()), "{dump}");
     assert!(dump.contains("registry.k8s.io/pause:3.9"), "the admin's CRI settings are still in effect");
 
+    eprintln!("installer test: step 2 at {:?}", t0.elapsed());
     // 2. A pod restart runs install again: nothing changes, no second restart.
     let dropin_before = std::fs::read(&dropin).unwrap();
     let out = run_installer(runc_root.path(), &bundle("again", &["/install.sh", "install"]), &unique("inst"));
@@ -444,8 +471,10 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     assert!(out.contains("already configured"), "{out}");
     assert_eq!(std::fs::read(&dropin).unwrap(), dropin_before);
 
+    eprintln!("installer test: step 3 at {:?}", t0.elapsed());
     // 3. run mode: the watchdog runs on the host with the node's config, as the pod's main process.
     let watch_id = unique("watch");
+    let _reap_watch = DeleteOnDrop { root: runc_root.path().to_path_buf(), id: watch_id.clone() };
     let watch_bundle = bundle("run", &["/install.sh", "run"]);
     let mut watch = Command::new("runc")
         .arg("--root")
@@ -471,21 +500,39 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     assert!(stopped, "the watchdog stops with the pod");
     assert_eq!(reload_count(), 1);
 
+    eprintln!("installer test: step 4 at {:?}", t0.elapsed());
     // 4. A real container through what the installer put on the node; it stays alive.
     let env_p = ProductEnv::from_parts(h, &cfg);
-    let mut sleeper = TestBundle::new(&["sleep", "600"]);
+    let mut sleeper = TestBundle::new(&["sleep", "3600"]);
     sleeper.annotate(HUGE, "8Mi");
     let rr = tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap();
     let installed = |args: &[&str]| -> Output {
         run(Command::new(dest.join("dataplane-runtime")).env("DATAPLANE_HOOK_CONFIG", &cfg).arg("--root").arg(rr.path()).args(args))
     };
     let cid = unique("inst-c");
-    let o = installed(&["run", "-d", "--bundle", sleeper.path().to_str().unwrap(), &cid]);
+    let _reap = DeleteOnDrop { root: rr.path().to_path_buf(), id: cid.clone() };
+    // create + start with the container's stdio on files (runc hands its stdio to the container).
+    let out = std::fs::File::create(sleeper.path().join("stdout.log")).unwrap();
+    let o = Command::new(dest.join("dataplane-runtime"))
+        .env("DATAPLANE_HOOK_CONFIG", &cfg)
+        .arg("--root")
+        .arg(rr.path())
+        .args(["create", "--bundle"])
+        .arg(sleeper.path())
+        .arg(&cid)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .status()
+        .unwrap();
+    assert!(o.success(), "{}\n{}", stdout_of(&sleeper), env_p.log_text());
+    let o = installed(&["start", &cid]);
     assert!(o.status.success(), "{}\n{}", text(&o), env_p.log_text());
     assert_eq!(counters().reserved, 4, "the installed hook reserved the pages");
     sleeper.reload();
     assert_eq!(sleeper.spec["hooks"]["poststop"][0]["path"].as_str(), Some(dest.join("dataplane-hook").to_str().unwrap()));
 
+    eprintln!("installer test: step 5 at {:?}", t0.elapsed());
     // 5. uninstall while it runs: the runtime config is restored byte for byte and the runtime
     //    restarted, but the binaries stay (its poststop needs the hook).
     let out = run_installer(runc_root.path(), &bundle("un1", &["/install.sh", "uninstall"]), &unique("uninst"));
@@ -497,6 +544,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     assert!(dest.join("dataplane-hook").exists() && dest.join("dataplane-runtime").exists(), "binaries kept while a container runs: {out}");
     assert!(out.contains("still run"), "{out}");
 
+    eprintln!("installer test: step 6 at {:?}", t0.elapsed());
     // 6. The container goes (poststop through the installed hook); uninstall finishes.
     let o = installed(&["delete", "--force", &cid]);
     assert!(o.status.success(), "{}", text(&o));
@@ -510,6 +558,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     assert_eq!(reload_count(), 2, "nothing left to restore: no restart");
     assert!(out.contains("uninstalled"), "{out}");
 
+    eprintln!("installer test: step 7 at {:?}", t0.elapsed());
     // 7. Nothing recorded: uninstall is a no-op.
     let out = run_installer(runc_root.path(), &bundle("un3", &["/install.sh", "uninstall"]), &unique("uninst"));
     assert!(out.contains("nothing to undo"), "{out}");
@@ -700,6 +749,7 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     // the default file prefix, each its own reserved hugetlbfs, both forward.
     let r = Installed { root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap() };
     let ids = [unique("deb-a"), unique("deb-b")];
+    let _reaps: Vec<DeleteOnDrop> = ids.iter().map(|id| DeleteOnDrop { root: r.root.path().to_path_buf(), id: id.clone() }).collect();
     let bundles: Vec<TestBundle> = ids
         .iter()
         .map(|_| {

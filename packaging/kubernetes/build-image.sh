@@ -17,8 +17,9 @@
 #                                                         cgroup namespace), with the shared
 #                                                         libraries it loads (ldd) at their paths
 # --stage-only writes that tree to <output dir>/rootfs for Containerfile (FROM scratch, COPY).
-# Otherwise <output dir> becomes an OCI layout with <tag> (default: the crate version), built
-# with umoci.
+# Otherwise <output dir> becomes an OCI image layout with <tag> (default: the crate version),
+# written with tar, gzip and sha256sum alone; reproducible (SOURCE_DATE_EPOCH, default the last
+# commit's time).
 set -euo pipefail
 
 stage_only=
@@ -70,21 +71,42 @@ if [[ -n $stage_only ]]; then
     exit 0
 fi
 
-command -v umoci >/dev/null || { echo "build-image: umoci is missing (apt-get install umoci)" >&2; exit 1; }
-[[ -d $out ]] || umoci init --layout "$out"
-umoci new --image "$out:$tag"
-# One layer with the whole tree, owned by root whoever builds it.
-if [[ $(id -u) -eq 0 ]]; then
-    umoci insert --image "$out:$tag" "$root" /
-else
-    umoci insert --rootless --image "$out:$tag" "$root" /
+# The OCI layout, by hand: one gzip'd tar layer (root-owned, sorted, fixed mtimes: the same
+# inputs give the same digests), its config, the manifest, the index. (umoci 0.4.7's `insert`
+# leaves the layer's tar stream unterminated, which Go's archive/tar — containerd — rejects.)
+epoch=${SOURCE_DATE_EPOCH:-$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 0)}
+created=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
+if [[ -e $out && ! -f $out/oci-layout ]]; then
+    echo "build-image: $out exists and is not an OCI layout: refusing to overwrite it" >&2
+    exit 1
 fi
-umoci config --image "$out:$tag" --os linux --architecture amd64 \
-    --config.entrypoint /install.sh --config.cmd run \
-    --config.env PATH=/usr/bin:/bin --config.workingdir / \
-    --config.label org.opencontainers.image.title=dataplane-hook-installer \
-    --config.label org.opencontainers.image.version="$version"
-umoci gc --layout "$out"
-echo "build-image: $out:$tag"
+rm -rf "$out"
+mkdir -p "$out/blobs/sha256"
+put_blob() { # put_blob <file> -> prints "<hex digest> <size>"
+    local d s
+    d=$(sha256sum "$1" | cut -d' ' -f1)
+    s=$(stat -c %s "$1")
+    mv "$1" "$out/blobs/sha256/$d"
+    echo "$d $s"
+}
+tar --sort=name --numeric-owner --owner=0 --group=0 --mtime="@$epoch" --format=pax \
+    --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+    -C "$root" -cf "$work/layer.tar" .
+diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
+gzip -9n < "$work/layer.tar" > "$work/layer.tar.gz"
+read -r layer_digest layer_size < <(put_blob "$work/layer.tar.gz")
+cat > "$work/config.json" <<JSON
+{"created":"$created","architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/bin:/bin"],"Entrypoint":["/install.sh"],"Cmd":["run"],"WorkingDir":"/","Labels":{"org.opencontainers.image.title":"dataplane-hook-installer","org.opencontainers.image.version":"$version"}},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created":"$created","created_by":"packaging/kubernetes/build-image.sh"}]}
+JSON
+read -r config_digest config_size < <(put_blob "$work/config.json")
+cat > "$work/manifest.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$config_digest","size":$config_size},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$layer_digest","size":$layer_size}]}
+JSON
+read -r manifest_digest manifest_size < <(put_blob "$work/manifest.json")
+printf '{"imageLayoutVersion":"1.0.0"}\n' > "$out/oci-layout"
+cat > "$out/index.json" <<JSON
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,"annotations":{"org.opencontainers.image.ref.name":"$tag"}}]}
+JSON
+echo "build-image: $out:$tag (manifest sha256:$manifest_digest)"
 echo "  load it: skopeo copy oci:$out:$tag docker-archive:dataplane-hook-installer.tar:dataplane-hook-installer:$tag"
 echo "       or: tar -C $out -cf installer.oci.tar . && ctr -n k8s.io images import --index-name dataplane-hook-installer:$tag installer.oci.tar"

@@ -21,8 +21,9 @@
 #
 # Settings (environment):
 #   DPH_HOST_ROOT     where the host's / is mounted in this container      [/host]
-#   DPH_HOST_EXEC     prefix that runs a command in the host's mount and cgroup namespaces
-#                                                                           [nsenter -t 1 -m -C --]
+#   DPH_HOST_PID      a host process whose mount and cgroup namespaces are the host's   [1]
+#   DPH_HOST_EXEC     prefix that runs a command in those namespaces
+#                                                         [/usr/bin/nsenter -t $DPH_HOST_PID -m -C --]
 #   DPH_INSTALL_DIR   host dir for dataplane-hook and dataplane-runtime     [/opt/dataplane-hook/bin]
 #   DPH_CONFIG        host path of the config (written when missing)        [/etc/dataplane-hook/config.toml]
 #   DPH_STATE         host dir of the installer's record                   [/var/lib/dataplane-hook-installer]
@@ -34,7 +35,9 @@
 set -eu
 
 HOST=${DPH_HOST_ROOT-/host}
-HOST_EXEC=${DPH_HOST_EXEC-nsenter -t 1 -m -C --}
+HOST_PID=${DPH_HOST_PID:-1}
+# An absolute path: busybox sh prefers its own applets, and busybox nsenter has no -C.
+HOST_EXEC=${DPH_HOST_EXEC-/usr/bin/nsenter -t $HOST_PID -m -C --}
 DEST=${DPH_INSTALL_DIR:-/opt/dataplane-hook/bin}
 CONFIG=${DPH_CONFIG:-/etc/dataplane-hook/config.toml}
 STATE=${DPH_STATE:-/var/lib/dataplane-hook-installer}
