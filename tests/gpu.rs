@@ -67,6 +67,21 @@ fn high_of(limit: u64) -> u64 {
     ((limit as f64 * 0.95) as u64) / 4096 * 4096
 }
 
+/// Removes the empty `dataplane-tests` parent cgroups runc leaves (in every hierarchy) when
+/// dropped; one another test still uses stays (EBUSY).
+struct CgroupParents;
+impl Drop for CgroupParents {
+    fn drop(&mut self) {
+        let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/dataplane-tests")];
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            dirs.extend(rd.flatten().map(|e| e.path().join("dataplane-tests")));
+        }
+        for d in dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 fn env(extra: &str) -> ProductEnv {
     ProductEnv::new(&format!("[gpu]\nheadroom_per_gpu = \"256Mi\"\n{extra}"))
 }
@@ -74,6 +89,7 @@ fn env(extra: &str) -> ProductEnv {
 #[test]
 fn gpu_container_memory_limit_is_lowered_by_its_headroom_through_the_wrapper() {
     require_root();
+    let _cg = CgroupParents;
     // Control: plain runc enforces exactly the pod's limit; driver memory comes on top of it.
     let runc = Runner::runc();
     let b = bundle(Some(GI), true);
@@ -136,6 +152,7 @@ fn hooks_d(b: &mut TestBundle, env: &ProductEnv) {
 #[test]
 fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     require_root();
+    let _cg = CgroupParents;
     let env = env("");
     let runc = Runner::runc();
     let mut b = bundle(Some(GI), true);
@@ -175,6 +192,7 @@ fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
 #[test]
 fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
     require_root();
+    let _cg = CgroupParents;
     let env = env("");
     // Wrapper path.
     let p = Runner::product(&env);
@@ -206,6 +224,7 @@ fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
 #[test]
 fn unlimited_gpu_containers_follow_the_configured_policy() {
     require_root();
+    let _cg = CgroupParents;
     // allow (default): runs unlimited.
     let env_allow = env("");
     let p = Runner::product(&env_allow);

@@ -25,6 +25,7 @@ const GROW_MORE: Grow = Grow { step: 8, every_ms: 50, max: 640 };
 fn control_uncharged_memory_grows_past_the_memory_limit_and_nothing_stops_it() {
     // Without the product: the container's memory limit (256Mi) does not see the pool it grows
     // to 640 MiB; the cgroup's own usage stays tiny; the container keeps running.
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     let runc = Runner::runc();
     let mut b = gpu_container(Some(GROW), None);
@@ -45,6 +46,7 @@ fn control_uncharged_memory_grows_past_the_memory_limit_and_nothing_stops_it() {
 
 #[test]
 fn a_gpu_container_past_its_headroom_is_killed_within_a_second_and_a_charged_neighbour_survives() {
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     let env = watch_env("");
     let watch = Watchdog::start(&env);
@@ -95,6 +97,7 @@ fn a_gpu_container_past_its_headroom_is_killed_within_a_second_and_a_charged_nei
 #[test]
 fn uncharged_growth_without_gpu_containers_kills_nothing() {
     // The same growth from a non-GPU container: nothing is ours to kill, nothing is killed.
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     let env = watch_env("");
     let watch = Watchdog::start(&env);
@@ -158,6 +161,7 @@ fn state<'a>(states: &'a [(String, Option<String>)], name: &str) -> Option<&'a s
 
 #[test]
 fn two_gpu_containers_the_youngest_grower_dies_and_the_other_keeps_running() {
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     let (text, seen, states) = episode(true, false);
     assert_eq!(seen.deaths.len(), 1, "only the grower died: {seen:?}\n{text}");
@@ -176,6 +180,7 @@ fn without_attribution_the_youngest_goes_first_then_the_grower_and_it_stops_unde
     // idle GPU container, so the idle one is killed first; the node is still over budget after
     // the settle time, so the grower goes next; then the node is back under budget and an even
     // older idle GPU container survives.
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     let (text, seen, states) = episode(false, true);
     let order: Vec<&str> = seen.deaths.iter().map(|d| d.0.as_str()).collect();
@@ -192,6 +197,7 @@ fn without_attribution_the_youngest_goes_first_then_the_grower_and_it_stops_unde
 
 #[test]
 fn dry_run_reports_the_kill_with_its_numbers_and_kills_nothing() {
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     let env = watch_env("dry_run = true");
     let watch = Watchdog::start(&env);
@@ -218,6 +224,7 @@ fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_t
     // The GPU container sits 64 MiB over its 256Mi headroom (within the tolerance). Then a
     // non-GPU container makes the node stall on memory: the PSI trigger fires and the GPU
     // container is killed at once; the thrasher, not a GPU container, is never a candidate.
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     let env = watch_env("tolerance = \"512Mi\"\nsustain_ms = 60000\n");
     let watch = Watchdog::start(&env);

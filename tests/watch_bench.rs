@@ -73,6 +73,7 @@ fn main() {
         std::env::set_var("DPH_BIN_DIR", &bin_dir);
     }
     require_root();
+    let _cg = CgroupParents;
     let pool = PoolGuard::new(0);
     // The product's defaults but the 64Mi tolerance (this host's noise is ~45 MiB): metrics
     // every 10 s, poll 100 ms, sustain 200 ms, settle 1 s.

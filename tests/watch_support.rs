@@ -118,6 +118,26 @@ pub fn cgroup_path(b: &mut TestBundle) {
     b.save();
 }
 
+/// Removes the (empty) `dataplane-tests` parent cgroups runc leaves behind, in every hierarchy;
+/// one still in use by another test stays (rmdir fails with EBUSY).
+pub fn remove_test_cgroup_parents() {
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/dataplane-tests")];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        dirs.extend(rd.flatten().map(|e| e.path().join("dataplane-tests")));
+    }
+    for d in dirs {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// Calls [`remove_test_cgroup_parents`] when dropped (also when a test fails).
+pub struct CgroupParents;
+impl Drop for CgroupParents {
+    fn drop(&mut self) {
+        remove_test_cgroup_parents();
+    }
+}
+
 /// Makes the container's /sys writable (the emulation writes the pool size from inside).
 pub fn writable_sys(b: &mut TestBundle) {
     for m in b.spec["mounts"].as_array_mut().unwrap() {
