@@ -14,7 +14,7 @@
 //!   container's memory cgroup itself (v2 `memory.max` + `memory.high`, v1
 //!   `memory.limit_in_bytes`) with the previous values in the ledger so teardown restores them.
 //!
-//! GPU count rules (documented in the SPEC note of issue 6):
+//! GPU count rules:
 //! - each `/dev/nvidia<N>` and each `/dev/dri/renderD<N>` in `linux.devices` (or bind-mounted
 //!   there) is one GPU; `/dev/kfd` alone (AMD compute) counts as one;
 //! - `NVIDIA_VISIBLE_DEVICES` / `AMD_VISIBLE_DEVICES`: empty, `void`, `none` mean no GPU; `all`
