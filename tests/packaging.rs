@@ -795,7 +795,9 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     let o = run(Command::new("dpkg").args(["--purge", PKG]));
     assert!(o.status.success(), "dpkg --purge: {}", text(&o));
     assert!(not_installed(), "{:?}", dpkg_status());
-    assert_eq!(package_traces(), traces_before, "purge left files behind");
+    // (A log file someone left before the install is the package's log: purge may take it.)
+    let left: Vec<String> = package_traces().into_iter().filter(|t| !traces_before.contains(t)).collect();
+    assert!(left.is_empty(), "purge left files behind: {left:?}");
     assert_eq!(runtime_configs(), before_configs, "the runtimes' config is as it was");
 }
 
