@@ -3,6 +3,7 @@
 #   make test    install deps, build, unit tests, integration tests (root)
 #   make bench   lifecycle overhead vs plain runc and more; writes BENCHMARKS.md (root)
 #   make deb     the Debian package (cargo-deb) in $(TARGET_DIR)/debian/
+#   make image   the Kubernetes installer's image (OCI layout) in $(TARGET_DIR)/installer-image/
 #   make test-vm the VM suite (integration/vm/vm.mk)
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -23,7 +24,7 @@ TEST_THREADS ?= 2
 # (The VM suite is not part of `make test` yet.)
 EXTRA_TEST_TARGETS ?=
 
-.PHONY: all build deps demo test unit-test integration-test bench deb
+.PHONY: all build deps demo test unit-test integration-test bench deb image
 
 all: build
 
@@ -53,5 +54,12 @@ deb: build
 	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
 	./packaging/gen-assets.sh "$(BIN_DIR)"
 	$(CARGO) deb -p dataplane-hook --no-build --output "$(TARGET_DIR)/debian/"
+
+# The installer image copies the binaries onto nodes whose C library may be older than this
+# machine's: they are linked statically (glibc, crt-static), then packed offline.
+STATIC_TARGET ?= x86_64-unknown-linux-gnu
+image:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p dataplane-hook --bins --target $(STATIC_TARGET)
+	./packaging/kubernetes/build-image.sh "$(TARGET_DIR)/$(STATIC_TARGET)/release" "$(TARGET_DIR)/installer-image"
 
 -include integration/vm/vm.mk

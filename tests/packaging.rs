@@ -227,7 +227,7 @@ fn manifests_agree_with_each_other_and_with_the_product() {
     }
     assert!(c["image"].as_str().unwrap().starts_with("dataplane-hook-installer:"));
     let build = std::fs::read_to_string(repo().join("packaging/kubernetes/build-image.sh")).unwrap();
-    assert!(build.contains("org.opencontainers.image.title=dataplane-hook-installer"));
+    assert!(build.contains("\"org.opencontainers.image.title\":\"dataplane-hook-installer\""), "the image build names the image the DaemonSet runs");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,6 +376,50 @@ fn host_procs_with(needle: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The consumer that matters: a (private) containerd imports the layout — Go's archive/tar
+/// unpacks the layer strictly — and runs the image's binaries.
+fn containerd_imports_and_runs(layout: &Path) {
+    let dir = tempfile::Builder::new().prefix("dph-ctrd-").tempdir().unwrap();
+    let d = dir.path();
+    let sock = d.join("c.sock");
+    std::fs::write(
+        d.join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{1}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n",
+            d.display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+    let _daemon = Daemon(Command::new("containerd").arg("--config").arg(d.join("config.toml")).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
+    let ctr = || {
+        let mut c = Command::new("ctr");
+        c.arg("-a").arg(&sock).args(["-n", "dph-image-test"]);
+        c
+    };
+    assert!(wait_for(Duration::from_secs(20), || ctr().args(["version"]).output().is_ok_and(|o| o.status.success())), "containerd: {}", std::fs::read_to_string(d.join("containerd.log")).unwrap_or_default());
+    let tar = d.join("image.tar");
+    ok(Command::new("tar").arg("-C").arg(layout).arg("-cf").arg(&tar).arg("."));
+    let imp = ok(ctr().args(["images", "import", "--index-name", "dataplane-hook-installer:test"]).arg(&tar));
+    assert!(imp.contains("unpacking dataplane-hook-installer:test") && imp.contains("done"), "{imp}");
+    let v = ok(ctr().args(["run", "--rm", "dataplane-hook-installer:test", &unique("img"), "/usr/bin/dataplane-hook", "--version"]));
+    assert!(v.starts_with("dataplane-hook "), "{v}");
+    let n = ok(ctr().args(["run", "--rm", "dataplane-hook-installer:test", &unique("img"), "/usr/bin/nsenter", "--version"]));
+    assert!(n.contains("util-linux"), "util-linux's nsenter runs with the libraries packed beside it: {n}");
+    // The entrypoint runs under the image's busybox shell.
+    let sh = run(ctr().args(["run", "--rm", "dataplane-hook-installer:test", &unique("img"), "/install.sh", "bogus"]));
+    assert!(!sh.status.success() && text(&sh).contains("usage: install.sh [run|install|uninstall]"), "{}", text(&sh));
+    let _ = ctr().args(["images", "rm", "dataplane-hook-installer:test"]).output();
+}
+
 #[test]
 fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_real() {
     let pool = PoolGuard::new(16);
@@ -386,6 +430,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     let (config, layers) = check_oci_layout(&built.layout, "test");
     assert_eq!(config["config"]["Entrypoint"], json!(["/install.sh"]));
     assert_eq!(config["config"]["Cmd"], json!(["run"]));
+    assert_eq!(config["config"]["Labels"]["org.opencontainers.image.title"], "dataplane-hook-installer");
     assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("amd64")));
     let listing = ok(Command::new("tar").arg("-tzf").arg(&layers[0]));
     for f in ["usr/bin/dataplane-hook", "usr/bin/dataplane-runtime", "install.sh", "etc/dataplane-hook/config.toml", "bin/busybox", "bin/sh", "usr/bin/nsenter"] {
@@ -403,6 +448,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     let inspect: Value = serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:test", built.layout.display())))).unwrap();
     assert_eq!(inspect["config"]["Entrypoint"], json!(["/install.sh"]));
     ok(Command::new("umoci").args(["stat", "--image"]).arg(format!("{}:test", built.layout.display())));
+    containerd_imports_and_runs(&built.layout);
 
     // The node: a containerd config of the admin's, a temp install dir, config and record.
     let host = tempfile::Builder::new().prefix("dph-node-").tempdir().unwrap();

@@ -510,7 +510,7 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     }
     match (&f.log, cfg.log_file.as_os_str().is_empty()) {
         (_, true) => out.push(Check::new(Warn, "log file", "log_file = \"\": hook errors only reach the runtime, which often swallows them").fix("set log_file in the config")),
-        (Ok(()), false) => out.push(Check::new(Pass, "log file", format!("{} is writable", cfg.log_file.display()))),
+        (Ok(()), false) => out.push(Check::new(Pass, "log file", format!("{} can be written", cfg.log_file.display()))),
         (Err(e), false) => out.push(Check::new(Fail, "log file", format!("cannot write {}: {e}", cfg.log_file.display())).fix("make its directory writable by root, or change log_file")),
     }
 
@@ -768,14 +768,26 @@ fn gpus() -> Vec<String> {
     out
 }
 
+/// Whether `d` exists and this process may write in it; asked with access(2), never by
+/// writing (doctor changes nothing on the node).
 fn writable_dir(d: &Path) -> Result<bool, String> {
     if !d.exists() {
         return Ok(false);
     }
-    let probe = d.join(format!(".dataplane-hook-doctor.{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(true)
+    rustix::fs::access(d, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).map(|()| true).map_err(|e| std::io::Error::from(e).to_string())
+}
+
+/// The log file: writable if it exists, else its directory must let the hook create it.
+fn log_writable(p: &Path) -> Result<(), String> {
+    if p.exists() {
+        return rustix::fs::access(p, rustix::fs::Access::WRITE_OK).map_err(|e| std::io::Error::from(e).to_string());
+    }
+    let mut dir = p.parent().unwrap_or(Path::new("/"));
+    // The hook creates missing parents: the first existing ancestor must be writable.
+    while !dir.exists() {
+        dir = dir.parent().unwrap_or(Path::new("/"));
+    }
+    writable_dir(dir).and_then(|w| if w { Ok(()) } else { Err(format!("{} does not exist", dir.display())) })
 }
 
 impl Facts {
@@ -820,11 +832,7 @@ impl Facts {
             let pb = PathBuf::from(&p);
             resolved.insert(pb.clone(), pb.canonicalize().ok());
         }
-        let log = if config.log_file.as_os_str().is_empty() {
-            Ok(())
-        } else {
-            std::fs::OpenOptions::new().create(true).append(true).open(&config.log_file).map(|_| ()).map_err(|e| e.to_string())
-        };
+        let log = if config.log_file.as_os_str().is_empty() { Ok(()) } else { log_writable(&config.log_file) };
         let textfile_dir = if config.metrics.textfile_dir.as_os_str().is_empty() { Ok(false) } else { writable_dir(&config.metrics.textfile_dir) };
         Facts {
             config_path,

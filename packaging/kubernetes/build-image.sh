@@ -32,13 +32,14 @@ tag=${3:-$version}
 
 for b in dataplane-hook dataplane-runtime; do
     [[ -x $bin_dir/$b ]] || { echo "build-image: $bin_dir/$b is missing" >&2; exit 1; }
-    if ldd "$bin_dir/$b" >/dev/null 2>&1 && [[ ${DPH_ALLOW_DYNAMIC:-} != 1 ]]; then
+    # Shared libraries show as `lib => path` (a static-pie says "statically linked").
+    if ldd "$bin_dir/$b" 2>&1 | grep -q '=>' && [[ ${DPH_ALLOW_DYNAMIC:-} != 1 ]]; then
         echo "build-image: $bin_dir/$b is dynamically linked: it would not run on nodes with an older C library (build it static, see the top of this script, or set DPH_ALLOW_DYNAMIC=1)" >&2
         exit 1
     fi
 done
 busybox=$(command -v busybox) || { echo "build-image: busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
-if ldd "$busybox" >/dev/null 2>&1; then echo "build-image: $busybox is not static (apt-get install busybox-static)" >&2; exit 1; fi
+if ldd "$busybox" 2>&1 | grep -q '=>'; then echo "build-image: $busybox is not static (apt-get install busybox-static)" >&2; exit 1; fi
 nsenter=$(command -v nsenter) || { echo "build-image: nsenter is missing (util-linux)" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -53,10 +54,11 @@ install -m 0755 "$busybox" "$root/bin/busybox"
 for applet in $("$busybox" --list); do
     [[ $applet == busybox || -e $root/bin/$applet ]] || ln -s busybox "$root/bin/$applet"
 done
-# util-linux nsenter and every library it loads, at the paths the dynamic loader expects.
+# util-linux nsenter and every library it loads, at the paths the dynamic loader expects (and
+# those of dynamic dataplane binaries, when allowed: then the image runs them, on this C library).
 install -m 0755 "$nsenter" "$root/usr/bin/nsenter"
 rm -f "$root/bin/nsenter"
-for lib in $(ldd "$nsenter" | grep -o '/[^ ]*'); do
+for lib in $(for f in "$nsenter" "$bin_dir/dataplane-hook" "$bin_dir/dataplane-runtime"; do ldd "$f" 2>/dev/null | grep -o '/[^ ]*'; done | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
 done
