@@ -17,7 +17,7 @@ pub const CONFIG_ENV: &str = "DATAPLANE_HOOK_CONFIG";
 pub enum ConfigError {
     #[error("cannot read config {path}: {source} (check the path given by --config or ${CONFIG_ENV})")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid config {path}: {message} (fix the key named above; see shared/SPEC.md \"Configuration\")")]
+    #[error("invalid config {path}: {message} (fix the key named above; see the Configuration section of the README)")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config {path}: key `{key}`: {message} (fix that key in the config file)")]
     Value { path: PathBuf, key: &'static str, message: String },
