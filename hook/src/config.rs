@@ -46,9 +46,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// The directory node_exporter's textfile collector reads: the hooks keep
-    /// `dataplane_hook.prom` there (`watch` writes its own file, `[watch] metrics_file`, which
-    /// belongs in the same directory). "" writes no file; the counters are kept in state_dir
-    /// either way.
+    /// `dataplane_hook.prom` there when it exists (`watch` writes its own file, `[watch]
+    /// metrics_file`, which belongs in the same directory). "" writes no file; the counters are
+    /// kept in state_dir either way.
     pub textfile_dir: PathBuf,
 }
 

@@ -577,7 +577,10 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     } else {
         match &f.textfile_dir {
             Ok(true) => out.push(Check::new(Pass, "metrics", format!("{}/{} (point node_exporter's --collector.textfile.directory here)", td.display(), crate::metrics::TEXTFILE_NAME))),
-            Ok(false) => out.push(Check::new(Pass, "metrics", format!("{} does not exist yet (created at the first hook run)", td.display()))),
+            Ok(false) => out.push(
+                Check::new(Warn, "metrics", format!("{} does not exist: no metrics textfile is written", td.display()))
+                    .fix("create it, or point [metrics] textfile_dir at node_exporter's --collector.textfile.directory (\"\" turns this off)"),
+            ),
             Err(e) => out.push(Check::new(Warn, "metrics", format!("cannot write to {}: {e}", td.display())).fix("make it writable by root or change [metrics] textfile_dir")),
         }
         let wf = &cfg.watch.metrics_file;

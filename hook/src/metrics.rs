@@ -7,7 +7,8 @@
 //! (`cli`, the wrapper) calls [`flush`] once at the end: under `metrics.lock` (not the ledger's
 //! lock, so a hook never holds the ledger longer for metrics) it folds the events into the
 //! counters, writes them back (temp file + rename) and renders the textfile (temp dot-file +
-//! rename: the collector reads `*.prom` only and never sees half a file). Gauges (containers,
+//! rename: the collector reads `*.prom` only and never sees half a file) if that directory
+//! exists (it is node_exporter's to make). Gauges (containers,
 //! reserved pages, pools) are read fresh at each flush. Nothing here ever fails a hook: a flush
 //! that cannot write is logged.
 //!
@@ -435,9 +436,10 @@ pub fn flush_events(cfg: &Config, events: &[Event]) -> Result<(), MetricsError> 
     if !events.is_empty() {
         replace(&sd.join(COUNTERS_FILE), &serde_json::to_vec(&c).expect("serializes"), 0o600)?;
     }
+    // Only into a directory that exists: a node without node_exporter gets no stray directory
+    // (its collector's directory is made by its package or its DaemonSet's hostPath).
     let dir = &cfg.metrics.textfile_dir;
-    if !dir.as_os_str().is_empty() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(err("mkdir", dir))?;
+    if !dir.as_os_str().is_empty() && dir.is_dir() {
         let text = render(&c, &Gauges::read(sd));
         replace(&dir.join(TEXTFILE_NAME), text.as_bytes(), 0o644)?;
     }
@@ -586,6 +588,10 @@ mod tests {
         let mut cfg = Config::default();
         cfg.state_dir = t.path().join("state");
         cfg.metrics.textfile_dir = t.path().join("textfile");
+        // No directory, no file (and no directory made); the counters are kept regardless.
+        flush_events(&cfg, &[]).unwrap();
+        assert!(!cfg.metrics.textfile_dir.exists());
+        std::fs::create_dir(&cfg.metrics.textfile_dir).unwrap();
         // Many threads fold into the same file under the lock, as concurrent hooks do.
         let threads: Vec<_> = (0..8)
             .map(|_| {
