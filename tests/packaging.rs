@@ -601,6 +601,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     assert!(!dest.exists() && !h.join("opt/dataplane-hook").exists(), "binaries and the dir the installer made are gone: {out}");
     assert!(!h.join("record").exists(), "the installer's record is gone: {out}");
     assert!(cfg.exists(), "an edited config stays");
+    assert!(out.contains(&format!("left {}: changed since the installer wrote it", cfg.display())), "{out}");
     assert_eq!(reload_count(), 2, "nothing left to restore: no restart");
     assert!(out.contains("uninstalled"), "{out}");
 
@@ -608,6 +609,19 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     // 7. Nothing recorded: uninstall is a no-op.
     let out = run_installer(runc_root.path(), &bundle("un3", &["/install.sh", "uninstall"]), &unique("uninst"));
     assert!(out.contains("nothing to undo"), "{out}");
+
+    // 8. An admin edits containerd's config after the install: uninstall leaves the edit alone,
+    //    says so, and keeps the original for restoring by hand.
+    run_installer(runc_root.path(), &bundle("inst2", &["/install.sh", "install"]), &unique("inst"));
+    let edited = format!("{}\n# the admin's own line\n", std::fs::read_to_string(&ctrd_config).unwrap());
+    std::fs::write(&ctrd_config, &edited).unwrap();
+    let out = run_installer(runc_root.path(), &bundle("un4", &["/install.sh", "uninstall"]), &unique("uninst"));
+    assert_eq!(std::fs::read_to_string(&ctrd_config).unwrap(), edited, "the admin's edit is not undone: {out}");
+    assert!(out.contains(&format!("warning: {} was changed after configure wrote it: left as it is", ctrd_config.display())), "{out}");
+    assert!(!dropin.exists(), "the untouched drop-in still goes");
+    let kept = h.join("record/orig").join(ctrd_config.display().to_string().replace('/', "%"));
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), original, "the original is kept: {out}");
+    assert!(!dest.exists(), "{out}");
 }
 
 // ---------------------------------------------------------------------------------------------

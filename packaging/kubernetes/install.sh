@@ -176,6 +176,7 @@ do_uninstall() {
                     fi
                     if [ -f "$REC/new/$k" ] && ! cmp -s "$f" "$REC/new/$k"; then
                         say "warning: $path was changed after configure wrote it: left as it is"
+                        [ "$verb" = updated ] && echo "$path" >> "$REC/kept"
                         continue
                     fi
                     if [ "$verb" = created ]; then rm -f "$f"; say "removed $path"
@@ -194,14 +195,22 @@ do_uninstall() {
         rm -f "$(here "$CONFIG")"
         rmdir "$(dirname "$(here "$CONFIG")")" 2>/dev/null || true
         say "removed $CONFIG"
+    elif [ -f "$REC/config" ] && [ -f "$(here "$CONFIG")" ]; then
+        say "left $CONFIG: changed since the installer wrote it"
     fi
     rm -f "$(here "$DEST/dataplane-hook")" "$(here "$DEST/dataplane-runtime")"
     if [ "$(cat "$REC/install-dir" 2>/dev/null)" = created ]; then
         rmdir "$(here "$DEST")" 2>/dev/null || true
         rmdir "$(dirname "$(here "$DEST")")" 2>/dev/null || true
     fi
-    rm -rf "$REC"
-    say "uninstalled"
+    if [ -f "$REC/kept" ]; then
+        # The originals of files an admin edited since stay, for restoring by hand.
+        find "$REC" -mindepth 1 -maxdepth 1 ! -name orig ! -name kept -exec rm -rf {} +
+        say "uninstalled; the originals of the files left as they are stay in $STATE/orig"
+    else
+        rm -rf "$REC"
+        say "uninstalled"
+    fi
 }
 
 DPH_CONFIGURE_ARGS_EXPANDED=${DPH_CONFIGURE_ARGS:-}
