@@ -525,3 +525,69 @@ fn request_for_a_page_size_without_a_pool_is_refused_with_what_to_do() {
     assert_eq!(p.status(&id), None);
     assert!(env.records().is_empty());
 }
+
+/// G1's fast path: a container that asks for nothing gets its private DPDK runtime dir as a
+/// plain tmpfs mount in its spec and runs no hook (nothing to reserve, record or undo), yet the
+/// create still runs gc first (G6). Control: plain runc gives two containers nothing private —
+/// a runtime dir bound from the host is shared.
+#[test]
+fn a_container_asking_for_nothing_gets_a_private_runtime_dir_without_a_hook() {
+    let shared_run = tempfile::tempdir().unwrap();
+    let script = "echo $$ > /var/run/dpdk/owner; sleep 1; ls /var/run/dpdk; grep ' /var/run/dpdk ' /proc/self/mountinfo; sleep 600";
+    let bundle = || {
+        let mut b = TestBundle::new(&["sh", "-c", script]);
+        b.bind(shared_run.path(), "/var/run/dpdk");
+        b
+    };
+    {
+        // Control: plain runc, the host dir is the runtime dir of both.
+        let runc = Runner::runc();
+        let reap = Reaper::new(&runc);
+        let (a, b) = (bundle(), bundle());
+        let (ida, idb) = (unique("ctl-fa"), unique("ctl-fb"));
+        reap.add(&ida);
+        reap.add(&idb);
+        runc.launch(&a, &ida);
+        runc.launch(&b, &idb);
+        assert!(wait_for(Duration::from_secs(10), || stdout_of(&a).contains("owner")), "control: {}", stdout_of(&a));
+        assert!(shared_run.path().join("owner").exists(), "control: the containers wrote into the host dir");
+        delete(&reap, &ida);
+        delete(&reap, &idb);
+        std::fs::remove_file(shared_run.path().join("owner")).unwrap();
+    }
+    let env = ProductEnv::new("");
+    // A dead container's record: the create must release it (gc at the start of every create).
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id() as i32;
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let stale = unique("stale");
+    std::fs::create_dir_all(env.state_dir.join("containers")).unwrap();
+    std::fs::write(
+        env.state_dir.join(format!("containers/{stale}.json")),
+        serde_json::json!({"id": stale, "init": {"pid": dead_pid, "start_time": 1}, "bundle": "/nonexistent", "created": 1, "entries": []}).to_string(),
+    )
+    .unwrap();
+    let p = Runner::product(&env);
+    let reap = Reaper::new(&p);
+    let (a, b) = (bundle(), bundle());
+    let (ida, idb) = (unique("fast-a"), unique("fast-b"));
+    reap.add(&ida);
+    reap.add(&idb);
+    p.launch(&a, &ida);
+    assert!(env.records().is_empty(), "the create released the dead record and recorded nothing: {:?}", env.records());
+    p.launch(&b, &idb);
+    for (bd, id) in [(&a, &ida), (&b, &idb)] {
+        assert!(wait_for(Duration::from_secs(10), || stdout_of(bd).contains(" - tmpfs ")), "{id}: no tmpfs at /var/run/dpdk: {}", stdout_of(bd));
+        let out = stdout_of(bd);
+        assert_eq!(out.lines().filter(|l| *l == "owner").count(), 1, "{id} sees only its own file: {out}");
+        let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bd.path().join("config.json")).unwrap()).unwrap();
+        assert!(spec.get("hooks").is_none_or(|h| h.as_object().is_none_or(|o| o.is_empty())), "{id}: no hook injected: {}", spec["hooks"]);
+        let last = spec["mounts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!((last["destination"].as_str(), last["type"].as_str()), (Some("/var/run/dpdk"), Some("tmpfs")), "{last}");
+    }
+    assert!(!shared_run.path().join("owner").exists(), "nothing reached the host dir");
+    assert!(env.records().is_empty(), "{:?}", env.records());
+    delete(&reap, &ida);
+    delete(&reap, &idb);
+}

@@ -63,7 +63,7 @@ fn count(state_dir: &Path) -> usize {
 /// (release N dead, scan N live) medians for each size, with the state dir at `prefix`.
 fn measure_sizes(ctx: &Ctx, prefix: &str) -> Result<Vec<(Duration, Duration)>> {
     let me = ProcessId::of(std::process::id() as i32).expect("own identity");
-    let dead = ProcessId { pid: me.pid, start_time: me.start_time + 1 };
+    let dead = ProcessId { start_time: me.start_time + 1, ..me };
     let mut out = vec![];
     for &n in SIZES {
         let reps = if n >= 10_000 { 1 } else { 5 };

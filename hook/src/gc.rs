@@ -23,6 +23,13 @@ pub fn is_dead(rec: &ContainerRecord) -> bool {
 
 pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
     let mut report = GcReport::default();
+    if !dry_run {
+        for dir in ["containers", "groups"] {
+            for p in crate::ledger::remove_torn_before_boot(&ledger.dir().join(dir)) {
+                tracing::warn!("gc: removed {}: unreadable and written before this boot (a power loss tore it; what it described did not survive the reboot)", p.display());
+            }
+        }
+    }
     let (records, corrupt) = ledger.containers();
     report.errors.extend(corrupt.into_iter().map(|e| e.to_string()));
     for rec in records {

@@ -94,7 +94,8 @@ impl Bundle {
         let tmp = self.dir.join(".config.json.dataplane-hook.tmp");
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
         f.write_all(&bytes).map_err(err)?;
-        f.sync_all().map_err(err)?;
+        // No fsync: the runtime reads the file right after this process execs it, and after a
+        // power loss the bundle is rebuilt by whoever made it.
         // Keep the original file mode (runtimes do not care, but people do).
         if let Ok(meta) = std::fs::metadata(&path) {
             let _ = std::fs::set_permissions(&tmp, meta.permissions());

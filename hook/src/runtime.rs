@@ -143,6 +143,17 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path) -
     if req.enabled == Some(false) {
         return Ok(false);
     }
+    if let Some(dirs) = only_private_dirs(&req, &b, &loaded.config, id.unwrap_or("(unnamed)")) {
+        gc_before_create(&loaded.config);
+        if dirs.is_empty() {
+            return Ok(false);
+        }
+        for target in dirs {
+            add_private_dir_mount(&mut b, &target);
+        }
+        b.save()?;
+        return Ok(true);
+    }
     let h = cgroup::hugetlb_hierarchy().ok();
     let ctx = SpecContext { config: &loaded.config, hugetlb: h.as_ref(), container_id: id, hook_bin: Some(hook) };
     for f in features::FEATURES {
@@ -152,6 +163,72 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path) -
     inject_hook(&mut b, hook, loaded.path.as_deref(), "poststop");
     b.save()?;
     Ok(true)
+}
+
+/// The fast path (G1 for a container that asks for nothing more): when the plan, made without
+/// any node facts, is only private empty dirs and no feature needs the hook's view of the
+/// container, those dirs become plain tmpfs mounts in the spec and no hook is injected. There
+/// is nothing to reserve, record or undo: the tmpfs lives and dies with the container's mount
+/// namespace, and the runtime resolves its target inside the rootfs as for any spec mount.
+/// Returns the dirs' targets, or None when the container needs the hook.
+pub fn only_private_dirs(req: &Request, b: &Bundle, cfg: &crate::config::Config, id: &str) -> Option<Vec<crate::request::ContainerPath>> {
+    // Features that act on what only the hook sees (the init, the node) or record for others
+    // (a GPU container is the watchdog's to kill: it needs its ledger record).
+    if features::rdma::RdmaSpec::read(&b.raw, req).is_some() || req.gpu.gpus > 0 || req.group.is_some() || req.file_prefix.is_some() {
+        return None;
+    }
+    let facts = crate::plan::NodeFacts { spec_mounts: b.mounts(), ..Default::default() };
+    let p = crate::plan::plan(id, req, cfg, &facts).ok()?;
+    let plain = p.rlimits.is_empty()
+        && p.warnings.is_empty()
+        && p.hugetlb_limits.is_empty()
+        && p.reservations.is_empty()
+        && p.gpu.is_none()
+        && p.prefix.is_none();
+    let mut dirs = vec![];
+    for m in p.mounts {
+        match m {
+            crate::plan::MountPlan::EmptyDir { target } => dirs.push(target),
+            _ => return None,
+        }
+    }
+    plain.then_some(dirs)
+}
+
+/// What the hook's empty dir is (apply: a 16 MiB tmpfs, mode 0755, nosuid/nodev/noexec), as a
+/// spec mount appended after the image's own (so it is on top, like the hook's).
+fn add_private_dir_mount(b: &mut Bundle, target: &crate::request::ContainerPath) {
+    let mounts = b.raw.as_object_mut().expect("a spec is an object").entry("mounts").or_insert_with(|| json!([]));
+    if !mounts.is_array() {
+        *mounts = json!([]);
+    }
+    mounts.as_array_mut().expect("array").push(json!({
+        "destination": target.as_path().display().to_string(),
+        "type": "tmpfs",
+        "source": "tmpfs",
+        "options": ["nosuid", "nodev", "noexec", "mode=755", "size=16m"],
+    }));
+}
+
+/// G6's gc at the start of a create, for creates that run no hook: only when the ledger holds
+/// records (an empty or missing state dir has nothing to release, and is left as it is).
+fn gc_before_create(cfg: &crate::config::Config) {
+    let has_records = ["containers", "groups"].iter().any(|d| {
+        std::fs::read_dir(cfg.state_dir.join(d))
+            .map(|mut rd| rd.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))))
+            .unwrap_or(false)
+    });
+    if !has_records {
+        return;
+    }
+    match crate::ledger::Ledger::open(&cfg.state_dir) {
+        Ok(ledger) => {
+            for e in crate::gc::run(&ledger, false).errors {
+                tracing::warn!("gc: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("gc before create: {e}"),
+    }
 }
 
 /// Resolves the real runtime and refuses to exec ourselves.
@@ -226,6 +303,50 @@ mod tests {
                 assert_eq!(inv.id.as_deref(), Some("id"), "{args:?}");
             }
         }
+    }
+
+    fn bundle_with(spec: Value) -> (tempfile::TempDir, Bundle) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+        let b = Bundle::load(dir.path()).unwrap();
+        (dir, b)
+    }
+
+    fn fast_path(mut spec: Value) -> Option<Vec<String>> {
+        let process = spec["process"].as_object().cloned().unwrap_or_default();
+        spec["process"] = json!({"user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["true"]});
+        for (k, v) in process {
+            spec["process"][k] = v;
+        }
+        let (_d, b) = bundle_with(spec);
+        let mut req = Request::parse(&b.annotations(), &b.hugepage_limits()).unwrap();
+        req.gpu = features::gpu::inspect_bundle(&b, &b.annotations()).unwrap();
+        only_private_dirs(&req, &b, &crate::config::Config::default(), "c")
+            .map(|v| v.iter().map(|t| t.as_path().display().to_string()).collect())
+    }
+
+    #[test]
+    fn only_a_container_asking_for_nothing_takes_the_fast_path() {
+        let ann = |k: &str, v: &str| json!({"ociVersion": "1.0.2", "annotations": {k: v}});
+        assert_eq!(fast_path(json!({"ociVersion": "1.0.2"})), Some(vec!["/var/run/dpdk".to_string()]));
+        assert_eq!(fast_path(ann("dataplane-hook.io/dpdk-runtime-dir", "/run/x")), Some(vec!["/run/x".to_string()]));
+        assert_eq!(fast_path(ann("dataplane-hook.io/dpdk-runtime-dir", "none")), Some(vec![]));
+        for (k, v) in [
+            ("dataplane-hook.io/hugepages-2Mi", "16Mi"),
+            ("dataplane-hook.io/dpdk-group", "g"),
+            ("dataplane-hook.io/dpdk-file-prefix", "auto"),
+            ("dataplane-hook.io/gpu-headroom", "1Gi"),
+            ("dataplane-hook.io/spdk-iobuf", "small=8192,large=1024"),
+            ("dataplane-hook.io/rdma-gid-index", "auto"),
+        ] {
+            assert_eq!(fast_path(ann(k, v)), None, "{k}={v} needs the hook");
+        }
+        let limits = json!({"ociVersion": "1.0.2", "linux": {"resources": {"hugepageLimits": [{"pageSize": "2MB", "limit": 16777216}]}}});
+        assert_eq!(fast_path(limits), None, "hugepageLimits need the hook");
+        let gpu = json!({"ociVersion": "1.0.2", "process": {"env": ["NVIDIA_VISIBLE_DEVICES=0,1"]}});
+        assert_eq!(fast_path(gpu), None, "a GPU container needs the hook");
+        let rdma = json!({"ociVersion": "1.0.2", "linux": {"devices": [{"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192}]}});
+        assert_eq!(fast_path(rdma), None, "an RDMA container needs the hook");
     }
 
     #[test]

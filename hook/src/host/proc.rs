@@ -3,20 +3,65 @@
 
 use std::path::PathBuf;
 
-/// A process's identity that survives pid reuse: pid plus its start time in clock ticks.
+/// A process's identity that survives pid reuse: pid plus its start time in clock ticks, and
+/// the boot it ran in (start times restart at every boot: a record written before a reboot
+/// must never match a process of this boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessId {
     pub pid: i32,
     pub start_time: u64,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`); None in records that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootId>,
+}
+
+/// `/proc/sys/kernel/random/boot_id`, a UUID, kept as its 128 bits and written as the UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootId(pub u128);
+
+impl BootId {
+    pub fn parse(s: &str) -> Option<BootId> {
+        let hex: String = s.trim().chars().filter(|c| *c != '-').collect();
+        (hex.len() == 32).then(|| u128::from_str_radix(&hex, 16).ok().map(BootId)).flatten()
+    }
+
+    /// This boot's id (read once per process).
+    pub fn current() -> Option<BootId> {
+        static ID: std::sync::OnceLock<Option<BootId>> = std::sync::OnceLock::new();
+        *ID.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().and_then(|s| BootId::parse(&s)))
+    }
+}
+
+impl std::fmt::Display for BootId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = format!("{:032x}", self.0);
+        write!(f, "{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
+}
+
+impl serde::Serialize for BootId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BootId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        BootId::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("not a boot id: {s:?}")))
+    }
 }
 
 impl ProcessId {
     pub fn of(pid: i32) -> Option<ProcessId> {
-        start_time(pid).map(|start_time| ProcessId { pid, start_time })
+        start_time(pid).map(|start_time| ProcessId { pid, start_time, boot: BootId::current() })
     }
 
-    /// True while this exact process exists (and is not a zombie).
+    /// True while this exact process exists (and is not a zombie) in this boot.
     pub fn is_alive(&self) -> bool {
+        if self.boot.is_some() && self.boot != BootId::current() {
+            return false;
+        }
         match stat_fields(self.pid) {
             Some((state, start)) => start == self.start_time && state != 'Z' && state != 'X',
             None => false,
@@ -88,7 +133,23 @@ mod tests {
         let me = ProcessId::of(std::process::id() as i32).unwrap();
         assert!(me.is_alive());
         assert!(!ProcessId { start_time: me.start_time + 1, ..me }.is_alive());
-        assert!(!ProcessId { pid: i32::MAX, start_time: 1 }.is_alive());
+        assert!(me.boot.is_some(), "records carry the boot id");
+        assert!(!ProcessId { boot: Some(BootId(me.boot.unwrap().0 ^ 1)), ..me }.is_alive(), "a process of another boot is dead");
+        assert!(ProcessId { boot: None, ..me }.is_alive(), "records from before boot ids still work");
+        assert!(!ProcessId { pid: i32::MAX, start_time: 1, boot: None }.is_alive());
+    }
+
+    #[test]
+    fn boot_ids_round_trip_as_the_kernel_writes_them() {
+        let s = "0f4d5b9e-8c1a-4b7e-9d2f-3a6b1c0e5f77";
+        let b = BootId::parse(&format!("{s}\n")).unwrap();
+        assert_eq!(b.to_string(), s);
+        let id = ProcessId { pid: 7, start_time: 9, boot: Some(b) };
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!(r#"{{"pid":7,"start_time":9,"boot":"{s}"}}"#));
+        assert_eq!(serde_json::from_str::<ProcessId>(&json).unwrap(), id);
+        assert_eq!(serde_json::from_str::<ProcessId>(r#"{"pid":7,"start_time":9}"#).unwrap().boot, None);
+        assert!(BootId::parse("not-a-uuid").is_none());
     }
 
     #[test]
