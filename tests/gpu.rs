@@ -266,3 +266,136 @@ fn unlimited_gpu_containers_follow_the_configured_policy() {
     runc.delete(&id);
     assert!(env_node.records().is_empty());
 }
+
+/// `update --resources - ID` with `resources` on stdin, as containerd runs it for kubelet's
+/// UpdateContainerResources; `global`: runc flags before the command.
+fn update_json(mut c: std::process::Command, global: &[&str], id: &str, resources: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = c
+        .args(global)
+        .args(["update", "--resources", "-", id])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(resources.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn update_flags(mut c: std::process::Command, args: &[&str]) -> std::process::Output {
+    c.arg("update").args(args).output().unwrap()
+}
+
+/// Plain runc on the product runner's containers (its private root).
+fn plain_runc_on(p: &Runner) -> std::process::Command {
+    let mut c = std::process::Command::new(oci_runtime());
+    c.arg("--root").arg(p.runc_root.path());
+    if systemd_cgroup() {
+        c.arg("--systemd-cgroup");
+    }
+    c
+}
+
+fn ok(what: &str, o: &std::process::Output) {
+    assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The container's `gpu_headroom` ledger entry.
+fn grant(env: &ProductEnv, id: &str) -> serde_json::Value {
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir.join(format!("containers/{id}.json"))).unwrap()).unwrap();
+    rec["entries"].as_array().unwrap().iter().find(|e| e["kind"] == "gpu_headroom").expect("a gpu_headroom entry").clone()
+}
+
+/// Checks the limit (and on v2 memory.high below it) of a GPU container after an update.
+fn assert_carved(pid: i32, requested: u64, what: &str) {
+    let want = requested - 256 * MI;
+    assert_eq!(enforced_limit(pid), Some(want), "{what}: the limit keeps 256Mi of headroom carved out of {requested}");
+    if let Some(high) = memory_high(pid) {
+        assert_eq!(high, Some(high_of(want)), "{what}: memory.high below the new limit");
+    }
+}
+
+#[test]
+fn update_of_a_gpu_container_keeps_its_headroom_carved_out_of_the_new_limit() {
+    require_root();
+    let _cg = CgroupParents;
+    let env = env("");
+    let p = Runner::product(&env);
+    let b = bundle(Some(GI), true);
+    let id = unique("gpu-upd");
+    p.launch(&b, &id);
+    let pid = p.pid(&id).unwrap();
+    assert_carved(pid, GI, "create");
+
+    // Control: plain runc, as kubelet's UpdateContainerResources reaches it through containerd
+    // (the pod's full limit in `--resources -`), gives the headroom back to the container.
+    let kubelet = json!({ "memory": { "limit": GI }, "cpu": { "shares": 1024 } }).to_string();
+    ok("plain runc update", &update_json(plain_runc_on(&p), &[], &id, &kubelet));
+    assert_eq!(enforced_limit(pid), Some(GI), "control: plain runc update restores the full limit (the carve is lost)");
+
+    // The wrapper: the same update keeps the carve (here: puts it back).
+    ok("wrapper update", &update_json(p.command(), &[], &id, &kubelet));
+    assert_carved(pid, GI, "same limit through the wrapper");
+    // A raised limit, with more global flags before the command (runc argv as containerd builds it).
+    let log = env.root.join("runc-update.log");
+    let raised = json!({ "memory": { "limit": 2 * GI } }).to_string();
+    ok("raise", &update_json(p.command(), &["--log", log.to_str().unwrap(), "--log-format", "json"], &id, &raised));
+    assert_carved(pid, 2 * GI, "raised to 2Gi");
+    let g = grant(&env, &id);
+    assert_eq!((g["requested_limit"].clone(), g["limit"].clone(), g["headroom"].clone()), (json!(2 * GI), json!(2 * GI - 256 * MI), json!(256 * MI)), "recorded: {g}");
+    // runc's flags (a person's `runc update --memory`), flags after the id as urfave accepts.
+    ok("flags", &update_flags(p.command(), &[&id, "--memory", "1536m", "--cpu-share=512"]));
+    assert_carved(pid, 1536 * MI, "--memory 1536m");
+    assert_eq!(grant(&env, &id)["requested_limit"], json!(1536 * MI));
+    // An update without memory leaves the (lowered) limit alone.
+    ok("cpu only", &update_flags(p.command(), &["--cpu-share", "256", &id]));
+    assert_carved(pid, 1536 * MI, "cpu-only update");
+
+    // Bad input: refused with one line, before runc runs (the limit stays).
+    let o = update_flags(p.command(), &["--memory", "300m", &id]);
+    assert!(!o.status.success(), "300Mi cannot hold 256Mi of headroom + 64Mi");
+    let e = util::assert_one_line("too small", &o.stderr);
+    eprintln!("refused: {e}");
+    assert!(e.contains(&format!("cannot update GPU container {id} without its driver-memory headroom")) && e.contains("at least 320Mi"), "{e}");
+    for (args, want) in [
+        (vec!["--memory", "lots", id.as_str()], "invalid value for --memory: \"lots\""),
+        (vec!["--memory", "1g", "--frobnicate", "1", id.as_str()], "unknown runc update flag --frobnicate"),
+        (vec!["-r", "/nonexistent/resources.json", id.as_str()], "cannot read --resources /nonexistent/resources.json"),
+    ] {
+        let o = update_flags(p.command(), &args);
+        assert!(!o.status.success(), "{args:?}");
+        let e = util::assert_one_line(&format!("{args:?}"), &o.stderr);
+        assert!(e.contains(&format!("cannot update GPU container {id}")) && e.contains(want), "{e}");
+    }
+    let o = update_json(p.command(), &[], &id, "{ not json");
+    let e = util::assert_one_line("not json", &o.stderr);
+    assert!(!o.status.success() && e.contains("is not JSON"), "{e}");
+    assert_carved(pid, 1536 * MI, "after the refusals");
+
+    p.delete(&id);
+    assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
+}
+
+#[test]
+fn update_of_a_non_gpu_container_passes_through_unchanged() {
+    require_root();
+    let _cg = CgroupParents;
+    let env = env("");
+    let p = Runner::product(&env);
+    let b = bundle(Some(GI), false);
+    let id = unique("cpu-upd");
+    p.launch(&b, &id);
+    let pid = p.pid(&id).unwrap();
+    ok("json", &update_json(p.command(), &[], &id, &json!({ "memory": { "limit": 2 * GI } }).to_string()));
+    assert_eq!(enforced_limit(pid), Some(2 * GI));
+    ok("flags", &update_flags(p.command(), &["--memory", "512m", &id]));
+    assert_eq!(enforced_limit(pid), Some(512 * MI));
+    // runc's own errors stay runc's (nothing of ours in between).
+    let o = update_flags(p.command(), &["--memory", "lots", &id]);
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("dataplane-hook"), "{}", String::from_utf8_lossy(&o.stderr));
+    p.delete(&id);
+}

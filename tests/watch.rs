@@ -3,16 +3,13 @@
 //! a second of the crossing, never a non-GPU container — and stops once the node is back under
 //! budget. Real runc, real cgroups (memory on cgroup v1 here), real `dataplane-hook watch`; the
 //! GPU driver's uncharged memory is emulated by growing the hugetlb pool from inside the
-//! container (see tests/watch_support.rs). The v2 variant runs in the VM
+//! container (see tests/harness/watch.rs). The v2 variant runs in the VM
 //! (integration/vm/payloads/gpu/).
-
-#[path = "watch_support.rs"]
-mod support;
 
 use std::time::Duration;
 
 use dataplane_tests::*;
-use support::*;
+use dataplane_tests::watch::*;
 
 /// Grows 8 pages (16 MiB) every 50 ms to 640 MiB: past a 256Mi headroom in ~0.9 s.
 const GROW: Grow = Grow { step: 8, every_ms: 50, max: 320 };

@@ -35,7 +35,7 @@ pub const SECTIONS: &[Section] = &[
     Section { key: "breakdown", title: "Where the time goes, and the hook's peak RSS", run: lifecycle::breakdown },
     Section { key: "concurrency", title: "Concurrent lifecycle throughput", run: concurrency::run },
     Section { key: "gc", title: "gc time against the number of ledger records", run: gc::run },
-    Section { key: "watchdog", title: "Watchdog idle cost", run: watchdog::run },
+    Section { key: "watchdog", title: "Watchdog reaction time and idle cost", run: watchdog::run },
 ];
 
 struct Args {
@@ -50,6 +50,7 @@ const USAGE: &str = "usage: dataplane-bench [--bin-dir DIR] [--out FILE] [--runs
   --out FILE     write the report there (default: print only)\n\
   --runs N       samples per variant in the timing sections (default 50)\n\
   --only LIST    run only these sections: lifecycle, breakdown, concurrency, gc, watchdog\n\
+  (watchdog: at most 10 runs; DPH_WATCH_BENCH_IDLE=S sets its two idle windows, default 20 s)\n\
 Needs root: it runs real containers with runc and sizes the 2Mi hugepage pool (restored after).";
 
 fn parse_args() -> Result<Args> {

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 pub mod dpdk;
 pub mod util;
+pub mod watch;
 
 /// Directory holding the built `dataplane-hook` and `dataplane-runtime`.
 /// `DPH_BIN_DIR` overrides (installed package: /usr/bin); else the cargo target dir of this

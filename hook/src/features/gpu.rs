@@ -239,24 +239,62 @@ pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<O
         evidence.push(format!("{PREFIX}gpu-headroom"));
     }
     let headroom = req.gpu_headroom.unwrap_or(Bytes(cfg.gpu.headroom_per_gpu.0.saturating_mul(gpus as u64)));
-    let min = cfg.gpu.min_memory_limit;
-    let need = Bytes(headroom.0.saturating_add(min.0));
     let what = format!("cannot give GPU container {id} its driver-memory headroom");
     let requested = match g.lowered_from {
         Some(orig) => orig,
         None => g.limit,
     }
     .map(Bytes);
+    let (limit, high) = carve(&what, requested, headroom, &headroom_source(req, cfg, gpus), &format!(" or lower {PREFIX}gpu-headroom"), cfg, mem_total)?;
+    if let (Some(_), Some(want)) = (g.lowered_from, limit) {
+        // The wrapper lowered the spec; it must agree with what we would have done.
+        if g.limit != Some(want.0) {
+            return Err(PlanError {
+                what,
+                why: format!(
+                    "the spec's memory limit {} is not the {want} dataplane-runtime should have set ({LIMIT_MARKER} says {})",
+                    g.limit.map(|l| Bytes(l).to_string()).unwrap_or_else(|| "unlimited".into()),
+                    requested.map(|r| r.to_string()).unwrap_or_else(|| "unlimited".into()),
+                ),
+                fix: "use the same config for dataplane-runtime and dataplane-hook, or remove the annotation".into(),
+            });
+        }
+    }
+    Ok(Some(GpuPlan {
+        gpus,
+        evidence,
+        headroom,
+        requested_limit: requested,
+        limit,
+        high,
+        set_cgroup: g.lowered_from.is_none(),
+    }))
+}
+
+/// The limit (None: unlimited) and cgroup v2 `memory.high` a GPU container runs with when its pod
+/// asks for `requested` (None: unlimited) and `headroom` is carved out of it; `source` says where
+/// the headroom came from. Shared by create ([`decide`]) and `update` ([`replan`]).
+fn carve(
+    what: &str,
+    requested: Option<Bytes>,
+    headroom: Bytes,
+    source: &str,
+    or_else: &str,
+    cfg: &Config,
+    mem_total: u64,
+) -> Result<(Option<Bytes>, Option<Bytes>), PlanError> {
+    let min = cfg.gpu.min_memory_limit;
+    let need = Bytes(headroom.0.saturating_add(min.0));
+    let what = what.to_string();
     let limit = match requested {
         Some(l) if l.0 < need.0 => {
             return Err(PlanError {
                 what,
                 why: format!(
-                    "its memory limit {l} minus {headroom} of headroom ({}) leaves {}, below [gpu] min_memory_limit {min}",
-                    headroom_source(req, cfg, gpus),
+                    "its memory limit {l} minus {headroom} of headroom ({source}) leaves {}, below [gpu] min_memory_limit {min}",
                     Bytes(l.0.saturating_sub(headroom.0)),
                 ),
-                fix: format!("raise the container's memory limit to at least {need} or lower {PREFIX}gpu-headroom"),
+                fix: format!("raise the container's memory limit to at least {need}{or_else}"),
             })
         }
         Some(l) => Some(Bytes((l.0 - headroom.0) / PAGE * PAGE)),
@@ -286,29 +324,22 @@ pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<O
     };
     let f = cfg.gpu.memory_high_fraction;
     let high = limit.filter(|_| f < 1.0).map(|l| Bytes(((l.0 as f64 * f) as u64) / PAGE * PAGE));
-    if let (Some(_), Some(want)) = (g.lowered_from, limit) {
-        // The wrapper lowered the spec; it must agree with what we would have done.
-        if g.limit != Some(want.0) {
-            return Err(PlanError {
-                what,
-                why: format!(
-                    "the spec's memory limit {} is not the {want} dataplane-runtime should have set ({LIMIT_MARKER} says {})",
-                    g.limit.map(|l| Bytes(l).to_string()).unwrap_or_else(|| "unlimited".into()),
-                    requested.map(|r| r.to_string()).unwrap_or_else(|| "unlimited".into()),
-                ),
-                fix: "use the same config for dataplane-runtime and dataplane-hook, or remove the annotation".into(),
-            });
-        }
-    }
-    Ok(Some(GpuPlan {
-        gpus,
-        evidence,
-        headroom,
-        requested_limit: requested,
-        limit,
-        high,
-        set_cgroup: g.lowered_from.is_none(),
-    }))
+    Ok((limit, high))
+}
+
+/// `dataplane-runtime update` of GPU container `id`: its grant `g` (from the ledger) re-planned
+/// for the memory limit the update asks for — `requested` None: the update leaves the limit
+/// alone (the recorded request stands); Some(None): unlimited. The headroom is the one granted
+/// at create.
+pub fn replan(id: &str, g: &GpuPlan, requested: Option<Option<u64>>, cfg: &Config, mem_total: u64) -> Result<GpuPlan, PlanError> {
+    let requested = match requested {
+        Some(r) => r.map(Bytes),
+        None => g.requested_limit,
+    };
+    let what = format!("cannot update GPU container {id} without its driver-memory headroom");
+    let or_else = "; the headroom granted at create stays while the container runs";
+    let (limit, high) = carve(&what, requested, g.headroom, "granted at create", or_else, cfg, mem_total)?;
+    Ok(GpuPlan { requested_limit: requested, limit, high, ..g.clone() })
 }
 
 pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
@@ -338,54 +369,57 @@ pub fn host_memory_is_v2() -> bool {
         .unwrap_or(false)
 }
 
-/// The wrapper's spec edit for a decided plan (pure): lower the limit, keep the swap allowance,
-/// clamp the reservation, add `memory.high` on v2, leave the marker.
+/// The wrapper's spec edit for a decided plan (pure): [`lower_resources`] on
+/// `linux.resources`, and the marker.
 pub fn edit_memory(raw: &mut Value, g: &GpuPlan, memory_v2: bool) {
     let obj = raw.as_object_mut().expect("spec is an object");
-    let ann = obj.entry("annotations").or_insert_with(|| json!({}));
-    if !ann.is_object() {
-        *ann = json!({});
+    let ann = object_at(obj, "annotations");
+    ann.insert(LIMIT_MARKER.into(), json!(g.requested_limit.map(|b| b.0.to_string()).unwrap_or_else(|| "unlimited".into())));
+    if g.limit.is_none() {
+        return;
     }
-    ann[LIMIT_MARKER] = json!(g.requested_limit.map(|b| b.0.to_string()).unwrap_or_else(|| "unlimited".into()));
+    let linux = object_at(obj, "linux");
+    lower_resources(object_at(linux, "resources"), g, memory_v2);
+}
+
+/// `map[key]` as an object, made one if it is missing or something else.
+fn object_at<'a>(map: &'a mut serde_json::Map<String, Value>, key: &str) -> &'a mut serde_json::Map<String, Value> {
+    let v = map.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !v.is_object() {
+        *v = json!({});
+    }
+    v.as_object_mut().expect("object")
+}
+
+/// Lowers an OCI `LinuxResources` object (a spec's `linux.resources` at create, `runc update
+/// --resources` JSON at update) to the plan (pure): `memory.limit` is the lowered limit, `swap`
+/// (memory+swap) keeps the swap allowance the pod asked for, `reservation` is clamped to the
+/// limit, and on cgroup v2 `unified."memory.high"` is at most the plan's. Nothing when the plan
+/// runs unlimited.
+pub fn lower_resources(res: &mut serde_json::Map<String, Value>, g: &GpuPlan, memory_v2: bool) {
     let Some(limit) = g.limit else { return };
-    let linux = obj.entry("linux").or_insert_with(|| json!({}));
-    if !linux.is_object() {
-        *linux = json!({});
-    }
-    let res = linux.as_object_mut().unwrap().entry("resources").or_insert_with(|| json!({}));
-    if !res.is_object() {
-        *res = json!({});
-    }
-    let res = res.as_object_mut().unwrap();
-    let mem = res.entry("memory").or_insert_with(|| json!({}));
-    if !mem.is_object() {
-        *mem = json!({});
-    }
-    let old = mem.get("limit").and_then(Value::as_i64).filter(|l| *l > 0);
-    mem["limit"] = json!(limit.0);
+    let mem = object_at(res, "memory");
+    mem.insert("limit".into(), json!(limit.0));
     // OCI `swap` is memory+swap: keep the same swap allowance under the lower limit.
-    if let (Some(old), Some(swap)) = (old, mem.get("swap").and_then(Value::as_i64)) {
-        if swap >= old {
-            mem["swap"] = json!(swap - (old - limit.0 as i64));
+    if let (Some(old), Some(swap)) = (g.requested_limit, mem.get("swap").and_then(Value::as_i64)) {
+        if swap >= old.0 as i64 {
+            mem.insert("swap".into(), json!(swap - (old.0 - limit.0) as i64));
         }
     }
     if let Some(r) = mem.get("reservation").and_then(Value::as_i64) {
         if r > limit.0 as i64 {
-            mem["reservation"] = json!(limit.0);
+            mem.insert("reservation".into(), json!(limit.0));
         }
     }
     if let (true, Some(high)) = (memory_v2, g.high) {
-        let unified = res.entry("unified").or_insert_with(|| json!({}));
-        if !unified.is_object() {
-            *unified = json!({});
-        }
+        let unified = object_at(res, "unified");
         let keep = unified
             .get("memory.high")
             .and_then(Value::as_str)
             .and_then(|s| s.parse::<u64>().ok())
             .is_some_and(|u| u <= high.0);
         if !keep {
-            unified["memory.high"] = json!(high.0.to_string());
+            unified.insert("memory.high".into(), json!(high.0.to_string()));
         }
     }
 }
@@ -562,6 +596,31 @@ mod tests {
         edit_memory(&mut s, &g, true);
         assert_eq!(s["linux"], before);
         assert_eq!(s["annotations"][LIMIT_MARKER], json!("unlimited"));
+    }
+
+    #[test]
+    fn an_update_keeps_the_recorded_headroom_carved_out_of_the_new_limit() {
+        let s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
+        let g = decide("c", &req(&s, &[]), &cfg(2 * GI), 0).unwrap().unwrap();
+        // The config changed since create: the recorded headroom still rules.
+        let c = cfg(GI);
+        let u = replan("c", &g, Some(Some(16 * GI)), &c, 0).unwrap();
+        assert_eq!((u.headroom, u.requested_limit, u.limit), (Bytes(2 * GI), Some(Bytes(16 * GI)), Some(Bytes(14 * GI))));
+        assert_eq!(u.high, Some(Bytes(((14 * GI) as f64 * 0.95) as u64 / PAGE * PAGE)));
+        assert_eq!((u.gpus, &u.evidence, u.set_cgroup), (g.gpus, &g.evidence, g.set_cgroup));
+        assert_eq!(replan("c", &g, None, &c, 0).unwrap(), g, "no limit in the update: the recorded request stands");
+        assert_eq!(replan("c", &g, Some(None), &c, 0).unwrap().limit, None, "unlimited (allow)");
+        let e = replan("abc", &g, Some(Some(2 * GI)), &c, 0).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cannot update GPU container abc without its driver-memory headroom: its memory limit 2Gi minus 2Gi of headroom (granted at create) leaves 0, below [gpu] min_memory_limit 64Mi (raise the container's memory limit to at least 2112Mi; the headroom granted at create stays while the container runs)"
+        );
+        // The update's resources JSON is lowered like the spec at create.
+        let mut res = json!({"memory": {"limit": 16 * GI, "swap": 16 * GI, "reservation": 15 * GI}, "cpu": {"shares": 2}});
+        lower_resources(res.as_object_mut().unwrap(), &u, true);
+        assert_eq!(res["memory"], json!({"limit": 14 * GI, "swap": 14 * GI, "reservation": 14 * GI}));
+        assert_eq!(res["unified"]["memory.high"], json!(u.high.unwrap().0.to_string()));
+        assert_eq!(res["cpu"], json!({"shares": 2}));
     }
 
     #[test]

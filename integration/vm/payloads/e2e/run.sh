@@ -28,7 +28,7 @@ rm -rf "$stage"
 mkdir -p "$stage/bin"
 install -m755 "$here/payload.sh" "$stage/payload.sh"
 install -m755 "$target/release/dataplane-hook" "$target/release/dataplane-runtime" \
-  "$target/release/dataplane-watch-bench" "$stage/bin/"
+  "$target/release/dataplane-bench" "$stage/bin/"
 # Every integration-test executable as bin/<test>-tests (core-tests, cri-tests, ...).
 python3 - "$json" "$stage/bin" <<'PY'
 import json, shutil, sys

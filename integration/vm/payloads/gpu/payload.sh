@@ -5,10 +5,11 @@
 # cgroup.kill), systemd, and a root with CAP_SYS_RESOURCE (PSI triggers with a 1 s window).
 # Runs tests/gpu.rs (memory.max + memory.high through the wrapper's `unified` edit and through
 # the hook's cgroup writes, teardown restoring both) and tests/watch.rs (cgroup.kill of a GPU
-# container whose emulated driver memory passes its headroom), then the watchdog's bench.
-# Results: $DPVM_RESULTS/watch-bench.json, the product logs.
+# container whose emulated driver memory passes its headroom), then `make bench`'s watchdog
+# section (dataplane-bench --only watchdog).
+# Results: $DPVM_RESULTS/watch-bench.md, the product logs.
 #
-# Expects bin/ next to it: dataplane-hook, dataplane-runtime, dataplane-watch-bench, gpu-tests
+# Expects bin/ next to it: dataplane-hook, dataplane-runtime, dataplane-bench, gpu-tests
 # and watch-tests; integration/vm/payloads/gpu/run.sh stages them.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +21,7 @@ die() { echo "FAIL: $*"; exit 1; }
 
 step "node"
 uname -r
-for t in dataplane-hook dataplane-runtime dataplane-watch-bench gpu-tests watch-tests; do
+for t in dataplane-hook dataplane-runtime dataplane-bench gpu-tests watch-tests; do
   [[ -x $here/bin/$t ]] || die "bin/$t missing (stage with payloads/gpu/run.sh)"
 done
 grep cgroup2 /proc/self/mountinfo || die "no cgroup2 mount"
@@ -35,9 +36,10 @@ step "tests/gpu.rs"
 step "tests/watch.rs"
 "$here/bin/watch-tests" --test-threads=1 --nocapture || rc=1
 step "watch bench"
-"$here/bin/dataplane-watch-bench" --bin-dir "$here/bin" --runs "${DPH_WATCH_BENCH_RUNS:-5}" \
-  --idle-secs "${DPH_WATCH_BENCH_IDLE:-20}" > "$results/watch-bench.json" || rc=1
-cat "$results/watch-bench.json"
+# --runs: at least 3 (the bench's minimum); DPH_WATCH_BENCH_IDLE: each idle window in seconds.
+DPH_WATCH_BENCH_IDLE=${DPH_WATCH_BENCH_IDLE:-20} "$here/bin/dataplane-bench" --bin-dir "$here/bin" --only watchdog \
+  --runs "${DPH_WATCH_BENCH_RUNS:-5}" --out "$results/watch-bench.md" > /dev/null || rc=1
+cat "$results/watch-bench.md"
 for f in /tmp/dph-env-*/watch.stderr /tmp/dph-env-*/hook.log; do
   [[ -f $f ]] && cp "$f" "$results/$(basename "$(dirname "$f")")-$(basename "$f")"
 done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Host side of the GPU payload (G10 on pure cgroup v2): builds the product, the tests/gpu.rs and
-# tests/watch.rs binaries and dataplane-watch-bench, stages them with payload.sh and boots the
+# tests/watch.rs binaries and dataplane-bench (its watchdog section), stages them with payload.sh and boots the
 # VM through integration/vm/run.sh.
 #
 #   integration/vm/payloads/gpu/run.sh [integration/vm/run.sh options...]
@@ -27,7 +27,7 @@ trap 'rm -rf "$stage"' EXIT
 install -m755 "$here/payload.sh" "$stage/payload.sh"
 mkdir "$stage/bin"
 install -m755 "$target/release/dataplane-hook" "$target/release/dataplane-runtime" \
-  "$target/release/dataplane-watch-bench" "$stage/bin/"
+  "$target/release/dataplane-bench" "$stage/bin/"
 install -m755 "$gpu_bin" "$stage/bin/gpu-tests"
 install -m755 "$watch_bin" "$stage/bin/watch-tests"
 # The watch tests grow the hugetlb pool up to 1280 MiB beside a 1 GiB charged neighbour.

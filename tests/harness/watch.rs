@@ -1,4 +1,4 @@
-//! Shared by tests/watch.rs and the `dataplane-watch-bench` binary (tests/watch_bench.rs): the
+//! Shared by tests/watch.rs and `make bench`'s watchdog section (bench/src/watchdog.rs): the
 //! watchdog as a child process, GPU containers that emulate driver memory, and a host-side
 //! observer that times what happens.
 //!
@@ -11,15 +11,13 @@
 //! of the driver: when a growing container's init dies, it shrinks the pool back to where the
 //! container found it (and every test restores the pool at its end under [`PoolGuard`]).
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dataplane_tests::*;
+use crate::*;
 use serde_json::json;
 
 pub const MI: u64 = 1 << 20;

@@ -1,7 +1,10 @@
 //! Owns `dataplane-runtime`, the runc-compatible wrapper: for `create` and `run` it edits the
 //! bundle's config.json (features' spec edits, the hook for `createRuntime` and `poststop`)
-//! and then execs the real runtime with the unchanged argv; every other command is exec'd
-//! straight through.
+//! and then execs the real runtime with the unchanged argv; `update` of a GPU container goes
+//! through [`update`] (its headroom stays carved out of a new memory limit); every other command
+//! is exec'd straight through.
+
+pub mod update;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -21,7 +24,7 @@ const GLOBAL_VALUE_FLAGS: &[&str] = &["log", "log-format", "root", "criu", "root
 /// `create`/`run` flags that take a value.
 const CREATE_VALUE_FLAGS: &[&str] = &["bundle", "b", "console-socket", "pid-file", "preserve-fds"];
 
-fn flag_name(arg: &str) -> Option<(&str, Option<&str>)> {
+pub(crate) fn flag_name(arg: &str) -> Option<(&str, Option<&str>)> {
     let s = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
     if s.is_empty() {
         return None;
@@ -41,9 +44,9 @@ pub struct Invocation {
     pub id: Option<String>,
 }
 
-pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
+/// Where the command is in a runc command line: the index after the global flags.
+pub fn command_index(args: &[String]) -> usize {
     let mut i = 0;
-    // Global flags.
     while i < args.len() {
         let a = &args[i];
         if a == "--" {
@@ -56,6 +59,11 @@ pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
             None => break,
         }
     }
+    i
+}
+
+pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
+    let i = command_index(args);
     let command = args.get(i).cloned();
     let mut bundle = cwd.to_path_buf();
     let mut id = None;
@@ -270,6 +278,13 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
             }
         }
         crate::metrics::wrapper_done(&loaded.config, None);
+    }
+    if inv.command.as_deref() == Some("update") {
+        match update::run(&args, command_index(&args), loaded, &runtime) {
+            Ok(None) => {}
+            Ok(Some(code)) => std::process::exit(code),
+            Err(e) => return e,
+        }
     }
     let err = std::process::Command::new(&runtime).args(&args).exec();
     anyhow::anyhow!("cannot execute the real runtime {}: {err} (set runtime_path in the config)", runtime.display())
