@@ -21,7 +21,7 @@ pub struct Ctx {
     pub hook: PathBuf,
     pub runtime: PathBuf,
     /// Bundles, runc roots, configs, state dirs. Under /run: the product's default state dir
-    /// (/run/dataplane-hook) lives on that filesystem too, so fsync costs are the real ones.
+    /// (/run/dataplane-hook) lives on that filesystem too, so its write costs are the real ones.
     pub work: tempfile::TempDir,
     pub runs: usize,
     /// Figures one section leaves for a later one (the lifecycle deltas for the breakdown).

@@ -86,7 +86,7 @@ impl Bundle {
         Ok(Bundle { dir: dir.to_path_buf(), raw, spec })
     }
 
-    /// Writes the raw document back atomically (temp file in the bundle, fsync, rename).
+    /// Writes the raw document back atomically (temp file in the bundle, rename).
     pub fn save(&self) -> Result<(), OciError> {
         let path = Self::config_path(&self.dir);
         let err = |source| OciError::SpecWrite { path: path.clone(), source };
