@@ -639,6 +639,17 @@ fn dpkg_status() -> Option<String> {
     o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// One package install at a time on this machine: `make test-deb` (packaging/test-deb.sh)
+/// holds the same lock while the package is installed.
+fn deb_lock() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let _ = std::fs::create_dir_all("/run/lock");
+    let f = std::fs::File::options().create(true).truncate(false).write(true).open("/run/lock/dataplane-tests.deb").expect("lock file");
+    #[allow(deprecated)]
+    nix::fcntl::flock(f.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("flock");
+    f
+}
+
 /// Purges the package if a test fails half-way (and forces removal past the prerm check).
 struct PurgeOnDrop;
 impl Drop for PurgeOnDrop {
@@ -742,6 +753,7 @@ impl Installed {
 #[test]
 fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     require_root();
+    let _one_install = deb_lock();
     let pool = PoolGuard::new(128);
     assert!(not_installed(), "{PKG} is already installed here: refusing to touch it");
     assert!(!Path::new("/usr/bin/dataplane-hook").exists(), "/usr/bin/dataplane-hook exists and is not ours");
