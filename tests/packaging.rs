@@ -109,13 +109,20 @@ fn completions_complete_subcommands_and_options() {
     assert_eq!(complete("dataplane-hook doc"), "doctor");
     let r = complete("dataplane-hook configure --runtime ''");
     assert!(r.contains("containerd") && r.contains("crio") && r.contains("podman"), "{r}");
-    // zsh and fish, where installed, accept the scripts.
-    if Command::new("zsh").arg("--version").output().is_ok() {
-        ok(Command::new("zsh").args(["-n"]).arg(dir.path().join("zsh")));
+    // fish really completes with it too (`complete -C`), zsh accepts the script (make deps
+    // installs both).
+    for sh in ["zsh", "fish"] {
+        assert!(Command::new(sh).arg("--version").output().is_ok(), "{sh} is not installed (make deps)");
     }
-    if Command::new("fish").arg("--version").output().is_ok() {
-        ok(Command::new("fish").args(["--no-execute"]).arg(dir.path().join("fish")));
-    }
+    ok(Command::new("zsh").args(["-n"]).arg(dir.path().join("zsh")));
+    ok(Command::new("fish").args(["--no-execute"]).arg(dir.path().join("fish")));
+    let fish = |line: &str| -> Vec<String> {
+        let script = format!("source {}; complete -C {line:?}", dir.path().join("fish").display());
+        ok(Command::new("fish").args(["--no-config", "-c", &script])).lines().map(|l| l.split('\t').next().unwrap_or("").to_string()).collect()
+    };
+    assert_eq!(fish("dataplane-hook doc"), ["doctor"]);
+    let r = fish("dataplane-hook configure --runtime ");
+    assert!(["containerd", "crio", "podman"].iter().all(|w| r.iter().any(|x| x == w)), "{r:?}");
 }
 
 #[test]
