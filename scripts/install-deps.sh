@@ -24,6 +24,8 @@ PACKAGES=(
   time            # /usr/bin/time -v for peak-RSS figures
   prometheus-node-exporter # the real node_exporter scraping the metrics textfiles (tests/metrics.rs)
   python3-pip     # installs kubernetes-validate (below)
+  zsh             # the shipped zsh completions are checked with it (tests/packaging.rs)
+  fish            # the shipped fish completions complete with it (tests/packaging.rs)
 )
 
 # One dpkg-query for all of them; a package dpkg has never heard of prints nothing.

@@ -10,7 +10,8 @@
 //!   through what it installed, runs the watchdog, and undoes every change;
 //! - the manifests, validated against the Kubernetes schemas by `kubernetes-validate` (and a
 //!   broken one rejected: the control), and consistent with each other and the product;
-//! - `--help` for every command, shell completions, the shipped default configs.
+//! - `--help` for every command, shell completions, the shipped default configs, and a README
+//!   troubleshooting row for every one-line error in the source.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,13 +109,20 @@ fn completions_complete_subcommands_and_options() {
     assert_eq!(complete("dataplane-hook doc"), "doctor");
     let r = complete("dataplane-hook configure --runtime ''");
     assert!(r.contains("containerd") && r.contains("crio") && r.contains("podman"), "{r}");
-    // zsh and fish, where installed, accept the scripts.
-    if Command::new("zsh").arg("--version").output().is_ok() {
-        ok(Command::new("zsh").args(["-n"]).arg(dir.path().join("zsh")));
+    // fish really completes with it too (`complete -C`), zsh accepts the script (make deps
+    // installs both).
+    for sh in ["zsh", "fish"] {
+        assert!(Command::new(sh).arg("--version").output().is_ok(), "{sh} is not installed (make deps)");
     }
-    if Command::new("fish").arg("--version").output().is_ok() {
-        ok(Command::new("fish").args(["--no-execute"]).arg(dir.path().join("fish")));
-    }
+    ok(Command::new("zsh").args(["-n"]).arg(dir.path().join("zsh")));
+    ok(Command::new("fish").args(["--no-execute"]).arg(dir.path().join("fish")));
+    let fish = |line: &str| -> Vec<String> {
+        let script = format!("source {}; complete -C {line:?}", dir.path().join("fish").display());
+        ok(Command::new("fish").args(["--no-config", "-c", &script])).lines().map(|l| l.split('\t').next().unwrap_or("").to_string()).collect()
+    };
+    assert_eq!(fish("dataplane-hook doc"), ["doctor"]);
+    let r = fish("dataplane-hook configure --runtime ");
+    assert!(["containerd", "crio", "podman"].iter().all(|w| r.iter().any(|x| x == w)), "{r:?}");
 }
 
 #[test]
@@ -135,6 +143,70 @@ fn shipped_default_configs_load_and_put_both_metrics_files_in_one_dir() {
     assert_eq!(deb.metrics.textfile_dir, Path::new("/var/lib/prometheus/node-exporter"), "Debian's node_exporter reads this dir by default");
     let tmpfiles = std::fs::read_to_string(repo().join("packaging/tmpfiles.d/dataplane-hook.conf")).unwrap();
     assert!(tmpfiles.lines().any(|l| l == format!("d {} 0700 root root -", deb.state_dir.display())), "{tmpfiles}");
+}
+
+/// The README's troubleshooting table has a row for every one-line error the product prints:
+/// each error's leading words (up to its first placeholder or `: `), taken from the source —
+/// `#[error(...)]`, `bail!`/`anyhow!`, plan and configure errors — appear in that section.
+/// Causes that only ever follow another error's `: ` (the row of the outer error covers them)
+/// are listed here by name.
+#[test]
+fn every_one_line_error_has_a_troubleshooting_row() {
+    const INNER_CAUSES: &[&str] = &[
+        "the kernel refused to reserve", // cannot reserve ... / cannot start DPDK group ...
+        "the kernel refused trigger",    // memory pressure is not watched: ... (log)
+        "cannot start the group holder", // cannot start DPDK group G: ...
+        "the group holder failed",       // cannot start DPDK group G: ...
+        "mount on",                      // cannot start DPDK group / cannot set up mounts ...
+        "no cgroup hierarchy has the memory controller", // cannot lower the memory limit of GPU container ...
+        "cannot find the cgroup of process",             // cannot set hugetlb cgroup limits ... / GPU
+        "cannot enter network namespace",                // cannot check the RDMA GID index ...
+        "cannot list the network interfaces of",         // cannot check the RDMA GID index ...
+        "cannot do it",                                  // a unit test's error in log.rs
+    ];
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme.find("## Troubleshooting").expect("a Troubleshooting section");
+    let section = &readme[start..readme[start + 2..].find("\n## ").map_or(readme.len(), |e| start + 2 + e)];
+    let lit = r#""((?:[^"\\]|\\.)*)""#;
+    let patterns: Vec<regex::Regex> = [
+        format!(r"#\[error\({lit}"),
+        format!(r"(?:bail!|anyhow!)\(\s*{lit}"),
+        format!(r"what: (?:format!\()?{lit}"),
+        format!(r"let what = (?:format!\()?{lit}"),
+        format!(r"\bfail\(\s*(?:format!\()?{lit}"),
+    ]
+    .iter()
+    .map(|p| regex::Regex::new(p).unwrap())
+    .collect();
+    let split = regex::Regex::new(r"\{[^}]*\}|: ").unwrap();
+    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out)
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p)
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo().join("hook/src"), &mut files);
+    let (mut seen, mut missing) = (0, Vec::new());
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        for re in &patterns {
+            for c in re.captures_iter(&src) {
+                let msg = c[1].replace("\\\"", "\"");
+                let Some(lead) = split.split(&msg).map(str::trim).find(|s| !s.is_empty()) else { continue };
+                seen += 1;
+                if !section.contains(lead) && !INNER_CAUSES.contains(&lead) {
+                    missing.push(format!("{}: {msg:?} (leading words {lead:?})", f.strip_prefix(repo()).unwrap().display()));
+                }
+            }
+        }
+    }
+    assert!(seen > 60, "the scan finds the product's errors: {seen}");
+    assert!(missing.is_empty(), "errors without a README troubleshooting row:\n{}", missing.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,6 +711,17 @@ fn dpkg_status() -> Option<String> {
     o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
+/// One package install at a time on this machine: `make test-deb` (packaging/test-deb.sh)
+/// holds the same lock while the package is installed.
+fn deb_lock() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let _ = std::fs::create_dir_all("/run/lock");
+    let f = std::fs::File::options().create(true).truncate(false).write(true).open("/run/lock/dataplane-tests.deb").expect("lock file");
+    #[allow(deprecated)]
+    nix::fcntl::flock(f.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("flock");
+    f
+}
+
 /// Purges the package if a test fails half-way (and forces removal past the prerm check).
 struct PurgeOnDrop;
 impl Drop for PurgeOnDrop {
@@ -742,6 +825,7 @@ impl Installed {
 #[test]
 fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     require_root();
+    let _one_install = deb_lock();
     let pool = PoolGuard::new(128);
     assert!(not_installed(), "{PKG} is already installed here: refusing to touch it");
     assert!(!Path::new("/usr/bin/dataplane-hook").exists(), "/usr/bin/dataplane-hook exists and is not ours");
