@@ -230,7 +230,11 @@ pub fn attach_in_container(
     match unsafe { nix::unistd::fork() }.map_err(|e| sys("fork")(Errno::from_raw_os_error(e as i32)))? {
         nix::unistd::ForkResult::Child => {
             drop(rd);
-            let result = child_attach(&ns, pid, rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), attachments);
+            // A panic must not unwind into the parent's code running in this child.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                child_attach(&ns, pid, rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), attachments)
+            }))
+            .unwrap_or_else(|_| unsafe { libc::_exit(1) });
             let mut w = std::fs::File::from(wr);
             let msg = match result {
                 Ok(done) => {
