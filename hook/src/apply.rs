@@ -55,6 +55,13 @@ impl Recorder<'_> {
         self.ledger.save(&self.rec)?;
         Ok(v)
     }
+
+    /// Records an effect with nothing to undo on the host, or one that makes no change at
+    /// create (prefix cleanup, the GPU grant): one write, done, after it is made.
+    fn record(&mut self, effect: Effect) -> Result<(), LedgerError> {
+        self.rec.entries.push(Entry { effect, done: true });
+        self.ledger.save(&self.rec)
+    }
 }
 
 /// Carries out `plan` for container `id` whose init is `pid`. On failure everything done so far
@@ -104,16 +111,14 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
     }
     if !plan.mounts.is_empty() {
         let attachments = build_mounts(&id, &plan.mounts)?;
-        let reserved = plan.reservations.clone();
-        r.step(Effect::ContainerMounts { targets: vec![], reserved: reserved.clone() }, || {
-            let done = mount::attach_in_container(pid, rootfs, attachments)
-                .map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
-            let targets = done.iter().map(|t| t.to_string()).collect();
-            Ok::<_, ApplyError>(((), Effect::ContainerMounts { targets, reserved }))
-        })?;
+        // Mounts live and die with the container's mount namespace: nothing to undo on the
+        // host, so no intent first (the record already carries the reservations).
+        let done = mount::attach_in_container(pid, rootfs, attachments).map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
+        let targets = done.iter().map(|t| t.to_string()).collect();
+        r.record(Effect::ContainerMounts { targets, reserved: plan.reservations.clone() })?;
     }
     if let Some(pc) = &plan.prefix {
-        r.step(Effect::PrefixFiles(pc.clone()), || Ok::<_, ApplyError>(((), Effect::PrefixFiles(pc.clone()))))?;
+        r.record(Effect::PrefixFiles(pc.clone()))?;
     }
     if !plan.hugetlb_limits.is_empty() {
         set_hugetlb_limits(r, pid, &plan.hugetlb_limits)
@@ -123,7 +128,7 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
             })?;
     }
     if let Some(g) = &plan.gpu {
-        r.step(Effect::GpuHeadroom(g.clone()), || Ok::<_, ApplyError>(((), Effect::GpuHeadroom(g.clone()))))?;
+        r.record(Effect::GpuHeadroom(g.clone()))?;
         if let (true, Some(limit)) = (g.set_cgroup, g.limit) {
             set_memory_limit(r, pid, limit, g.high).map_err(|e| match e {
                 StepError::Ledger(l) => ApplyError::Ledger(l),
