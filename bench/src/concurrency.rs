@@ -71,7 +71,9 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     let rate = |d: Duration| total as f64 / d.as_secs_f64();
     let mut body = format!(
         "{WORKERS} workers, each running {PER_WORKER} lifecycles back to back ({total} per batch); {REPS} batches per \
-         variant, all interleaved, after one warm-up batch each. Throughput = lifecycles per second of wall time, \
+         variant, all interleaved, after one warm-up batch each. Throughput = lifecycles per second of wall time \
+         (each lifecycle is a create, start, exit and delete: creates run concurrently with other containers' \
+         starts and deletes, as on a node), \
          median batch. Bundles, runc roots and the product's state dir on tmpfs, and on this machine's /run.\n\n\
          | variant | lifecycles/s | vs runc (same storage) |\n|---|---:|---:|\n"
     );
