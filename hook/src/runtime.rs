@@ -149,15 +149,36 @@ pub fn stderr_reopenable() -> bool {
     }
 }
 
+/// A regular file as stderr: crun's hooks append to it through their own open, while crun
+/// writes at its inherited offset and would overwrite the hook's line with its own error. Make
+/// the inherited description append-only too (it is the caller's log file: appending is what
+/// it does anyway).
+pub fn stderr_append_if_file() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let is_file = nix::sys::stat::fstat(libc::STDERR_FILENO).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+    if !is_file {
+        return;
+    }
+    if let Ok(flags) = fcntl(libc::STDERR_FILENO, FcntlArg::F_GETFL) {
+        let _ = fcntl(libc::STDERR_FILENO, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_APPEND));
+    }
+}
+
 /// crun runs hooks with stderr on /dev/null (runc puts a failed hook's stderr into its own
 /// error): the hook's one-line reason for refusing a container would reach no caller. Unless
 /// the spec already names a file, point crun's hooks at crun's own stderr — the one the wrapper
-/// hands on — when that can be reopened (crun fails the hook if the open fails).
-pub fn route_hook_stderr(b: &mut Bundle, runtime: &Path, reopenable: bool) {
+/// hands on — when that can be reopened (crun fails the hook if the open fails). Returns
+/// whether it did.
+pub fn route_hook_stderr(b: &mut Bundle, runtime: &Path, reopenable: bool) -> bool {
     if !is_crun(runtime) || !reopenable {
-        return;
+        return false;
     }
-    b.raw_object_mut(&["annotations"]).entry(CRUN_HOOKS_STDERR.to_string()).or_insert_with(|| json!("/dev/stderr"));
+    let ann = b.raw_object_mut(&["annotations"]);
+    if ann.contains_key(CRUN_HOOKS_STDERR) {
+        return false;
+    }
+    ann.insert(CRUN_HOOKS_STDERR.to_string(), json!("/dev/stderr"));
+    true
 }
 
 /// Edits the bundle for `create`/`run`. Returns false when the container passes through.
@@ -178,7 +199,9 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, r
     }
     inject_hook(&mut b, hook, loaded.path.as_deref(), "createRuntime");
     inject_hook(&mut b, hook, loaded.path.as_deref(), "poststop");
-    route_hook_stderr(&mut b, runtime, stderr_reopenable());
+    if route_hook_stderr(&mut b, runtime, stderr_reopenable()) {
+        stderr_append_if_file();
+    }
     b.save()?;
     Ok(true)
 }
@@ -288,23 +311,23 @@ mod tests {
         };
         let plain = r#"{"ociVersion":"1.0.2","annotations":{"a":"b"}}"#;
         let mut b = load(plain);
-        route_hook_stderr(&mut b, Path::new("/usr/bin/crun"), true);
+        assert!(route_hook_stderr(&mut b, Path::new("/usr/bin/crun"), true));
         assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/dev/stderr");
         assert_eq!(b.raw["annotations"]["a"], "b");
         // runc shows a failed hook's stderr itself: its spec stays as it was.
         let mut b = load(plain);
-        route_hook_stderr(&mut b, Path::new("/usr/sbin/runc"), true);
+        assert!(!route_hook_stderr(&mut b, Path::new("/usr/sbin/runc"), true));
         assert!(b.raw["annotations"].get(CRUN_HOOKS_STDERR).is_none());
         // A socket (or closed) stderr: crun would fail the hook opening it.
         let mut b = load(plain);
-        route_hook_stderr(&mut b, Path::new("crun"), false);
+        assert!(!route_hook_stderr(&mut b, Path::new("crun"), false));
         assert!(b.raw["annotations"].get(CRUN_HOOKS_STDERR).is_none());
         // The user's own file wins; no annotations object yet is fine.
         let mut b = load(r#"{"ociVersion":"1.0.2","annotations":{"run.oci.hooks.stderr":"/var/log/h"}}"#);
-        route_hook_stderr(&mut b, Path::new("crun"), true);
+        assert!(!route_hook_stderr(&mut b, Path::new("crun"), true));
         assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/var/log/h");
         let mut b = load(r#"{"ociVersion":"1.0.2"}"#);
-        route_hook_stderr(&mut b, Path::new("/opt/crun-1.8"), true);
+        assert!(route_hook_stderr(&mut b, Path::new("/opt/crun-1.8"), true));
         assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/dev/stderr");
         assert!(!is_crun(Path::new("/usr/bin/crunch")) && !is_crun(Path::new("/usr/bin/dataplane-runtime")));
     }
