@@ -10,7 +10,8 @@
 #   e.g. integration/vm/payloads/e2e/run.sh --results integration/vm/results/e2e
 #        DPH_E2E_BOOTS=crun-systemd integration/vm/payloads/e2e/run.sh --env DPH_E2E_SUITES=core
 #
-# With --results DIR, boot B keeps its logs in DIR/B (payload.log, <config>-<suite>.log,
+# A boot `a,b` runs configurations a and b in one VM (e.g. `DPH_E2E_BOOTS=runc-systemd,crun-systemd
+# --env DPH_E2E_SUITES=cri`). With --results DIR, boot B keeps its logs in DIR/B (payload.log, <config>-<suite>.log,
 # timings.txt, console.log, timing); DIR/timings.txt sums up every boot. --env options go to
 # every boot (the boot's own DPH_E2E_CONFIGS/DPH_E2E_FEATURES come after them and win).
 # DPH_E2E_NO_BUILD=1 reuses the staged payload. Exit status: 0 when every boot passed, else
@@ -70,7 +71,7 @@ rc=0 summary=()
 for boot in $boots; do
   case $boot in
     features) benv=(--env DPH_E2E_CONFIGS=none --env DPH_E2E_FEATURES=1) ;;
-    *) benv=(--env "DPH_E2E_CONFIGS=$boot" --env DPH_E2E_FEATURES=0) ;;
+    *) benv=(--env "DPH_E2E_CONFIGS=${boot//,/ }" --env DPH_E2E_FEATURES=0) ;;
   esac
   keep=()
   [[ -n $results ]] && keep=(--results "$results/$boot")
