@@ -8,6 +8,12 @@
 //! the pod leaves the pool at its baseline. The control is the same pod on containerd's default
 //! `runc` handler: the annotations do nothing and DPDK finds no hugepages.
 //!
+//! Both handlers run the harness's runtime and cgroup driver (`DPH_RUNTIME`,
+//! `DPH_SYSTEMD_CGROUP`): the control handler `runc` gets `BinaryName` = that runtime (when it is
+//! not runc) and `SystemdCgroup = true`; `configure` carries SystemdCgroup over to `dataplane`,
+//! whose dataplane-runtime execs the runtime named in the product config. With the systemd driver
+//! the pods' cgroup parent is a slice, as kubelet's `cgroupDriver: systemd` sends it.
+//!
 //! No registry is reachable: the image (busybox-static as pause, the host's /usr bind-mounted
 //! for the app) is built here as an OCI archive and imported with `ctr images import`.
 
@@ -120,6 +126,7 @@ impl Containerd {
         let dir = PathBuf::from(format!("/tmp/{}", unique("dph-containerd")));
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display();
+        let runc_options = runc_handler_options();
         let config = format!(
             r#"version = 2
 root = "{d}/root"
@@ -144,7 +151,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         runtime_type = "io.containerd.runc.v2"
         [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
           Root = "{d}/runc"
-    [plugins."io.containerd.grpc.v1.cri".cni]
+{runc_options}    [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = "{d}/cni/bin"
       conf_dir = "{d}/cni/net.d"
   [plugins."io.containerd.internal.v1.opt"]
@@ -162,7 +169,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .unwrap();
         let said = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(o.status.success(), "configure: {}\n{said}", String::from_utf8_lossy(&o.stderr));
-        let mut c = Containerd { dir, child: None, cgroup_parent: format!("/{}", unique("dph-cri")), env: env.clone() };
+        let mut c = Containerd { dir, child: None, cgroup_parent: cgroup_parent(), env: env.clone() };
         let log = std::fs::File::create(c.dir.join("containerd.log")).unwrap();
         // The runc shim starts dataplane-runtime without arguments: it finds its config in the
         // environment it inherits from containerd.
@@ -237,10 +244,10 @@ impl Drop for Containerd {
         // The runc shim keeps its containers under <Root>/<namespace>.
         let roots: Vec<PathBuf> = std::fs::read_dir(self.runc_root()).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
         for root in roots {
-            let list = Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output();
+            let list = runtime_cmd(&root).args(["list", "-q"]).output();
             if let Ok(o) = list {
                 for id in String::from_utf8_lossy(&o.stdout).lines() {
-                    let _ = Command::new("runc").arg("--root").arg(&root).args(["delete", "--force", id]).output();
+                    let _ = runtime_cmd(&root).args(["delete", "--force", id]).output();
                 }
             }
         }
@@ -273,6 +280,10 @@ impl Drop for Containerd {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
         let _ = self.env.hook(&["gc"]);
+        if systemd_cgroup() {
+            // The transient slice systemd made for the pods (their scopes are gone with them).
+            let _ = Command::new("systemctl").args(["stop", &self.cgroup_parent]).output();
+        }
         for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
             let f: Vec<&str> = line.split(' ').collect();
             if f.len() > 4 && f.iter().any(|x| x.starts_with("cgroup")) {
@@ -281,6 +292,49 @@ impl Drop for Containerd {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The runtime the shims run (`DPH_RUNTIME`) on a shim's root dir, for the cleanup.
+fn runtime_cmd(root: &Path) -> Command {
+    let mut c = Command::new(oci_runtime());
+    c.arg("--root").arg(root);
+    if systemd_cgroup() {
+        c.arg("--systemd-cgroup");
+    }
+    c
+}
+
+/// Extra runc-shim options of the control handler `runc` for the harness's runtime and cgroup
+/// driver (TOML lines; empty for runc with cgroupfs).
+fn runc_handler_options() -> String {
+    let mut o = String::new();
+    if oci_runtime() != "runc" {
+        let bin = which(&oci_runtime());
+        o.push_str(&format!("          BinaryName = \"{}\"\n", bin.display()));
+    }
+    if systemd_cgroup() {
+        o.push_str("          SystemdCgroup = true\n");
+    }
+    o
+}
+
+/// `name` resolved through PATH (absolute paths as they are).
+fn which(name: &str) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| panic!("{name} not found in PATH"))
+}
+
+/// The pods' cgroup parent as kubelet sends it: a cgroupfs path, or a systemd slice (its name
+/// without `-`, which systemd would read as nesting).
+fn cgroup_parent() -> String {
+    if systemd_cgroup() {
+        format!("{}.slice", unique("dphcri").replace('-', "_"))
+    } else {
+        format!("/{}", unique("dph-cri"))
     }
 }
 
@@ -424,6 +478,11 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
     let env = ProductEnv::new("");
     let (ctd, said) = Containerd::start(&env);
     assert!(said.contains("carried over from runtime `runc`: Root = "), "configure carries runc's options: {said}");
+    let carried = said.lines().find(|l| l.contains("carried over from runtime")).unwrap_or_default();
+    if systemd_cgroup() {
+        assert!(carried.contains("SystemdCgroup = true"), "configure carries the cgroup driver: {said}");
+    }
+    assert!(!carried.contains("BinaryName"), "the control's BinaryName is not carried over: {said}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let ch = ctd.ready().await;

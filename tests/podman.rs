@@ -1,8 +1,11 @@
 //! Issue 4 (G9) end to end with podman: the hooks.d files `dataplane-hook configure --runtime
-//! podman` wrote, real podman 4.3 + conmon + runc, private storage. An annotated container gets
+//! podman` wrote, real podman 4.3 + conmon + runc or crun, private storage. An annotated container gets
 //! its kernel reservation, a private hugetlbfs and its own view of the pool counters; an
 //! unannotated one is untouched; `podman rm` releases everything. The control is the same
 //! annotated container with podman's hooks dir left empty: nothing happens.
+//!
+//! podman runs the harness's runtime and cgroup driver (`DPH_RUNTIME`, `DPH_SYSTEMD_CGROUP`:
+//! `--runtime`, `--cgroup-manager systemd|cgroupfs`); the default is runc with cgroupfs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -33,7 +36,8 @@ impl Podman {
             .arg(self.dir.path().join("runroot"))
             .arg("--tmpdir")
             .arg(self.dir.path().join("tmp"))
-            .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs", "--storage-driver", "vfs", "--events-backend", "file"])
+            .args(["--runtime", &oci_runtime(), "--cgroup-manager", cgroup_manager()])
+            .args(["--storage-driver", "vfs", "--events-backend", "file"])
             .arg("--hooks-dir")
             .arg(&self.hooks_dir);
         c
@@ -86,6 +90,15 @@ impl Drop for Podman {
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
+    }
+}
+
+/// podman's cgroup manager for the harness's driver (`DPH_SYSTEMD_CGROUP`).
+fn cgroup_manager() -> &'static str {
+    if systemd_cgroup() {
+        "systemd"
+    } else {
+        "cgroupfs"
     }
 }
 

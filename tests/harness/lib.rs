@@ -55,6 +55,11 @@ pub fn oci_runtime() -> String {
     std::env::var("DPH_RUNTIME").ok().filter(|s| !s.is_empty()).unwrap_or_else(|| "runc".into())
 }
 
+/// Whether the tests drive crun (which hides hooks' stderr unless told where to put it).
+pub fn is_crun() -> bool {
+    Path::new(&oci_runtime()).file_name().is_some_and(|n| n == "crun")
+}
+
 /// `DPH_SYSTEMD_CGROUP=1`: every runtime invocation gets `--systemd-cgroup` (runc and crun
 /// both take it; containers then live in `system.slice:<runtime>:<id>` scopes).
 pub fn systemd_cgroup() -> bool {

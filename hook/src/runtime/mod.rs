@@ -140,8 +140,57 @@ pub fn inject_hook(b: &mut Bundle, hook: &Path, config: Option<&Path>, stage: &s
     }
 }
 
+/// crun's annotation naming the file its hooks' stderr goes to.
+pub const CRUN_HOOKS_STDERR: &str = "run.oci.hooks.stderr";
+
+/// Whether the real runtime is crun (by its file name: `crun`, `crun-1.8`, ...).
+pub fn is_crun(runtime: &Path) -> bool {
+    runtime.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "crun" || n.starts_with("crun-") || n.starts_with("crun."))
+}
+
+/// Whether our stderr (which crun inherits) can be opened again through /dev/stderr: a pipe, a
+/// file or a character device can; a socket (journald's stream) or a closed fd cannot.
+pub fn stderr_reopenable() -> bool {
+    match nix::sys::stat::fstat(libc::STDERR_FILENO) {
+        Ok(st) => matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFREG | libc::S_IFCHR),
+        Err(_) => false,
+    }
+}
+
+/// A regular file as stderr: crun's hooks append to it through their own open, while crun
+/// writes at its inherited offset and would overwrite the hook's line with its own error. Make
+/// the inherited description append-only too (it is the caller's log file: appending is what
+/// it does anyway).
+pub fn stderr_append_if_file() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let is_file = nix::sys::stat::fstat(libc::STDERR_FILENO).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
+    if !is_file {
+        return;
+    }
+    if let Ok(flags) = fcntl(libc::STDERR_FILENO, FcntlArg::F_GETFL) {
+        let _ = fcntl(libc::STDERR_FILENO, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_APPEND));
+    }
+}
+
+/// crun runs hooks with stderr on /dev/null (runc puts a failed hook's stderr into its own
+/// error): the hook's one-line reason for refusing a container would reach no caller. Unless
+/// the spec already names a file, point crun's hooks at crun's own stderr — the one the wrapper
+/// hands on — when that can be reopened (crun fails the hook if the open fails). Returns
+/// whether it did.
+pub fn route_hook_stderr(b: &mut Bundle, runtime: &Path, reopenable: bool) -> bool {
+    if !is_crun(runtime) || !reopenable {
+        return false;
+    }
+    let ann = b.raw_object_mut(&["annotations"]);
+    if ann.contains_key(CRUN_HOOKS_STDERR) {
+        return false;
+    }
+    ann.insert(CRUN_HOOKS_STDERR.to_string(), json!("/dev/stderr"));
+    true
+}
+
 /// Edits the bundle for `create`/`run`. Returns false when the container passes through.
-pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path) -> anyhow::Result<bool> {
+pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, runtime: &Path) -> anyhow::Result<bool> {
     let mut b = Bundle::load(dir)?;
     if b.is_sandbox() {
         return Ok(false);
@@ -169,6 +218,9 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path) -
     }
     inject_hook(&mut b, hook, loaded.path.as_deref(), "createRuntime");
     inject_hook(&mut b, hook, loaded.path.as_deref(), "poststop");
+    if route_hook_stderr(&mut b, runtime, stderr_reopenable()) {
+        stderr_append_if_file();
+    }
     b.save()?;
     Ok(true)
 }
@@ -268,7 +320,7 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     if matches!(inv.command.as_deref(), Some("create") | Some("run")) {
         let span = tracing::info_span!("runtime", command = inv.command.as_deref().unwrap_or(""), bundle = %inv.bundle.display());
         let _g = span.enter();
-        let edited = hook_path().and_then(|hook| edit_bundle(&inv.bundle, inv.id.as_deref(), loaded, &hook));
+        let edited = hook_path().and_then(|hook| edit_bundle(&inv.bundle, inv.id.as_deref(), loaded, &hook, &runtime));
         match edited {
             Ok(true) => tracing::info!("spec edited"),
             Ok(false) => tracing::info!("passing through"),
@@ -384,5 +436,44 @@ mod tests {
         assert_eq!(h["poststop"][0]["path"], "/other");
         assert_eq!(h["createRuntime"][0]["args"], json!(["dataplane-hook", "--config", "/etc/c.toml", "createRuntime"]));
         assert_eq!(b.raw["x-unknown"], json!({"a":1}));
+    }
+
+    #[test]
+    fn crun_hooks_get_crun_stderr_unless_the_spec_names_a_file_or_it_cannot_be_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |doc: &str| {
+            std::fs::write(dir.path().join("config.json"), doc).unwrap();
+            Bundle::load(dir.path()).unwrap()
+        };
+        let plain = r#"{"ociVersion":"1.0.2","annotations":{"a":"b"}}"#;
+        let mut b = load(plain);
+        assert!(route_hook_stderr(&mut b, Path::new("/usr/bin/crun"), true));
+        assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/dev/stderr");
+        assert_eq!(b.raw["annotations"]["a"], "b");
+        // runc shows a failed hook's stderr itself: its spec stays as it was.
+        let mut b = load(plain);
+        assert!(!route_hook_stderr(&mut b, Path::new("/usr/sbin/runc"), true));
+        assert!(b.raw["annotations"].get(CRUN_HOOKS_STDERR).is_none());
+        // A socket (or closed) stderr: crun would fail the hook opening it.
+        let mut b = load(plain);
+        assert!(!route_hook_stderr(&mut b, Path::new("crun"), false));
+        assert!(b.raw["annotations"].get(CRUN_HOOKS_STDERR).is_none());
+        // The user's own file wins; no annotations object yet is fine.
+        let mut b = load(r#"{"ociVersion":"1.0.2","annotations":{"run.oci.hooks.stderr":"/var/log/h"}}"#);
+        assert!(!route_hook_stderr(&mut b, Path::new("crun"), true));
+        assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/var/log/h");
+        let mut b = load(r#"{"ociVersion":"1.0.2"}"#);
+        assert!(route_hook_stderr(&mut b, Path::new("/opt/crun-1.8"), true));
+        assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/dev/stderr");
+        assert!(!is_crun(Path::new("/usr/bin/crunch")) && !is_crun(Path::new("/usr/bin/dataplane-runtime")));
+    }
+
+    #[test]
+    fn stderr_of_this_test_process_is_reopenable_or_not_by_its_type() {
+        // cargo test gives a pipe or a file or a tty: all reopenable. (Sockets: the unit test
+        // above covers the `false` branch.)
+        let st = nix::sys::stat::fstat(libc::STDERR_FILENO).unwrap();
+        let kind = st.st_mode & libc::S_IFMT;
+        assert_eq!(stderr_reopenable(), kind != libc::S_IFSOCK, "mode {kind:o}");
     }
 }

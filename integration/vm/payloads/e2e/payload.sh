@@ -2,17 +2,19 @@
 # Guest side of the end-to-end payload (issue 5), run by integration/vm/run.sh inside the VM as
 # root: the integration suites on the mainstream node (pure cgroup v2, systemd, containerd).
 #
-# The runtime-parametrized suites (tests/core.rs, groups.rs, gc.rs, safety.rs; the harness reads
-# DPH_RUNTIME and DPH_SYSTEMD_CGROUP) run once per configuration:
-#   runc-systemd   runc --systemd-cgroup
+# The suites (tests/core.rs, groups.rs, gc.rs, safety.rs, podman.rs, cri.rs; the harness reads
+# DPH_RUNTIME and DPH_SYSTEMD_CGROUP, podman.rs and cri.rs hand them to podman and containerd)
+# run once per configuration:
+#   runc-systemd   runc --systemd-cgroup      (podman --cgroup-manager systemd, SystemdCgroup)
 #   runc-cgroupfs  runc (cgroupfs driver)
-#   crun-systemd   crun --systemd-cgroup
-# tests/podman.rs and tests/cri.rs drive podman/containerd with their own runtime settings
-# (runc, cgroupfs), so they run once. Then the GPU/watch and RDMA payloads (staged next to this
-# one by payloads/e2e/run.sh) unless DPH_E2E_FEATURES=0.
+#   crun-systemd   crun --systemd-cgroup      (podman --runtime crun, BinaryName = crun)
+# Then the GPU/watch and RDMA payloads (staged next to this one by payloads/e2e/run.sh) unless
+# DPH_E2E_FEATURES=0. payloads/e2e/run.sh boots one VM per configuration and one for the
+# features (DPH_E2E_CONFIGS=none).
 #
-# Env: DPH_E2E_CONFIGS, DPH_E2E_SUITES, DPH_E2E_ONCE (suites run once), DPH_E2E_FEATURES,
-# DPH_TEST_THREADS. Arguments are passed to every test binary (e.g. a name filter).
+# Env: DPH_E2E_CONFIGS (or `none`), DPH_E2E_SUITES, DPH_E2E_ONCE (suites run once, on the
+# VM's defaults: runc with cgroupfs; default none), DPH_E2E_FEATURES, DPH_TEST_THREADS.
+# Arguments are passed to every test binary (e.g. a name filter).
 # Prints `e2e: <config> <suite> ok|FAILED|SKIPPED <seconds>s` per run and a summary; exits 1 on
 # any failure. $DPVM_RESULTS/timings.txt keeps the summary, product logs of failing tests too.
 set -u
@@ -20,8 +22,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 results=${DPVM_RESULTS:-/tmp}
 export DPH_BIN_DIR=$here/bin RUST_BACKTRACE=1
 configs=${DPH_E2E_CONFIGS:-runc-systemd runc-cgroupfs crun-systemd}
-suites=${DPH_E2E_SUITES:-core groups gc safety}
-once=${DPH_E2E_ONCE:-podman cri}
+[[ $configs == none ]] && configs=
+suites=${DPH_E2E_SUITES:-core groups gc safety podman cri}
+once=${DPH_E2E_ONCE:-}
 threads=${DPH_TEST_THREADS:-2}
 summary=()
 rc=0
