@@ -262,12 +262,17 @@ fn add_private_dir_mount(b: &mut Bundle, target: &crate::request::ContainerPath)
     if !mounts.is_array() {
         *mounts = json!([]);
     }
-    mounts.as_array_mut().expect("array").push(json!({
+    let ours = json!({
         "destination": target.as_path().display().to_string(),
         "type": "tmpfs",
         "source": "tmpfs",
         "options": ["nosuid", "nodev", "noexec", "mode=755", "size=16m"],
-    }));
+    });
+    let list = mounts.as_array_mut().expect("array");
+    // A create retried on the same bundle finds its own mount last: do not stack another.
+    if list.last() != Some(&ours) {
+        list.push(ours);
+    }
 }
 
 /// G6's gc at the start of a create, for creates that run no hook: only when the ledger holds
@@ -390,6 +395,18 @@ mod tests {
         req.gpu = features::gpu::inspect_bundle(&b, &b.annotations()).unwrap();
         only_private_dirs(&req, &b, &crate::config::Config::default(), "c")
             .map(|v| v.iter().map(|t| t.as_path().display().to_string()).collect())
+    }
+
+    #[test]
+    fn the_fast_path_mount_is_added_once_on_top() {
+        let (_d, mut b) = bundle_with(json!({"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/"},
+            "mounts": [{"destination": "/var/run/dpdk", "type": "bind", "source": "/host/dpdk"}]}));
+        let t = crate::request::ContainerPath::parse("/var/run/dpdk").unwrap();
+        add_private_dir_mount(&mut b, &t);
+        add_private_dir_mount(&mut b, &t);
+        let m = b.raw["mounts"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!((m[1]["type"].as_str(), m[1]["destination"].as_str()), (Some("tmpfs"), Some("/var/run/dpdk")));
     }
 
     #[test]
