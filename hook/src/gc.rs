@@ -23,15 +23,8 @@ pub fn is_dead(rec: &ContainerRecord) -> bool {
 
 pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
     let mut report = GcReport::default();
-    if !dry_run {
-        for dir in ["containers", "groups"] {
-            for p in crate::ledger::remove_torn_before_boot(&ledger.dir().join(dir)) {
-                tracing::warn!("gc: removed {}: unreadable and written before this boot (a power loss tore it; what it described did not survive the reboot)", p.display());
-            }
-        }
-    }
     let (records, corrupt) = ledger.containers();
-    report.errors.extend(corrupt.into_iter().map(|e| e.to_string()));
+    report.errors.extend(corrupt.iter().filter(|e| dry_run || !crate::ledger::remove_if_torn(e)).map(|e| e.to_string()));
     for rec in records {
         if !is_dead(&rec) {
             report.live.push(rec.id);

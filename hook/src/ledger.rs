@@ -286,24 +286,19 @@ fn boot_time() -> Option<u64> {
     stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
-/// Removes the corrupt records in `dir` last written before this boot (torn by a power loss:
-/// nothing they describe survived the reboot). Returns the paths removed.
-pub fn remove_torn_before_boot(dir: &Path) -> Vec<PathBuf> {
-    let Some(btime) = boot_time() else { return vec![] };
-    let mut removed = vec![];
-    let Ok(rd) = std::fs::read_dir(dir) else { return removed };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.extension().and_then(|x| x.to_str()) != Some("json") {
-            continue;
-        }
-        let written = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        let parses = std::fs::read(&p).ok().is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
-        if !parses && written.is_some_and(|w| w.as_secs() < btime) && std::fs::remove_file(&p).is_ok() {
-            removed.push(p);
-        }
+/// gc's power-loss rule for a record `read_all` could not read: one that is not even JSON and
+/// was last written before this boot was torn by a power loss, and nothing it described
+/// survived the reboot, so it is removed (returns true). Anything else is left for a human.
+pub fn remove_if_torn(err: &LedgerError) -> bool {
+    let LedgerError::Corrupt { path, .. } = err else { return false };
+    let Some(btime) = boot_time() else { return false };
+    let written = std::fs::symlink_metadata(path).ok().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let parses = std::fs::read(path).ok().is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+    if parses || !written.is_some_and(|w| w.as_secs() < btime) || std::fs::remove_file(path).is_err() {
+        return false;
     }
-    removed
+    tracing::warn!("gc: removed {}: unreadable and written before this boot (a power loss tore it; what it described did not survive the reboot)", path.display());
+    true
 }
 
 /// Temp file in the same directory, then rename (see the module doc for why no fsync).
@@ -396,7 +391,16 @@ mod tests {
         old.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000)).unwrap();
         let good_old = std::fs::File::options().write(true).open(dir.join("good.json")).unwrap();
         good_old.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_000_000)).unwrap();
-        assert_eq!(remove_torn_before_boot(&dir), vec![dir.join("torn.json")]);
+        let (_, bad) = l.containers();
+        let removed: Vec<PathBuf> = bad
+            .iter()
+            .filter(|e| remove_if_torn(e))
+            .map(|e| match e {
+                LedgerError::Corrupt { path, .. } => path.clone(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(removed, vec![dir.join("torn.json")]);
         let (all, bad) = l.containers();
         assert_eq!(all.len(), 1, "a whole record is never removed here (gc decides by liveness)");
         assert_eq!(bad.len(), 1, "a corrupt record written in this boot stays for a human: {bad:?}");

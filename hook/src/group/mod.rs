@@ -268,7 +268,8 @@ pub fn teardown(ledger: &Ledger, g: GroupRecord) -> Result<(), GroupError> {
 pub fn gc(ledger: &Ledger, dry_run: bool) -> (Vec<String>, Vec<String>) {
     let (groups, corrupt) = ledger.groups();
     let mut released = Vec::new();
-    let mut errors: Vec<String> = corrupt.iter().map(|e| e.to_string()).collect();
+    let mut errors: Vec<String> =
+        corrupt.iter().filter(|e| dry_run || !crate::ledger::remove_if_torn(e)).map(|e| e.to_string()).collect();
     let now = now_unix();
     for mut g in groups {
         let holder_dead = g.holder.map_or(now.saturating_sub(g.created) > PENDING_GRACE_SECS, |h| !h.is_alive());
