@@ -196,7 +196,7 @@ fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, Apply
                 (d, target.clone(), Missing::Create)
             }
             MountPlan::EmptyDir { target } => {
-                let d = Detached::tmpfs(16 << 20, "0755").map_err(|source| ApplyError::Mount { id: id.into(), source })?;
+                let d = Detached::tmpfs(crate::plan::EMPTY_DIR_BYTES, crate::plan::EMPTY_DIR_MODE).map_err(|source| ApplyError::Mount { id: id.into(), source })?;
                 (d, target.clone(), Missing::Create)
             }
             MountPlan::FromNamespace { pid, path, target } => {

@@ -38,6 +38,11 @@ pub struct PrefixCleanup {
     pub runtime_dir: Option<std::path::PathBuf>,
 }
 
+/// An [`MountPlan::EmptyDir`]'s tmpfs: its size and mode (also nosuid, nodev, noexec), the same
+/// whether the hook attaches it or the wrapper's fast path puts it in the spec.
+pub const EMPTY_DIR_BYTES: u64 = 16 << 20;
+pub const EMPTY_DIR_MODE: &str = "0755";
+
 /// A new filesystem attached in the container.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MountPlan {

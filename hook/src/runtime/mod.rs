@@ -151,10 +151,12 @@ pub fn is_crun(runtime: &Path) -> bool {
 /// Whether our stderr (which crun inherits) can be opened again through /dev/stderr: a pipe, a
 /// file or a character device can; a socket (journald's stream) or a closed fd cannot.
 pub fn stderr_reopenable() -> bool {
-    match nix::sys::stat::fstat(libc::STDERR_FILENO) {
-        Ok(st) => matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFREG | libc::S_IFCHR),
-        Err(_) => false,
-    }
+    stderr_type().is_some_and(|t| matches!(t, libc::S_IFIFO | libc::S_IFREG | libc::S_IFCHR))
+}
+
+/// The file type bits of our stderr (None: closed).
+fn stderr_type() -> Option<libc::mode_t> {
+    nix::sys::stat::fstat(libc::STDERR_FILENO).ok().map(|st| st.st_mode & libc::S_IFMT)
 }
 
 /// A regular file as stderr: crun's hooks append to it through their own open, while crun
@@ -163,8 +165,7 @@ pub fn stderr_reopenable() -> bool {
 /// it does anyway).
 pub fn stderr_append_if_file() {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let is_file = nix::sys::stat::fstat(libc::STDERR_FILENO).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG);
-    if !is_file {
+    if stderr_type() != Some(libc::S_IFREG) {
         return;
     }
     if let Ok(flags) = fcntl(libc::STDERR_FILENO, FcntlArg::F_GETFL) {
@@ -255,8 +256,8 @@ pub fn only_private_dirs(req: &Request, b: &Bundle, cfg: &crate::config::Config,
     plain.then_some(dirs)
 }
 
-/// What the hook's empty dir is (apply: a 16 MiB tmpfs, mode 0755, nosuid/nodev/noexec), as a
-/// spec mount appended after the image's own (so it is on top, like the hook's).
+/// What the hook's empty dir is (the same tmpfs: [`crate::plan::EMPTY_DIR_BYTES`], mode, nosuid,
+/// nodev, noexec), as a spec mount appended after the image's own (so it is on top, like the hook's).
 fn add_private_dir_mount(b: &mut Bundle, target: &crate::request::ContainerPath) {
     let mounts = b.raw.as_object_mut().expect("a spec is an object").entry("mounts").or_insert_with(|| json!([]));
     if !mounts.is_array() {
@@ -266,7 +267,13 @@ fn add_private_dir_mount(b: &mut Bundle, target: &crate::request::ContainerPath)
         "destination": target.as_path().display().to_string(),
         "type": "tmpfs",
         "source": "tmpfs",
-        "options": ["nosuid", "nodev", "noexec", "mode=755", "size=16m"],
+        "options": [
+            "nosuid",
+            "nodev",
+            "noexec",
+            format!("mode={}", crate::plan::EMPTY_DIR_MODE),
+            format!("size={}", crate::plan::EMPTY_DIR_BYTES),
+        ],
     });
     let list = mounts.as_array_mut().expect("array");
     // A create retried on the same bundle finds its own mount last: do not stack another.
