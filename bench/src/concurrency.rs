@@ -14,23 +14,19 @@ const WORKERS: usize = 4;
 const PER_WORKER: usize = 6;
 const REPS: usize = 5;
 
+/// Runs `work(w, bundle)` for every worker at once, one thread each; their results in order.
+fn on_workers<T: Send>(bundles: &[PathBuf], work: impl Fn(usize, &PathBuf) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bundles.iter().enumerate().map(|(w, b)| s.spawn(move || work(w, b))).collect();
+        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+    })
+}
+
+/// Every worker runs PER_WORKER full lifecycles back to back.
 fn batch(runner: &Runner, bundles: &[PathBuf], tag: &str) -> Result<Duration> {
     let t = Instant::now();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = bundles
-            .iter()
-            .enumerate()
-            .map(|(w, b)| {
-                s.spawn(move || -> Result<()> {
-                    for i in 0..PER_WORKER {
-                        runner.lifecycle(b, &format!("cc-{tag}-{w}-{i}"))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| h.join().expect("worker panicked"))
-    })?;
+    on_workers(bundles, |w, b| (0..PER_WORKER).try_for_each(|i| runner.lifecycle(b, &format!("cc-{tag}-{w}-{i}")).map(drop)))?;
     Ok(t.elapsed())
 }
 
@@ -38,22 +34,13 @@ fn batch(runner: &Runner, bundles: &[PathBuf], tag: &str) -> Result<Duration> {
 /// they stay created, holding their reservations), then all are deleted (untimed).
 fn create_batch(runner: &Runner, bundles: &[PathBuf], tag: &str) -> Result<Duration> {
     let t = Instant::now();
-    let made: Vec<Vec<(String, i32)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = bundles
-            .iter()
-            .enumerate()
-            .map(|(w, b)| {
-                s.spawn(move || -> Result<Vec<(String, i32)>> {
-                    let mut v = vec![];
-                    for i in 0..PER_WORKER {
-                        let id = format!("cr-{tag}-{w}-{i}");
-                        v.push((id.clone(), runner.create(b, &id)?));
-                    }
-                    Ok(v)
-                })
+    let made = on_workers(bundles, |w, b| {
+        (0..PER_WORKER)
+            .map(|i| {
+                let id = format!("cr-{tag}-{w}-{i}");
+                runner.create(b, &id).map(|pid| (id, pid))
             })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("worker panicked")).collect::<Result<_>>()
+            .collect::<Result<Vec<_>>>()
     })?;
     let d = t.elapsed();
     for (w, containers) in made.iter().enumerate() {
