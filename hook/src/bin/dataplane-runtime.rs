@@ -16,8 +16,9 @@ fn main() {
             out,
             "dataplane-runtime: a runc-compatible runtime that adds the dataplane hook to containers.\n\
              For `create` and `run` it edits <bundle>/config.json (dataplane-hook.io/* annotations, hugepage\n\
-             limits; pod sandboxes and dataplane-hook.io/enabled=false pass through untouched), then execs the\n\
-             real runtime with the same arguments. `update` of a GPU container keeps its driver-memory headroom\n\
+             limits; pod sandboxes and dataplane-hook.io/enabled=false pass through untouched; a container asking\n\
+             for nothing more than its private DPDK runtime dir gets it as a tmpfs spec mount, without the hook),\n\
+             then execs the real runtime with the same arguments. `update` of a GPU container keeps its driver-memory headroom\n\
              carved out of the new memory limit; every other command goes straight to it.\n\
              Real runtime: runtime_path = {} (config: {cfg}; $DATAPLANE_HOOK_CONFIG overrides).\n\
              Use it as containerd's or CRI-O's runtime handler `dataplane`: dataplane-hook configure --help.\n\n\
