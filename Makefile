@@ -13,7 +13,25 @@ CARGO ?= cargo
 
 # Honour CARGO_TARGET_DIR like cargo does, so the binaries are found where cargo put them.
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
+
+# The product's binaries are linked statically and position-dependent (glibc crt-static,
+# relocation-model=static): a container's lifecycle execs them up to five times (the wrapper
+# at create, start and delete; the hook at createRuntime and poststop), and a dynamic exec
+# pays for the loader, the libraries' relocations and their page faults every time (~0.4 ms
+# per exec here; `make bench`). They also run on nodes with an older C library (the .deb, the
+# installer image). Every cargo command below builds for the host's target triple with these
+# flags ($(STATIC)), so the tests and the bench share one build; build scripts and proc macros
+# are host artifacts and stay dynamic. STATIC= builds as plain `cargo build` does.
+HOST_TARGET := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+STATIC ?= $(if $(filter %-linux-gnu,$(HOST_TARGET)),1,)
+ifneq ($(STATIC),)
+CARGO_ENV := CARGO_BUILD_TARGET=$(HOST_TARGET) \
+  CARGO_TARGET_$(shell echo '$(HOST_TARGET)' | tr 'a-z-' 'A-Z_')_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
+BIN_DIR := $(TARGET_DIR)/$(HOST_TARGET)/release
+DEB_TARGET := --target $(HOST_TARGET)
+else
 BIN_DIR := $(TARGET_DIR)/release
+endif
 
 # Integration tests, demo and bench need root (mounts, cgroups, hugepages, runc).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo -E env "PATH=$$PATH")
@@ -33,7 +51,7 @@ deps:
 	./scripts/install-deps.sh
 
 build:
-	$(CARGO) build --release --workspace --bins
+	env $(CARGO_ENV) $(CARGO) build --release --workspace --bins
 
 demo: deps build
 	$(SUDO) ./scripts/demo.sh "$(BIN_DIR)"
@@ -44,7 +62,7 @@ unit-test:
 	$(CARGO) test -p dataplane-hook
 
 integration-test: build
-	$(SUDO) $(CARGO) test --release -p dataplane-tests -- --test-threads=$(TEST_THREADS)
+	$(SUDO) env $(CARGO_ENV) $(CARGO) test --release -p dataplane-tests -- --test-threads=$(TEST_THREADS)
 
 bench: deps build
 	$(SUDO) "$(BIN_DIR)/dataplane-bench" --bin-dir "$(BIN_DIR)" --out BENCHMARKS.md
@@ -54,7 +72,7 @@ bench: deps build
 deb: build
 	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
 	./packaging/gen-assets.sh "$(BIN_DIR)"
-	$(CARGO) deb -p dataplane-hook --no-build --output "$(TARGET_DIR)/debian/"
+	$(CARGO) deb -p dataplane-hook --no-build $(DEB_TARGET) --output "$(TARGET_DIR)/debian/"
 
 # The package in CI (part of `make test`): installed with dpkg -i, every end-to-end suite run
 # again against the installed binaries (DPH_BIN_DIR=/usr/bin; ~2.5 min here), purged whatever
@@ -63,14 +81,12 @@ deb: build
 # installs and purges the package itself, so it is not run against an installed one).
 DEB_SUITES ?= $(addprefix --test ,$(filter-out packaging,$(shell awk '/^\[\[test\]\]/{t=1;next} /^\[/{t=0} t && $$1=="name"{gsub(/"/,"",$$3); print $$3}' tests/Cargo.toml)))
 test-deb: deb
-	$(SUDO) env CARGO="$(CARGO)" ./packaging/test-deb.sh "$$(ls -t $(TARGET_DIR)/debian/dataplane-hook_*.deb | head -n1)" \
+	$(SUDO) env $(CARGO_ENV) CARGO="$(CARGO)" ./packaging/test-deb.sh "$$(ls -t $(TARGET_DIR)/debian/dataplane-hook_*.deb | head -n1)" \
 	  $(DEB_SUITES) -- --test-threads=$(TEST_THREADS)
 
 # The installer image copies the binaries onto nodes whose C library may be older than this
-# machine's: they are linked statically (glibc, crt-static), then packed offline.
-STATIC_TARGET ?= x86_64-unknown-linux-gnu
-image:
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p dataplane-hook --bins --target $(STATIC_TARGET)
-	./packaging/kubernetes/build-image.sh "$(TARGET_DIR)/$(STATIC_TARGET)/release" "$(TARGET_DIR)/installer-image"
+# machine's: build-image.sh refuses dynamic ones (make build links them statically, above).
+image: build
+	./packaging/kubernetes/build-image.sh "$(BIN_DIR)" "$(TARGET_DIR)/installer-image"
 
 -include integration/vm/vm.mk

@@ -343,32 +343,58 @@ struct Built {
     bin: PathBuf,
 }
 
-/// Builds the image with build-image.sh from the test's binaries (static ones from
-/// $DPH_STATIC_BIN_DIR when given; else this build's, which run on this host).
+/// Builds the image with build-image.sh from the test's binaries (`make build` links them
+/// statically; a plain `cargo build` does not, and then the image is told to take them).
 fn build_image() -> Built {
     let dir = tempfile::Builder::new().prefix("dph-image-").tempdir().unwrap();
     let layout = dir.path().join("layout");
-    let (bin, dynamic) = match std::env::var_os("DPH_STATIC_BIN_DIR") {
-        Some(d) => (PathBuf::from(d), false),
-        None => (bin_dir(), true),
-    };
+    let bin = bin_dir();
     let mut c = Command::new(repo().join("packaging/kubernetes/build-image.sh"));
     c.arg(&bin).arg(&layout).arg("test").env("SOURCE_DATE_EPOCH", EPOCH);
-    if dynamic {
-        c.env("DPH_ALLOW_DYNAMIC", "1");
-    }
+    allow_dynamic_if_needed(&mut c, &bin);
     let out = ok(&mut c);
     assert!(out.contains(&format!("build-image: {}:test", layout.display())), "{out}");
     Built { _dir: dir, layout, bin }
 }
 
+/// Whether `bin` loads shared libraries (ldd lists some).
+fn is_dynamic(bin: &Path) -> bool {
+    std::process::Command::new("ldd").arg(bin).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("=>"))
+}
+
+fn allow_dynamic_if_needed(c: &mut Command, bin_dir: &Path) {
+    if is_dynamic(&bin_dir.join("dataplane-hook")) || is_dynamic(&bin_dir.join("dataplane-runtime")) {
+        c.env("DPH_ALLOW_DYNAMIC", "1");
+    }
+}
+
 #[test]
 fn the_image_refuses_dynamic_binaries_unless_told() {
+    // A bin dir with dynamic executables in place of ours (a plain `cargo build`'s would be).
     let dir = tempfile::tempdir().unwrap();
-    if std::process::Command::new("ldd").arg(hook_bin()).output().is_ok_and(|o| o.status.success()) {
-        let o = run(Command::new(repo().join("packaging/kubernetes/build-image.sh")).arg(bin_dir()).arg(dir.path().join("l")));
-        assert!(!o.status.success());
-        assert!(text(&o).contains("dynamically linked: it would not run on nodes with an older C library"), "{}", text(&o));
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let dynamic = Path::new("/usr/bin/true");
+    assert!(is_dynamic(dynamic), "/usr/bin/true is expected to be dynamically linked here");
+    for b in ["dataplane-hook", "dataplane-runtime"] {
+        std::fs::copy(dynamic, bin.join(b)).unwrap();
+    }
+    let o = run(Command::new(repo().join("packaging/kubernetes/build-image.sh")).arg(&bin).arg(dir.path().join("l")));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("dynamically linked: it would not run on nodes with an older C library"), "{}", text(&o));
+    assert!(!dir.path().join("l").exists(), "nothing written for a refused build");
+    // Told, it takes them.
+    let o = run(Command::new(repo().join("packaging/kubernetes/build-image.sh")).arg(&bin).arg(dir.path().join("l")).env("DPH_ALLOW_DYNAMIC", "1").env("SOURCE_DATE_EPOCH", EPOCH));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn make_build_links_the_product_statically() {
+    // The lifecycle cost (`make bench`) and the installer image depend on it; `make build` is
+    // what made this test's binaries unless DPH_BIN_DIR points elsewhere (an installed package
+    // is built the same way: make deb takes make build's binaries).
+    for b in [hook_bin(), bin_dir().join("dataplane-runtime")] {
+        assert!(!is_dynamic(&b), "{} is dynamically linked: build with `make build` (crt-static, see the Makefile)", b.display());
     }
 }
 
@@ -512,9 +538,7 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     let again = tempfile::tempdir().unwrap();
     let mut c = Command::new(repo().join("packaging/kubernetes/build-image.sh"));
     c.arg(&built.bin).arg(again.path().join("layout")).arg("test").env("SOURCE_DATE_EPOCH", EPOCH);
-    if std::env::var_os("DPH_STATIC_BIN_DIR").is_none() {
-        c.env("DPH_ALLOW_DYNAMIC", "1");
-    }
+    allow_dynamic_if_needed(&mut c, &built.bin);
     ok(&mut c);
     assert_eq!(std::fs::read(again.path().join("layout/index.json")).unwrap(), std::fs::read(built.layout.join("index.json")).unwrap(), "same digests on a rebuild");
     let inspect: Value = serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:test", built.layout.display())))).unwrap();
@@ -791,8 +815,18 @@ fn build_deb(out: &Path) -> PathBuf {
         "cargo-deb is not installed (make deps, or: cargo install cargo-deb --locked)"
     );
     ok(Command::new(repo().join("packaging/gen-assets.sh")).arg(&bin));
-    let target = bin.parent().unwrap();
-    ok(Command::new("cargo").current_dir(repo()).env("CARGO_TARGET_DIR", target).args(["deb", "-p", PKG, "--no-build", "--output"]).arg(out));
+    // make build's binaries are in <target dir>/<host triple>/release, a plain cargo build's in
+    // <target dir>/release: cargo-deb finds them with --target in the first case.
+    let above = bin.parent().unwrap();
+    let host = ok(Command::new("rustc").arg("-vV")).lines().find_map(|l| l.strip_prefix("host: ").map(String::from)).expect("rustc's host triple");
+    let mut deb = Command::new("cargo");
+    deb.current_dir(repo()).env_remove("CARGO_BUILD_TARGET").args(["deb", "-p", PKG, "--no-build", "--output"]).arg(out);
+    if above.file_name().is_some_and(|n| n == host.as_str()) {
+        deb.env("CARGO_TARGET_DIR", above.parent().unwrap()).args(["--target", &host]);
+    } else {
+        deb.env("CARGO_TARGET_DIR", above);
+    }
+    ok(&mut deb);
     std::fs::read_dir(out).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")).expect("a .deb")
 }
 

@@ -5,8 +5,8 @@
 #   build-image.sh [--stage-only] <bin dir> <output dir> [tag]
 #
 # <bin dir> holds dataplane-hook and dataplane-runtime. The installer copies them onto every
-# node, whose C library may be older than the build host's: build them static
-#   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu
+# node, whose C library may be older than the build host's: build them static (`make build`
+# does: crt-static, for the host's target triple, in target/<triple>/release)
 # (dynamic binaries are refused unless DPH_ALLOW_DYNAMIC=1).
 #
 # The layer holds what the installer runs and what it loads:
