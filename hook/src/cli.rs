@@ -115,6 +115,25 @@ pub enum Command {
     Manpage,
 }
 
+/// The hook stages' command lines as runtimes run them (`[--config PATH] createRuntime|prestart|poststop`),
+/// read without building clap's parser for every subcommand: each container runs the hook
+/// twice. Anything else (help, other subcommands, unusual forms) is None: clap reads it.
+pub fn hook_stage(args: &[String]) -> Option<Cli> {
+    let (config, stage) = match args {
+        [_, stage] => (None, stage),
+        [_, flag, path, stage] if flag == "--config" && !path.starts_with('-') => (Some(PathBuf::from(path)), stage),
+        [_, flag, stage] => (Some(PathBuf::from(flag.strip_prefix("--config=").filter(|p| !p.is_empty())?)), stage),
+        _ => return None,
+    };
+    let command = match stage.as_str() {
+        "createRuntime" => Command::CreateRuntime,
+        "prestart" => Command::Prestart,
+        "poststop" => Command::Poststop,
+        _ => return None,
+    };
+    Some(Cli { config, command })
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     match &cli.command {
@@ -191,4 +210,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch => crate::watch::run(&loaded)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn hook_stages_read_without_clap_as_clap_reads_them() {
+        for args in [
+            &["dataplane-hook", "createRuntime"][..],
+            &["dataplane-hook", "prestart"],
+            &["dataplane-hook", "poststop"],
+            &["/usr/bin/dataplane-hook", "--config", "/etc/x.toml", "createRuntime"],
+            &["dataplane-hook", "--config=/etc/x.toml", "poststop"],
+        ] {
+            let fast = hook_stage(&v(args)).unwrap_or_else(|| panic!("{args:?} is a hook stage"));
+            let clap = Cli::try_parse_from(args).unwrap();
+            assert_eq!(format!("{fast:?}"), format!("{clap:?}"), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_left_to_clap() {
+        for args in [
+            &["dataplane-hook"][..],
+            &["dataplane-hook", "gc"],
+            &["dataplane-hook", "--help"],
+            &["dataplane-hook", "createruntime"],
+            &["dataplane-hook", "createRuntime", "extra"],
+            &["dataplane-hook", "--config", "createRuntime"],
+            &["dataplane-hook", "--config", "--help", "poststop"],
+            &["dataplane-hook", "--config=", "poststop"],
+            &["dataplane-hook", "--verbose", "poststop"],
+            &["dataplane-hook", "poststop", "--config", "/x"],
+        ] {
+            assert!(hook_stage(&v(args)).is_none(), "{args:?}");
+        }
+    }
 }

@@ -5,7 +5,9 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::Config;
 
@@ -15,24 +17,24 @@ pub fn init(cfg: &Config, program: &'static str) {
     if cfg.log_file.as_os_str().is_empty() {
         return;
     }
-    if let Some(dir) = cfg.log_file.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let Ok(file) = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&cfg.log_file)
-    else {
+    let open = || OpenOptions::new().create(true).append(true).mode(0o640).custom_flags(libc::O_CLOEXEC).open(&cfg.log_file);
+    // The log's directory is made on the first run only (every hook and wrapper opens the log).
+    let file = open().or_else(|e| match (e.kind(), cfg.log_file.parent()) {
+        (std::io::ErrorKind::NotFound, Some(dir)) => std::fs::create_dir_all(dir).and_then(|_| open()),
+        _ => Err(e),
+    });
+    let Ok(file) = file else {
         return;
     };
-    let filter = EnvFilter::new(format!("{}={}", "dataplane_hook", cfg.log_level));
+    // Our crate's events at the configured level (validated by the config), nothing else's.
+    let level: LevelFilter = cfg.log_level.parse().unwrap_or(LevelFilter::INFO);
+    let filter = Targets::new().with_target("dataplane_hook", level);
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_ansi(false)
         .with_target(false)
         .with_writer(Mutex::new(file))
+        .finish()
+        .with(filter)
         .try_init();
     tracing::debug!(program, pid = std::process::id(), "start");
 }

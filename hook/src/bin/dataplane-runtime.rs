@@ -27,7 +27,15 @@ fn main() {
         );
         let _ = out.flush();
     }
-    dataplane_hook::log::init(&loaded.config, "dataplane-runtime");
+    // Only the commands the wrapper acts on log; the others (start, delete, state, kill, ...)
+    // are exec'd straight through and open the log only to report a failure.
+    let acts = dataplane_hook::runtime::acts_on(&args);
+    if acts {
+        dataplane_hook::log::init(&loaded.config, "dataplane-runtime");
+    }
     let err = dataplane_hook::runtime::main(args, &loaded);
+    if !acts {
+        dataplane_hook::log::init(&loaded.config, "dataplane-runtime");
+    }
     dataplane_hook::log::fail(&err);
 }

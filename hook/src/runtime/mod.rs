@@ -103,6 +103,12 @@ pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
     Invocation { command, bundle, id }
 }
 
+/// Whether the wrapper does anything for this command line besides exec'ing the real runtime:
+/// `create` and `run` (the spec) and `update` (a GPU container's headroom).
+pub fn acts_on(args: &[String]) -> bool {
+    matches!(args.get(command_index(args)).map(String::as_str), Some("create" | "run" | "update"))
+}
+
 /// The hook binary installed beside this wrapper.
 pub fn hook_path() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the dataplane-runtime executable")?;
@@ -314,8 +320,10 @@ pub fn real_runtime(path: &Path) -> anyhow::Result<PathBuf> {
             .find(|p| p.is_file())
             .with_context(|| format!("cannot find the real runtime {:?} in PATH (set runtime_path in the config)", path))?
     };
-    let me = std::env::current_exe().ok().and_then(|p| p.canonicalize().ok());
-    if resolved.canonicalize().ok() == me && me.is_some() {
+    // The same file (device and inode: through any symlink or hard link) as this executable?
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)));
+    let me = std::env::current_exe().ok().and_then(|p| id(&p));
+    if me.is_some() && id(&resolved) == me {
         bail!("runtime_path {} is dataplane-runtime itself (point runtime_path at the real runc)", resolved.display());
     }
     Ok(resolved)
@@ -381,6 +389,16 @@ mod tests {
             if cmd == &Some("create") || cmd == &Some("run") {
                 assert_eq!(inv.id.as_deref(), Some("id"), "{args:?}");
             }
+        }
+    }
+
+    #[test]
+    fn only_create_run_and_update_are_acted_on() {
+        for args in [&["create", "id"][..], &["--root", "/r", "run", "-d", "id"], &["--log=/l", "update", "--memory", "1", "id"]] {
+            assert!(acts_on(&v(args)), "{args:?}");
+        }
+        for args in [&["start", "id"][..], &["--root", "/r", "delete", "--force", "id"], &["state", "create"], &["--version"], &[]] {
+            assert!(!acts_on(&v(args)), "{args:?}");
         }
     }
 
