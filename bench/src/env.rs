@@ -400,6 +400,20 @@ pub fn stats(sample: &[Duration]) -> Stats {
     Stats { median, p10: q(0.1), p90: q(0.9), min: v[0] }
 }
 
+/// A 95% confidence interval of median(sample) / median(base), by bootstrap: both samples
+/// resampled with replacement 2000 times (fixed seed: the same data gives the same interval).
+/// Says how far the run's noise alone could move the ratio.
+pub fn ratio_ci(sample: &[Duration], base: &[Duration]) -> (f64, f64) {
+    let mut rng = fastrand::Rng::with_seed(0x6470_6862);
+    let mut resample = |v: &[Duration]| -> Duration {
+        let r: Vec<Duration> = (0..v.len()).map(|_| v[rng.usize(..v.len())]).collect();
+        stats(&r).median
+    };
+    let mut ratios: Vec<f64> = (0..2000).map(|_| resample(sample).as_secs_f64() / resample(base).as_secs_f64()).collect();
+    ratios.sort_by(f64::total_cmp);
+    (ratios[ratios.len() * 25 / 1000], ratios[ratios.len() * 975 / 1000 - 1])
+}
+
 pub fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e3)
 }

@@ -91,7 +91,8 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
          runtime; the product with its default configuration except a private state dir and log file. \
          The state dir's filesystem can matter (the ledger writes records by temp file and rename): each variant runs with \
          its bundle, runc root, state dir and log on tmpfs, and again on this machine's /run. Ratios are against \
-         plain runc with the same storage.\n\n\
+         plain runc with the same storage; the 95% CI (bootstrap of both samples) is how far this run's noise alone \
+         could move a ratio.\n\n\
          CPU = user + system time of every process of the lifecycle (runc, wrapper, hooks, container), from \
          getrusage(RUSAGE_CHILDREN): what the node pays, however busy it is.\n",
         ctx.runs
@@ -100,8 +101,8 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
     for (g, (_, title)) in groups().iter().enumerate() {
         body += &format!(
             "\n**Storage {title}**\n\n\
-             | variant | median ms | p10 ms | p90 ms | min ms | vs runc | target | CPU ms (median) | CPU vs runc |\n\
-             |---|---:|---:|---:|---:|---:|---|---:|---:|\n"
+             | variant | median ms | p10 ms | p90 ms | min ms | vs runc | 95% CI | target | CPU ms (median) | CPU vs runc |\n\
+             |---|---:|---:|---:|---:|---:|---|---|---:|---:|\n"
         );
         let base_v = vs.iter().find(|v| v.group == g && v.target.is_none()).expect("a runc variant per group");
         let base = stats(&base_v.sample).median;
@@ -115,8 +116,14 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
                 None => "baseline".into(),
             };
             let cpu = stats(&v.cpu).median;
+            let ci = if v.target.is_some() {
+                let (lo, hi) = ratio_ci(&v.sample, &base_v.sample);
+                format!("{lo:.2}–{hi:.2}x")
+            } else {
+                String::new()
+            };
             body += &format!(
-                "| {} | {} | {} | {} | {} | {ratio:.2}x | {target} | {} | {:.2}x |\n",
+                "| {} | {} | {} | {} | {} | {ratio:.2}x | {ci} | {target} | {} | {:.2}x |\n",
                 v.label,
                 ms(s.median),
                 ms(s.p10),
@@ -128,7 +135,12 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
             let storage = if g == 0 { "tmpfs" } else { "/run" };
             summary.push((
                 format!("lifecycle ({storage}): {}", v.label),
-                format!("{} ms ({ratio:.2}x runc; CPU {:.2}x)", ms(s.median), cpu.as_secs_f64() / base_cpu.as_secs_f64()),
+                format!(
+                    "{} ms ({ratio:.2}x runc{}; CPU {:.2}x)",
+                    ms(s.median),
+                    if ci.is_empty() { String::new() } else { format!(", 95% CI {ci}") },
+                    cpu.as_secs_f64() / base_cpu.as_secs_f64()
+                ),
                 target,
             ));
             if v.target == Some(1.10) {
