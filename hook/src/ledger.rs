@@ -129,11 +129,14 @@ pub struct Ledger {
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn ensure_private_dir(path: &Path) -> Result<(), LedgerError> {
-    match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(path) {
-        Ok(()) => {}
-        Err(e) => return Err(io(path)(e)),
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+    // Every hook finds the dirs made: one lstat then, instead of mkdir + stat + lstat.
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => meta,
+        _ => {
+            std::fs::DirBuilder::new().mode(0o700).recursive(true).create(path).map_err(io(path))?;
+            std::fs::symlink_metadata(path).map_err(io(path))?
+        }
+    };
     if !meta.is_dir() {
         return Err(LedgerError::Unsafe { path: path.into(), why: "not a directory".into() });
     }
