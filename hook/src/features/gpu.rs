@@ -372,7 +372,7 @@ pub fn mem_total(meminfo: &str) -> u64 {
 }
 
 pub fn host_mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo").map(|s| mem_total(&s)).unwrap_or(0)
+    crate::host::read_kernel_file("/proc/meminfo").map(|s| mem_total(&s)).unwrap_or(0)
 }
 
 /// Whether the host's memory controller is on a pure cgroup v2 hierarchy at /sys/fs/cgroup

@@ -371,7 +371,7 @@ pub fn resolve_target(root: &OwnedFd, target: &ContainerPath, missing: Missing) 
 
 /// `st_dev` of the mounts of a process's mount namespace with the given fs type.
 pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { return vec![] };
+    let Ok(text) = super::read_kernel_file(format!("/proc/{pid}/mountinfo")) else { return vec![] };
     text.lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;

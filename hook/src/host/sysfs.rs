@@ -41,7 +41,7 @@ impl Default for Sysfs {
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    super::read_kernel_file(p).ok()?.trim().parse().ok()
 }
 
 impl Sysfs {
