@@ -37,9 +37,9 @@ pub enum MountError {
     Child(String),
 }
 
-fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> MountError {
-    let what = what.into();
-    move |errno| MountError::Sys { what, errno }
+/// The error for a failed syscall; `what` becomes a String only on failure (most are literals).
+fn sys<W: Into<String>>(what: W) -> impl FnOnce(Errno) -> MountError {
+    move |errno| MountError::Sys { what: what.into(), errno }
 }
 
 /// A mount that is not attached anywhere yet.
@@ -131,7 +131,7 @@ impl Detached {
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o444),
         )
-        .map_err(sys(format!("create {}", rel.display())))?;
+        .map_err(|e| sys(format!("create {}", rel.display()))(e))?;
         let mut f = std::fs::File::from(fd);
         f.write_all(content.as_bytes())
             .map_err(|e| sys(format!("write {}", rel.display()))(Errno::from_io_error(&e).unwrap_or(Errno::IO)))
@@ -305,7 +305,7 @@ fn helper_attach(
             "",
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )
-        .map_err(sys(format!("mount on {target_path}")))?;
+        .map_err(|e| sys(format!("mount on {target_path}"))(e))?;
         done.push(target_path);
     }
     Ok(done)
