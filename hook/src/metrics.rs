@@ -425,15 +425,7 @@ pub fn flush(cfg: &Config) -> Result<(), MetricsError> {
 pub fn flush_events(cfg: &Config, events: &[Event]) -> Result<(), MetricsError> {
     let sd = &cfg.state_dir;
     let lock_path = sd.join(LOCK_FILE);
-    let open_lock = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&lock_path)
-    };
+    let open_lock = || crate::ledger::open_lock_file(&lock_path);
     // A hook has made the state dir already (the ledger); make it here only when it is missing.
     let lock = match open_lock() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
