@@ -37,9 +37,17 @@ pub enum ApplyError {
 struct Recorder<'a> {
     ledger: &'a Ledger,
     rec: ContainerRecord,
+    /// Entries [`Recorder::record`]ed since the last save.
+    unsaved: bool,
 }
 
 impl Recorder<'_> {
+    fn save(&mut self) -> Result<(), LedgerError> {
+        self.ledger.save(&self.rec)?;
+        self.unsaved = false;
+        Ok(())
+    }
+
     /// Writes the intent, runs `act`, marks it done (with the effect `act` returns, which may
     /// carry what was learned while acting).
     fn step<T, E: From<LedgerError>>(
@@ -48,19 +56,55 @@ impl Recorder<'_> {
         act: impl FnOnce() -> Result<(T, Effect), E>,
     ) -> Result<T, E> {
         self.rec.entries.push(Entry { effect: intent, done: false });
-        self.ledger.save(&self.rec)?;
+        self.save()?;
         let (v, effect) = act()?;
         let last = self.rec.entries.last_mut().expect("just pushed");
         *last = Entry { effect, done: true };
-        self.ledger.save(&self.rec)?;
+        self.save()?;
         Ok(v)
     }
 
+    /// Writes the intents of several control-file values in one save, writes the files one by
+    /// one with `write`, and marks them all done in one more save: a crash anywhere in between
+    /// leaves every intent, with the value it replaces, on disk for gc to undo (undo writes the
+    /// previous value back, harmless for a file not written yet).
+    fn cgroup_values(
+        &mut self,
+        values: &[(PathBuf, String)],
+        write: impl Fn(&Path, &str) -> Result<(), CgroupError>,
+    ) -> Result<(), StepError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let first = self.rec.entries.len();
+        for (file, value) in values {
+            let previous = cgroup::read(file).ok();
+            self.rec.entries.push(Entry { effect: Effect::CgroupValue { file: file.clone(), value: value.clone(), previous }, done: false });
+        }
+        self.save()?;
+        for (i, (file, value)) in values.iter().enumerate() {
+            write(file, value)?;
+            self.rec.entries[first + i].done = true;
+        }
+        self.save()?;
+        Ok(())
+    }
+
     /// Records an effect with nothing to undo on the host, or one that makes no change at
-    /// create (prefix cleanup, the GPU grant): one write, done, after it is made.
-    fn record(&mut self, effect: Effect) -> Result<(), LedgerError> {
+    /// create (prefix cleanup, the GPU grant), done, after it is made. It reaches the disk with
+    /// the next save (at the latest [`Recorder::flush`] at the end of the create): a crash
+    /// before that loses only an entry whose undo does nothing on the host yet.
+    fn record(&mut self, effect: Effect) {
         self.rec.entries.push(Entry { effect, done: true });
-        self.ledger.save(&self.rec)
+        self.unsaved = true;
+    }
+
+    /// Saves what [`Recorder::record`] left unsaved.
+    fn flush(&mut self) -> Result<(), LedgerError> {
+        if self.unsaved {
+            self.save()?;
+        }
+        Ok(())
     }
 }
 
@@ -86,7 +130,7 @@ pub fn create(
         entries: vec![],
     };
     ledger.save(&rec)?;
-    let mut r = Recorder { ledger, rec };
+    let mut r = Recorder { ledger, rec, unsaved: false };
     match create_steps(&mut r, pid, rootfs, plan) {
         Ok(()) => Ok(r.rec),
         Err(e) => {
@@ -115,10 +159,10 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
         // host, so no intent first (the record already carries the reservations).
         let done = mount::attach_in_container(pid, rootfs, attachments).map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
         let targets = done.iter().map(|t| t.to_string()).collect();
-        r.record(Effect::ContainerMounts { targets, reserved: plan.reservations.clone() })?;
+        r.record(Effect::ContainerMounts { targets, reserved: plan.reservations.clone() });
     }
     if let Some(pc) = &plan.prefix {
-        r.record(Effect::PrefixFiles(pc.clone()))?;
+        r.record(Effect::PrefixFiles(pc.clone()));
     }
     if !plan.hugetlb_limits.is_empty() {
         set_hugetlb_limits(r, pid, &plan.hugetlb_limits)
@@ -128,7 +172,7 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
             })?;
     }
     if let Some(g) = &plan.gpu {
-        r.record(Effect::GpuHeadroom(g.clone()))?;
+        r.record(Effect::GpuHeadroom(g.clone()));
         if let (true, Some(limit)) = (g.set_cgroup, g.limit) {
             set_memory_limit(r, pid, limit, g.high).map_err(|e| match e {
                 StepError::Ledger(l) => ApplyError::Ledger(l),
@@ -136,6 +180,7 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
             })?;
         }
     }
+    r.flush()?;
     Ok(())
 }
 
@@ -154,24 +199,15 @@ fn set_memory_limit(r: &mut Recorder, pid: i32, limit: Bytes, high: Option<Bytes
     if !is_dedicated(&h, &dir, pid)? {
         return Err(CgroupError::NoCgroup { pid, why: format!("its memory cgroup {} is shared with other processes", dir.display()) }.into());
     }
-    let mut writes = vec![];
+    let mut values = vec![];
     match h.version {
         Version::V2 => {
-            writes.push(("memory.max", limit));
-            writes.extend(high.map(|hi| ("memory.high", hi)));
+            values.push((dir.join("memory.max"), limit.0.to_string()));
+            values.extend(high.map(|hi| (dir.join("memory.high"), hi.0.to_string())));
         }
-        Version::V1 => writes.push(("memory.limit_in_bytes", limit)),
+        Version::V1 => values.push((dir.join("memory.limit_in_bytes"), limit.0.to_string())),
     }
-    for (name, bytes) in writes {
-        let file = dir.join(name);
-        let previous = cgroup::read(&file).ok();
-        let value = bytes.0.to_string();
-        r.step(Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() }, || {
-            cgroup::write(&file, &value)?;
-            Ok::<_, StepError>(((), Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() }))
-        })?;
-    }
-    Ok(())
+    r.cgroup_values(&values, cgroup::write)
 }
 
 /// Creates the detached filesystems of the plan. A reservation the kernel refuses becomes the
@@ -222,6 +258,7 @@ fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, Apply
     Ok(out)
 }
 
+#[derive(Debug)]
 enum StepError {
     Ledger(LedgerError),
     Cgroup(CgroupError),
@@ -265,25 +302,18 @@ fn set_hugetlb_limits(r: &mut Recorder, pid: i32, limits: &[(PageSize, Bytes)]) 
             )?;
         }
     }
+    let mut values = vec![];
     for (size, bytes) in limits {
         let (max, rsvd) = h.hugetlb_files(*size);
         for name in [max, rsvd] {
             let file = dir.join(&name);
-            if !file.exists() && name.contains("rsvd") {
+            if name.contains("rsvd") && !file.exists() {
                 continue; // kernels before 5.7 have no reservation accounting
             }
-            let previous = cgroup::read(&file).ok();
-            let value = bytes.0.to_string();
-            r.step(
-                Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() },
-                || {
-                    cgroup::write(&file, &value)?;
-                    Ok::<_, StepError>(((), Effect::CgroupValue { file: file.clone(), value: value.clone(), previous: previous.clone() }))
-                },
-            )?;
+            values.push((file, bytes.0.to_string()));
         }
     }
-    Ok(())
+    r.cgroup_values(&values, cgroup::write)
 }
 
 /// Whether `dir` is the container's own cgroup: not the hierarchy's root, and holding no
@@ -408,5 +438,92 @@ pub fn teardown(ledger: &Ledger, mut rec: ContainerRecord) -> Result<(), ApplyEr
         rec.entries = kept;
         ledger.save(&rec)?;
         Err(ApplyError::Teardown { id: rec.id, errors: errors.join("; ") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ledger side of G6 for control-file values, with plain files standing in for cgroupfs
+    //! (undo writes the previous value back either way).
+    use super::*;
+
+    const NEW: &str = "16777216";
+
+    /// A recorder for container `c`, two "control files" holding `max`, and their new values.
+    fn setup(t: &Path) -> (Ledger, Vec<(PathBuf, String)>) {
+        let ledger = Ledger::open(&t.join("state")).unwrap();
+        let values: Vec<(PathBuf, String)> =
+            ["hugetlb.2MB.max", "hugetlb.2MB.rsvd.max"].iter().map(|n| (t.join(n), NEW.to_string())).collect();
+        for (f, _) in &values {
+            std::fs::write(f, "max").unwrap();
+        }
+        (ledger, values)
+    }
+
+    fn recorder(ledger: &Ledger) -> Recorder<'_> {
+        let rec = ContainerRecord {
+            id: "c".into(),
+            init: ProcessId { pid: 1, start_time: 0, boot: None },
+            bundle: "/b".into(),
+            created: 0,
+            group: None,
+            reservations: Default::default(),
+            entries: vec![],
+        };
+        Recorder { ledger, rec, unsaved: false }
+    }
+
+    fn content(f: &Path) -> String {
+        std::fs::read_to_string(f).unwrap()
+    }
+
+    fn intent(file: &Path, done: bool) -> Entry {
+        Entry { effect: Effect::CgroupValue { file: file.into(), value: NEW.into(), previous: Some("max".into()) }, done }
+    }
+
+    #[test]
+    fn every_value_is_intended_on_disk_before_the_first_write_and_done_after_the_last() {
+        let t = tempfile::tempdir().unwrap();
+        let (ledger, values) = setup(t.path());
+        let mut r = recorder(&ledger);
+        r.record(Effect::ContainerMounts { targets: vec!["/dev/hugepages".into()], reserved: Default::default() });
+        r.cgroup_values(&values, |f, v| {
+            let on_disk = ledger.load("c").unwrap().unwrap();
+            assert!(matches!(on_disk.entries[0], Entry { effect: Effect::ContainerMounts { .. }, done: true }), "the unsaved entry went with the intents");
+            for (e, (file, _)) in on_disk.entries[1..].iter().zip(&values) {
+                assert_eq!(e, &intent(file, false), "intent on disk before writing {}", f.display());
+            }
+            cgroup::write(f, v)
+        })
+        .unwrap();
+        let on_disk = ledger.load("c").unwrap().unwrap();
+        assert_eq!(on_disk.entries[1..], values.iter().map(|(f, _)| intent(f, true)).collect::<Vec<_>>()[..]);
+        assert!(values.iter().all(|(f, _)| content(f) == NEW));
+    }
+
+    /// The hook dies after the first of two writes: on disk there is exactly what the batch saved
+    /// before writing (a failed write stands in for the crash; nothing is saved between writes).
+    /// What gc and poststop do with that record restores both files.
+    #[test]
+    fn a_crash_between_two_cgroup_writes_is_undone_for_both_by_teardown() {
+        let t = tempfile::tempdir().unwrap();
+        let (ledger, values) = setup(t.path());
+        let mut r = recorder(&ledger);
+        let writes = std::cell::Cell::new(0);
+        let crashed = r.cgroup_values(&values, |f, v| {
+            writes.set(writes.get() + 1);
+            if writes.get() == 2 {
+                return Err(CgroupError::Io { op: "write", path: f.into(), source: std::io::Error::other("the hook died here") });
+            }
+            cgroup::write(f, v)
+        });
+        assert!(crashed.is_err());
+        assert_eq!((content(&values[0].0), content(&values[1].0)), (NEW.to_string(), "max".to_string()));
+        let left = ledger.load("c").unwrap().unwrap();
+        assert_eq!(left.entries, values.iter().map(|(f, _)| intent(f, false)).collect::<Vec<_>>());
+
+        teardown(&ledger, left).unwrap();
+        assert!(values.iter().all(|(f, _)| content(f) == "max"), "both values restored");
+        assert!(ledger.load("c").unwrap().is_none(), "record removed");
     }
 }

@@ -11,6 +11,10 @@ pub struct GcReport {
     pub released: Vec<String>,
     /// Live containers left alone.
     pub live: Vec<String>,
+    /// Their records, for a caller that goes on under the same lock (a create plans with them
+    /// instead of reading and checking every record again).
+    #[serde(skip)]
+    pub live_records: Vec<ContainerRecord>,
     /// Problems (corrupt records, partial teardown).
     pub errors: Vec<String>,
     /// DPDK groups released.
@@ -27,7 +31,8 @@ pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
     report.errors.extend(corrupt.iter().filter(|e| dry_run || !crate::ledger::remove_if_torn(e)).map(|e| e.to_string()));
     for rec in records {
         if !is_dead(&rec) {
-            report.live.push(rec.id);
+            report.live.push(rec.id.clone());
+            report.live_records.push(rec);
             continue;
         }
         let id = rec.id.clone();

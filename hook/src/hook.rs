@@ -11,24 +11,30 @@ use crate::config::Config;
 use crate::gc;
 use crate::group::{self, GroupKey};
 use crate::host::sysfs::Sysfs;
-use crate::ledger::Ledger;
+use crate::ledger::{ContainerRecord, Ledger};
 use crate::oci::{Bundle, State};
 use crate::plan::{self, NodeFacts};
 use crate::request::{PageSize, Request};
 
 /// Node facts for planning: sysfs pools and what live containers already reserved.
 pub fn node_facts(ledger: &Ledger) -> NodeFacts {
+    let (records, _) = ledger.containers();
+    let live: Vec<ContainerRecord> = records.into_iter().filter(|r| r.init.is_alive()).collect();
+    node_facts_of(&live)
+}
+
+/// [`node_facts`] with the live containers' records in hand (a create has them from its gc).
+pub fn node_facts_of(live: &[ContainerRecord]) -> NodeFacts {
     let sysfs = Sysfs::default();
     let mut f = NodeFacts::default();
+    let nodes = sysfs.nodes();
     for size in PageSize::ALL {
         if let Some(p) = sysfs.pool(size) {
             f.pools.insert(size, p);
-            f.node_pools.insert(size, sysfs.node_pools(size));
+            f.node_pools.insert(size, sysfs.node_pools_of(&nodes, size));
         }
     }
-    f.mem_total = crate::features::gpu::host_mem_total();
-    let (records, _) = ledger.containers();
-    for rec in records.iter().filter(|r| r.init.is_alive()) {
+    for rec in live {
         for size in PageSize::ALL {
             let pages = rec.reserved_pages(size);
             if pages > 0 {
@@ -84,7 +90,10 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
             existing.init.pid
         );
     }
-    let mut facts = node_facts(&ledger);
+    let mut facts = node_facts_of(&report.live_records);
+    if crate::features::gpu::is_gpu(&req) {
+        facts.mem_total = crate::features::gpu::host_mem_total();
+    }
     facts.rdma = crate::features::rdma::hook_facts(cfg, &bundle, &req, &state.id, pid)?;
     facts.spec_mounts = bundle.mounts();
     let mut group_key = None;

@@ -129,11 +129,14 @@ pub struct Ledger {
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn ensure_private_dir(path: &Path) -> Result<(), LedgerError> {
-    match std::fs::DirBuilder::new().mode(0o700).recursive(true).create(path) {
-        Ok(()) => {}
-        Err(e) => return Err(io(path)(e)),
-    }
-    let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+    // Every hook finds the dirs made: one lstat then, instead of mkdir + stat + lstat.
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => meta,
+        _ => {
+            std::fs::DirBuilder::new().mode(0o700).recursive(true).create(path).map_err(io(path))?;
+            std::fs::symlink_metadata(path).map_err(io(path))?
+        }
+    };
     if !meta.is_dir() {
         return Err(LedgerError::Unsafe { path: path.into(), why: "not a directory".into() });
     }
@@ -153,14 +156,7 @@ impl Ledger {
         ensure_private_dir(&state_dir.join("containers"))?;
         ensure_private_dir(&state_dir.join("groups"))?;
         let lock_path = state_dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
+        let lock = open_lock_file(&lock_path).map_err(io(&lock_path))?;
         let start = Instant::now();
         loop {
             match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
@@ -299,6 +295,17 @@ pub fn remove_if_torn(err: &LedgerError) -> bool {
     }
     tracing::warn!("gc: removed {}: unreadable and written before this boot (a power loss tore it; what it described did not survive the reboot)", path.display());
     true
+}
+
+/// Opens a lock file in the state dir, creating it root-only, never through a symlink.
+pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Temp file in the same directory, then rename (see the module doc for why no fsync).

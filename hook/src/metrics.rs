@@ -402,7 +402,11 @@ fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MetricsError> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        // A umask only takes bits away: a root-only mode needs no fchmod (it can end up no wider,
+        // and root reads it anyway); a mode others must read (the textfile) is set explicitly.
+        if mode & 0o077 != 0 {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
         drop(f);
         std::fs::rename(&tmp, path)
     })();
@@ -420,16 +424,17 @@ pub fn flush(cfg: &Config) -> Result<(), MetricsError> {
 /// Folds `events` into the counters and rewrites the textfile.
 pub fn flush_events(cfg: &Config, events: &[Event]) -> Result<(), MetricsError> {
     let sd = &cfg.state_dir;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(sd).map_err(err("mkdir", sd))?;
     let lock_path = sd.join(LOCK_FILE);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(&lock_path)
-        .map_err(err("open", &lock_path))?;
+    let open_lock = || crate::ledger::open_lock_file(&lock_path);
+    // A hook has made the state dir already (the ledger); make it here only when it is missing.
+    let lock = match open_lock() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(sd).map_err(err("mkdir", sd))?;
+            open_lock()
+        }
+        r => r,
+    }
+    .map_err(err("open", &lock_path))?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| err("lock", &lock_path)(e.into()))?;
     let mut c = load_counters(sd);
     c.apply(events);

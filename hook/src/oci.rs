@@ -37,7 +37,8 @@ pub struct State {
 
 impl State {
     pub fn from_reader(mut r: impl Read) -> Result<State, OciError> {
-        let mut buf = String::new();
+        // Room for a typical state up front: read in one go, not probed 32 bytes at a time.
+        let mut buf = String::with_capacity(4096);
         r.read_to_string(&mut buf).map_err(OciError::StateRead)?;
         let s: State = serde_json::from_str(&buf).map_err(|e| OciError::StateParse(e.to_string()))?;
         if s.id.is_empty() || s.id.contains('/') || s.id.contains('\0') || s.id == "." || s.id == ".." {
@@ -81,7 +82,8 @@ impl Bundle {
         if !raw.is_object() {
             return Err(OciError::SpecParse { path, message: "top level is not a JSON object".into() });
         }
-        let spec: oci_spec::runtime::Spec = serde_json::from_value(raw.clone())
+        // Read through a borrow: no deep copy of the document.
+        let spec = <oci_spec::runtime::Spec as Deserialize>::deserialize(&raw)
             .map_err(|e| OciError::SpecParse { path: path.clone(), message: e.to_string() })?;
         Ok(Bundle { dir: dir.to_path_buf(), raw, spec })
     }

@@ -19,7 +19,8 @@ pub struct NodeFacts {
     pub ours: BTreeMap<PageSize, (u64, usize)>,
     /// G11: the RDMA container's spec, limits and GID tables, read by the hook.
     pub rdma: Option<crate::features::rdma::RdmaFacts>,
-    /// The node's MemTotal in bytes (0: unknown), for GPU containers without a memory limit.
+    /// The node's MemTotal in bytes (0: unknown), for GPU containers without a memory limit
+    /// (read for GPU containers only).
     pub mem_total: u64,
     /// The DPDK group this container joins (admitted before planning) and its dir.
     pub group: Option<crate::ledger::GroupRecord>,

@@ -98,6 +98,14 @@ pub struct GpuSpec {
 
 /// Reads GPU facts from a spec (pure apart from the arguments).
 pub fn inspect(spec: &Value, annotations: &BTreeMap<String, String>, host: &HostGpus) -> Result<GpuSpec, PlanError> {
+    inspect_with(spec, annotations, || *host)
+}
+
+/// [`inspect`] asking `probe` for the host's GPUs only when the spec names `all` of them
+/// (probing lists the host's /dev), at most once.
+fn inspect_with(spec: &Value, annotations: &BTreeMap<String, String>, probe: impl Fn() -> HostGpus) -> Result<GpuSpec, PlanError> {
+    let probed = std::cell::OnceCell::new();
+    let host = || *probed.get_or_init(&probe);
     let mut nvidia_nodes = BTreeSet::new();
     let mut render_nodes = BTreeSet::new();
     let mut kfd = false;
@@ -141,9 +149,10 @@ pub fn inspect(spec: &Value, annotations: &BTreeMap<String, String>, host: &Host
         }
     }
     let mut by_env = 0;
-    for (var, host_count) in [("NVIDIA_VISIBLE_DEVICES", host.nvidia), ("AMD_VISIBLE_DEVICES", host.render)] {
+    let (all_nvidia, all_render) = (|| host().nvidia, || host().render);
+    for (var, all) in [("NVIDIA_VISIBLE_DEVICES", &all_nvidia as &dyn Fn() -> u32), ("AMD_VISIBLE_DEVICES", &all_render)] {
         let Some(v) = env.get(var) else { continue };
-        let n = visible_devices(v, host_count);
+        let n = visible_devices(v, all);
         if n > 0 {
             evidence.push(format!("{var}={v}"));
         }
@@ -163,7 +172,7 @@ pub fn inspect(spec: &Value, annotations: &BTreeMap<String, String>, host: &Host
                 continue;
             }
             if name == "all" {
-                cdi_all = cdi_all.max(if vendor == "nvidia.com" { host.nvidia } else { host.render });
+                cdi_all = cdi_all.max(if vendor == "nvidia.com" { host().nvidia } else { host().render });
             } else {
                 cdi.insert(dev.to_string());
             }
@@ -189,18 +198,18 @@ pub fn inspect(spec: &Value, annotations: &BTreeMap<String, String>, host: &Host
     Ok(GpuSpec { gpus: by_devices.max(by_env).max(by_cdi), evidence, limit, lowered_from })
 }
 
-/// GPUs named by a `*_VISIBLE_DEVICES` value.
-fn visible_devices(v: &str, host: u32) -> u32 {
+/// GPUs named by a `*_VISIBLE_DEVICES` value (`all`: as many as the host has).
+fn visible_devices(v: &str, all: &dyn Fn() -> u32) -> u32 {
     match v.trim() {
         "" | "void" | "none" => 0,
-        "all" => host,
+        "all" => all(),
         list => list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<BTreeSet<_>>().len() as u32,
     }
 }
 
 /// Reads the GPU facts of a bundle on this host.
 pub fn inspect_bundle(b: &Bundle, annotations: &BTreeMap<String, String>) -> Result<GpuSpec, PlanError> {
-    inspect(&b.raw, annotations, &HostGpus::probe())
+    inspect_with(&b.raw, annotations, HostGpus::probe)
 }
 
 /// What a create does for a GPU container.
@@ -227,10 +236,15 @@ fn headroom_source(req: &Request, cfg: &Config, gpus: u32) -> String {
     }
 }
 
+/// Whether the request is a GPU container's: its spec gives it GPUs, or it asks for a headroom.
+pub fn is_gpu(req: &Request) -> bool {
+    req.gpu.gpus > 0 || req.gpu_headroom.is_some()
+}
+
 /// The one decision both paths share. `mem_total`: the node's MemTotal (0 if unknown).
 pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<Option<GpuPlan>, PlanError> {
     let g = &req.gpu;
-    if g.gpus == 0 && req.gpu_headroom.is_none() {
+    if !is_gpu(req) {
         return Ok(None);
     }
     let gpus = g.gpus.max(1);
@@ -358,7 +372,7 @@ pub fn mem_total(meminfo: &str) -> u64 {
 }
 
 pub fn host_mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo").map(|s| mem_total(&s)).unwrap_or(0)
+    crate::host::read_kernel_file("/proc/meminfo").map(|s| mem_total(&s)).unwrap_or(0)
 }
 
 /// Whether the host's memory controller is on a pure cgroup v2 hierarchy at /sys/fs/cgroup
@@ -482,6 +496,22 @@ mod tests {
         // `all` on a host without GPUs: a CUDA base image on a CPU node is not a GPU container.
         let a = BTreeMap::new();
         assert_eq!(inspect(&spec(&[], &["NVIDIA_VISIBLE_DEVICES=all"], None), &a, &HostGpus::default()).unwrap().gpus, 0);
+    }
+
+    #[test]
+    fn the_host_is_probed_only_for_all_and_at_most_once() {
+        let probes = std::cell::Cell::new(0);
+        let probe = || {
+            probes.set(probes.get() + 1);
+            host()
+        };
+        let none = BTreeMap::new();
+        assert_eq!(inspect_with(&spec(&["/dev/nvidia0"], &["NVIDIA_VISIBLE_DEVICES=0"], None), &none, probe).unwrap().gpus, 1);
+        assert_eq!(probes.get(), 0, "no `all`: the host's /dev is not listed");
+        let cdi_all = [("cdi.k8s.io/x".to_string(), "amd.com/gpu=all".to_string())].into_iter().collect();
+        let s = spec(&[], &["NVIDIA_VISIBLE_DEVICES=all", "AMD_VISIBLE_DEVICES=all"], None);
+        assert_eq!(inspect_with(&s, &cdi_all, probe).unwrap().gpus, 8);
+        assert_eq!(probes.get(), 1);
     }
 
     #[test]

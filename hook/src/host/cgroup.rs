@@ -98,20 +98,20 @@ pub fn find_hierarchy(
 }
 
 pub fn v2_has_controller(dir: &Path, controller: &str) -> bool {
-    std::fs::read_to_string(dir.join("cgroup.controllers"))
+    super::read_kernel_file(dir.join("cgroup.controllers"))
         .map(|s| s.split_whitespace().any(|c| c == controller))
         .unwrap_or(false)
 }
 
 /// The host's hugetlb hierarchy.
 pub fn hugetlb_hierarchy() -> Result<Hierarchy, CgroupError> {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    let mi = super::read_kernel_file("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     find_hierarchy(&mi, "hugetlb", |m| v2_has_controller(m, "hugetlb")).ok_or(CgroupError::NoHugetlb)
 }
 
 /// The host's memory hierarchy (v1 on hybrid hosts, where only hugetlb may be on the unified one).
 pub fn memory_hierarchy() -> Result<Hierarchy, CgroupError> {
-    let mi = std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    let mi = super::read_kernel_file("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     find_hierarchy(&mi, "memory", |m| v2_has_controller(m, "memory")).ok_or(CgroupError::NoMemory)
 }
 
@@ -149,7 +149,7 @@ impl Hierarchy {
 }
 
 pub fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map(|s| s.trim().to_string()).map_err(io("read", path))
+    super::read_kernel_file(path).map(|s| s.trim().to_string()).map_err(io("read", path))
 }
 
 pub fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -169,7 +169,7 @@ pub fn v2_missing_controller(mount: &Path, dir: &Path, controller: &str) -> Vec<
     let Ok(rel) = dir.strip_prefix(mount) else { return out };
     let mut cur = mount.to_path_buf();
     for c in rel.components() {
-        let enabled = std::fs::read_to_string(cur.join("cgroup.subtree_control"))
+        let enabled = super::read_kernel_file(cur.join("cgroup.subtree_control"))
             .map(|s| s.split_whitespace().any(|x| x == controller))
             .unwrap_or(false);
         if !enabled {

@@ -7,3 +7,45 @@ pub mod proc;
 pub mod rdma;
 pub mod rlimit;
 pub mod sysfs;
+
+use std::io::Read;
+
+/// Reads a small file of a kernel filesystem (procfs, sysfs, cgroupfs) whole, into one buffer
+/// with no size query: these report a size of 0 or 4096 whatever they hold, so
+/// `std::fs::read_to_string` stats the file and then reads it 32 bytes at a time at first
+/// (a dozen syscalls for /proc/<pid>/stat where four do).
+pub fn read_kernel_file(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_files_are_read_whole_whatever_their_size() {
+        let t = tempfile::tempdir().unwrap();
+        for len in [0, 1, 4095, 4096, 4097, 20000] {
+            let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let p = t.path().join(format!("f{len}"));
+            std::fs::write(&p, &text).unwrap();
+            assert_eq!(super::read_kernel_file(&p).unwrap(), text, "{len} bytes");
+        }
+        let mountinfo = super::read_kernel_file("/proc/self/mountinfo").unwrap();
+        assert_eq!(mountinfo, std::fs::read_to_string("/proc/self/mountinfo").unwrap());
+        assert_eq!(super::read_kernel_file(t.path().join("missing")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+    }
+}

@@ -4,12 +4,13 @@
 //!
 //! Nothing here mounts on the host: a detached mount (`fsmount`/`open_tree(OPEN_TREE_CLONE)`)
 //! belongs to no namespace until `move_mount` attaches it, and we only attach after joining the
-//! container's mount namespace (in a forked child, so the hook itself never leaves the host's).
+//! container's mount namespace (in a helper thread with its own fs_struct, so the hook's main
+//! thread never leaves the host's).
 //! A private mount then lives exactly as long as the container's mount namespace: when the
 //! container dies, the kernel drops the hugetlbfs and its `min_size` reservation with it, leaked
 //! `*map_*` files included.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -31,13 +32,14 @@ pub enum MountError {
     Sys { what: String, errno: Errno },
     #[error("container path {path} cannot be used: {why}")]
     Target { path: String, why: String },
+    /// The helper thread that joins the container's namespace panicked.
     #[error("{0}")]
     Child(String),
 }
 
-fn sys(what: impl Into<String>) -> impl FnOnce(Errno) -> MountError {
-    let what = what.into();
-    move |errno| MountError::Sys { what, errno }
+/// The error for a failed syscall; `what` becomes a String only on failure (most are literals).
+fn sys<W: Into<String>>(what: W) -> impl FnOnce(Errno) -> MountError {
+    move |errno| MountError::Sys { what: what.into(), errno }
 }
 
 /// A mount that is not attached anywhere yet.
@@ -129,7 +131,7 @@ impl Detached {
             OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o444),
         )
-        .map_err(sys(format!("create {}", rel.display())))?;
+        .map_err(|e| sys(format!("create {}", rel.display()))(e))?;
         let mut f = std::fs::File::from(fd);
         f.write_all(content.as_bytes())
             .map_err(|e| sys(format!("write {}", rel.display()))(Errno::from_io_error(&e).unwrap_or(Errno::IO)))
@@ -207,6 +209,12 @@ pub struct Attachment {
 /// Attaches each mount at its target inside the container whose init is `pid`, resolving every
 /// target inside `rootfs` (the host path of the container's root) without leaving it.
 /// Returns the targets actually attached.
+///
+/// The namespace switching happens in a short-lived helper thread, never in the calling one: the
+/// thread first unshares its fs_struct (root and cwd; the kernel refuses `setns(CLONE_NEWNS)` to a
+/// thread that shares it), so joining other mount namespaces moves only that thread, and its
+/// namespace, root and cwd go with it when it ends. A thread instead of a forked child: no page
+/// tables to copy and no copy-on-write faults in the hook afterwards.
 pub fn attach_in_container(
     pid: i32,
     rootfs: &Path,
@@ -215,7 +223,8 @@ pub fn attach_in_container(
     let ns_path = format!("/proc/{pid}/ns/mnt");
     let ns = rustix::fs::open(ns_path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(sys(format!("open {ns_path}")))?;
-    let ours = rustix::fs::stat("/proc/self/ns/mnt").map_err(sys("stat /proc/self/ns/mnt"))?;
+    // The calling thread's namespace (/proc/self would be the thread-group leader's).
+    let ours = rustix::fs::stat("/proc/thread-self/ns/mnt").map_err(sys("stat /proc/thread-self/ns/mnt"))?;
     let theirs = rustix::fs::fstat(&ns).map_err(sys(format!("stat {ns_path}")))?;
     if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) {
         return Err(MountError::Target {
@@ -224,56 +233,21 @@ pub fn attach_in_container(
         });
     }
     let rootfs_stat = rustix::fs::stat(rootfs).map_err(sys(format!("stat {}", rootfs.display())))?;
-
-    let (mut rd, wr) = pipe()?;
-    // SAFETY: the hook is single-threaded; the child only makes syscalls and exits.
-    match unsafe { nix::unistd::fork() }.map_err(|e| sys("fork")(Errno::from_raw_os_error(e as i32)))? {
-        nix::unistd::ForkResult::Child => {
-            drop(rd);
-            // A panic must not unwind into the parent's code running in this child.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                child_attach(&ns, pid, rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), attachments)
-            }))
-            .unwrap_or_else(|_| unsafe { libc::_exit(1) });
-            let mut w = std::fs::File::from(wr);
-            let msg = match result {
-                Ok(done) => {
-                    let list: Vec<String> = done.iter().map(|p| p.to_string()).collect();
-                    format!("ok\n{}", list.join("\n"))
-                }
-                Err(e) => format!("err\n{e}"),
-            };
-            let _ = w.write_all(msg.as_bytes());
-            drop(w);
-            // SAFETY: leave the child without running the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-        nix::unistd::ForkResult::Parent { child } => {
-            drop(wr);
-            drop(attachments);
-            let mut out = String::new();
-            let _ = rd.read_to_string(&mut out);
-            let _ = nix::sys::wait::waitpid(child, None);
-            let (status, rest) = out.split_once('\n').unwrap_or((out.as_str(), ""));
-            match status {
-                "ok" => Ok(rest
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .filter_map(|l| ContainerPath::parse(l).ok())
-                    .collect()),
-                "err" => Err(MountError::Child(rest.to_string())),
-                _ => Err(MountError::Child("the mount helper process died".into())),
-            }
-        }
-    }
+    let rootfs = rootfs.to_path_buf();
+    let helper = std::thread::Builder::new()
+        .name("mount-helper".into())
+        .spawn(move || {
+            // SAFETY: only CLONE_FS (root, cwd, umask), never the fd table: this thread's fds stay
+            // the process's.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }.map_err(sys("unshare(CLONE_FS)"))?;
+            helper_attach(&ns, pid, &rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), attachments)
+        })
+        .map_err(|e| sys("start the mount helper")(Errno::from_io_error(&e).unwrap_or(Errno::AGAIN)))?;
+    // A panic in the helper (already reported on stderr by the panic hook) is a failed attach.
+    helper.join().unwrap_or_else(|_| Err(MountError::Child("the mount helper process died".into())))
 }
 
-fn pipe() -> Result<(std::fs::File, OwnedFd), MountError> {
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(sys("pipe"))?;
-    Ok((std::fs::File::from(r), w))
-}
-
-fn child_attach(
+fn helper_attach(
     ns: &OwnedFd,
     pid: i32,
     rootfs: &Path,
@@ -331,7 +305,7 @@ fn child_attach(
             "",
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
         )
-        .map_err(sys(format!("mount on {target_path}")))?;
+        .map_err(|e| sys(format!("mount on {target_path}"))(e))?;
         done.push(target_path);
     }
     Ok(done)
@@ -397,7 +371,7 @@ pub fn resolve_target(root: &OwnedFd, target: &ContainerPath, missing: Missing) 
 
 /// `st_dev` of the mounts of a process's mount namespace with the given fs type.
 pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { return vec![] };
+    let Ok(text) = super::read_kernel_file(format!("/proc/{pid}/mountinfo")) else { return vec![] };
     text.lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;
@@ -506,5 +480,80 @@ mod tests {
             let e = resolve_target(&root, &target(p), Missing::Skip).unwrap_err().to_string();
             assert!(e.contains("magic link"), "{p}: {e}");
         }
+    }
+
+    /// A process in a mount namespace of its own (`unshare --mount`), standing in for a
+    /// container's init; killed on drop.
+    struct OtherNamespace(std::process::Child);
+
+    impl OtherNamespace {
+        fn start() -> OtherNamespace {
+            let child = std::process::Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sleep", "60"])
+                .spawn()
+                .expect("unshare(1) from util-linux");
+            let o = OtherNamespace(child);
+            let ours = id_of("/proc/thread-self/ns/mnt");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while id_of(&format!("/proc/{}/ns/mnt", o.pid())) == ours {
+                assert!(std::time::Instant::now() < deadline, "unshare --mount did not take effect");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            o
+        }
+
+        fn pid(&self) -> i32 {
+            self.0.id() as i32
+        }
+    }
+
+    impl Drop for OtherNamespace {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// (st_dev, st_ino) of what `path` names: a namespace, a root, a cwd.
+    fn id_of(path: &str) -> (u64, u64) {
+        let st = rustix::fs::stat(path).unwrap();
+        (st.st_dev, st.st_ino)
+    }
+
+    /// The helper thread joins the other namespace (it must unshare its fs_struct first: the
+    /// kernel refuses setns(CLONE_NEWNS) to a thread that shares it, as every thread of this
+    /// test binary does) and mounts there; the calling thread keeps its namespace, root and cwd,
+    /// and sees no new mount.
+    #[test]
+    fn attach_joins_the_namespace_in_a_helper_thread_and_the_caller_stays_put() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: needs root (mount namespaces)");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let rootfs = t.path().join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        let other = OtherNamespace::start();
+        let before = (id_of("/proc/thread-self/ns/mnt"), id_of("/proc/thread-self/root"), id_of("/proc/thread-self/cwd"));
+
+        let mount = Detached::tmpfs(1 << 20, "0755").unwrap();
+        let att = Attachment { source: Source::Detached(mount), target: target("/mnt/x"), missing: Missing::Create };
+        let done = attach_in_container(other.pid(), &rootfs, vec![att]).unwrap();
+        assert_eq!(done, vec![target("/mnt/x")]);
+
+        let after = (id_of("/proc/thread-self/ns/mnt"), id_of("/proc/thread-self/root"), id_of("/proc/thread-self/cwd"));
+        assert_eq!(before, after, "the calling thread's mount namespace, root and cwd are unchanged");
+        let mounted_at = rootfs.join("mnt/x").display().to_string();
+        let theirs = mounts_of_type(other.pid(), "tmpfs");
+        assert!(theirs.iter().any(|(mp, _)| *mp == mounted_at), "mounted in the other namespace: {theirs:?}");
+        let ours = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+        assert!(!ours.contains(&mounted_at), "nothing mounted in ours:\n{ours}");
+        assert!(rootfs.join("mnt/x").is_dir(), "the target was created inside the rootfs");
+    }
+
+    #[test]
+    fn a_container_in_the_callers_namespace_is_refused() {
+        let e = attach_in_container(std::process::id() as i32, Path::new("/"), vec![]).unwrap_err().to_string();
+        assert!(e.contains("shares the host's mount namespace"), "{e}");
     }
 }

@@ -28,7 +28,7 @@ impl BootId {
     /// This boot's id (read once per process).
     pub fn current() -> Option<BootId> {
         static ID: std::sync::OnceLock<Option<BootId>> = std::sync::OnceLock::new();
-        *ID.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().and_then(|s| BootId::parse(&s)))
+        *ID.get_or_init(|| super::read_kernel_file("/proc/sys/kernel/random/boot_id").ok().and_then(|s| BootId::parse(&s)))
     }
 }
 
@@ -71,7 +71,7 @@ impl ProcessId {
 
 /// `(state, starttime)` from /proc/<pid>/stat.
 fn stat_fields(pid: i32) -> Option<(char, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let s = super::read_kernel_file(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&s)
 }
 
@@ -99,7 +99,7 @@ pub struct CgroupLine {
 }
 
 pub fn cgroups(pid: i32) -> std::io::Result<Vec<CgroupLine>> {
-    Ok(parse_cgroups(&std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?))
+    Ok(parse_cgroups(&super::read_kernel_file(format!("/proc/{pid}/cgroup"))?))
 }
 
 pub fn parse_cgroups(text: &str) -> Vec<CgroupLine> {

@@ -41,7 +41,7 @@ impl Default for Sysfs {
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    super::read_kernel_file(p).ok()?.trim().parse().ok()
 }
 
 impl Sysfs {
@@ -94,7 +94,12 @@ impl Sysfs {
     }
 
     pub fn node_pools(&self, size: PageSize) -> Vec<NodePool> {
-        self.nodes().into_iter().filter_map(|n| self.node_pool(n, size)).collect()
+        self.node_pools_of(&self.nodes(), size)
+    }
+
+    /// [`Sysfs::node_pools`] of nodes listed once for every page size.
+    pub fn node_pools_of(&self, nodes: &[u32], size: PageSize) -> Vec<NodePool> {
+        nodes.iter().filter_map(|&n| self.node_pool(n, size)).collect()
     }
 }
 
