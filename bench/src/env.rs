@@ -80,6 +80,12 @@ impl Ctx {
         Ok(Runner { kind: Kind::Runc, root })
     }
 
+    pub fn exec_only(&self, name: &str) -> Result<Runner> {
+        let root = self.path(&format!("{name}.root"));
+        std::fs::create_dir_all(&root)?;
+        Ok(Runner { kind: Kind::ExecOnly, root })
+    }
+
     pub fn product(&self, name: &str) -> Result<Runner> {
         let config = self.product_config(name, "runc")?;
         let root = self.path(&format!("{name}.root"));
@@ -164,6 +170,22 @@ pub const NOOP: &[&str] = &["/usr/bin/true"];
 pub enum Kind {
     Runc,
     Product { runtime: PathBuf, config: PathBuf },
+    /// The bench binary as a wrapper that only execs runc ([`EXEC_ONLY_FLAG`]): what any
+    /// runc-compatible exec wrapper costs at the least.
+    ExecOnly,
+}
+
+/// argv[1] of the bench binary when it stands in for a wrapper that does nothing but exec runc
+/// (`dataplane-bench --exec-only RUNC-ARGS...`): a static Rust executable like the product's,
+/// doing no work of its own.
+pub const EXEC_ONLY_FLAG: &str = "--exec-only";
+
+/// [`EXEC_ONLY_FLAG`]: exec runc (found in PATH, as the product's default `runtime_path`).
+pub fn exec_only(args: &[String]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let e = Command::new("runc").args(args).exec();
+    eprintln!("dataplane-bench: exec runc: {e}");
+    127
 }
 
 /// One runtime with a private `--root`.
@@ -177,6 +199,11 @@ impl Runner {
     pub fn command(&self) -> Command {
         let mut c = match &self.kind {
             Kind::Runc => Command::new("runc"),
+            Kind::ExecOnly => {
+                let mut c = Command::new(std::env::current_exe().expect("the bench's own path"));
+                c.arg(EXEC_ONLY_FLAG);
+                c
+            }
             Kind::Product { runtime, config } => {
                 let mut c = Command::new(runtime);
                 c.env("DATAPLANE_HOOK_CONFIG", config);
@@ -189,7 +216,7 @@ impl Runner {
 
     pub fn config(&self) -> Option<&Path> {
         match &self.kind {
-            Kind::Runc => None,
+            Kind::Runc | Kind::ExecOnly => None,
             Kind::Product { config, .. } => Some(config),
         }
     }
@@ -208,6 +235,7 @@ impl Runner {
     pub fn name(&self) -> &'static str {
         match self.kind {
             Kind::Runc => "runc",
+            Kind::ExecOnly => "exec-only wrapper",
             Kind::Product { .. } => "dataplane-runtime",
         }
     }

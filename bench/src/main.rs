@@ -48,14 +48,14 @@ struct Args {
 const USAGE: &str = "usage: dataplane-bench [--bin-dir DIR] [--out FILE] [--runs N] [--only SECTION[,SECTION...]]\n\
   --bin-dir DIR  where dataplane-hook and dataplane-runtime are (default: beside this binary)\n\
   --out FILE     write the report there (default: print only)\n\
-  --runs N       samples per variant in the timing sections (default 100)\n\
+  --runs N       samples per variant in the timing sections (default 200)\n\
   --only LIST    run only these sections: lifecycle, breakdown, concurrency, gc, watchdog\n\
   (watchdog: at most 10 runs; DPH_WATCH_BENCH_IDLE=S sets its two idle windows, default 20 s)\n\
 Needs root: it runs real containers with runc and sizes the 2Mi hugepage pool (restored after).";
 
 fn parse_args() -> Result<Args> {
     let exe = std::env::current_exe()?;
-    let mut a = Args { bin_dir: exe.parent().context("exe dir")?.to_path_buf(), out: None, runs: 100, only: vec![] };
+    let mut a = Args { bin_dir: exe.parent().context("exe dir")?.to_path_buf(), out: None, runs: 200, only: vec![] };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
@@ -86,6 +86,9 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(env::SHIM_FLAG) {
         std::process::exit(env::hook_shim(&argv[2..]));
+    }
+    if argv.get(1).map(String::as_str) == Some(env::EXEC_ONLY_FLAG) {
+        std::process::exit(env::exec_only(&argv[2..]));
     }
     if let Err(e) = real_main() {
         eprintln!("dataplane-bench: {e:#}");
