@@ -26,17 +26,20 @@ pub fn init(cfg: &Config, program: &'static str) {
     let Ok(file) = file else {
         return;
     };
-    // Our crate's events at the configured level (validated by the config), nothing else's.
-    let level: LevelFilter = cfg.log_level.parse().unwrap_or(LevelFilter::INFO);
-    let filter = Targets::new().with_target("dataplane_hook", level);
-    let _ = tracing_subscriber::fmt()
+    let _ = subscriber(&cfg.log_level, file).try_init();
+    tracing::debug!(program, pid = std::process::id(), "start");
+}
+
+/// The file logger: our crate's events at `level` (validated by the config), nothing else's.
+fn subscriber(level: &str, file: std::fs::File) -> impl tracing::Subscriber + Send + Sync {
+    let level: LevelFilter = level.parse().unwrap_or(LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
         .with_ansi(false)
         .with_target(false)
         .with_writer(Mutex::new(file))
         .finish()
-        .with(filter)
-        .try_init();
-    tracing::debug!(program, pid = std::process::id(), "start");
+        .with(Targets::new().with_target("dataplane_hook", level))
 }
 
 /// An error and its causes on one line. A cause whose text the message already carries is
@@ -69,6 +72,24 @@ mod tests {
     #[error("cannot do it: {source} (fix it)")]
     struct Outer {
         source: std::io::Error,
+    }
+
+    #[test]
+    fn the_log_holds_our_events_at_the_configured_level_and_no_one_elses() {
+        for (level, debug_logged) in [("debug", true), ("info", false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log");
+            let file = std::fs::File::create(&path).unwrap();
+            tracing::subscriber::with_default(subscriber(level, file), || {
+                tracing::info!("an info line");
+                tracing::debug!("a debug line");
+                tracing::info!(target: "other_crate", "someone else's line");
+            });
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains("an info line"), "{level}: {text}");
+            assert_eq!(text.contains("a debug line"), debug_logged, "{level}: {text}");
+            assert!(!text.contains("someone else's line"), "{level}: {text}");
+        }
     }
 
     #[test]

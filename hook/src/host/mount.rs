@@ -244,7 +244,7 @@ pub fn attach_in_container(
         })
         .map_err(|e| sys("start the mount helper")(Errno::from_io_error(&e).unwrap_or(Errno::AGAIN)))?;
     // A panic in the helper (already reported on stderr by the panic hook) is a failed attach.
-    helper.join().unwrap_or_else(|_| Err(MountError::Child("the mount helper process died".into())))
+    helper.join().unwrap_or_else(|_| Err(MountError::Child("the mount helper thread panicked".into())))
 }
 
 fn helper_attach(
