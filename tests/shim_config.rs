@@ -215,6 +215,7 @@ fn containerd_keeps_the_users_config_and_reads_the_handler() {
     let out = ok(&configure(None, &["--runtime", "containerd", "--containerd-config", main.to_str().unwrap()]));
     assert!(out.contains("containerd: /usr/bin/containerd 1.6"), "says which containerd: {out}");
     assert!(out.contains("carried over from runtime `runc`: SystemdCgroup = true"), "{out}");
+    assert!(!out.contains("its BinaryName"), "runc's BinaryName is the runc dataplane-runtime runs: {out}");
     let dropin = d.path().join("conf.d/dataplane.toml");
     let new = std::fs::read_to_string(&main).unwrap();
     let import_line = format!("imports = [\"{}\"]\n", dropin.display());
@@ -250,6 +251,26 @@ fn containerd_keeps_the_users_config_and_reads_the_handler() {
     let out = ok(&configure(None, &["--runtime", "containerd", "--containerd-config", main.to_str().unwrap()]));
     assert!(out.contains(&format!("updated {}", dropin.display())) && !out.contains(&format!("updated {}", main.display())), "{out}");
     assert_eq!(get(&containerd_dump(&main), &["plugins", CRI, "sandbox_image"]).unwrap().as_str(), Some("registry.example.com/pause:3.10"));
+}
+
+#[test]
+fn containerd_running_another_runtime_than_runtime_path_is_warned_about() {
+    // The node's runc handler runs crun (BinaryName); dataplane-runtime would exec runc
+    // (runtime_path's default): `dataplane` pods would quietly switch runtime.
+    let d = tempfile::tempdir().unwrap();
+    let main = d.path().join("config.toml");
+    std::fs::write(&main, USER_CONTAINERD_CONFIG.replace("/usr/sbin/runc", "/usr/bin/crun")).unwrap();
+    let args = ["--runtime", "containerd", "--dry-run", "--containerd-config", main.to_str().unwrap()];
+    let out = ok(&configure(None, &args));
+    let warning = out.lines().find(|l| l.contains("its BinaryName")).unwrap_or_else(|| panic!("no warning: {out}"));
+    assert!(warning.contains("runs /usr/bin/crun") && warning.contains("runtime_path = \"runc\"") && warning.contains("set runtime_path = \"/usr/bin/crun\""), "{warning}");
+    let carried = out.lines().find(|l| l.starts_with("carried over from runtime `runc`")).unwrap_or_default();
+    assert_eq!(carried, "carried over from runtime `runc`: SystemdCgroup = true", "the handler's BinaryName is the wrapper, not crun's: {out}");
+    // With runtime_path pointing at crun, nothing to warn about.
+    let cfg = d.path().join("dataplane.toml");
+    std::fs::write(&cfg, "runtime_path = \"/usr/bin/crun\"\n").unwrap();
+    let out = ok(&configure(Some(&cfg), &args));
+    assert!(!out.contains("its BinaryName"), "{out}");
 }
 
 #[test]

@@ -404,7 +404,7 @@ impl ContainerdFiles {
     }
 
     /// The runc options to carry over: from runtime `runc`, else from the default runtime when
-    /// it is runc.v2; without `BinaryName`.
+    /// it is runc.v2; with its `BinaryName`, which the caller takes out (ours is the wrapper).
     pub fn runc_options(&self, merge: bool) -> Option<(String, Table)> {
         let cri = self.effective_cri(merge)?;
         let ct = cri.get("containerd")?.as_table()?;
@@ -415,8 +415,7 @@ impl ContainerdFiles {
             if ty != "io.containerd.runc.v2" {
                 return None;
             }
-            let mut o = r.get("options").and_then(|v| v.as_table()).cloned().unwrap_or_default();
-            o.remove("BinaryName");
+            let o = r.get("options").and_then(|v| v.as_table()).cloned().unwrap_or_default();
             Some((name.to_string(), o))
         };
         pick("runc").or_else(|| ct.get("default_runtime_name").and_then(|v| v.as_str()).and_then(pick))
@@ -767,12 +766,17 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
         }
     }
     let carried = files.runc_options(merge);
-    let options = carried.as_ref().map(|(_, o)| o.clone()).unwrap_or_default();
-    if let Some((from, o)) = &carried {
-        if !o.is_empty() {
+    let mut options = carried.as_ref().map(|(_, o)| o.clone()).unwrap_or_default();
+    if let (Some((from, _)), Some(binary)) = (&carried, options.remove("BinaryName")) {
+        if let Some(w) = binary.as_str().and_then(|b| runtime_mismatch(from, b, install.config.as_deref())) {
+            out.notes.push(w);
+        }
+    }
+    if let Some((from, _)) = &carried {
+        if !options.is_empty() {
             out.notes.push(format!(
                 "carried over from runtime `{from}`: {}",
-                o.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
+                options.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
             ));
         }
     }
@@ -819,6 +823,31 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
         ));
     }
     Ok(out)
+}
+
+/// A warning when containerd's runtime `from` runs `binary` (its `BinaryName`, e.g. crun) but
+/// dataplane-runtime would exec another runtime (`runtime_path` of the config in effect): the
+/// `dataplane` handler's pods would silently change runtime.
+fn runtime_mismatch(from: &str, binary: &str, config: Option<&Path>) -> Option<String> {
+    let loaded = crate::config::Loaded::resolve(config).ok()?;
+    let ours = &loaded.config.runtime_path;
+    let file_id = |p: &Path| {
+        let found = crate::runtime::real_runtime(p).ok()?;
+        std::fs::metadata(found).ok().map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+    };
+    let same = match (file_id(Path::new(binary)), file_id(ours)) {
+        (Some(a), Some(b)) => a == b,
+        _ => Path::new(binary) == ours.as_path(),
+    };
+    if same {
+        return None;
+    }
+    let cfg = loaded.path.map(|p| p.display().to_string()).unwrap_or_else(|| format!("built-in default; the config is {DEFAULT_CONFIG_PATH}"));
+    Some(format!(
+        "warning: runtime `{from}` runs {binary} (its BinaryName) but dataplane-runtime runs runtime_path = {} ({cfg}): set runtime_path = {} there, or `{HANDLER}` pods run another runtime than the node's",
+        toml_str(&ours.display().to_string()),
+        toml_str(binary)
+    ))
 }
 
 fn backup_path(p: &Path) -> PathBuf {
