@@ -216,9 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
-    }
+    use crate::test_args as v;
 
     #[test]
     fn hook_stages_read_without_clap_as_clap_reads_them() {

@@ -831,10 +831,7 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
 fn runtime_mismatch(from: &str, binary: &str, config: Option<&Path>) -> Option<String> {
     let loaded = crate::config::Loaded::resolve(config).ok()?;
     let ours = &loaded.config.runtime_path;
-    let file_id = |p: &Path| {
-        let found = crate::runtime::real_runtime(p).ok()?;
-        std::fs::metadata(found).ok().map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
-    };
+    let file_id = |p: &Path| crate::runtime::real_runtime(p).ok().and_then(|found| crate::runtime::file_id(&found));
     let same = match (file_id(Path::new(binary)), file_id(ours)) {
         (Some(a), Some(b)) => a == b,
         _ => Path::new(binary) == ours.as_path(),

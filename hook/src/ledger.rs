@@ -278,7 +278,7 @@ fn remove_record(p: &Path) -> Result<(), LedgerError> {
 
 /// The time this boot began (unix seconds), from /proc/stat's `btime`.
 fn boot_time() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let stat = crate::host::read_kernel_file("/proc/stat").ok()?;
     stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 

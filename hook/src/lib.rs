@@ -21,3 +21,9 @@ pub mod request;
 pub mod runtime;
 pub mod status;
 pub mod watch;
+
+/// Unit tests' command lines: `&["create", "id"]` as the `Vec<String>` argv parsers take.
+#[cfg(test)]
+pub(crate) fn test_args(s: &[&str]) -> Vec<String> {
+    s.iter().map(|x| x.to_string()).collect()
+}

@@ -320,13 +320,17 @@ pub fn real_runtime(path: &Path) -> anyhow::Result<PathBuf> {
             .find(|p| p.is_file())
             .with_context(|| format!("cannot find the real runtime {:?} in PATH (set runtime_path in the config)", path))?
     };
-    // The same file (device and inode: through any symlink or hard link) as this executable?
-    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)));
-    let me = std::env::current_exe().ok().and_then(|p| id(&p));
-    if me.is_some() && id(&resolved) == me {
+    let me = std::env::current_exe().ok().and_then(|p| file_id(&p));
+    if me.is_some() && file_id(&resolved) == me {
         bail!("runtime_path {} is dataplane-runtime itself (point runtime_path at the real runc)", resolved.display());
     }
     Ok(resolved)
+}
+
+/// What a path names, as (device, inode): the same file through any symlink or hard link.
+pub fn file_id(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Runs the wrapper: returns only on error (success execs the runtime).
@@ -366,9 +370,7 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
 mod tests {
     use super::*;
 
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
-    }
+    use crate::test_args as v;
 
     #[test]
     fn runc_command_lines_give_command_and_bundle() {

@@ -332,9 +332,7 @@ fn record(state_dir: &Path, id: &str, plan: &GpuPlan) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn v(s: &[&str]) -> Vec<String> {
-        s.iter().map(|x| x.to_string()).collect()
-    }
+    use crate::test_args as v;
 
     #[test]
     fn update_command_lines_parse_like_runc() {
