@@ -9,7 +9,7 @@ use crate::host::cgroup::{self, CgroupError, Hierarchy, Version};
 use crate::host::mount::{self, Attachment, Detached, MountError, Missing, Source};
 use crate::host::proc::{self, ProcessId};
 use crate::host::sysfs::Sysfs;
-use crate::ledger::{now_unix, ContainerRecord, Effect, Entry, Ledger, LedgerError};
+use crate::ledger::{now_unix, ContainerRecord, Effect, Entry, Ledger, LedgerError, LockGuard};
 use crate::plan::{MountPlan, Plan};
 use crate::request::{Bytes, PageSize, PREFIX};
 
@@ -118,6 +118,7 @@ pub fn create(
     rootfs: &Path,
     group: Option<String>,
     plan: &Plan,
+    admission: Option<LockGuard>,
 ) -> Result<ContainerRecord, ApplyError> {
     let init = ProcessId::of(pid).ok_or_else(|| ApplyError::NoInit { id: id.into(), pid })?;
     let rec = ContainerRecord {
@@ -131,7 +132,7 @@ pub fn create(
     };
     ledger.save(&rec)?;
     let mut r = Recorder { ledger, rec, unsaved: false };
-    match create_steps(&mut r, pid, rootfs, plan) {
+    match create_steps(&mut r, pid, rootfs, plan, admission) {
         Ok(()) => Ok(r.rec),
         Err(e) => {
             if let Err(te) = teardown(ledger, r.rec) {
@@ -142,7 +143,7 @@ pub fn create(
     }
 }
 
-fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Result<(), ApplyError> {
+fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan, admission: Option<LockGuard>) -> Result<(), ApplyError> {
     let id = r.rec.id.clone();
     for s in &plan.rlimits {
         if let Err(source) = crate::host::rlimit::set(pid, s.resource, s.limit) {
@@ -155,6 +156,9 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan) -> Resul
     }
     if !plan.mounts.is_empty() {
         let attachments = build_mounts(&id, &plan.mounts)?;
+        // The pages are reserved in the kernel now (and the record counting them is on disk):
+        // the admission decision is made, and attaching happens in the container's files.
+        drop(admission);
         // Mounts live and die with the container's mount namespace: nothing to undo on the
         // host, so no intent first (the record already carries the reservations).
         let done = mount::attach_in_container(pid, rootfs, attachments).map_err(|source| ApplyError::Mount { id: id.clone(), source })?;

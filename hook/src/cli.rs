@@ -162,6 +162,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let loaded = Loaded::resolve(cli.config.as_deref())?;
     crate::log::init(&loaded.config, "dataplane-hook");
     let cfg = &loaded.config;
+    let bound = std::time::Duration::from_secs(cfg.hook_timeout_secs);
+    match &cli.command {
+        Command::CreateRuntime | Command::Prestart => crate::deadline::arm(bound, "createRuntime".into()),
+        Command::Poststop => crate::deadline::arm(bound, "poststop".into()),
+        Command::Gc { .. } => crate::deadline::arm(bound, "gc".into()),
+        _ => {}
+    }
     match cli.command {
         Command::CreateRuntime | Command::Prestart => {
             let r = hook::create_runtime(cfg, std::io::stdin().lock());

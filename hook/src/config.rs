@@ -33,6 +33,9 @@ pub struct Config {
     /// Hooks' stderr is often swallowed: we always log here too. Empty string disables.
     pub log_file: PathBuf,
     pub log_level: String,
+    /// G8: how long one hook stage, gc run or wrapper spec edit may take, seconds; the hooks
+    /// the product injects or configures carry it (plus a margin) as their OCI `timeout`.
+    pub hook_timeout_secs: u64,
     pub hugepages: HugepagesConfig,
     pub dpdk: DpdkConfig,
     pub rdma: RdmaConfig,
@@ -206,6 +209,7 @@ impl Default for Config {
             runtime_path: "runc".into(),
             log_file: "/var/log/dataplane-hook.log".into(),
             log_level: "info".into(),
+            hook_timeout_secs: crate::deadline::DEFAULT_SECS,
             hugepages: HugepagesConfig::default(),
             dpdk: DpdkConfig::default(),
             rdma: RdmaConfig::default(),
@@ -344,6 +348,9 @@ impl Config {
         if !matches!(self.log_level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
             return Err(bad("log_level", "must be one of error, warn, info, debug, trace"));
         }
+        if !(1..=300).contains(&self.hook_timeout_secs) {
+            return Err(bad("hook_timeout_secs", "must be 1..300 seconds"));
+        }
         let f = self.hugepages.max_reserved_fraction;
         if !(f > 0.0 && f <= 1.0) {
             return Err(bad("hugepages.max_reserved_fraction", "must be in (0, 1]"));
@@ -469,6 +476,8 @@ runtime_dir = "/var/run/dpdk"
         for (text, key) in [
             ("state_dir = \"relative\"", "state_dir"),
             ("log_level = \"loud\"", "log_level"),
+            ("hook_timeout_secs = 0", "hook_timeout_secs"),
+            ("hook_timeout_secs = 301", "hook_timeout_secs"),
             ("[hugepages]\nmax_reserved_fraction = 1.5", "max_reserved_fraction"),
             ("[hugepages]\nmax_reserved_fraction = 0", "max_reserved_fraction"),
             ("[dpdk]\nruntime_dir = \"var/run\"", "dpdk.runtime_dir"),

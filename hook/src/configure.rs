@@ -89,12 +89,15 @@ pub struct Install {
     pub wrapper: PathBuf,
     /// `--config` for the hook, when not the default path.
     pub config: Option<PathBuf>,
+    /// The configuration's `hook_timeout_secs`: the hooks.d files' OCI `timeout` is this plus
+    /// a margin (the hook's own guard answers first; the runtime's kill is the backstop).
+    pub timeout_secs: u64,
 }
 
 impl Install {
     /// The install the shipped files describe: /usr/bin, default config.
     pub fn shipped() -> Install {
-        Install { hook: TEMPLATE_HOOK.into(), wrapper: TEMPLATE_WRAPPER.into(), config: None }
+        Install { hook: TEMPLATE_HOOK.into(), wrapper: TEMPLATE_WRAPPER.into(), config: None, timeout_secs: crate::deadline::DEFAULT_SECS }
     }
 
     /// This binary and the wrapper beside it.
@@ -104,7 +107,7 @@ impl Install {
             .map_err(|e| fail("cannot configure", format!("cannot find this executable: {e}"), "run dataplane-hook from its install path"))?;
         let wrapper = exe.with_file_name("dataplane-runtime");
         let config = loaded.path.clone().filter(|p| p != Path::new(DEFAULT_CONFIG_PATH));
-        Ok(Install { hook: exe, wrapper, config })
+        Ok(Install { hook: exe, wrapper, config, timeout_secs: loaded.config.hook_timeout_secs })
     }
 
     fn hook_args(&self, stage: &str) -> Vec<String> {
@@ -136,6 +139,7 @@ pub fn render_hook(template: &str, install: &Install) -> String {
     let stage = v["stages"][0].as_str().expect("template has a stage").to_string();
     v["hook"]["path"] = json!(install.hook.display().to_string());
     v["hook"]["args"] = json!(install.hook_args(&stage));
+    v["hook"]["timeout"] = json!(crate::deadline::oci_timeout(install.timeout_secs));
     serde_json::to_string_pretty(&v).expect("JSON serializes") + "\n"
 }
 
@@ -1128,7 +1132,7 @@ mod tests {
 
     #[test]
     fn hooks_carry_the_real_path_and_config() {
-        let i = Install { hook: "/opt/dp/bin/dataplane-hook".into(), wrapper: "/opt/dp/bin/dataplane-runtime".into(), config: Some("/etc/dp.toml".into()) };
+        let i = Install { hook: "/opt/dp/bin/dataplane-hook".into(), wrapper: "/opt/dp/bin/dataplane-runtime".into(), config: Some("/etc/dp.toml".into()), timeout_secs: 10 };
         let v: Value = serde_json::from_str(&render_hook(HOOK_POSTSTOP, &i)).unwrap();
         assert_eq!(v["hook"]["path"], "/opt/dp/bin/dataplane-hook");
         assert_eq!(v["hook"]["args"], json!(["dataplane-hook", "--config", "/etc/dp.toml", "poststop"]));
@@ -1158,7 +1162,7 @@ runtime_type = "io.containerd.runc.v2"
         );
         let mut opts = Table::new();
         opts.insert("SystemdCgroup".into(), toml::Value::Boolean(true));
-        let i = Install { hook: "/x/dataplane-hook".into(), wrapper: "/x/dataplane-runtime".into(), config: None };
+        let i = Install { hook: "/x/dataplane-hook".into(), wrapper: "/x/dataplane-runtime".into(), config: None, timeout_secs: 10 };
         let text = render_containerd(&ContainerdDropin::V2Copy { cri: cri_copy(Some(&user)) }, &i, &opts);
         let t = parse(&text);
         assert_eq!(t["version"].as_integer(), Some(2));

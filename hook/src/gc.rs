@@ -1,6 +1,15 @@
 //! Owns garbage collection (G6): releasing what containers that are no longer alive left in
 //! the ledger. Liveness is the container init's identity (pid + start time). Run by
 //! `dataplane-hook gc` and at the start of every create.
+//!
+//! The scan takes no lock. A record whose init is gone is released by whoever takes its lock
+//! first; one somebody holds (its create or poststop is running) is skipped, so gc never
+//! frees a container being created and never waits on another run. Each release runs in a
+//! worker thread against a time budget: a release stuck on something a container left behind
+//! is abandoned (it ends with this process, and the next gc tries again), never the caller's
+//! create (G8).
+
+use std::time::Duration;
 
 use crate::apply;
 use crate::ledger::{ContainerRecord, Ledger};
@@ -11,10 +20,13 @@ pub struct GcReport {
     pub released: Vec<String>,
     /// Live containers left alone.
     pub live: Vec<String>,
-    /// Their records, for a caller that goes on under the same lock (a create plans with them
-    /// instead of reading and checking every record again).
+    /// Their records, for a create that plans with them (instead of reading and checking every
+    /// record again).
     #[serde(skip)]
     pub live_records: Vec<ContainerRecord>,
+    /// Dead containers whose lock another run holds (it is releasing them), or whose release
+    /// did not finish within the budget.
+    pub skipped: Vec<String>,
     /// Problems (corrupt records, partial teardown).
     pub errors: Vec<String>,
     /// DPDK groups released.
@@ -25,7 +37,19 @@ pub fn is_dead(rec: &ContainerRecord) -> bool {
     !rec.init.is_alive()
 }
 
+/// gc with the whole remaining run time as its budget (`dataplane-hook gc`).
 pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
+    run_within(ledger, dry_run, crate::deadline::remaining())
+}
+
+/// The share of a create's bound its gc may spend releasing other containers.
+pub fn budget_at_create() -> Duration {
+    crate::deadline::remaining() / 4
+}
+
+/// gc that spends at most `budget` releasing dead containers.
+pub fn run_within(ledger: &Ledger, dry_run: bool, budget: Duration) -> GcReport {
+    let start = std::time::Instant::now();
     let mut report = GcReport::default();
     let (records, corrupt) = ledger.containers();
     report.errors.extend(corrupt.iter().filter(|e| dry_run || !crate::ledger::remove_if_torn(e)).map(|e| e.to_string()));
@@ -40,16 +64,27 @@ pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
             report.released.push(id);
             continue;
         }
-        tracing::info!(container = %id, pid = rec.init.pid, "gc: init is gone, releasing");
-        match apply::teardown(ledger, rec) {
-            Ok(()) => report.released.push(id),
-            Err(e) => report.errors.push(e.to_string()),
+        let left = budget.saturating_sub(start.elapsed());
+        match release(ledger, &id, left) {
+            Release::Done => report.released.push(id),
+            Release::Live(rec) => {
+                report.live.push(id);
+                report.live_records.push(*rec);
+            }
+            Release::Busy => report.skipped.push(id),
+            Release::Gone => {}
+            Release::Failed(e) => report.errors.push(e),
+            Release::TimedOut => {
+                tracing::warn!(container = %id, "gc: releasing it did not finish within {}ms; left for the next gc", left.as_millis());
+                report.skipped.push(id);
+            }
         }
     }
     let (groups, errors) = crate::group::gc(ledger, dry_run);
     report.groups_released = groups;
     report.errors.extend(errors);
     if !dry_run {
+        ledger.sweep_locks();
         crate::metrics::note(crate::metrics::Event::Gc {
             released: report.released.len() as u64,
             groups: report.groups_released.len() as u64,
@@ -57,4 +92,57 @@ pub fn run(ledger: &Ledger, dry_run: bool) -> GcReport {
         });
     }
     report
+}
+
+enum Release {
+    Done,
+    /// Its record changed meanwhile and its init is alive (a new container with this id).
+    Live(Box<ContainerRecord>),
+    Busy,
+    Gone,
+    Failed(String),
+    TimedOut,
+}
+
+/// Releases container `id` if nobody holds it and its init is still gone once locked.
+fn release(ledger: &Ledger, id: &str, budget: Duration) -> Release {
+    let lock = match ledger.try_lock_container(id) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Release::Busy,
+        Err(e) => return Release::Failed(e.to_string()),
+    };
+    // Re-read under the lock: the record we scanned may have been released or replaced.
+    let rec = match ledger.load(id) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            lock.remove();
+            return Release::Gone;
+        }
+        Err(e) => return Release::Failed(e.to_string()),
+    };
+    if !is_dead(&rec) {
+        return Release::Live(Box::new(rec));
+    }
+    tracing::info!(container = %id, pid = rec.init.pid, "gc: init is gone, releasing");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker_ledger = match Ledger::open(ledger.dir()) {
+        Ok(l) => l,
+        Err(e) => return Release::Failed(e.to_string()),
+    };
+    let spawned = std::thread::Builder::new().name("gc-release".into()).spawn(move || {
+        let r = apply::teardown(&worker_ledger, rec);
+        if r.is_ok() {
+            lock.remove();
+        }
+        let _ = tx.send(r);
+    });
+    if let Err(e) = spawned {
+        return Release::Failed(format!("cannot start a gc worker: {e}"));
+    }
+    match rx.recv_timeout(budget) {
+        Ok(Ok(())) => Release::Done,
+        Ok(Err(e)) => Release::Failed(e.to_string()),
+        // The worker keeps the container's lock until it finishes or this process ends.
+        Err(_) => Release::TimedOut,
+    }
 }

@@ -57,6 +57,7 @@ pub enum Outcome {
 
 pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome> {
     let state = State::from_reader(input)?;
+    crate::deadline::about(format!("container {}", state.id));
     let span = tracing::info_span!("createRuntime", container = %state.id);
     let _g = span.enter();
     let bundle = Bundle::load(&state.bundle)?;
@@ -76,10 +77,13 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         .with_context(|| format!("cannot set up container {}: the state has no init pid (run this hook at createRuntime or prestart)", state.id))?;
 
     let ledger = Ledger::open(&cfg.state_dir)?;
-    let report = gc::run(&ledger, false);
+    let report = gc::run_within(&ledger, false, gc::budget_at_create());
     for e in &report.errors {
         tracing::warn!("gc: {e}");
     }
+    // This container's own lock, for the whole create: its poststop, a retried create and gc
+    // wait for it or leave it alone; no other container's create waits on it.
+    let lock = ledger.lock_container(&state.id)?;
     if let Some(existing) = ledger.load(&state.id)? {
         if existing.init.pid == pid && existing.init.is_alive() {
             return Ok(Outcome::AlreadySetUp);
@@ -107,12 +111,27 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         group_key = Some(g.key.clone());
         facts.group = Some(g);
     }
+    // A policy that counts every container's reservation (max_reserved_fraction) decides under
+    // the admission lock, with the records as they are now, until this container's pages are
+    // reserved in the kernel; without one the kernel's own min_size reservation decides.
+    let admission = if needs_admission(cfg, &req) && group_key.is_none() {
+        let l = ledger.lock_admission()?;
+        let live: Vec<ContainerRecord> = ledger.containers().0.into_iter().filter(|r| r.init.is_alive()).collect();
+        let fresh = node_facts_of(&live);
+        facts.pools = fresh.pools;
+        facts.node_pools = fresh.node_pools;
+        facts.ours = fresh.ours;
+        Some(l)
+    } else {
+        None
+    };
     let plan = match plan::plan(&state.id, &req, cfg, &facts) {
         Ok(p) => p,
         Err(e) => {
             if let Some(k) = &group_key {
                 let _ = group::leave(&ledger, k, &state.id);
             }
+            lock.remove();
             return Err(e.into());
         }
     };
@@ -120,17 +139,33 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
-    apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), group_key, &plan)?;
+    match apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), group_key, &plan, admission) {
+        Ok(_) => {}
+        Err(e) => {
+            // The rollback removed the record: nothing is left for the lock to guard.
+            if matches!(ledger.load(&state.id), Ok(None)) {
+                lock.remove();
+            }
+            return Err(e.into());
+        }
+    }
     crate::metrics::granted(&req, &plan, cfg.hugepages.reserve);
     tracing::info!(reservations = ?plan.reservations, "set up");
     Ok(Outcome::SetUp)
 }
 
+/// Whether a create's reservation is subject to a policy over all containers' reservations.
+fn needs_admission(cfg: &Config, req: &Request) -> bool {
+    cfg.hugepages.max_reserved_fraction < 1.0 && !req.hugepages.is_empty()
+}
+
 pub fn poststop(cfg: &Config, input: impl Read) -> anyhow::Result<()> {
     let state = State::from_reader(input)?;
+    crate::deadline::about(format!("container {}", state.id));
     let span = tracing::info_span!("poststop", container = %state.id);
     let _g = span.enter();
     let ledger = Ledger::open(&cfg.state_dir)?;
+    let lock = ledger.lock_container(&state.id)?;
     match ledger.load(&state.id)? {
         Some(rec) => {
             if rec.init.is_alive() {
@@ -143,8 +178,12 @@ pub fn poststop(cfg: &Config, input: impl Read) -> anyhow::Result<()> {
                 );
             }
             apply::teardown(&ledger, rec)?;
+            lock.remove();
         }
-        None => tracing::debug!("nothing recorded"),
+        None => {
+            tracing::debug!("nothing recorded");
+            lock.remove();
+        }
     }
     Ok(())
 }

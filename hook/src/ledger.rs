@@ -1,6 +1,15 @@
 //! Owns the state dir: one JSON record per container (and per group), each effect written as
-//! an intent before it is made and marked done after, atomically (temp file, rename), under
-//! one lock. poststop and gc undo a record's entries in reverse (see `apply`).
+//! an intent before it is made and marked done after, atomically (temp file, rename). poststop
+//! and gc undo a record's entries in reverse (see `apply`).
+//!
+//! There is no node-wide lock. Each container and each group has a lock of its own
+//! (`locks/c.<id>`, `locks/g.<key>`: flock, taken by the one run that changes that record), so
+//! creates and teardowns of different containers never wait on each other, and a run stuck on
+//! one container (whatever that container did) holds up nobody else. Lock order: a container's
+//! lock, then its group's, then `locks/admission` (the short critical section of a policy that
+//! counts every container's reservation, `max_reserved_fraction`); only non-blocking tries go
+//! the other way. Every wait is bounded by the run's deadline (`crate::deadline`). Readers take
+//! no lock: records are replaced atomically, so each one read is whole.
 //!
 //! Records are not fsynced. What they describe — mounts, kernel hugepage reservations, cgroups,
 //! processes — does not survive a reboot, and a write that a crashed hook or runtime left half
@@ -28,8 +37,10 @@ pub enum LedgerError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("state dir {path} is not safe: {why} (it must be a root-owned directory with mode 0700)")]
     Unsafe { path: PathBuf, why: String },
-    #[error("state dir {path} is locked by another dataplane-hook for more than {secs}s (look for a hung dataplane-hook process)")]
-    LockTimeout { path: PathBuf, secs: u64 },
+    #[error("{what} is held by another dataplane-hook for more than {secs}s (look for a hung dataplane-hook process with `ps`; the log names what it waits on)")]
+    LockTimeout { what: String, secs: u64 },
+    #[error("cannot use container id {id:?} in the state dir: {why} (this is the runtime's id; report it)")]
+    BadName { id: String, why: &'static str },
     #[error("corrupt record {path}: {why} (inspect it; `dataplane-hook gc` skips it until it is fixed or removed)")]
     Corrupt { path: PathBuf, why: String },
 }
@@ -119,14 +130,36 @@ pub struct GroupRecord {
     pub created: u64,
 }
 
-/// The state dir, locked for as long as this value lives.
+/// The state dir. Opening it takes no lock: see the module doc for the per-record locks.
 #[derive(Debug)]
 pub struct Ledger {
     dir: PathBuf,
-    _lock: File,
 }
 
-const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+/// An exclusive lock on one record of the state dir, held for as long as this value lives.
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    /// Unlinks the lock file while still holding it (what it locked is gone). A run waiting on
+    /// it then finds it unlinked and opens a new one.
+    pub fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// How a lock is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Wait, at most until the run's deadline.
+    Bounded,
+    /// Take it only if nobody holds it (gc: a record somebody holds is being created or
+    /// released right now, and is none of gc's business).
+    Try,
+}
 
 fn ensure_private_dir(path: &Path) -> Result<(), LedgerError> {
     // Every hook finds the dirs made: one lstat then, instead of mkdir + stat + lstat.
@@ -149,40 +182,158 @@ fn ensure_private_dir(path: &Path) -> Result<(), LedgerError> {
     Ok(())
 }
 
-impl Ledger {
-    /// Opens (creating it root-only if needed) and locks the state dir.
-    pub fn open(state_dir: &Path) -> Result<Ledger, LedgerError> {
-        ensure_private_dir(state_dir)?;
-        ensure_private_dir(&state_dir.join("containers"))?;
-        ensure_private_dir(&state_dir.join("groups"))?;
-        let lock_path = state_dir.join("lock");
-        let lock = open_lock_file(&lock_path).map_err(io(&lock_path))?;
-        let start = Instant::now();
+/// A record's name must stay one file name in its directory.
+fn check_name(id: &str) -> Result<&str, LedgerError> {
+    let why = if id.is_empty() {
+        "it is empty"
+    } else if id.contains('/') || id.contains('\0') {
+        "it contains a slash or NUL"
+    } else if id.starts_with('.') {
+        "it starts with a dot"
+    } else if id.len() > 1024 {
+        "it is longer than 1024 bytes"
+    } else {
+        return Ok(id);
+    };
+    Err(LedgerError::BadName { id: id.chars().take(64).collect(), why })
+}
+
+/// Takes the flock on `path` (created root-only, never through a symlink). A lock file
+/// unlinked by its holder while we waited ([`LockGuard::remove`]) is opened again.
+fn acquire(path: &Path, what: impl Fn() -> String, wait: Wait) -> Result<Option<LockGuard>, LedgerError> {
+    let start = Instant::now();
+    let bound = crate::deadline::remaining();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let file = open_lock_file(path).map_err(io(path))?;
         loop {
-            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
                 Err(rustix::io::Errno::WOULDBLOCK) | Err(rustix::io::Errno::INTR) => {
-                    if start.elapsed() > LOCK_TIMEOUT {
-                        return Err(LedgerError::LockTimeout { path: lock_path, secs: LOCK_TIMEOUT.as_secs() });
+                    if wait == Wait::Try {
+                        return Ok(None);
                     }
-                    std::thread::sleep(Duration::from_millis(2));
+                    if start.elapsed() >= bound {
+                        return Err(LedgerError::LockTimeout { what: what(), secs: bound.as_secs().max(1) });
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
                 }
-                Err(e) => return Err(io(&lock_path)(e.into())),
+                Err(e) => return Err(io(path)(e.into())),
             }
         }
-        Ok(Ledger { dir: state_dir.to_path_buf(), _lock: lock })
+        // Still the file at `path`? (Not unlinked, nor replaced, while we waited.)
+        let held = rustix::fs::fstat(&file).map_err(|e| io(path)(e.into()))?;
+        match rustix::fs::lstat(path) {
+            Ok(now) if now.st_ino == held.st_ino && now.st_dev == held.st_dev && held.st_nlink > 0 => {
+                return Ok(Some(LockGuard { _file: file, path: path.to_path_buf() }))
+            }
+            Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(io(path)(e.into())),
+        }
+    }
+}
+
+impl Ledger {
+    /// Opens (creating it root-only if needed) the state dir.
+    pub fn open(state_dir: &Path) -> Result<Ledger, LedgerError> {
+        ensure_private_dir(state_dir)?;
+        for sub in ["containers", "groups", "locks"] {
+            ensure_private_dir(&state_dir.join(sub))?;
+        }
+        Ok(Ledger { dir: state_dir.to_path_buf() })
+    }
+
+    fn lock_path(&self, kind: char, name: &str) -> PathBuf {
+        self.dir.join("locks").join(format!("{kind}.{name}"))
+    }
+
+    /// Container `id`'s lock: held by the run that creates, updates or releases its record.
+    /// Waits at most until the run's deadline.
+    pub fn lock_container(&self, id: &str) -> Result<LockGuard, LedgerError> {
+        Ok(self.container_lock(id, Wait::Bounded)?.expect("a bounded wait returns a lock or an error"))
+    }
+
+    /// [`Ledger::lock_container`] only if nobody holds it.
+    pub fn try_lock_container(&self, id: &str) -> Result<Option<LockGuard>, LedgerError> {
+        self.container_lock(id, Wait::Try)
+    }
+
+    fn container_lock(&self, id: &str, wait: Wait) -> Result<Option<LockGuard>, LedgerError> {
+        let id = check_name(id)?;
+        acquire(&self.lock_path('c', id), || format!("container {id}"), wait)
+    }
+
+    /// A DPDK group's lock: held while its record (members, holder) changes.
+    pub fn lock_group(&self, key: &str) -> Result<LockGuard, LedgerError> {
+        Ok(self.group_lock(key, Wait::Bounded)?.expect("a bounded wait returns a lock or an error"))
+    }
+
+    /// [`Ledger::lock_group`] only if nobody holds it.
+    pub fn try_lock_group(&self, key: &str) -> Result<Option<LockGuard>, LedgerError> {
+        self.group_lock(key, Wait::Try)
+    }
+
+    fn group_lock(&self, key: &str, wait: Wait) -> Result<Option<LockGuard>, LedgerError> {
+        let key = check_name(key)?;
+        acquire(&self.lock_path('g', key), || format!("DPDK group {key}"), wait)
+    }
+
+    /// The admission lock: around a check that counts every live container's reservation and
+    /// the reservation it admits (`max_reserved_fraction`). Never held across I/O on a
+    /// container's files.
+    pub fn lock_admission(&self) -> Result<LockGuard, LedgerError> {
+        let p = self.dir.join("locks").join("admission");
+        Ok(acquire(&p, || "the hugepage admission lock".to_string(), Wait::Bounded)?.expect("a bounded wait returns a lock or an error"))
+    }
+
+    /// Removes lock files that lock nothing: no record of theirs exists and nobody holds them
+    /// (a create that failed before its record, a run killed at its deadline). gc runs it.
+    pub fn sweep_locks(&self) {
+        let names = |sub: &str| -> std::collections::HashSet<String> {
+            std::fs::read_dir(self.dir.join(sub))
+                .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter_map(|n| n.strip_suffix(".json").map(str::to_string)).collect())
+                .unwrap_or_default()
+        };
+        let Ok(rd) = std::fs::read_dir(self.dir.join("locks")) else { return };
+        let (containers, groups) = (names("containers"), names("groups"));
+        for e in rd.flatten() {
+            let Ok(n) = e.file_name().into_string() else { continue };
+            let orphan = match n.split_once('.') {
+                Some(("c", id)) if !containers.contains(id) => self.try_lock_container(id),
+                Some(("g", key)) if !groups.contains(key) => self.try_lock_group(key),
+                _ => continue,
+            };
+            if let Ok(Some(lock)) = orphan {
+                // Re-check under the lock: a create may have written its record meanwhile.
+                let sub = if n.starts_with("c.") { "containers" } else { "groups" };
+                if !self.dir.join(sub).join(format!("{}.json", &n[2..])).exists() {
+                    lock.remove();
+                }
+            }
+        }
+    }
+
+    /// Whether somebody holds container `id`'s lock right now (its create or teardown runs).
+    pub fn container_busy(&self, id: &str) -> bool {
+        // Without creating a lock file for an id nobody locks.
+        let Ok(id) = check_name(id) else { return false };
+        let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(self.lock_path('c', id)) else {
+            return false;
+        };
+        matches!(rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared), Err(rustix::io::Errno::WOULDBLOCK))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
-        self.dir.join("containers").join(format!("{id}.json"))
+    fn record_path(&self, id: &str) -> Result<PathBuf, LedgerError> {
+        Ok(self.dir.join("containers").join(format!("{}.json", check_name(id)?)))
     }
 
     pub fn load(&self, id: &str) -> Result<Option<ContainerRecord>, LedgerError> {
-        read_json(&self.record_path(id))
+        read_json(&self.record_path(id)?)
     }
 
     /// Every container record; corrupt ones are returned as errors beside the good ones.
@@ -191,11 +342,11 @@ impl Ledger {
     }
 
     pub fn save(&self, rec: &ContainerRecord) -> Result<(), LedgerError> {
-        atomic_write(&self.record_path(&rec.id), &serde_json::to_vec_pretty(rec).expect("serializes"))
+        atomic_write(&self.record_path(&rec.id)?, &serde_json::to_vec_pretty(rec).expect("serializes"))
     }
 
     pub fn remove(&self, id: &str) -> Result<(), LedgerError> {
-        remove_record(&self.record_path(id))
+        remove_record(&self.record_path(id)?)
     }
 }
 
@@ -311,14 +462,17 @@ pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<File> {
 /// Temp file in the same directory, then rename (see the module doc for why no fsync).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
     let dir = path.parent().expect("record paths have a parent");
+    // Unique per process and call: gc's worker threads and the main thread of one run may write
+    // at the same time (never the same record: only its lock holder writes one).
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp.{}",
+        ".{}.tmp.{}.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .write(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -414,20 +568,53 @@ mod tests {
     }
 
     #[test]
-    fn the_lock_excludes_a_second_holder() {
+    fn a_container_lock_excludes_a_second_holder_of_that_container_only() {
         let t = tempfile::tempdir().unwrap();
         let l = Ledger::open(t.path()).unwrap();
+        let held = l.lock_container("a").unwrap();
+        assert!(l.container_busy("a"));
+        assert!(l.try_lock_container("a").unwrap().is_none(), "a try does not wait");
+        assert!(l.try_lock_container("b").unwrap().is_some(), "another container is not held up");
+        assert!(l.try_lock_group("g").unwrap().is_some(), "nor a group");
         let p = t.path().to_path_buf();
         let (tx, rx) = std::sync::mpsc::channel();
         let h = std::thread::spawn(move || {
-            let _l2 = Ledger::open(&p).unwrap();
+            let l2 = Ledger::open(&p).unwrap();
+            let _g = l2.lock_container("a").unwrap();
             tx.send(Instant::now()).unwrap();
         });
         std::thread::sleep(Duration::from_millis(100));
         let released = Instant::now();
-        drop(l);
+        held.remove();
         let acquired = rx.recv().unwrap();
         h.join().unwrap();
-        assert!(acquired >= released, "second open waited for the first to drop");
+        assert!(acquired >= released, "the second holder waited for the first");
+        assert!(!l.container_busy("a"));
+    }
+
+    #[test]
+    fn a_lock_unlinked_by_its_holder_is_taken_again_on_a_new_file() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Ledger::open(t.path()).unwrap();
+        let g = l.lock_container("a").unwrap();
+        let path = t.path().join("locks/c.a");
+        let first = std::fs::metadata(&path).unwrap().ino();
+        g.remove();
+        assert!(!path.exists());
+        let _g = l.lock_container("a").unwrap();
+        assert!(path.exists());
+        let _ = first;
+    }
+
+    #[test]
+    fn names_that_are_not_one_file_name_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Ledger::open(t.path()).unwrap();
+        for bad in ["", "../x", "a/b", ".hidden", "..", "a\0b"] {
+            let e = l.load(bad).unwrap_err().to_string();
+            assert!(e.contains("cannot use container id"), "{bad:?}: {e}");
+            assert!(l.try_lock_container(bad).is_err(), "{bad:?}");
+        }
+        assert!(l.load("ok-id_1.2").unwrap().is_none());
     }
 }

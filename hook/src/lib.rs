@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod configure;
+pub mod deadline;
 pub mod doctor;
 pub mod features;
 pub mod gc;

@@ -54,7 +54,7 @@ pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(),
     let key = GroupKey::new(name, &b.annotations());
     let err = |e: String| PlanError { what: format!("cannot prepare DPDK group {} for container {id}", key.display()), why: e, fix: "see the log".into() };
     let ledger = Ledger::open(&ctx.config.state_dir).map_err(|e| err(e.to_string()))?;
-    let _ = crate::gc::run(&ledger, false);
+    let _ = crate::gc::run_within(&ledger, false, crate::gc::budget_at_create());
     group::check_new(&ledger, &key, id, req, ctx.config)?;
     let sizing = group::Sizing { want: &req.hugepages, reserve: ctx.config.hugepages.reserve, hook_bin };
     let g = group::prepare(&ledger, &key, id, &sizing)

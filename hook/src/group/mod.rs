@@ -167,6 +167,8 @@ pub fn ensure(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing, pid_ns
 /// Wrapper side: the group exists, this container is pending in it. Returns the holder's pid
 /// (whose PID namespace the container's spec joins).
 pub fn prepare(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing) -> Result<GroupRecord, GroupError> {
+    // Concurrent first members: one of them creates the group and its holder, the others find it.
+    let _lock = ledger.lock_group(&key.key())?;
     let mut g = ensure(ledger, key, id, sizing, None)?;
     g.pending.insert(id.to_string(), now_unix());
     ledger.save_group(&g)?;
@@ -177,6 +179,7 @@ pub fn prepare(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing) -> Re
 /// PID namespace (the wrapper put it there; on hooks.d the members must already share one).
 pub fn admit(ledger: &Ledger, key: &GroupKey, id: &str, pid: i32, sizing: &Sizing) -> Result<GroupRecord, GroupError> {
     let member_ns = holder::pid_ns_inode(pid, false);
+    let _lock = ledger.lock_group(&key.key())?;
     let mut g = match ledger.load_group(&key.key())? {
         Some(g) if g.holder.is_some_and(|h| h.is_alive()) => g,
         // hooks.d path, first member: the group's PID namespace is this member's.
@@ -214,15 +217,17 @@ pub fn admit(ledger: &Ledger, key: &GroupKey, id: &str, pid: i32, sizing: &Sizin
 
 /// A member leaves; the group goes with its last member.
 pub fn leave(ledger: &Ledger, key: &str, id: &str) -> Result<(), GroupError> {
+    let lock = ledger.lock_group(key)?;
     let Some(mut g) = ledger.load_group(key)? else { return Ok(()) };
     g.members.retain(|m| m != id);
     g.pending.remove(id);
     if g.members.is_empty() && g.pending.is_empty() {
-        teardown(ledger, g)
+        teardown(ledger, g)?;
+        lock.remove();
     } else {
         ledger.save_group(&g)?;
-        Ok(())
     }
+    Ok(())
 }
 
 /// Kills the holder (releasing its namespaces, mounts and reservation), removes the dir and
@@ -271,18 +276,40 @@ pub fn gc(ledger: &Ledger, dry_run: bool) -> (Vec<String>, Vec<String>) {
     let mut errors: Vec<String> =
         corrupt.iter().filter(|e| dry_run || !crate::ledger::remove_if_torn(e)).map(|e| e.to_string()).collect();
     let now = now_unix();
-    for mut g in groups {
+    // A member whose record is not written yet, or is being released, is busy: its create
+    // admitted it and holds its lock until the record is on disk (a try never waits).
+    let exists = |id: &str| matches!(ledger.load(id), Ok(Some(_))) || ledger.container_busy(id);
+    for seen in groups {
+        // A group somebody is changing right now is theirs; the next gc looks again.
+        let lock = match ledger.try_lock_group(&seen.key) {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let mut g = match ledger.load_group(&seen.key) {
+            Ok(Some(g)) => g,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let before = g.clone();
         let holder_dead = g.holder.map_or(now.saturating_sub(g.created) > PENDING_GRACE_SECS, |h| !h.is_alive());
-        g.members.retain(|m| matches!(ledger.load(m), Ok(Some(_))));
-        g.pending.retain(|id, t| now.saturating_sub(*t) <= PENDING_GRACE_SECS || matches!(ledger.load(id), Ok(Some(_))));
+        g.members.retain(|m| exists(m));
+        g.pending.retain(|id, t| now.saturating_sub(*t) <= PENDING_GRACE_SECS || exists(id));
         if holder_dead || (g.members.is_empty() && g.pending.is_empty()) {
             released.push(g.key.clone());
             if !dry_run {
-                if let Err(e) = teardown(ledger, g) {
-                    errors.push(e.to_string());
+                match teardown(ledger, g) {
+                    Ok(()) => lock.remove(),
+                    Err(e) => errors.push(e.to_string()),
                 }
             }
-        } else if !dry_run {
+        } else if !dry_run && g != before {
             if let Err(e) = ledger.save_group(&g) {
                 errors.push(e.to_string());
             }

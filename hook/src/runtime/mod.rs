@@ -146,6 +146,19 @@ pub fn inject_hook(b: &mut Bundle, hook: &Path, config: Option<&Path>, stage: &s
     }
 }
 
+/// Gives our hook entries the OCI `timeout` (seconds): the runtime kills a hook that overruns
+/// it and fails the operation, so no container's hook can hold a create or delete forever.
+pub fn set_hook_timeouts(b: &mut Bundle, hook: &Path, secs: u64) {
+    let path = hook.display().to_string();
+    for stage in ["createRuntime", "poststop"] {
+        if let Some(list) = b.raw_object_mut(&["hooks"]).get_mut(stage).and_then(Value::as_array_mut) {
+            for h in list.iter_mut().filter(|h| h.get("path").and_then(Value::as_str) == Some(path.as_str())) {
+                h["timeout"] = json!(secs);
+            }
+        }
+    }
+}
+
 /// crun's annotation naming the file its hooks' stderr goes to.
 pub const CRUN_HOOKS_STDERR: &str = "run.oci.hooks.stderr";
 
@@ -225,6 +238,7 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, r
     }
     inject_hook(&mut b, hook, loaded.path.as_deref(), "createRuntime");
     inject_hook(&mut b, hook, loaded.path.as_deref(), "poststop");
+    set_hook_timeouts(&mut b, hook, crate::deadline::oci_timeout(loaded.config.hook_timeout_secs));
     if route_hook_stderr(&mut b, runtime, stderr_reopenable()) {
         stderr_append_if_file();
     }
@@ -301,7 +315,7 @@ fn gc_before_create(cfg: &crate::config::Config) {
     }
     match crate::ledger::Ledger::open(&cfg.state_dir) {
         Ok(ledger) => {
-            for e in crate::gc::run(&ledger, false).errors {
+            for e in crate::gc::run_within(&ledger, false, crate::gc::budget_at_create()).errors {
                 tracing::warn!("gc: {e}");
             }
         }
@@ -342,6 +356,8 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
         Err(e) => return e,
     };
     if matches!(inv.command.as_deref(), Some("create") | Some("run")) {
+        // Bounded like a hook stage (the guard goes with the exec of the runtime).
+        crate::deadline::arm(std::time::Duration::from_secs(loaded.config.hook_timeout_secs), format!("{} (spec edit)", inv.command.as_deref().unwrap_or("create")));
         let span = tracing::info_span!("runtime", command = inv.command.as_deref().unwrap_or(""), bundle = %inv.bundle.display());
         let _g = span.enter();
         let edited = hook_path().and_then(|hook| edit_bundle(&inv.bundle, inv.id.as_deref(), loaded, &hook, &runtime));

@@ -303,6 +303,7 @@ pub fn run(args: &[String], at: usize, loaded: &Loaded, runtime: &Path) -> anyho
 /// path) as the runtime has just set them, so that teardown restores the limit the pod now has.
 fn record(state_dir: &Path, id: &str, plan: &GpuPlan) -> anyhow::Result<()> {
     let l = Ledger::open(state_dir)?;
+    let _lock = l.lock_container(id)?;
     let Some(mut rec) = l.load(id)? else { return Ok(()) }; // deleted meanwhile
     let or_max = |b: Option<crate::request::Bytes>, v1: bool| match b {
         Some(b) => b.0.to_string(),
