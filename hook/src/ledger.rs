@@ -202,7 +202,10 @@ fn check_name(id: &str) -> Result<&str, LedgerError> {
 /// unlinked by its holder while we waited ([`LockGuard::remove`]) is opened again.
 fn acquire(path: &Path, what: impl Fn() -> String, wait: Wait) -> Result<Option<LockGuard>, LedgerError> {
     let start = Instant::now();
-    let bound = crate::deadline::remaining();
+    // Give up a little before the run's deadline, so the caller still says what it waited on
+    // (rather than the deadline guard's general message).
+    let left = crate::deadline::remaining();
+    let bound = left.saturating_sub((left / 4).min(Duration::from_secs(1)));
     let mut pause = Duration::from_micros(200);
     loop {
         let file = open_lock_file(path).map_err(io(path))?;
