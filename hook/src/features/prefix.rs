@@ -146,9 +146,9 @@ pub enum WalkError {
     TooDeep(u32),
     #[error("took longer than {0:?} (left the rest)")]
     TooSlow(Duration),
-    #[error("{0} is another mount (left it)")]
+    #[error("another mount at {0} (left it)")]
     OtherMount(PathBuf),
-    #[error("{path} changed while it was removed")]
+    #[error("changed while it was removed: {path}")]
     Changed { path: PathBuf },
     #[error("{path}: {errno}")]
     Io { path: PathBuf, errno: Errno },
