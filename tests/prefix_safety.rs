@@ -112,6 +112,29 @@ fn prefix_teardown_still_removes_the_prefix_dir_inside_a_volume() {
     assert!(env.records().is_empty());
 }
 
+/// The same with the hugetlbfs mount path: the admin put it inside a volume
+/// (`mount_path_2mi = "/vol/hp"`), the container makes it a symlink to another hugetlbfs on the
+/// host; poststop must not clean that one's files of the prefix.
+#[test]
+fn prefix_teardown_never_cleans_a_hugetlbfs_reached_through_a_volume_symlink() {
+    require_root();
+    let other = HostHugetlbfs::mount("pagesize=2M");
+    std::fs::write(other.path().join("leakymap_0"), "").unwrap();
+    let vol = HostDir::new("dph-vol");
+    let env = ProductEnv::new("[hugepages]\nmount_path_2mi = \"/vol/hp\"\n");
+    let r = Runner::product(&env);
+    let mut b = sh(&format!("rm -rf /vol/hp; ln -s {} /vol/hp", other.path().display()));
+    b.annotate(PREFIX, "leaky").bind(&vol.0, "/vol");
+    let id = unique("pfx-hugelink");
+    run_to_end(&r, &b, &id);
+    assert_eq!(std::fs::read_link(vol.0.join("hp")).ok().as_deref(), Some(other.path()), "precondition: /vol/hp -> the other hugetlbfs");
+    assert!(vol.0.join("hp/leakymap_0").exists(), "precondition: the link reaches its file");
+    let o = r.delete(&id);
+    assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(other.path().join("leakymap_0").exists(), "a file of another hugetlbfs was removed through the symlink\nlog: {}", env.log_text());
+    assert!(env.records().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. A FIFO named like a hugepage file.
 // ---------------------------------------------------------------------------------------------
