@@ -92,6 +92,30 @@ fn prefix_teardown_never_follows_a_volume_symlink_to_a_host_dir() {
     assert!(env.records().is_empty(), "teardown completes: {:?}", env.records());
 }
 
+/// The trusted part swapped: the spec binds a host dir at /a and its subdir `x` at /b (the
+/// runtime dir). Through /a the container replaces the host's `x` itself by a symlink to a host
+/// dir; poststop must notice that the source is no longer the directory it was given.
+#[test]
+fn prefix_teardown_never_follows_a_bind_source_swapped_through_another_mount() {
+    require_root();
+    let host = HostDir::new("dph-host-victim");
+    std::fs::create_dir_all(host.0.join("victim")).unwrap();
+    std::fs::write(host.0.join("victim/canary"), "host data\n").unwrap();
+    let tree = HostDir::new("dph-tree");
+    std::fs::create_dir_all(tree.0.join("x")).unwrap();
+    let env = ProductEnv::new("");
+    let r = Runner::product(&env);
+    let mut b = sh(&format!("rm -rf /a/x; ln -s {} /a/x", host.0.display()));
+    b.annotate(PREFIX, "victim").annotate(RUNTIME_DIR, "/b").bind(&tree.0, "/a").bind(&tree.0.join("x"), "/b");
+    let id = unique("pfx-swap");
+    run_to_end(&r, &b, &id);
+    assert_eq!(std::fs::read_link(tree.0.join("x")).ok().as_deref(), Some(host.0.as_path()), "precondition: the bind source itself is now a symlink to the host dir\n{}", stdout_of(&b));
+    let o = r.delete(&id);
+    assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(host.0.join("victim/canary").exists(), "host dir removed through the swapped bind source\nlog: {}", env.log_text());
+    assert!(env.log_text().contains("replaced"), "the skip is logged: {}", env.log_text());
+}
+
 /// Control for the same layout without a symlink: G3 still removes `<runtime dir>/<prefix>`
 /// inside the volume (including what DPDK leaves there: files, sockets, a subdirectory).
 #[test]

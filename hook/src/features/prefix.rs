@@ -83,7 +83,10 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Pl
     for (_, typ, src, opts) in &facts.spec_mounts {
         if let Some(s) = src {
             if s.is_absolute() && is_bind(typ, opts) && !dirs.iter().any(|d| &d.source == s && d.below.as_os_str().is_empty()) {
-                dirs.push(HostDir { source: s.clone(), below: PathBuf::new(), identity: identity(s) });
+                // Only directories (files such as /etc/resolv.conf are bound too).
+                if let Some(id) = identity(s) {
+                    dirs.push(HostDir { source: s.clone(), below: PathBuf::new(), identity: Some(id) });
+                }
             }
         }
     }
@@ -273,7 +276,8 @@ pub fn open_host_dir(d: &HostDir) -> Opened {
     let shown = || d.source.join(&d.below).display().to_string();
     let src = match rustix::fs::open(&d.source, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
         Ok(f) => f,
-        Err(Errno::NOENT) => return Opened::Gone,
+        // Not there, or not a directory (any more): nothing of ours to clean in it.
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Opened::Gone,
         Err(e) => return Opened::Refused(format!("cannot open {}: {e}", d.source.display())),
     };
     if let Some(id) = d.identity {
