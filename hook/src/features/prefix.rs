@@ -323,10 +323,13 @@ fn legacy(p: &Path) -> HostDir {
 /// What is refused or stops short is logged and not retried (it lies inside the container's
 /// own volume); only an error on something we may touch is returned.
 pub fn undo(id: &str, pc: &PrefixCleanup, shared: bool) -> Result<(), String> {
+    // One time budget for all of it: a spec can bind many hugetlbfs mounts.
+    let start = Instant::now();
+    let left = || Bounds { time: BOUNDS.time.saturating_sub(start.elapsed()), ..BOUNDS };
     let dirs = pc.hugetlbfs.iter().cloned().chain(pc.hugetlbfs_dirs.iter().map(|p| legacy(p)));
     for d in dirs {
         let shown = d.source.join(&d.below);
-        match clean_hugetlbfs_dir(&d, &pc.prefix, BOUNDS) {
+        match clean_hugetlbfs_dir(&d, &pc.prefix, left()) {
             Ok(c) if c.files == 0 => {}
             Ok(c) => {
                 tracing::info!(container = id, prefix = %pc.prefix, "removed {} leaked hugepage files ({} pages) from {}", c.files, c.pages, shown.display());
@@ -353,7 +356,7 @@ pub fn undo(id: &str, pc: &PrefixCleanup, shared: bool) -> Result<(), String> {
         tracing::warn!(container = id, prefix = %pc.prefix, "not removing the DPDK runtime dir {}: its config is locked by a live DPDK primary ({holder}) that is not this container", shown.display());
         return Ok(());
     }
-    match remove_beneath(dir.as_fd(), &pc.prefix, &shown, BOUNDS) {
+    match remove_beneath(dir.as_fd(), &pc.prefix, &shown, left()) {
         Ok(_) => Ok(()),
         Err(WalkError::Io { path, errno }) if errno != Errno::NOTEMPTY => Err(format!("remove {}: {errno}", path.display())),
         Err(e) => {
@@ -674,10 +677,56 @@ mod tests {
         // another process (the integration test runs a real one). An OFD lock on the same range
         // stands in here: it conflicts with every other open file description, ours included.
         let f = std::fs::OpenOptions::new().read(true).write(true).open(t.path().join("rte/config")).unwrap();
-        let mut fl = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 136, l_len: 1000, l_pid: 0 };
-        nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&mut fl)).unwrap();
+        let fl = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 136, l_len: 1000, l_pid: 0 };
+        nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)).unwrap();
         assert!(primary_lock(d.as_fd(), "rte").is_some());
         drop(f);
         assert_eq!(primary_lock(d.as_fd(), "rte"), None, "released with its holder");
+    }
+
+    /// A hugetlbfs on a temp dir (root only), unmounted on drop.
+    struct TempHugetlbfs(tempfile::TempDir);
+    impl TempHugetlbfs {
+        fn mount() -> Option<TempHugetlbfs> {
+            if !rustix::process::geteuid().is_root() {
+                eprintln!("skipped: needs root (mounts a hugetlbfs)");
+                return None;
+            }
+            let t = tempfile::tempdir().unwrap();
+            rustix::mount::mount("nodev", t.path(), "hugetlbfs", rustix::mount::MountFlags::empty(), c"pagesize=2M").ok()?;
+            Some(TempHugetlbfs(t))
+        }
+    }
+    impl Drop for TempHugetlbfs {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(self.0.path(), rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+
+    #[test]
+    fn hugetlbfs_cleanup_skips_fifos_spares_locked_files_and_is_bounded() {
+        let Some(h) = TempHugetlbfs::mount() else { return };
+        let p = h.0.path();
+        std::fs::write(p.join("appmap_0"), "").unwrap();
+        std::fs::write(p.join("appmap_1"), "").unwrap();
+        std::fs::write(p.join("othermap_0"), "").unwrap();
+        mkfifo(&p.join("appmap_2"));
+        // (hugetlbfs refuses symlinks, EINVAL: open_regular's refusal of them is tested above.)
+        let locked = std::fs::File::open(p.join("appmap_1")).unwrap();
+        rustix::fs::flock(&locked, rustix::fs::FlockOperation::NonBlockingLockShared).unwrap();
+        let start = Instant::now();
+        let c = clean_hugetlbfs_dir(&hd(p, ""), "app", BOUNDS).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(2), "the FIFO was not waited on");
+        assert_eq!((c.files, c.skipped), (1, 1), "{c:?}");
+        assert!(!p.join("appmap_0").exists());
+        assert!(p.join("appmap_1").exists(), "a locked file stays");
+        assert!(p.join("appmap_2").exists() && p.join("othermap_0").exists());
+        drop(locked);
+        // A huge directory: the scan stops at the bound and removes nothing past it.
+        for i in 0..30 {
+            std::fs::write(p.join(format!("z{i}")), "").unwrap();
+        }
+        let c = clean_hugetlbfs_dir(&hd(p, ""), "app", Bounds { entries: 10, ..BOUNDS }).unwrap();
+        assert!(c.files <= 1, "{c:?}");
     }
 }
