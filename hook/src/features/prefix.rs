@@ -559,6 +559,9 @@ mod tests {
         assert!(pc.hugetlbfs.is_empty() && pc.runtime.is_none());
         // And the legacy path is treated as untrusted as a whole.
         assert_eq!(legacy(Path::new("/srv/vol/rt")), HostDir { source: "/".into(), below: "srv/vol/rt".into(), identity: None });
+        // Inside a ledger entry (flattened, tagged) as old records hold it.
+        let e: crate::ledger::Entry = serde_json::from_str(&format!(r#"{{"kind":"prefix_files",{},"done":true}}"#, &old[1..old.len() - 1])).unwrap();
+        assert!(matches!(e.effect, crate::ledger::Effect::PrefixFiles(ref o) if *o == pc), "{e:?}");
         let new = PrefixCleanup { prefix: "p".into(), hugetlbfs_dirs: vec![], runtime_dir: None, hugetlbfs: vec![hd(Path::new("/x"), "")], runtime: Some(hd(Path::new("/y"), "rt")) };
         let back: PrefixCleanup = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
         assert_eq!(back, new);
@@ -682,6 +685,29 @@ mod tests {
         assert!(primary_lock(d.as_fd(), "rte").is_some());
         drop(f);
         assert_eq!(primary_lock(d.as_fd(), "rte"), None, "released with its holder");
+    }
+
+    #[test]
+    fn an_old_record_is_still_torn_down_but_never_through_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let (vol, host) = (t.path().join("vol"), t.path().join("host"));
+        std::fs::create_dir_all(vol.join("rt/app1/sub")).unwrap();
+        std::fs::create_dir_all(host.join("victim/sub")).unwrap();
+        symlink(&host, vol.join("link")).unwrap();
+        let old = |rt: PathBuf, prefix: &str| PrefixCleanup { prefix: prefix.into(), hugetlbfs_dirs: vec![vol.clone()], runtime_dir: Some(rt), hugetlbfs: vec![], runtime: None };
+        undo("c", &old(vol.join("rt"), "app1"), false).unwrap();
+        assert!(!vol.join("rt/app1").exists(), "an old record's prefix dir is still removed");
+        undo("c", &old(vol.join("link"), "victim"), false).unwrap();
+        assert!(host.join("victim/sub").exists(), "but not through a symlink");
+        // The new shape: the same.
+        let new = PrefixCleanup { prefix: "victim".into(), hugetlbfs_dirs: vec![], runtime_dir: None, hugetlbfs: vec![], runtime: Some(hd(&vol, "link")) };
+        undo("c", &new, false).unwrap();
+        assert!(host.join("victim/sub").exists());
+        std::fs::create_dir_all(vol.join("rt/victim")).unwrap();
+        undo("c", &PrefixCleanup { runtime: Some(hd(&vol, "rt")), ..new.clone() }, true).unwrap();
+        assert!(vol.join("rt/victim").exists(), "shared with a live container of ours: stays");
+        undo("c", &PrefixCleanup { runtime: Some(hd(&vol, "rt")), ..new }, false).unwrap();
+        assert!(!vol.join("rt/victim").exists());
     }
 
     /// A hugetlbfs on a temp dir (root only), unmounted on drop.
