@@ -168,23 +168,28 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
         .unwrap_or(1);
     child.wait().unwrap();
 
-    // A cgroup it made (any cgroup mount will do), a value it wrote (a plain file stands in for
-    // the control file: undo writes the previous value back), and an intent it never carried out.
-    let cg_root = PathBuf::from(
-        host_mounts().into_iter().find(|m| m.fstype == "cgroup2" || m.fstype == "cgroup").expect("a cgroup mount").mount_point,
-    );
+    // A cgroup it made (any cgroup mount will do), a value it wrote, and an intent it never
+    // carried out. The value is a real control file in a cgroup of the test's own: undo only
+    // ever writes on a cgroup filesystem (issue 13), so a plain file no longer stands in.
+    let mounts = host_mounts();
+    let cg = mounts.iter().find(|m| m.fstype == "cgroup2").or_else(|| mounts.iter().find(|m| m.fstype == "cgroup")).expect("a cgroup mount");
+    let cg_root = PathBuf::from(&cg.mount_point);
     let made = cg_root.join(unique("dph-gc-made"));
     std::fs::create_dir(&made).unwrap();
     let never_made = cg_root.join(unique("dph-gc-never-made"));
-    let value_file = env.root.join("hugetlb.2MB.max");
-    std::fs::write(&value_file, (4u64 << 20).to_string()).unwrap();
+    let valued = cg_root.join(unique("dph-gc-valued"));
+    std::fs::create_dir(&valued).unwrap();
+    // v2: cgroup.max.descendants ("max" or a number); v1: notify_on_release (0 or 1).
+    let (name, previous, value) = if cg.fstype == "cgroup2" { ("cgroup.max.descendants", "max", "5") } else { ("notify_on_release", "0", "1") };
+    let value_file = valued.join(name);
+    std::fs::write(&value_file, value).unwrap();
     let id = unique("midway");
     let rec = serde_json::json!({
         "id": id, "init": {"pid": dead_pid, "start_time": start_time}, "bundle": "/nonexistent",
         "created": 1, "group": null, "reservations": {"2Mi": 4194304},
         "entries": [
             {"kind": "cgroup_created", "dir": made, "shared": false, "done": true},
-            {"kind": "cgroup_value", "file": value_file, "value": "4194304", "previous": "max", "done": true},
+            {"kind": "cgroup_value", "file": value_file, "value": value, "previous": previous, "done": true},
             {"kind": "cgroup_created", "dir": never_made, "shared": false, "done": false}
         ]
     });
@@ -192,8 +197,10 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
     std::fs::write(env.state_dir.join(format!("containers/{id}.json")), rec.to_string()).unwrap();
 
     let out = gc(&env, false);
+    let restored = std::fs::read_to_string(&value_file).unwrap_or_default();
     let cleanup = || {
         let _ = std::fs::remove_dir(&made);
+        let _ = std::fs::remove_dir(&valued);
     };
     if !out.lines().any(|l| l == format!("released {id}")) {
         cleanup();
@@ -203,6 +210,6 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
     cleanup();
     assert!(!still, "gc did not remove the cgroup the dead hook created");
     assert!(!never_made.exists());
-    assert_eq!(std::fs::read_to_string(&value_file).unwrap(), "max", "gc wrote the previous value back");
+    assert_eq!(restored.trim(), previous, "gc wrote the previous value back");
     assert!(env.records().is_empty(), "records left: {:?}", env.records());
 }

@@ -172,7 +172,9 @@ fn cases() -> Vec<Case> {
             |b, v| {
                 b.annotate("dataplane-hook.io/dpdk-runtime-dir", &format!("/proc/1/root{}/dpdk", v.p()));
             },
-            |v| Expect::Refused { path: format!("/proc/1/root{}/dpdk", v.p()), why: MAGIC }),
+            // Issue 13: refused at parse now (no runtime dir under /proc); the magic-link
+            // refusal at mount time is the rootfs-symlink cases' above.
+            |v| Expect::Refused { path: format!("/proc/1/root{}/dpdk", v.p()), why: &["must not be under /proc"] }),
     ]
 }
 

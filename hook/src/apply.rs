@@ -12,6 +12,7 @@ use crate::host::sysfs::Sysfs;
 use crate::ledger::{now_unix, ContainerRecord, Effect, Entry, Ledger, LedgerError, LockGuard};
 use crate::plan::{MountPlan, Plan};
 use crate::request::{Bytes, PageSize, PREFIX};
+use rustix::fs::OFlags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -358,54 +359,105 @@ fn own_cgroup(r: &mut Recorder, h: &Hierarchy, pid: i32) -> Result<PathBuf, Step
 fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
     match effect {
         Effect::PrefixFiles(pc) => {
-            for d in &pc.hugetlbfs_dirs {
-                match crate::features::prefix::clean_hugetlbfs_counted(d, &pc.prefix) {
-                    Ok(c) if c.files == 0 => {}
-                    Ok(c) => {
-                        tracing::info!(container = id, prefix = %pc.prefix, "removed {} leaked hugepage files ({} pages) from {}", c.files, c.pages, d.display());
-                        crate::metrics::note(crate::metrics::Event::Leaked { origin: "prefix", size: c.size, files: c.files, pages: c.pages });
-                    }
-                    Err(e) => return Err(format!("clean {}: {e}", d.display())),
-                }
-            }
             // Another live container may share an explicit prefix: its runtime dir stays.
             let shared = ledger.containers().0.iter().any(|r| {
                 r.id != id
                     && r.init.is_alive()
                     && r.entries.iter().any(|e| matches!(&e.effect, Effect::PrefixFiles(o) if o.prefix == pc.prefix))
             });
-            if let (Some(rt), false) = (&pc.runtime_dir, shared) {
-                let dir = rt.join(&pc.prefix);
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(format!("remove {}: {e}", dir.display())),
-                }
-            }
-            Ok(())
+            crate::features::prefix::undo(id, pc, shared)
         }
         Effect::ContainerMounts { .. } => Ok(()),
         Effect::GpuHeadroom(_) => Ok(()),
         Effect::ControllerEnabled { .. } => Ok(()),
-        Effect::CgroupValue { file, previous, .. } => match previous {
-            Some(prev) if file.exists() => match std::fs::write(file, prev) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // A record is only ever written by us, but a tampered or confused one must never make
+        // teardown write or delete outside cgroupfs and the state dir: such an entry is refused
+        // (kept in the record, logged) instead.
+        Effect::CgroupValue { file, previous, .. } => {
+            let Some(prev) = previous else { return Ok(()) };
+            let f = match open_on_cgroupfs(file, OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(why) => return Err(refused(id, "restore", file, &why)),
+            };
+            match rustix::io::write(&f, prev.as_bytes()) {
+                Ok(_) => Ok(()),
+                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NODEV) => Ok(()),
                 Err(e) => Err(format!("restore {}: {e}", file.display())),
-            },
-            _ => Ok(()),
-        },
-        Effect::CgroupCreated { dir, shared } => match std::fs::remove_dir(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) if *shared && matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::ENOTEMPTY)) => Ok(()),
-            Err(e) => Err(format!("rmdir {}: {e}", dir.display())),
-        },
-        Effect::StateDir { path } => match std::fs::remove_dir_all(path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("remove {}: {e}", path.display())),
-        },
+            }
+        }
+        Effect::CgroupCreated { dir, shared } => {
+            let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+                return Err(refused(id, "rmdir", dir, "not a cgroup directory"));
+            };
+            let p = match open_on_cgroupfs(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(why) => return Err(refused(id, "rmdir", dir, &why)),
+            };
+            // rmdir of an entry of a cgroupfs directory: a cgroup (or a mount point, EBUSY).
+            match rustix::fs::unlinkat(&p, name, rustix::fs::AtFlags::REMOVEDIR) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(rustix::io::Errno::BUSY) | Err(rustix::io::Errno::NOTEMPTY) if *shared => Ok(()),
+                Err(e) => Err(format!("rmdir {}: {e}", dir.display())),
+            }
+        }
+        Effect::StateDir { path } => {
+            let below = match path.strip_prefix(ledger.dir()) {
+                Ok(b) if b.components().count() > 0 && b.components().all(|c| matches!(c, std::path::Component::Normal(_))) => b,
+                _ => return Err(refused(id, "remove", path, &format!("not below the state dir {}", ledger.dir().display()))),
+            };
+            let (parent, name) = (below.parent().unwrap_or(Path::new("")), below.file_name().expect("a normal last component"));
+            use crate::features::prefix::{open_host_dir, remove_beneath, Opened, BOUNDS};
+            let hd = crate::plan::HostDir { source: ledger.dir().to_path_buf(), below: parent.to_path_buf(), identity: None };
+            let d = match open_host_dir(&hd) {
+                Opened::Dir(d) => d,
+                Opened::Gone => return Ok(()),
+                Opened::Refused(why) => return Err(refused(id, "remove", path, &why)),
+            };
+            match remove_beneath(std::os::fd::AsFd::as_fd(&d), &name.to_string_lossy(), path, BOUNDS) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("remove {}: {e}", path.display())),
+            }
+        }
+    }
+}
+
+/// A refused undo entry: logged for a human, and the message that keeps it in the record.
+fn refused(id: &str, op: &str, path: &Path, why: &str) -> String {
+    tracing::error!(container = id, "refused to {op} {} from the record: {why}", path.display());
+    format!("refused to {op} {}: {why}", path.display())
+}
+
+const CGROUP_SUPER_MAGIC: i64 = 0x27e0eb;
+const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+
+/// Opens `path` (plain components only, no symlink in its last one) and checks that what was
+/// opened lies on a cgroup filesystem (v1 or v2). `Ok(None)`: it is gone. The check is on the
+/// open file itself, so no path trick in between can point the write or rmdir elsewhere.
+fn open_on_cgroupfs(path: &Path, flags: OFlags) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)) {
+        return Err("not a plain absolute path".into());
+    }
+    let f = match rustix::fs::open(path, flags, rustix::fs::Mode::empty()) {
+        Ok(f) => f,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    // No O_TRUNC in `flags`: the file is not known to be a cgroup file until it is open (a
+    // cgroup file takes a write as the whole new value anyway). The tests' plain files are cut
+    // here instead, once they are known to be the tests'.
+    #[cfg(test)]
+    if tests::FAKE_CGROUPFS.with(|r| r.borrow().as_ref().is_some_and(|root| path.starts_with(root))) {
+        if flags.contains(OFlags::WRONLY) {
+            let _ = rustix::fs::ftruncate(&f, 0);
+        }
+        return Ok(Some(f));
+    }
+    match rustix::fs::fstatfs(&f) {
+        Ok(s) if matches!(s.f_type as i64, CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC) => Ok(Some(f)),
+        Ok(_) => Err("not on a cgroup filesystem".into()),
+        Err(e) => Err(format!("cannot tell its filesystem: {e}")),
     }
 }
 
@@ -448,13 +500,25 @@ pub fn teardown(ledger: &Ledger, mut rec: ContainerRecord) -> Result<(), ApplyEr
 #[cfg(test)]
 mod tests {
     //! The ledger side of G6 for control-file values, with plain files standing in for cgroupfs
-    //! (undo writes the previous value back either way).
+    //! (undo writes the previous value back either way; [`FAKE_CGROUPFS`] lets undo take a temp
+    //! dir for a cgroup filesystem), and undo's refusal of entries outside cgroupfs and the
+    //! state dir.
     use super::*;
+
+    thread_local! {
+        /// A directory undo treats as if it were on cgroupfs (tests only).
+        pub(super) static FAKE_CGROUPFS: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+    }
+
+    fn fake_cgroupfs(root: &Path) {
+        FAKE_CGROUPFS.with(|r| *r.borrow_mut() = Some(root.to_path_buf()));
+    }
 
     const NEW: &str = "16777216";
 
     /// A recorder for container `c`, two "control files" holding `max`, and their new values.
     fn setup(t: &Path) -> (Ledger, Vec<(PathBuf, String)>) {
+        fake_cgroupfs(t);
         let ledger = Ledger::open(&t.join("state")).unwrap();
         let values: Vec<(PathBuf, String)> =
             ["hugetlb.2MB.max", "hugetlb.2MB.rsvd.max"].iter().map(|n| (t.join(n), NEW.to_string())).collect();
@@ -529,5 +593,71 @@ mod tests {
         teardown(&ledger, left).unwrap();
         assert!(values.iter().all(|(f, _)| content(f) == "max"), "both values restored");
         assert!(ledger.load("c").unwrap().is_none(), "record removed");
+    }
+
+    fn undo_one(ledger: &Ledger, e: Effect) -> Result<(), String> {
+        undo(ledger, "c", &e)
+    }
+
+    #[test]
+    fn a_cgroup_value_outside_cgroupfs_is_refused_and_the_file_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&t.path().join("state")).unwrap();
+        let file = t.path().join("passwd");
+        std::fs::write(&file, "root:x:0:0\n").unwrap();
+        let e = undo_one(&ledger, Effect::CgroupValue { file: file.clone(), value: "1".into(), previous: Some("x".into()) }).unwrap_err();
+        assert!(e.contains("refused") && e.contains("not on a cgroup filesystem"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "root:x:0:0\n");
+        // `..` is refused before anything is opened, even below a cgroup mount.
+        let e = undo_one(&ledger, Effect::CgroupValue { file: "/sys/fs/cgroup/../../etc/passwd".into(), value: "1".into(), previous: Some("x".into()) }).unwrap_err();
+        assert!(e.contains("not a plain absolute path"), "{e}");
+        // A FIFO there is never waited on (O_NONBLOCK: no reader means ENXIO, not a hang).
+        let fifo = t.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(undo_one(&ledger, Effect::CgroupValue { file: fifo, value: "1".into(), previous: Some("x".into()) }).is_err());
+        // Gone is fine.
+        undo_one(&ledger, Effect::CgroupValue { file: t.path().join("gone"), value: "1".into(), previous: Some("x".into()) }).unwrap();
+    }
+
+    #[test]
+    fn a_cgroup_dir_outside_cgroupfs_is_refused_and_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&t.path().join("state")).unwrap();
+        let dir = t.path().join("empty");
+        std::fs::create_dir(&dir).unwrap();
+        let e = undo_one(&ledger, Effect::CgroupCreated { dir: dir.clone(), shared: false }).unwrap_err();
+        assert!(e.contains("refused") && e.contains("cgroup"), "{e}");
+        assert!(dir.exists());
+        // Through the (test) cgroupfs the same rmdir is done.
+        fake_cgroupfs(t.path());
+        undo_one(&ledger, Effect::CgroupCreated { dir: dir.clone(), shared: false }).unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_state_dir_entry_outside_the_state_dir_is_refused_and_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("state");
+        let ledger = Ledger::open(&state).unwrap();
+        let host = t.path().join("host");
+        std::fs::create_dir_all(host.join("a")).unwrap();
+        std::fs::write(host.join("a/f"), "data").unwrap();
+        for p in [host.clone(), state.join("../host"), state.clone(), state.join("groups/../../host")] {
+            let e = undo_one(&ledger, Effect::StateDir { path: p.clone() }).unwrap_err();
+            assert!(e.contains("refused"), "{}: {e}", p.display());
+            assert!(host.join("a/f").exists(), "{}", p.display());
+        }
+        // A symlink inside the state dir pointing out is not followed either.
+        std::os::unix::fs::symlink(&host, state.join("groups/link")).unwrap();
+        let e = undo_one(&ledger, Effect::StateDir { path: state.join("groups/link/a") }).unwrap_err();
+        assert!(e.contains("symlink"), "{e}");
+        undo_one(&ledger, Effect::StateDir { path: state.join("groups/link") }).unwrap();
+        assert!(!state.join("groups/link").exists() && host.join("a/f").exists(), "the link goes, its target stays");
+        // A real dir below the state dir is removed.
+        std::fs::create_dir_all(state.join("groups/g.d/sub")).unwrap();
+        std::fs::write(state.join("groups/g.d/sub/x"), "x").unwrap();
+        undo_one(&ledger, Effect::StateDir { path: state.join("groups/g.d") }).unwrap();
+        assert!(!state.join("groups/g.d").exists());
+        undo_one(&ledger, Effect::StateDir { path: state.join("groups/g.d") }).unwrap();
     }
 }

@@ -30,13 +30,45 @@ pub struct NodeFacts {
 }
 
 /// Prefix mode's cleanup at teardown (G3).
+///
+/// Every host path is kept as a trusted part (a spec bind mount's source, from the bundle) and
+/// the container-controlled rest below it ([`HostDir`]), so teardown can resolve the rest
+/// without ever leaving the source. Records written before that split carry the joined paths in
+/// `hugetlbfs_dirs` / `runtime_dir`; they still deserialize, and teardown treats the whole of
+/// such a path as untrusted.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PrefixCleanup {
     pub prefix: String,
-    /// Host dirs the container bind-mounted; those that are hugetlbfs get cleaned.
+    /// Old records only: host dirs the container bind-mounted, joined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hugetlbfs_dirs: Vec<std::path::PathBuf>,
-    /// The host's DPDK runtime dir behind the container's.
+    /// Old records only: the host's DPDK runtime dir behind the container's, joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_dir: Option<std::path::PathBuf>,
+    /// Host dirs the container bind-mounted; those that are hugetlbfs get cleaned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hugetlbfs: Vec<HostDir>,
+    /// The host's DPDK runtime dir behind the container's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<HostDir>,
+}
+
+/// A host directory behind a container path: `source`, a spec bind mount's source (trusted:
+/// it comes from the bundle), and `below`, the relative rest under it that the container chose
+/// (an annotation) and whose contents it controls while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostDir {
+    pub source: std::path::PathBuf,
+    #[serde(default, skip_serializing_if = "is_empty_path")]
+    pub below: std::path::PathBuf,
+    /// `(st_dev, st_ino)` of `source` when the plan was made: a source that another mount of
+    /// the same host tree let a container swap for a symlink afterwards is not the same dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<(u64, u64)>,
+}
+
+fn is_empty_path(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 /// An [`MountPlan::EmptyDir`]'s tmpfs: its size and mode (also nosuid, nodev, noexec), the same

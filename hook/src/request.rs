@@ -379,9 +379,16 @@ impl Request {
                     r.runtime_dir = Some(if v == "none" {
                         RuntimeDir::None
                     } else {
-                        RuntimeDir::At(ContainerPath::parse(v).map_err(|e| {
+                        let p = ContainerPath::parse(v).map_err(|e| {
                             bad(key, v, e, "give an absolute container path such as /var/run/dpdk, or none")
-                        })?)
+                        })?;
+                        // Prefix mode removes `<runtime dir>/<prefix>` from the host path behind
+                        // it: never let that be a kernel filesystem (a bind of the host's /dev,
+                        // /sys or /proc).
+                        if let Some(top) = ["proc", "sys", "dev"].into_iter().find(|t| p.relative().starts_with(t)) {
+                            return Err(bad(key, v, format!("must not be under /{top}"), "give a path such as /var/run/dpdk, or none"));
+                        }
+                        RuntimeDir::At(p)
                     })
                 }
                 "dpdk-group" => {
@@ -529,6 +536,10 @@ mod tests {
             ("dpdk-runtime-dir", "relative/path"),
             ("dpdk-runtime-dir", "/var/../etc"),
             ("dpdk-runtime-dir", "/"),
+            ("dpdk-runtime-dir", "/proc/sys"),
+            ("dpdk-runtime-dir", "/sys/fs/cgroup"),
+            ("dpdk-runtime-dir", "/dev"),
+            ("dpdk-runtime-dir", "/dev/./shm"),
             ("dpdk-group", "Upper"),
             ("dpdk-group", "-x"),
             ("dpdk-group", &"a".repeat(64)),
@@ -575,5 +586,9 @@ mod tests {
         let r = Request::parse(&ann(&[("dpdk-runtime-dir", "none"), ("dpdk-file-prefix", "auto")]), &[]).unwrap();
         assert_eq!(r.runtime_dir, Some(RuntimeDir::None));
         assert_eq!(r.file_prefix, Some(FilePrefix::Auto));
+        // Only a whole first component counts: /devices, /system, /process are ordinary dirs.
+        for ok in ["/devices/dpdk", "/system/run", "/process", "/var/dev"] {
+            assert!(Request::parse(&ann(&[("dpdk-runtime-dir", ok)]), &[]).is_ok(), "{ok}");
+        }
     }
 }
