@@ -44,12 +44,14 @@ fn add_cap(b: &mut TestBundle, cap: &str) {
     b.save();
 }
 
-/// The section of `out` between `==name` and the next `==` marker line.
+/// The lines of `out` between the marker line `==name` and the next marker line.
 fn section(out: &str, name: &str) -> String {
-    let start = format!("=={name}\n");
-    let Some(i) = out.find(&start) else { return String::new() };
-    let rest = &out[i + start.len()..];
-    rest[..rest.find("\n==").map_or(rest.len(), |e| e + 1)].to_string()
+    let marker = format!("=={name}");
+    let mut lines = out.lines().skip_while(|l| *l != marker);
+    if lines.next().is_none() {
+        return String::new();
+    }
+    lines.take_while(|l| !l.starts_with("==")).map(|l| format!("{l}\n")).collect()
 }
 
 /// The fields of a `/proc/<pid>/status` text.
@@ -292,7 +294,7 @@ impl Drop for SharedHostDir {
     fn drop(&mut self) {
         // Whatever leaked below it first, then itself.
         for _ in 0..4 {
-            let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.0).status();
+            let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.0).stderr(std::process::Stdio::null()).status();
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -338,11 +340,22 @@ fn a_mount_target_on_a_mount_shared_with_the_host_is_refused() {
         assert_eq!(theirs.as_deref(), Some(host_group.as_str()), "the container's /mnt/host is in the host's peer group: {text}");
     }
 
-    let env = ProductEnv::new("");
-    let r = Runner::product(&env);
-    for target in ["/mnt/host/dpdk", "/mnt/host"] {
+    let pool = PoolGuard::new(16);
+    // The runtime dir alone (the wrapper's fast path), with hugepages (the hook's mounts), on
+    // the shared mount's root itself, and the hugetlbfs mount path inside it.
+    let cases: [(&str, &[(&str, &str)], &str); 4] = [
+        ("", &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host/dpdk")], "/mnt/host/dpdk"),
+        ("", &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host/dpdk"), (HUGE, "4Mi")], "/mnt/host/dpdk"),
+        ("", &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host")], "/mnt/host"),
+        ("[hugepages]\nmount_path_2mi = \"/mnt/host/hp\"\n", &[(HUGE, "4Mi")], "/mnt/host/hp"),
+    ];
+    for (extra, annotations, target) in cases {
+        let env = ProductEnv::new(extra);
+        let r = Runner::product(&env);
         let mut b = TestBundle::new(&["sleep", "600"]);
-        b.annotate("dataplane-hook.io/dpdk-runtime-dir", target);
+        for (k, v) in annotations {
+            b.annotate(k, v);
+        }
         shared_bind(&mut b, &shared.0);
         let before = host_mounts();
         let id = unique("prop");
@@ -352,11 +365,12 @@ fn a_mount_target_on_a_mount_shared_with_the_host_is_refused() {
             .filter(|m| m.mount_point.starts_with(&shared.0.display().to_string()))
             .collect();
         r.delete(&id);
-        assert!(leaked.is_empty(), "{target}: the hook's mount appeared on the host: {leaked:?}");
+        assert!(leaked.is_empty(), "{target}: a mount made for the container appeared on the host: {leaked:?}\ncreate: {}\nlog: {}", String::from_utf8_lossy(&o.stderr), env.log_text());
         assert!(!o.status.success(), "{target}: a target that propagates to the host is refused");
         let err = product_error(&o.stderr).unwrap_or_else(|| panic!("a product error: {}", String::from_utf8_lossy(&o.stderr)));
         assert!(err.contains(target) && err.contains("propagates to the host"), "{err}");
         assert_spec_form("shared target", &err);
         assert!(env.records().is_empty(), "{target}: nothing recorded: {:?}", env.records());
+        pool.assert_baseline(target);
     }
 }
