@@ -362,10 +362,6 @@ pub fn gc(ledger: &Ledger, dry_run: bool) -> (Vec<String>, Vec<String>) {
 mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
     fn crio(ns: &str) -> Vec<(String, String)> {
         vec![
             ("io.kubernetes.cri-o.ContainerType".into(), "container".into()),

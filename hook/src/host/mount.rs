@@ -728,6 +728,28 @@ mod tests {
     }
 
     #[test]
+    fn peer_groups_that_reach_the_host_are_found_through_slaves() {
+        let host = HostPeers::of(
+            "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+             80 27 0:50 / /tmp/x rw shared:7 - tmpfs t rw\n\
+             81 27 0:51 / /tmp/y rw master:9 - tmpfs t rw\n\
+             82 27 0:52 / /tmp/z rw - tmpfs t rw\n",
+        );
+        assert_eq!(host.0, [1, 7, 9].into_iter().collect());
+        let line = "300 200 0:50 / /rootfs/mnt/host rw,relatime shared:12 master:7 - tmpfs t rw";
+        assert_eq!(propagation(line), Propagation { id: 300, shared: Some(12), master: Some(7) });
+        // Group 4 (the target's) is received by 5 (its slaves' peers), whose slaves in 9 are on the host.
+        let table = vec![
+            Propagation { id: 1, shared: Some(4), master: None },
+            Propagation { id: 2, shared: Some(5), master: Some(4) },
+            Propagation { id: 3, shared: Some(9), master: Some(5) },
+            Propagation { id: 4, shared: Some(6), master: None },
+        ];
+        assert_eq!(receivers(4, &table), [4, 5, 9].into_iter().collect());
+        assert_eq!(receivers(6, &table), [6].into_iter().collect());
+    }
+
+    #[test]
     fn a_container_in_the_callers_namespace_is_refused() {
         let e = attach_in_container(std::process::id() as i32, Path::new("/"), vec![]).unwrap_err().to_string();
         assert!(e.contains("shares the host's mount namespace"), "{e}");
