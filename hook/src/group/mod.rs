@@ -242,7 +242,7 @@ pub fn admit(ledger: &Ledger, key: &GroupKey, id: &str, pid: i32, sizing: &Sizin
             id: id.into(),
             group: key.display(),
             why: "it runs in the host's PID namespace, and a DPDK group's members share one PID namespace that must not be the host's".into(),
-            fix: "give the container its own PID namespace (no hostPID / --pid=host)".into(),
+            fix: "give the container its own PID namespace: no hostPID, no --pid=host".into(),
         });
     }
     let mut g = match ledger.load_group(&key.key())? {
