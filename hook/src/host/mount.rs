@@ -432,6 +432,10 @@ impl ContainerMounts<'_> {
     /// Refuses `target_path` when the mount `fd` lies on is in a peer group whose mounts
     /// propagate to the host: a mount made there would appear on the host.
     fn refuse_if_shared_with_host(&mut self, fd: &OwnedFd, target_path: &ContainerPath, host: &HostPeers) -> Result<(), MountError> {
+        if host.0.is_empty() {
+            // Nothing on the host receives propagation: no mount anywhere can reach it.
+            return Ok(());
+        }
         let bad = |why: String| MountError::Target { path: target_path.to_string(), why };
         let mnt_id = mount_id(fd, self.proc).map_err(|e| bad(format!("cannot find the mount it is on: {e}")))?;
         let find = |t: &Vec<Propagation>| t.iter().position(|m| m.id == mnt_id);
