@@ -102,7 +102,7 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     facts.spec_mounts = bundle.mounts();
     let mut group_key = None;
     if let Some(name) = &req.group {
-        let key = GroupKey::new(name, &annotations);
+        let key = GroupKey::new(name, &annotations)?;
         group::check_new(&ledger, &key, &state.id, &req, cfg)?;
         let hook_bin = std::env::current_exe()?;
         let sizing = group::Sizing { want: &req.hugepages, reserve: cfg.hugepages.reserve, hook_bin: &hook_bin };

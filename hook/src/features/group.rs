@@ -26,17 +26,17 @@ pub fn plan(_id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut P
     let Some(h) = g.holder else {
         return Err(PlanError { what: format!("cannot join DPDK group {}", g.key), why: "its holder is not running".into(), fix: "retry; gc will clean it up".into() });
     };
-    let dir = &facts.group_dir;
+    // Paths inside the holder's own root.
     for (&size, &bytes) in &g.reservations {
         p.mounts.push(MountPlan::FromNamespace {
             pid: h.pid,
-            path: holder::hugetlbfs_dir(dir, size),
+            path: holder::hugetlbfs_dir(size),
             target: hugepages::mount_path(cfg, size),
         });
         p.hugetlb_limits.push((size, bytes));
     }
     if let Some(target) = runtime_dir::target(req, cfg) {
-        p.mounts.push(MountPlan::FromNamespace { pid: h.pid, path: holder::runtime_dir(dir), target });
+        p.mounts.push(MountPlan::FromNamespace { pid: h.pid, path: holder::runtime_dir(), target });
     }
     if !g.reservations.is_empty() {
         hugepages::plan_views(&g.reservations, facts, p);
@@ -51,7 +51,10 @@ pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(),
     let (Some(id), Some(hook_bin)) = (ctx.container_id, ctx.hook_bin) else {
         return Err(PlanError { what: "cannot join a DPDK group".into(), why: "no container id on the command line".into(), fix: "call dataplane-runtime like runc: create [flags] <id>".into() });
     };
-    let key = GroupKey::new(name, &b.annotations());
+    let key = GroupKey::new(name, &b.annotations()).map_err(|e| match e {
+        group::GroupError::Scope { group, why, fix } => PlanError { what: format!("cannot scope DPDK group {group} by the pod's namespace"), why, fix },
+        other => PlanError { what: format!("cannot join DPDK group {}", name.as_str()), why: other.to_string(), fix: "see the log".into() },
+    })?;
     let err = |e: String| PlanError { what: format!("cannot prepare DPDK group {} for container {id}", key.display()), why: e, fix: "see the log".into() };
     let ledger = Ledger::open(&ctx.config.state_dir).map_err(|e| err(e.to_string()))?;
     let _ = crate::gc::run_within(&ledger, false, crate::gc::budget_at_create());

@@ -14,8 +14,22 @@ use std::time::Duration;
 use crate::ledger::{now_unix, GroupRecord, Ledger, LedgerError};
 use crate::request::{Bytes, GroupName, PageSize, PREFIX};
 
-/// CRI annotations carrying the pod's namespace.
-pub const SCOPE_ANNOTATIONS: &[&str] = &["io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"];
+/// Where a pod's namespace comes from: each runtime's own key, read only when that runtime's
+/// own keys say it wrote the spec. On CRI-O every pod annotation reaches the spec, so a key
+/// CRI-O does not itself write (containerd's `io.kubernetes.cri.sandbox-namespace`, or
+/// `io.kubernetes.cri-o.Namespace`, which CRI-O sets only on the sandbox) is the pod author's
+/// to choose. CRI-O writes its own keys after the pod's annotations, and the kubelet's container
+/// labels (`io.kubernetes.pod.namespace` among them) last, as annotations and as the JSON
+/// object `io.kubernetes.cri-o.Labels` (internal/factory/container SpecAddAnnotations).
+/// containerd's CRI writes `io.kubernetes.cri.*` and passes pod annotations only through the
+/// handler's `pod_annotations` allowlist (`dataplane-hook.io/*` as configured).
+pub const CONTAINERD_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+/// Keys CRI-O itself writes on every container (they override a pod's own values).
+pub const CRIO_OWN_KEYS: &[&str] = &["io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID"];
+pub const CRIO_LABELS: &str = "io.kubernetes.cri-o.Labels";
+/// The kubelet's container label with the pod's namespace.
+pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const CONTAINERD_PREFIX: &str = "io.kubernetes.cri.";
 /// Scope of containers that are not in a Kubernetes pod (cannot clash with a namespace name).
 pub const NO_SCOPE: &str = "_";
 /// How long a member the wrapper prepared may take to reach createRuntime.
@@ -29,6 +43,8 @@ pub enum GroupError {
     Refused { id: String, group: String, why: String, fix: String },
     #[error("cannot reserve {bytes} of {size} hugepages for DPDK group {group}: the kernel refused ({fix})")]
     Reservation { group: String, size: PageSize, bytes: Bytes, fix: String },
+    #[error("cannot scope DPDK group {group} by the pod's namespace: {why} ({fix})")]
+    Scope { group: String, why: String, fix: String },
     #[error("cannot start DPDK group {group}: {why} (see the log)")]
     Holder { group: String, why: String },
 }
@@ -41,14 +57,12 @@ pub struct GroupKey {
 }
 
 impl GroupKey {
-    pub fn new(name: &GroupName, annotations: &BTreeMap<String, String>) -> GroupKey {
-        let scope = SCOPE_ANNOTATIONS
-            .iter()
-            .find_map(|k| annotations.get(*k))
-            .filter(|ns| valid_scope(ns))
-            .cloned()
-            .unwrap_or_else(|| NO_SCOPE.to_string());
-        GroupKey { scope, name: name.as_str().to_string() }
+    /// The group `name` in the scope the runtime wrote into the spec's annotations (see
+    /// [`CONTAINERD_NAMESPACE`]); `_` outside Kubernetes. Refuses a spec whose runtime keys
+    /// contradict each other: that is a pod author forging the other runtime's key.
+    pub fn new(name: &GroupName, annotations: &BTreeMap<String, String>) -> Result<GroupKey, GroupError> {
+        let scope = scope_of(annotations).map_err(|(why, fix)| GroupError::Scope { group: name.as_str().to_string(), why, fix })?;
+        Ok(GroupKey { scope, name: name.as_str().to_string() })
     }
     /// File-safe, unique: Kubernetes namespaces are DNS labels (no dots).
     pub fn key(&self) -> String {
@@ -61,6 +75,50 @@ impl GroupKey {
 
 fn valid_scope(ns: &str) -> bool {
     GroupName::parse(ns).is_ok()
+}
+
+/// The pod's namespace, from the keys of the runtime that wrote the spec; (why, fix) if the
+/// keys cannot be trusted.
+fn scope_of(a: &BTreeMap<String, String>) -> Result<String, (String, String)> {
+    let crio = CRIO_OWN_KEYS.iter().any(|k| a.contains_key(*k));
+    let containerd_keys: Vec<&str> = a.keys().filter(|k| k.starts_with(CONTAINERD_PREFIX)).map(String::as_str).collect();
+    let forged = |key: &str, what: String| {
+        (what, format!("remove the {key} annotation from the pod; the runtime writes the pod's namespace itself"))
+    };
+    let scope = if crio {
+        if let Some(k) = containerd_keys.iter().find(|k| **k == CONTAINERD_NAMESPACE).or(containerd_keys.first()) {
+            return Err(forged(k, format!("the spec has CRI-O's own keys and containerd's {k}, which CRI-O never writes (a pod annotation)")));
+        }
+        // CRI-O's record of the kubelet's labels; the plain annotation must say the same.
+        let labels: Option<BTreeMap<String, serde_json::Value>> = a.get(CRIO_LABELS).and_then(|l| serde_json::from_str(l).ok());
+        let from_labels = labels.as_ref().and_then(|l| l.get(POD_NAMESPACE)).and_then(|v| v.as_str()).map(str::to_string);
+        match (&from_labels, a.get(POD_NAMESPACE)) {
+            (Some(l), Some(p)) if l != p => {
+                return Err(forged(POD_NAMESPACE, format!("CRI-O's {CRIO_LABELS} say namespace {l:?}, {POD_NAMESPACE} says {p:?}")));
+            }
+            (None, Some(p)) => {
+                return Err(forged(POD_NAMESPACE, format!("{POD_NAMESPACE} is {p:?} but CRI-O's {CRIO_LABELS} has no pod namespace")));
+            }
+            _ => {}
+        }
+        from_labels
+    } else if !containerd_keys.is_empty() {
+        let ns = a.get(CONTAINERD_NAMESPACE).cloned();
+        if let (Some(ns), Some(p)) = (&ns, a.get(POD_NAMESPACE)) {
+            if ns != p {
+                return Err(forged(POD_NAMESPACE, format!("containerd's {CONTAINERD_NAMESPACE} says {ns:?}, {POD_NAMESPACE} says {p:?}")));
+            }
+        }
+        ns
+    } else {
+        // No Kubernetes runtime wrote this spec: a namespace key here is not a runtime's.
+        None
+    };
+    match scope {
+        None => Ok(NO_SCOPE.to_string()),
+        Some(ns) if valid_scope(&ns) => Ok(ns),
+        Some(ns) => Err((format!("the pod namespace {ns:?} is not a DNS label"), "check the runtime that created this container".into())),
+    }
 }
 
 /// Refuses a member asking for more hugepages than the group was sized with.
@@ -180,6 +238,16 @@ pub fn prepare(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing) -> Re
 pub fn admit(ledger: &Ledger, key: &GroupKey, id: &str, pid: i32, sizing: &Sizing) -> Result<GroupRecord, GroupError> {
     let member_ns = holder::pid_ns_inode(pid, false);
     let _lock = ledger.lock_group(&key.key())?;
+    // A member in the host's PID namespace would make it the group's (hooks.d: the first
+    // member's namespace becomes the group's), and every later member would join the host's.
+    if member_ns.is_some() && member_ns == holder::own_pid_ns_inode() {
+        return Err(GroupError::Refused {
+            id: id.into(),
+            group: key.display(),
+            why: "it runs in the host's PID namespace, and a DPDK group's members share one PID namespace that must not be the host's".into(),
+            fix: "give the container its own PID namespace: no hostPID, no --pid=host".into(),
+        });
+    }
     let mut g = match ledger.load_group(&key.key())? {
         Some(g) if g.holder.is_some_and(|h| h.is_alive()) => g,
         // hooks.d path, first member: the group's PID namespace is this member's.
@@ -237,9 +305,8 @@ pub fn teardown(ledger: &Ledger, g: GroupRecord) -> Result<(), GroupError> {
         // Files still in the group's hugetlbfs when it goes were left by members (a member
         // that is still there keeps the group): seen through the holder's mount namespace.
         let root = Path::new("/proc").join(h.pid.to_string()).join("root");
-        let dir = ledger.group_dir(&g.key);
         for size in g.reservations.keys() {
-            let d = root.join(holder::hugetlbfs_dir(&dir, *size).strip_prefix("/").unwrap_or(Path::new("")));
+            let d = root.join(holder::hugetlbfs_dir(*size).strip_prefix("/").unwrap_or(Path::new("")));
             let (files, pages) = crate::metrics::hugetlbfs_usage(&d, *size);
             if files > 0 && h.is_alive() {
                 tracing::info!(group = %g.key, "reclaiming {files} leaked hugepage files ({pages} pages of {size})");
@@ -322,23 +389,56 @@ pub fn gc(ledger: &Ledger, dry_run: bool) -> (Vec<String>, Vec<String>) {
 mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn crio(ns: &str) -> Vec<(String, String)> {
+        vec![
+            ("io.kubernetes.cri-o.ContainerType".into(), "container".into()),
+            ("io.kubernetes.cri-o.SandboxID".into(), "sbx".into()),
+            (CRIO_LABELS.into(), format!(r#"{{"io.kubernetes.pod.namespace":"{ns}","io.kubernetes.pod.name":"p"}}"#)),
+            (POD_NAMESPACE.into(), ns.into()),
+        ]
+    }
+
+    fn key(pairs: Vec<(String, String)>) -> Result<String, String> {
+        let n = GroupName::parse("pktgen").unwrap();
+        GroupKey::new(&n, &pairs.into_iter().collect()).map(|k| k.key()).map_err(|e| e.to_string())
+    }
+
+    fn with(mut v: Vec<(String, String)>, k: &str, val: &str) -> Vec<(String, String)> {
+        v.retain(|(x, _)| x != k);
+        v.push((k.into(), val.into()));
+        v
     }
 
     #[test]
-    fn groups_are_scoped_by_the_pod_namespace() {
-        let n = GroupName::parse("pktgen").unwrap();
-        let a = GroupKey::new(&n, &ann(&[("io.kubernetes.cri.sandbox-namespace", "team-a")]));
-        let b = GroupKey::new(&n, &ann(&[("io.kubernetes.pod.namespace", "team-b")]));
-        let none = GroupKey::new(&n, &ann(&[]));
-        assert_eq!(a.key(), "team-a.pktgen");
-        assert_eq!(b.key(), "team-b.pktgen");
-        assert_eq!(none.key(), "_.pktgen");
-        assert_ne!(a.key(), b.key());
+    fn groups_are_scoped_by_the_namespace_key_of_the_runtime_that_wrote_the_spec() {
+        let containerd = |ns: &str| vec![("io.kubernetes.cri.container-type".to_string(), "container".to_string()), (CONTAINERD_NAMESPACE.to_string(), ns.to_string())];
+        assert_eq!(key(containerd("team-a")).unwrap(), "team-a.pktgen");
+        assert_eq!(key(crio("team-b")).unwrap(), "team-b.pktgen");
+        assert_eq!(key(vec![]).unwrap(), "_.pktgen");
+        // Without a Kubernetes runtime's own keys, a namespace key is nobody's: no scope.
+        assert_eq!(key(vec![(POD_NAMESPACE.into(), "team-b".into())]).unwrap(), "_.pktgen");
+        assert_eq!(key(vec![("io.kubernetes.cri-o.Namespace".into(), "team-b".into())]).unwrap(), "_.pktgen");
+        // CRI-O does not write io.kubernetes.cri-o.Namespace on containers: a pod's value is ignored.
+        assert_eq!(key(with(crio("team-a"), "io.kubernetes.cri-o.Namespace", "team-b")).unwrap(), "team-a.pktgen");
+    }
+
+    #[test]
+    fn forged_or_contradicting_scope_keys_are_refused() {
+        // On CRI-O, containerd's key can only be a pod annotation.
+        let e = key(with(crio("team-a"), CONTAINERD_NAMESPACE, "team-b")).unwrap_err();
+        assert!(e.starts_with("cannot scope DPDK group pktgen by the pod's namespace: ") && e.contains(CONTAINERD_NAMESPACE) && e.contains("CRI-O"), "{e}");
+        assert!(key(with(crio("team-a"), "io.kubernetes.cri.sandbox-id", "x")).is_err());
+        // CRI-O's labels and the plain annotation disagree, or the labels lack a namespace.
+        assert!(key(with(crio("team-a"), POD_NAMESPACE, "team-b")).unwrap_err().contains("team-b"));
+        let no_label = with(crio("team-a"), CRIO_LABELS, "{}");
+        assert!(key(no_label.clone()).unwrap_err().contains("has no pod namespace"));
+        assert_eq!(key(no_label.into_iter().filter(|(k, _)| k != POD_NAMESPACE).collect()).unwrap(), "_.pktgen");
+        // containerd with a pod namespace annotation saying otherwise.
+        let c = vec![(CONTAINERD_NAMESPACE.to_string(), "team-a".to_string()), (POD_NAMESPACE.to_string(), "team-b".to_string())];
+        assert!(key(c).is_err());
         // A hostile namespace value cannot escape the state dir or alias another scope.
-        let evil = GroupKey::new(&n, &ann(&[("io.kubernetes.pod.namespace", "../x")]));
-        assert_eq!(evil.key(), "_.pktgen");
+        let e = key(vec![(CONTAINERD_NAMESPACE.into(), "../x".into())]).unwrap_err();
+        assert!(e.contains("not a DNS label"), "{e}");
     }
 
     #[test]

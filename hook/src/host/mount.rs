@@ -14,7 +14,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 use rustix::mount::{
     fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount, open_tree, FsMountFlags,
@@ -194,8 +194,9 @@ pub enum Missing {
 pub enum Source {
     /// A mount we hold already (new filesystem or clone).
     Detached(Detached),
-    /// A clone of the mount at `path` in the mount namespace of process `pid` (a DPDK group's
-    /// holder): cloned after joining that namespace, then attached in the container's.
+    /// A clone of the mount at `path` inside the root of process `pid` (a DPDK group's holder,
+    /// whose root is a tmpfs of its own): cloned after joining that process's mount namespace,
+    /// then attached in the container's.
     InNamespace { pid: i32, path: PathBuf },
 }
 
@@ -233,6 +234,26 @@ pub fn attach_in_container(
         });
     }
     let rootfs_stat = rustix::fs::stat(rootfs).map_err(sys(format!("stat {}", rootfs.display())))?;
+    // The host's peer groups, read here: the helper thread leaves the host's namespace.
+    let host_groups = HostPeers::of(&super::read_kernel_file("/proc/thread-self/mountinfo").map_err(|e| {
+        sys("read /proc/thread-self/mountinfo")(Errno::from_io_error(&e).unwrap_or(Errno::IO))
+    })?);
+    // What the helper needs of the host's /proc, opened now: the holder's root has no /proc.
+    let proc = rustix::fs::open("/proc", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(sys("open /proc"))?;
+    let mut sources = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        let source = match a.source {
+            Source::Detached(d) => Prepared::Ready(d),
+            Source::InNamespace { pid: other, path } => {
+                let open = |what: &str, flags: OFlags| {
+                    rustix::fs::openat(&proc, format!("{other}/{what}").as_str(), flags | OFlags::CLOEXEC, Mode::empty())
+                        .map_err(sys(format!("open /proc/{other}/{what}")))
+                };
+                Prepared::Clone { ns: open("ns/mnt", OFlags::RDONLY)?, root: open("root", OFlags::PATH | OFlags::DIRECTORY)?, path }
+            }
+        };
+        sources.push((source, a.target, a.missing));
+    }
     let rootfs = rootfs.to_path_buf();
     let helper = std::thread::Builder::new()
         .name("mount-helper".into())
@@ -240,47 +261,61 @@ pub fn attach_in_container(
             // SAFETY: only CLONE_FS (root, cwd, umask), never the fd table: this thread's fds stay
             // the process's.
             unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }.map_err(sys("unshare(CLONE_FS)"))?;
-            helper_attach(&ns, pid, &rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), attachments)
+            helper_attach(&ns, &proc, pid, &rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), &host_groups, sources)
         })
         .map_err(|e| sys("start the mount helper")(Errno::from_io_error(&e).unwrap_or(Errno::AGAIN)))?;
     // A panic in the helper (already reported on stderr by the panic hook) is a failed attach.
     helper.join().unwrap_or_else(|_| Err(MountError::Child("the mount helper thread panicked".into())))
 }
 
+/// An attachment's mount, or what the helper needs to clone it.
+enum Prepared {
+    Ready(Detached),
+    /// The process's mount namespace and root (opened from the host), and the path inside it.
+    Clone { ns: OwnedFd, root: OwnedFd, path: PathBuf },
+}
+
 fn helper_attach(
     ns: &OwnedFd,
+    proc: &OwnedFd,
     pid: i32,
     rootfs: &Path,
     rootfs_id: (u64, u64),
-    attachments: Vec<Attachment>,
+    host: &HostPeers,
+    sources: Vec<(Prepared, ContainerPath, Missing)>,
 ) -> Result<Vec<ContainerPath>, MountError> {
     // Clone what comes from other namespaces first (one namespace at a time), then join the
     // container's.
-    let mut mounts = Vec::with_capacity(attachments.len());
-    for a in attachments {
-        let m = match a.source {
-            Source::Detached(d) => d,
-            Source::InNamespace { pid: other, path } => {
-                let other_ns = rustix::fs::open(
-                    format!("/proc/{other}/ns/mnt").as_str(),
-                    OFlags::RDONLY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(sys(format!("open the mount namespace of process {other}")))?;
+    let mut mounts = Vec::with_capacity(sources.len());
+    for (source, target, missing) in sources {
+        let m = match source {
+            Prepared::Ready(d) => d,
+            Prepared::Clone { ns: other_ns, root, path } => {
                 rustix::thread::move_into_link_name_space(other_ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Mount))
-                    .map_err(sys(format!("setns(mount namespace of process {other})")))?;
-                Detached::clone_of(CWD, &path)?
+                    .map_err(sys("setns(mount namespace of the group holder)"))?;
+                // Inside that process's root (the fd pins it; once in its namespace the clone
+                // is allowed), never following a symlink.
+                let rel = path.strip_prefix("/").unwrap_or(&path);
+                let at = rustix::fs::openat2(
+                    &root,
+                    rel,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_SYMLINKS,
+                )
+                .map_err(sys(format!("open {} in the group holder", path.display())))?;
+                Detached::clone_of(at.as_fd(), Path::new(""))?
             }
         };
-        mounts.push((m, a.target, a.missing));
+        mounts.push((m, target, missing));
     }
     rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Mount))
         .map_err(sys("setns(mount namespace)"))?;
     // Before pivot_root (runc, crun: createRuntime) the rootfs is at its host path in the
     // container's namespace; after it, it is the init's root.
-    let proc_root = format!("/proc/{pid}/root");
-    let init_root = rustix::fs::open(proc_root.as_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(sys(format!("open {proc_root}")))?;
+    let proc_root = format!("{pid}/root");
+    let init_root = rustix::fs::openat(proc, proc_root.as_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(sys(format!("open /proc/{proc_root}")))?;
     let st = rustix::fs::fstat(&init_root).map_err(sys("stat container root"))?;
     let root = if (st.st_dev, st.st_ino) == rootfs_id {
         init_root
@@ -295,9 +330,16 @@ fn helper_attach(
         )
         .map_err(sys(format!("open rootfs {}", rootfs.display())))?
     };
+    let mut theirs = ContainerMounts { proc, pid, table: None };
     let mut done = Vec::new();
     for (mount, target_path, missing) in mounts {
+        // Checked before creating anything (the missing directories would be on the mount
+        // the deepest existing one is on) and again on the resolved target.
+        if let Some(existing) = deepest_existing(&root, &target_path) {
+            theirs.refuse_if_shared_with_host(&existing, &target_path, host)?;
+        }
         let Some(target) = resolve_target(&root, &target_path, missing)? else { continue };
+        theirs.refuse_if_shared_with_host(&target, &target_path, host)?;
         move_mount(
             mount.fd(),
             "",
@@ -309,6 +351,144 @@ fn helper_attach(
         done.push(target_path);
     }
     Ok(done)
+}
+
+/// The peer groups the host's mounts are in (`shared:N`) or receive from (`master:N`): a mount
+/// made on a mount in one of them propagates into the host's mount table.
+#[derive(Debug, Default)]
+struct HostPeers(std::collections::BTreeSet<u64>);
+
+impl HostPeers {
+    fn of(mountinfo: &str) -> HostPeers {
+        HostPeers(
+            mountinfo
+                .lines()
+                .flat_map(|l| {
+                    let p = propagation(l);
+                    p.shared.into_iter().chain(p.master)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// A mountinfo line's mount id and the propagation in its optional fields.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Propagation {
+    id: u64,
+    shared: Option<u64>,
+    master: Option<u64>,
+}
+
+fn propagation(line: &str) -> Propagation {
+    let pre = line.split_once(" - ").map_or(line, |(p, _)| p);
+    let mut p = Propagation { id: pre.split(' ').next().and_then(|i| i.parse().ok()).unwrap_or(0), ..Default::default() };
+    for f in pre.split(' ').skip(6) {
+        if let Some(n) = f.strip_prefix("shared:") {
+            p.shared = n.parse().ok();
+        } else if let Some(n) = f.strip_prefix("master:") {
+            p.master = n.parse().ok();
+        }
+    }
+    p
+}
+
+/// Peer groups that receive what is mounted in peer group `group`: itself, and (transitively)
+/// the groups of the mounts in `table` that are slaves of one of them.
+fn receivers(group: u64, table: &[Propagation]) -> std::collections::BTreeSet<u64> {
+    let mut set = std::collections::BTreeSet::from([group]);
+    loop {
+        let more: Vec<u64> = table
+            .iter()
+            .filter(|m| m.master.is_some_and(|g| set.contains(&g)))
+            .filter_map(|m| m.shared)
+            .filter(|g| !set.contains(g))
+            .collect();
+        if more.is_empty() {
+            return set;
+        }
+        set.extend(more);
+    }
+}
+
+/// The container's mount table, read through the host's /proc when first needed (and again
+/// when a mount is not in it yet).
+struct ContainerMounts<'a> {
+    proc: &'a OwnedFd,
+    pid: i32,
+    table: Option<Vec<Propagation>>,
+}
+
+impl ContainerMounts<'_> {
+    fn read(&self) -> Result<Vec<Propagation>, MountError> {
+        let fd = rustix::fs::openat(self.proc, format!("{}/mountinfo", self.pid).as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(sys(format!("open /proc/{}/mountinfo", self.pid)))?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
+            .map_err(|e| sys(format!("read /proc/{}/mountinfo", self.pid))(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+        Ok(text.lines().map(propagation).collect())
+    }
+
+    /// Refuses `target_path` when the mount `fd` lies on is in a peer group whose mounts
+    /// propagate to the host: a mount made there would appear on the host.
+    fn refuse_if_shared_with_host(&mut self, fd: &OwnedFd, target_path: &ContainerPath, host: &HostPeers) -> Result<(), MountError> {
+        if host.0.is_empty() {
+            // Nothing on the host receives propagation: no mount anywhere can reach it.
+            return Ok(());
+        }
+        let bad = |why: String| MountError::Target { path: target_path.to_string(), why };
+        let mnt_id = mount_id(fd, self.proc).map_err(|e| bad(format!("cannot find the mount it is on: {e}")))?;
+        let find = |t: &Vec<Propagation>| t.iter().position(|m| m.id == mnt_id);
+        let table = match self.table.take() {
+            Some(t) if find(&t).is_some() => t,
+            _ => self.read()?,
+        };
+        let Some(i) = find(&table) else {
+            self.table = Some(table);
+            return Err(bad(format!("its mount {mnt_id} is not in the container's mount table")));
+        };
+        tracing::debug!(target = %target_path, mnt_id, mount = ?table[i], host_groups = ?host.0, "propagation of the target's mount");
+        let result = match table[i].shared {
+            Some(group) => match receivers(group, &table).into_iter().find(|g| host.0.contains(g)) {
+                Some(g) => Err(bad(format!(
+                    "it is on a mount shared with the host (peer group {g}), so a mount there propagates to the host; choose a path outside mounts with shared or bidirectional propagation"
+                ))),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        };
+        self.table = Some(table);
+        result
+    }
+}
+
+/// The id of the mount `fd` is on (statx STATX_MNT_ID, else the fd's fdinfo).
+fn mount_id(fd: &OwnedFd, proc: &OwnedFd) -> Result<u64, Errno> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    if let Ok(st) = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID) {
+        if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+            return Ok(st.stx_mnt_id);
+        }
+    }
+    let info = rustix::fs::openat(proc, format!("thread-self/fdinfo/{}", fd.as_raw_fd()).as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(info), &mut text).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    text.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse().ok()).ok_or(Errno::NOENT)
+}
+
+/// The deepest directory of `target` (or `target` itself) that exists inside `root`.
+fn deepest_existing(root: &OwnedFd, target: &ContainerPath) -> Option<OwnedFd> {
+    let mut best = open_in_root(root, Path::new(".")).ok()?;
+    let mut prefix = PathBuf::new();
+    for c in target.relative().components() {
+        let Component::Normal(n) = c else { continue };
+        prefix.push(n);
+        match open_in_root(root, &prefix) {
+            Ok(fd) => best = fd,
+            Err(_) => break,
+        }
+    }
+    Some(best)
 }
 
 fn resolve_flags() -> ResolveFlags {
@@ -549,6 +729,28 @@ mod tests {
         let ours = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
         assert!(!ours.contains(&mounted_at), "nothing mounted in ours:\n{ours}");
         assert!(rootfs.join("mnt/x").is_dir(), "the target was created inside the rootfs");
+    }
+
+    #[test]
+    fn peer_groups_that_reach_the_host_are_found_through_slaves() {
+        let host = HostPeers::of(
+            "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+             80 27 0:50 / /tmp/x rw shared:7 - tmpfs t rw\n\
+             81 27 0:51 / /tmp/y rw master:9 - tmpfs t rw\n\
+             82 27 0:52 / /tmp/z rw - tmpfs t rw\n",
+        );
+        assert_eq!(host.0, [1, 7, 9].into_iter().collect());
+        let line = "300 200 0:50 / /rootfs/mnt/host rw,relatime shared:12 master:7 - tmpfs t rw";
+        assert_eq!(propagation(line), Propagation { id: 300, shared: Some(12), master: Some(7) });
+        // Group 4 (the target's) is received by 5 (its slaves' peers), whose slaves in 9 are on the host.
+        let table = vec![
+            Propagation { id: 1, shared: Some(4), master: None },
+            Propagation { id: 2, shared: Some(5), master: Some(4) },
+            Propagation { id: 3, shared: Some(9), master: Some(5) },
+            Propagation { id: 4, shared: Some(6), master: None },
+        ];
+        assert_eq!(receivers(4, &table), [4, 5, 9].into_iter().collect());
+        assert_eq!(receivers(6, &table), [6].into_iter().collect());
     }
 
     #[test]

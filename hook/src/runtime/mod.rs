@@ -258,6 +258,12 @@ pub fn only_private_dirs(req: &Request, b: &Bundle, cfg: &crate::config::Config,
     if features::rdma::RdmaSpec::read(&b.raw, req).is_some() || req.gpu.gpus > 0 || req.group.is_some() || req.file_prefix.is_some() {
         return None;
     }
+    // A spec asking for shared propagation (Kubernetes' Bidirectional volumes): a tmpfs the
+    // runtime mounted on such a volume would also appear on the host. The hook checks where
+    // each target's mount propagates and refuses those.
+    if spec_has_shared_propagation(&b.raw) {
+        return None;
+    }
     let facts = crate::plan::NodeFacts { spec_mounts: b.mounts(), ..Default::default() };
     let p = crate::plan::plan(id, req, cfg, &facts).ok()?;
     let plain = p.rlimits.is_empty()
@@ -274,6 +280,12 @@ pub fn only_private_dirs(req: &Request, b: &Bundle, cfg: &crate::config::Config,
         }
     }
     plain.then_some(dirs)
+}
+
+fn spec_has_shared_propagation(spec: &serde_json::Value) -> bool {
+    let shared = |v: &serde_json::Value| matches!(v.as_str(), Some("shared" | "rshared"));
+    shared(&spec["linux"]["rootfsPropagation"])
+        || spec["mounts"].as_array().is_some_and(|ms| ms.iter().any(|m| m["options"].as_array().is_some_and(|o| o.iter().any(shared))))
 }
 
 /// What the hook's empty dir is (the same tmpfs: [`crate::plan::EMPTY_DIR_BYTES`], mode, nosuid,
