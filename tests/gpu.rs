@@ -113,7 +113,11 @@ fn gpu_container_memory_limit_is_lowered_by_its_headroom_through_the_wrapper() {
     }
     let spec = b.reload().clone();
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(GI - 256 * MI));
-    assert_eq!(spec["annotations"]["dataplane-hook.internal/gpu-requested-memory-limit"], json!(GI.to_string()));
+    // The wrapper tells the hook in the hook entry it injected (a pod cannot write one), not in
+    // an annotation (a pod can).
+    assert!(spec["annotations"].get("dataplane-hook.internal/gpu-requested-memory-limit").is_none(), "{}", spec["annotations"]);
+    let entry = spec["hooks"]["createRuntime"].as_array().unwrap().iter().find(|h| h["path"] == json!(hook_bin().display().to_string())).unwrap();
+    assert_eq!(entry["env"], json!([format!("DATAPLANE_HOOK_GPU_REQUESTED_LIMIT={GI}")]), "{entry}");
     // The grant is in the ledger for `watch` (and `status`), with the limit the pod asked for.
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(env.state_dir.join(format!("containers/{id}.json"))).unwrap()).unwrap();
@@ -398,4 +402,135 @@ fn update_of_a_non_gpu_container_passes_through_unchanged() {
     assert!(!o.status.success());
     assert!(!String::from_utf8_lossy(&o.stderr).contains("dataplane-hook"), "{}", String::from_utf8_lossy(&o.stderr));
     p.delete(&id);
+}
+
+/// The node's MemTotal in bytes.
+fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo").unwrap().lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap()
+        .trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn gpu_headroom_beyond_the_bound_is_refused_with_one_line_and_leaves_nothing() {
+    // Issue 13: any pod may annotate gpu-headroom, and an unlimited GPU container (policy
+    // "allow") pays nothing for it, while the watchdog tolerates it node-wide as uncharged
+    // memory: `1Ei` switched the watchdog off (and past i64::MAX its sums wrapped into kills
+    // of other tenants). The bound: [gpu] max_headroom_per_gpu (32Gi default) per GPU, never
+    // more than the node's memory.
+    require_root();
+    let _cg = CgroupParents;
+    let env = env("");
+    let p = Runner::product(&env);
+    let bound = (32 * GI).min(mem_total());
+    for value in ["1Ei".to_string(), "9Ei".to_string(), (bound + 1).to_string()] {
+        let mut b = bundle(None, true);
+        b.annotate("dataplane-hook.io/gpu-headroom", &value);
+        let id = unique("gpu-huge");
+        let o = p.create(&b, &id);
+        assert!(!o.status.success(), "gpu-headroom {value} on an unlimited GPU container was accepted (bound {bound})");
+        let e = util::assert_one_line(&value, &o.stderr);
+        assert!(
+            e.starts_with(&format!("dataplane-hook: cannot give GPU container {id} its driver-memory headroom: "))
+                && e.contains(&format!("is more than the {} a container with 1 GPU may be granted", dataplane_hook::request::Bytes(bound)))
+                && e.ends_with(&format!("(lower dataplane-hook.io/gpu-headroom to at most {})", dataplane_hook::request::Bytes(bound))),
+            "{e}"
+        );
+        assert_eq!(p.status(&id), None, "no container was created");
+    }
+    // The hooks.d path refuses it the same way.
+    let runc = Runner::runc();
+    let mut b = bundle(None, true);
+    b.annotate("dataplane-hook.io/gpu-headroom", "1Ei");
+    hooks_d(&mut b, &env);
+    let id = unique("gpu-huge-hd");
+    let o = runc.create(&b, &id);
+    assert!(!o.status.success(), "hooks.d: 1Ei accepted");
+    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert!(e.contains("is more than the"), "{e}");
+    runc.delete(&id);
+    assert!(env.records().is_empty(), "a refused create leaves no record: {:?}", env.records());
+    // At the bound it runs (unlimited, with its grant in the ledger for watch).
+    let mut b = bundle(None, true);
+    b.annotate("dataplane-hook.io/gpu-headroom", &bound.to_string());
+    let id = unique("gpu-bound");
+    p.launch(&b, &id);
+    assert_eq!(grant(&env, &id)["headroom"], json!(bound));
+    p.delete(&id);
+    assert!(env.records().is_empty());
+}
+
+#[test]
+fn gpu_headroom_on_a_container_without_a_gpu_is_refused() {
+    // Issue 13: the annotation alone used to make any container a GPU container (one GPU):
+    // granted headroom that watch tolerates, and a candidate watch kills.
+    require_root();
+    let _cg = CgroupParents;
+    let env = env("");
+    let p = Runner::product(&env);
+    let mut b = bundle(Some(GI), false);
+    b.annotate("dataplane-hook.io/gpu-headroom", "256Mi");
+    let id = unique("cpu-headroom");
+    let o = p.create(&b, &id);
+    assert!(!o.status.success(), "a container without a GPU was given a GPU headroom: {}", env.log_text());
+    let e = util::assert_one_line("no GPU", &o.stderr);
+    assert!(
+        e.starts_with(&format!("dataplane-hook: cannot give container {id} a GPU driver-memory headroom: dataplane-hook.io/gpu-headroom is set but the spec gives it no GPU"))
+            && e.ends_with("(remove dataplane-hook.io/gpu-headroom, or give the container its GPU)"),
+        "{e}"
+    );
+    assert_eq!(p.status(&id), None);
+    assert!(env.records().is_empty());
+}
+
+#[test]
+fn a_forged_limit_marker_annotation_is_refused_on_the_hooks_d_and_wrapper_paths() {
+    // Issue 13: the wrapper used to tell the hook "I lowered the limit" with an annotation.
+    // On CRI-O every pod annotation reaches the spec, and the hooks.d path reads the spec as it
+    // comes: a pod that set it ran with its full limit while watch granted it the headroom.
+    // Now the wrapper says so in its own hook entry, and the annotation is refused.
+    require_root();
+    let _cg = CgroupParents;
+    let env = env("");
+    let marker = "dataplane-hook.internal/gpu-requested-memory-limit";
+    // The forger claims its pod asked for 1Gi + the 256Mi headroom, so that its real 1Gi limit
+    // looks like one already lowered: the hook used to agree and write nothing.
+    let forged = (GI + 256 * MI).to_string();
+    let runc = Runner::runc();
+    let mut b = bundle(Some(GI), true);
+    b.annotate(marker, &forged);
+    hooks_d(&mut b, &env);
+    let id = unique("gpu-forged-hd");
+    let o = runc.create(&b, &id);
+    if o.status.success() {
+        let pid = runc.pid(&id).unwrap();
+        let limit = enforced_limit(pid);
+        runc.delete(&id);
+        panic!("hooks.d: the forged marker was accepted; the container runs with limit {limit:?} (its headroom is 256Mi)");
+    }
+    // runc quotes the hook's stderr in its own error (`"` as `\"`).
+    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr))).replace("\\\"", "\"");
+    assert!(
+        e.starts_with(&format!("dataplane-hook: cannot set up a GPU container: annotation {marker}=\"{forged}\" is reserved"))
+            && e.ends_with(&format!("(remove the annotation {marker})")),
+        "{e}"
+    );
+    runc.delete(&id);
+    assert!(env.records().is_empty(), "{:?}", env.records());
+
+    // The wrapper path (CRI-O with the dataplane runtime handler passes it too).
+    let p = Runner::product(&env);
+    let mut b = bundle(Some(GI), true);
+    b.annotate(marker, &forged);
+    let id = unique("gpu-forged");
+    let o = p.create(&b, &id);
+    if o.status.success() {
+        p.start(&id);
+        let limit = enforced_limit(p.pid(&id).unwrap());
+        p.delete(&id);
+        panic!("wrapper: the forged marker was accepted; the container runs with limit {limit:?}");
+    }
+    let e = util::assert_one_line("forged marker", &o.stderr);
+    assert!(e.contains(&format!("annotation {marker}=\"{forged}\" is reserved")), "{e}");
+    assert_eq!(p.status(&id), None);
+    assert!(env.records().is_empty());
 }

@@ -6,6 +6,7 @@
 //! container (see tests/harness/watch.rs). The v2 variant runs in the VM
 //! (integration/vm/payloads/gpu/).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dataplane_tests::*;
@@ -249,4 +250,125 @@ fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_t
     p.delete(&gid);
     set_pool(0);
     pool.assert_baseline("pressure");
+}
+
+/// A host process (`sleep`) standing in for an init; killed on drop.
+struct HostSleep(std::process::Child);
+impl HostSleep {
+    fn start() -> HostSleep {
+        HostSleep(std::process::Command::new("sleep").arg("100000").spawn().unwrap())
+    }
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+}
+impl Drop for HostSleep {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `/proc/<pid>/stat`'s start time (field 22).
+fn start_time(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(22 - 3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_huge_grant_in_the_ledger_never_kills_another_tenants_gpu_container() {
+    // Issue 13: a GPU container granted more than i64::MAX of headroom (before the create side
+    // bounded gpu-headroom, `9Ei` on an unlimited GPU container was accepted) wrapped the
+    // watchdog's `granted as i64` into a huge negative grant: an "excess" of exabytes, and the
+    // youngest GPU container — another tenant's, idle, within its headroom — was killed.
+    // The record is planted as such a create left it (the create side now refuses it); the
+    // attacker is an older live process, the victim an idle GPU container through the product.
+    let _cg = CgroupParents;
+    let pool = PoolGuard::new(0);
+    let env = watch_env("");
+    let attacker = HostSleep::start();
+    std::thread::sleep(Duration::from_millis(1100)); // an older start time than the victim's
+    let record = serde_json::json!({
+        "id": "attacker", "bundle": "/nonexistent", "created": 1,
+        "init": { "pid": attacker.pid(), "start_time": start_time(attacker.pid()) },
+        "entries": [{ "kind": "gpu_headroom", "done": true, "gpus": 1, "evidence": ["NVIDIA_VISIBLE_DEVICES=0"],
+                      "headroom": 9u64 << 60, "requested_limit": null, "limit": null, "high": null, "set_cgroup": false }],
+    });
+    std::fs::create_dir_all(env.state_dir.join("containers")).unwrap();
+    std::fs::write(env.state_dir.join("containers/attacker.json"), record.to_string()).unwrap();
+    let watch = Watchdog::start(&env);
+    let p = Runner::product(&env);
+    let g = gpu_container(None, None);
+    let id = unique("gpu-victim");
+    p.launch(&g, &id);
+    let pid = p.pid(&id).unwrap();
+    assert!(wait_for(Duration::from_secs(5), || watch.text().contains("2 GPU containers")), "watch saw both: {}", watch.text());
+    // Nothing grows: sustain (200 ms) and settle (1 s) pass several times over.
+    std::thread::sleep(Duration::from_secs(4));
+    let text = watch.text();
+    assert!(pid_alive(pid), "the idle GPU container was killed for the attacker's grant:\n{text}");
+    assert_eq!(watch.kills(), 0, "{text}");
+    assert!(!text.contains("over budget"), "{text}");
+    assert_eq!(p.status(&id).as_deref(), Some("running"));
+    p.delete(&id);
+    std::fs::remove_file(env.state_dir.join("containers/attacker.json")).unwrap();
+    drop(attacker);
+    pool.assert_baseline("huge grant");
+}
+
+/// The memory cgroup directory of `pid` (v1 `memory` or the v2 unified hierarchy).
+fn memory_dir(pid: i32) -> PathBuf {
+    util::cgroup_dirs(pid)
+        .into_iter()
+        .find(|d| d.join("memory.limit_in_bytes").exists() || d.join("memory.max").exists())
+        .unwrap_or_else(|| panic!("no memory cgroup for pid {pid}"))
+}
+
+#[test]
+fn a_gpu_container_whose_init_moved_its_cgroup_is_not_killed_elsewhere() {
+    // Issue 13: the killer used to kill whatever cgroup the GPU container's init was in when
+    // it acted. An init that moved itself (a container with a writable cgroupfs) into another
+    // cgroup — here one holding a bystander the ledger does not know — took the bystander down
+    // with it. Now only the cgroup recorded at create is killed, and only while the init is
+    // still in it: the kill is refused and logged.
+    let _cg = CgroupParents;
+    let pool = PoolGuard::new(0);
+    let env = watch_env("");
+    let watch = Watchdog::start(&env);
+    let p = Runner::product(&env);
+    let g = gpu_container_with(&format!("while [ ! -e /dph-go ]; do sleep 0.05; done; {}", grow_script(GROW)), None);
+    let gid = unique("gpu-mover");
+    p.launch(&g, &gid);
+    let gpid = p.pid(&gid).unwrap();
+    let own = memory_dir(gpid);
+    let bystander_dir = own.parent().unwrap().join(unique("bystander"));
+    std::fs::create_dir(&bystander_dir).unwrap();
+    let bystander = HostSleep::start();
+    std::fs::write(bystander_dir.join("cgroup.procs"), bystander.pid().to_string()).unwrap();
+    std::fs::write(bystander_dir.join("cgroup.procs"), gpid.to_string()).unwrap();
+    assert_eq!(memory_dir(gpid), bystander_dir, "precondition: the init moved into the bystander's cgroup");
+    assert_eq!(memory_dir(bystander.pid()), bystander_dir);
+    std::fs::write(g.rootfs().join("dph-go"), "").unwrap();
+    // The grower crosses its budget within ~1 s; the watchdog then decides (kill or refusal).
+    let decided = || {
+        let t = watch.text();
+        t.contains(&format!("refusing to kill container {gid}")) || t.contains(&format!("killed GPU container {gid}"))
+    };
+    let refused = wait_for(Duration::from_secs(20), || decided() || !pid_alive(bystander.pid()));
+    std::thread::sleep(Duration::from_millis(300));
+    let text = watch.text();
+    let bystander_alive = pid_alive(bystander.pid());
+    // Clean up before asserting: the container (now outside its own cgroup), the bystander, its cgroup.
+    let _ = std::process::Command::new("kill").args(["-9", &gpid.to_string()]).status();
+    p.delete(&gid);
+    drop(bystander);
+    let _ = wait_for(Duration::from_secs(5), || std::fs::remove_dir(&bystander_dir).is_ok());
+    set_pool(0);
+    assert!(bystander_alive, "the watchdog killed a process outside the GPU container's recorded cgroup:\n{text}");
+    assert!(refused, "no decision was logged:\n{text}");
+    let line = text.lines().find(|l| l.contains(&format!("refusing to kill container {gid}"))).unwrap();
+    assert!(line.contains("recorded at create") && line.contains(bystander_dir.file_name().unwrap().to_str().unwrap()), "{line}");
+    assert_eq!(watch.kills(), 0, "{text}");
+    pool.assert_baseline("moved init");
 }

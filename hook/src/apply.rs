@@ -177,7 +177,13 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan, admissio
             })?;
     }
     if let Some(g) = &plan.gpu {
-        r.record(Effect::GpuHeadroom(g.clone()));
+        // The init's memory cgroup now, before the container runs anything: `watch` kills only
+        // this cgroup, never the one an init that moved (or a reused pid) is in later.
+        let cgroup = crate::features::gpu::memory_cgroup_of(pid);
+        if cgroup.is_none() {
+            tracing::warn!(container = %id, "cannot record the init's memory cgroup: watch falls back to the cgroup it finds at kill time");
+        }
+        r.record(Effect::GpuHeadroom(crate::features::gpu::GpuPlan { cgroup, ..g.clone() }));
         if let (true, Some(limit)) = (g.set_cgroup, g.limit) {
             set_memory_limit(r, pid, limit, g.high).map_err(|e| match e {
                 StepError::Ledger(l) => ApplyError::Ledger(l),

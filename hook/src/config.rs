@@ -68,6 +68,11 @@ pub struct GpuConfig {
     /// Headroom per GPU when the container has no `gpu-headroom` annotation.
     #[serde(with = "quantity")]
     pub headroom_per_gpu: Bytes,
+    /// The most headroom a container may be granted per GPU (the `gpu-headroom` annotation and
+    /// `headroom_per_gpu` alike; never more than the node's memory in all). Any pod can write
+    /// the annotation, and the headroom granted is what `watch` tolerates node-wide.
+    #[serde(with = "quantity")]
+    pub max_headroom_per_gpu: Bytes,
     /// What a GPU container without a memory limit gets.
     pub unlimited_policy: UnlimitedPolicy,
     /// Smallest memory limit a GPU container may be left with once its headroom is carved out.
@@ -224,6 +229,8 @@ impl Default for GpuConfig {
     fn default() -> Self {
         GpuConfig {
             headroom_per_gpu: Bytes(2 << 30),
+            // The incident behind G10 (a 40g pod, 31g of driver memory) fits one GPU's worth.
+            max_headroom_per_gpu: Bytes(32 << 30),
             unlimited_policy: UnlimitedPolicy::Allow,
             min_memory_limit: Bytes(64 << 20),
             memory_high_fraction: 0.95,
@@ -373,6 +380,15 @@ impl Config {
         if self.gpu.headroom_per_gpu.0 == 0 {
             return Err(bad("gpu.headroom_per_gpu", "must be greater than 0"));
         }
+        if self.gpu.max_headroom_per_gpu.0 == 0 {
+            return Err(bad("gpu.max_headroom_per_gpu", "must be greater than 0"));
+        }
+        if self.gpu.headroom_per_gpu.0 > self.gpu.max_headroom_per_gpu.0 {
+            return Err(bad(
+                "gpu.headroom_per_gpu",
+                &format!("must not be more than gpu.max_headroom_per_gpu ({})", self.gpu.max_headroom_per_gpu),
+            ));
+        }
         let f = self.gpu.memory_high_fraction;
         if !(f >= 0.5 && f <= 1.0) {
             return Err(bad("gpu.memory_high_fraction", "must be in [0.5, 1] (1 leaves memory.high unset)"));
@@ -489,6 +505,8 @@ runtime_dir = "/var/run/dpdk"
             ("[gpu]\nheadroom_per_gpu = 0", "gpu.headroom_per_gpu"),
             ("[gpu]\nunlimited_policy = \"maybe\"", "unlimited_policy"),
             ("[gpu]\nmemory_high_fraction = 0.1", "gpu.memory_high_fraction"),
+            ("[gpu]\nmax_headroom_per_gpu = 0", "gpu.max_headroom_per_gpu"),
+            ("[gpu]\nmax_headroom_per_gpu = \"1Gi\"", "gpu.headroom_per_gpu"),
             ("[watch]\npoll_interval_ms = 0", "watch.poll_interval_ms"),
             ("[watch]\npressure_trigger = \"some 1 1\"", "watch.pressure_trigger"),
             ("[watch]\npressure_trigger = \"often\"", "watch.pressure_trigger"),
@@ -513,6 +531,9 @@ runtime_dir = "/var/run/dpdk"
         assert_eq!(c.gpu.headroom_per_gpu, Bytes(4 << 30));
         assert_eq!(c.gpu.unlimited_policy, UnlimitedPolicy::LimitToNode);
         assert_eq!(c.gpu.min_memory_limit, Bytes(1 << 20));
+        assert_eq!(c.gpu.max_headroom_per_gpu, Bytes(32 << 30), "default");
+        let tight = parse("[gpu]\nheadroom_per_gpu = \"1Gi\"\nmax_headroom_per_gpu = \"1Gi\"\n").unwrap();
+        assert_eq!(tight.gpu.max_headroom_per_gpu, Bytes(1 << 30), "equal to headroom_per_gpu is fine");
         assert_eq!((c.watch.tolerance, c.watch.sustain_ms, c.watch.dry_run), (Bytes(64 << 20), 0, true));
         assert_eq!(parse_pressure_trigger("full 100000 2000000"), Ok((true, 100000, 2000000)));
         // Defaults round-trip through TOML (quantities serialize as strings).

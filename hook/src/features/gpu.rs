@@ -7,12 +7,14 @@
 //! Two paths, one decision ([`decide`]):
 //! - wrapper (`dataplane-runtime`): [`edit_spec`] lowers `linux.resources.memory.limit` (and on a
 //!   pure cgroup v2 host adds `memory.high` below it through `linux.resources.unified`), so the
-//!   runtime applies it; it leaves [`LIMIT_MARKER`] with the limit the pod asked for, so the hook
-//!   does not lower it a second time.
+//!   runtime applies it; it tells the hook so in the hook entry it injected (`env`
+//!   [`LIMIT_ENV`]`=<limit the pod asked for>`), a channel no pod author can write: CRI runtimes
+//!   copy pod annotations into the spec (CRI-O all of them), never hook entries.
 //! - hooks.d (and the hook behind the wrapper): the plan's [`GpuPlan`] is recorded in the ledger
-//!   (`Effect::GpuHeadroom`, what `watch` reads) and, without the marker, `apply` writes the
-//!   container's memory cgroup itself (v2 `memory.max` + `memory.high`, v1
-//!   `memory.limit_in_bytes`) with the previous values in the ledger so teardown restores them.
+//!   (`Effect::GpuHeadroom`, what `watch` reads, with the init's memory cgroup) and, without the
+//!   wrapper's word, `apply` writes the container's memory cgroup itself (v2 `memory.max` +
+//!   `memory.high`, v1 `memory.limit_in_bytes`) with the previous values in the ledger so
+//!   teardown restores them.
 //!
 //! GPU count rules:
 //! - each `/dev/nvidia<N>` and each `/dev/dri/renderD<N>` in `linux.devices` (or bind-mounted
@@ -25,11 +27,17 @@
 //!   (class `gpu`) is one GPU, `name` `all` counts the vendor's host GPUs;
 //! - the sources describe the same devices in different words, so the count is the largest any
 //!   one source gives, not their sum;
-//! - an explicit `dataplane-hook.io/gpu-headroom` marks a container as a GPU container even when
-//!   nothing above is found (at least one GPU), so a device this detection misses can still opt in.
+//! - `dataplane-hook.io/gpu-headroom` only sizes the headroom of a container that is a GPU
+//!   container by the rules above; on any other container it is refused (it would make the
+//!   watchdog tolerate uncharged memory for, and kill, a container without a GPU).
+//!
+//! Bounds: any pod may write `gpu-headroom`, and the headroom granted is what `watch` tolerates
+//! as uncharged memory node-wide; an unlimited container (`unlimited_policy = "allow"`) pays
+//! nothing for it. So the headroom, whatever its source, is at most `[gpu]
+//! max_headroom_per_gpu` per GPU and never more than the node's memory; more is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -39,11 +47,22 @@ use crate::oci::Bundle;
 use crate::plan::{NodeFacts, Plan, PlanError};
 use crate::request::{Bytes, Request, PREFIX};
 
-/// Annotation the wrapper leaves on a spec whose memory limit it already lowered: the limit the
-/// pod asked for, in bytes, or `unlimited`. Outside the `dataplane-hook.io/` prefix on purpose:
-/// it is not a user knob (CRI runtimes only pass `dataplane-hook.io/*` from pods), and a user who
-/// forges it only gets their own container's limit left as the pod asked.
+/// The annotation earlier versions of the wrapper left on a spec whose memory limit it had
+/// lowered. A pod author can write any annotation into the spec (CRI-O passes them all; the
+/// hooks.d path reads the spec as it comes), so it proved nothing: a forged one made the hook
+/// write no limit while `watch` granted the headroom. The wrapper no longer writes it and a spec
+/// that carries it is refused: the key is the product's, and a clear refusal beats silently
+/// doing something else than the spec claims.
 pub const LIMIT_MARKER: &str = "dataplane-hook.internal/gpu-requested-memory-limit";
+
+/// What tells the hook that the wrapper already lowered the spec's memory limit: this variable
+/// in the `env` of a hook entry in the spec (the wrapper sets it on the entries it injects for
+/// itself), with the limit the pod asked for in bytes, or `unlimited`. Hook entries come only
+/// from the runtime's side (the wrapper, hooks.d files, the runtime's config), never from a pod.
+pub const LIMIT_ENV: &str = "DATAPLANE_HOOK_GPU_REQUESTED_LIMIT";
+
+/// Hook stages whose entries may carry [`LIMIT_ENV`] (those the hook plans in).
+const MARKED_STAGES: [&str; 2] = ["createRuntime", "prestart"];
 
 const PAGE: u64 = 4096;
 
@@ -91,8 +110,8 @@ pub struct GpuSpec {
     pub evidence: Vec<String>,
     /// `linux.resources.memory.limit` as the spec has it now (None: unlimited).
     pub limit: Option<u64>,
-    /// Set by [`LIMIT_MARKER`]: the wrapper already lowered the limit; this is what the pod asked
-    /// for (inner None: unlimited).
+    /// Set by [`LIMIT_ENV`] in a hook entry: the wrapper already lowered the limit; this is what
+    /// the pod asked for (inner None: unlimited).
     pub lowered_from: Option<Option<u64>>,
 }
 
@@ -186,16 +205,47 @@ fn inspect_with(spec: &Value, annotations: &BTreeMap<String, String>, probe: imp
         .and_then(Value::as_i64)
         .filter(|l| *l > 0)
         .map(|l| l as u64);
-    let lowered_from = match annotations.get(LIMIT_MARKER) {
-        None => None,
-        Some(v) if v == "unlimited" => Some(None),
-        Some(v) => Some(Some(v.parse::<u64>().map_err(|_| PlanError {
+    if let Some(v) = annotations.get(LIMIT_MARKER) {
+        return Err(PlanError {
             what: "cannot set up a GPU container".into(),
-            why: format!("annotation {LIMIT_MARKER}={v:?} is not a byte count"),
-            fix: format!("remove {LIMIT_MARKER}: only dataplane-runtime sets it"),
-        })?)),
-    };
+            why: format!("annotation {LIMIT_MARKER}={v:?} is reserved: only dataplane-runtime may say that it lowered the memory limit, and it says so in its hook entry, not in an annotation a pod can set"),
+            fix: format!("remove the annotation {LIMIT_MARKER}"),
+        });
+    }
+    let lowered_from = wrapper_lowered_from(spec)?;
     Ok(GpuSpec { gpus: by_devices.max(by_env).max(by_cdi), evidence, limit, lowered_from })
+}
+
+/// What the wrapper's hook entries say it lowered the limit from (None: it did not lower it).
+fn wrapper_lowered_from(spec: &Value) -> Result<Option<Option<u64>>, PlanError> {
+    let prefix = format!("{LIMIT_ENV}=");
+    let marks = MARKED_STAGES
+        .iter()
+        .filter_map(|stage| spec.pointer(&format!("/hooks/{stage}")).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|h| h.get("env").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|e| e.as_str()?.strip_prefix(prefix.as_str()));
+    let mut found = None;
+    for v in marks {
+        let parsed = match v {
+            "unlimited" => None,
+            n => Some(n.parse::<u64>().map_err(|_| PlanError {
+                what: "cannot set up a GPU container".into(),
+                why: format!("the hook entry's {LIMIT_ENV}={v:?} is not a byte count"),
+                fix: format!("remove {LIMIT_ENV} from the hook's env: only dataplane-runtime sets it"),
+            })?),
+        };
+        if found.is_some_and(|f| f != parsed) {
+            return Err(PlanError {
+                what: "cannot set up a GPU container".into(),
+                why: format!("hook entries disagree on {LIMIT_ENV}"),
+                fix: format!("remove {LIMIT_ENV} from the hooks' env: only dataplane-runtime sets it"),
+            });
+        }
+        found = Some(parsed);
+    }
+    Ok(found)
 }
 
 /// GPUs named by a `*_VISIBLE_DEVICES` value (`all`: as many as the host has).
@@ -227,6 +277,11 @@ pub struct GpuPlan {
     pub high: Option<Bytes>,
     /// The hook writes the memory cgroup (hooks.d); false when the wrapper's spec edit did it.
     pub set_cgroup: bool,
+    /// The init's memory cgroup at create, as `/proc/<pid>/cgroup` names it (the host's view):
+    /// the only cgroup `watch` may kill for this container. Filled in by `apply` (the plan is
+    /// made before the hook looks at the init); None in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
 }
 
 fn headroom_source(req: &Request, cfg: &Config, gpus: u32) -> String {
@@ -236,9 +291,17 @@ fn headroom_source(req: &Request, cfg: &Config, gpus: u32) -> String {
     }
 }
 
-/// Whether the request is a GPU container's: its spec gives it GPUs, or it asks for a headroom.
+/// Whether the GPU feature has something to decide for the request: its spec gives it GPUs, or
+/// it asks for a headroom (which [`decide`] refuses without a GPU).
 pub fn is_gpu(req: &Request) -> bool {
     req.gpu.gpus > 0 || req.gpu_headroom.is_some()
+}
+
+/// The most headroom a container with `gpus` GPUs may be granted: `[gpu] max_headroom_per_gpu`
+/// per GPU, and never more than the node's memory (`mem_total`, 0: unknown, not applied).
+pub fn max_headroom(cfg: &Config, gpus: u32, mem_total: u64) -> Bytes {
+    let per_gpu = cfg.gpu.max_headroom_per_gpu.0.saturating_mul(gpus as u64);
+    Bytes(if mem_total > 0 { per_gpu.min(mem_total) } else { per_gpu })
 }
 
 /// The one decision both paths share. `mem_total`: the node's MemTotal (0 if unknown).
@@ -247,12 +310,37 @@ pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<O
     if !is_gpu(req) {
         return Ok(None);
     }
-    let gpus = g.gpus.max(1);
-    let mut evidence = g.evidence.clone();
     if g.gpus == 0 {
-        evidence.push(format!("{PREFIX}gpu-headroom"));
+        // Only a spec's GPU counts: the annotation alone would make a container without one
+        // a GPU container, tolerated (its headroom) and killed by `watch`.
+        return Err(PlanError {
+            what: format!("cannot give container {id} a GPU driver-memory headroom"),
+            why: format!(
+                "{PREFIX}gpu-headroom is set but the spec gives it no GPU (no /dev/nvidia<N>, /dev/dri/renderD<N> or /dev/kfd device, no NVIDIA_VISIBLE_DEVICES or AMD_VISIBLE_DEVICES naming one, no CDI gpu annotation)"
+            ),
+            fix: format!("remove {PREFIX}gpu-headroom, or give the container its GPU"),
+        });
     }
+    let gpus = g.gpus;
+    let evidence = g.evidence.clone();
     let headroom = req.gpu_headroom.unwrap_or(Bytes(cfg.gpu.headroom_per_gpu.0.saturating_mul(gpus as u64)));
+    let bound = max_headroom(cfg, gpus, mem_total);
+    if headroom.0 > bound.0 {
+        let per_gpu = cfg.gpu.max_headroom_per_gpu;
+        let s = if gpus == 1 { "" } else { "s" };
+        let node = if mem_total > 0 && bound.0 == mem_total { format!(", capped at the node's memory {}", Bytes(mem_total)) } else { String::new() };
+        return Err(PlanError {
+            what: format!("cannot give GPU container {id} its driver-memory headroom"),
+            why: format!(
+                "{headroom} of headroom ({}) is more than the {bound} a container with {gpus} GPU{s} may be granted ({per_gpu} per GPU from [gpu] max_headroom_per_gpu{node})",
+                headroom_source(req, cfg, gpus)
+            ),
+            fix: match req.gpu_headroom {
+                Some(_) => format!("lower {PREFIX}gpu-headroom to at most {bound}"),
+                None => "lower [gpu] headroom_per_gpu or give the container fewer GPUs".into(),
+            },
+        });
+    }
     let what = format!("cannot give GPU container {id} its driver-memory headroom");
     let requested = match g.lowered_from {
         Some(orig) => orig,
@@ -266,11 +354,11 @@ pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<O
             return Err(PlanError {
                 what,
                 why: format!(
-                    "the spec's memory limit {} is not the {want} dataplane-runtime should have set ({LIMIT_MARKER} says {})",
+                    "the spec's memory limit {} is not the {want} dataplane-runtime should have set (its hook entry's {LIMIT_ENV} says {})",
                     g.limit.map(|l| Bytes(l).to_string()).unwrap_or_else(|| "unlimited".into()),
                     requested.map(|r| r.to_string()).unwrap_or_else(|| "unlimited".into()),
                 ),
-                fix: "use the same config for dataplane-runtime and dataplane-hook, or remove the annotation".into(),
+                fix: "use the same config for dataplane-runtime and dataplane-hook".into(),
             });
         }
     }
@@ -282,6 +370,7 @@ pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<O
         limit,
         high,
         set_cgroup: g.lowered_from.is_none(),
+        cgroup: None,
     }))
 }
 
@@ -367,7 +456,7 @@ pub fn mem_total(meminfo: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+        .map(|kb| kb.saturating_mul(1024))
         .unwrap_or(0)
 }
 
@@ -384,16 +473,41 @@ pub fn host_memory_is_v2() -> bool {
 }
 
 /// The wrapper's spec edit for a decided plan (pure): [`lower_resources`] on
-/// `linux.resources`, and the marker.
-pub fn edit_memory(raw: &mut Value, g: &GpuPlan, memory_v2: bool) {
+/// `linux.resources`, and [`LIMIT_ENV`] in the env of the hook entries whose path is `hook`
+/// (the wrapper injects them before the features edit the spec). Returns false, and changes
+/// nothing, when the spec has no such entry: lowering the limit without telling the hook would
+/// make it lower the limit a second time.
+pub fn edit_memory(raw: &mut Value, g: &GpuPlan, memory_v2: bool, hook: &Path) -> bool {
     let obj = raw.as_object_mut().expect("spec is an object");
-    let ann = object_at(obj, "annotations");
-    ann.insert(LIMIT_MARKER.into(), json!(g.requested_limit.map(|b| b.0.to_string()).unwrap_or_else(|| "unlimited".into())));
-    if g.limit.is_none() {
-        return;
+    let hook = hook.display().to_string();
+    let requested = g.requested_limit.map(|b| b.0.to_string()).unwrap_or_else(|| "unlimited".into());
+    let mut marked = false;
+    if let Some(hooks) = obj.get_mut("hooks").and_then(Value::as_object_mut) {
+        for stage in MARKED_STAGES {
+            let Some(list) = hooks.get_mut(stage).and_then(Value::as_array_mut) else { continue };
+            for h in list.iter_mut().filter_map(Value::as_object_mut) {
+                if h.get("path").and_then(Value::as_str) != Some(hook.as_str()) {
+                    continue;
+                }
+                let env = h.entry("env").or_insert_with(|| json!([]));
+                if !env.is_array() {
+                    *env = json!([]);
+                }
+                let env = env.as_array_mut().expect("array");
+                env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with(&format!("{LIMIT_ENV}="))));
+                env.push(json!(format!("{LIMIT_ENV}={requested}")));
+                marked = true;
+            }
+        }
     }
-    let linux = object_at(obj, "linux");
-    lower_resources(object_at(linux, "resources"), g, memory_v2);
+    if !marked {
+        return false;
+    }
+    if g.limit.is_some() {
+        let linux = object_at(obj, "linux");
+        lower_resources(object_at(linux, "resources"), g, memory_v2);
+    }
+    true
 }
 
 /// `map[key]` as an object, made one if it is missing or something else.
@@ -445,9 +559,23 @@ pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(),
     }
     let id = ctx.container_id.unwrap_or("(no id)");
     let Some(g) = decide(id, req, ctx.config, host_mem_total())? else { return Ok(()) };
+    let Some(hook) = ctx.hook_bin else { return Ok(()) }; // no hook to tell: the hook, if any, lowers it
+    if !edit_memory(&mut b.raw, &g, host_memory_is_v2(), hook) {
+        return Err(PlanError {
+            what: format!("cannot give GPU container {id} its driver-memory headroom"),
+            why: format!("the spec has no hook entry for {} to tell that the limit was lowered", hook.display()),
+            fix: "this is a bug in dataplane-runtime: report it with the log".into(),
+        });
+    }
     tracing::info!(container = id, gpus = g.gpus, headroom = %g.headroom, limit = ?g.limit, "GPU container: memory limit lowered by its headroom");
-    edit_memory(&mut b.raw, &g, host_memory_is_v2());
     Ok(())
+}
+
+/// The memory cgroup of `pid` as `/proc/<pid>/cgroup` names it (None: not found).
+pub fn memory_cgroup_of(pid: i32) -> Option<PathBuf> {
+    let h = crate::host::cgroup::memory_hierarchy().ok()?;
+    let lines = crate::host::proc::cgroups(pid).ok()?;
+    h.line(&lines, "memory").map(|l| l.path.clone())
 }
 
 #[cfg(test)]
@@ -559,11 +687,51 @@ mod tests {
         assert_eq!((g.headroom, g.limit), (Bytes(6 * GI), Some(Bytes(34 * GI))));
         // Not a GPU container: nothing.
         assert_eq!(decide("c", &req(&spec(&[], &[], Some(GI as i64)), &[]), &cfg(GI), 0).unwrap(), None);
-        // The annotation alone marks a GPU container (one GPU).
-        let g = decide("c", &req(&spec(&[], &[], Some(GI as i64)), &[("dataplane-hook.io/gpu-headroom", "256Mi")]), &cfg(GI), 0)
-            .unwrap()
-            .unwrap();
-        assert_eq!((g.gpus, g.limit), (1, Some(Bytes(768 << 20))));
+    }
+
+    #[test]
+    fn the_annotation_alone_does_not_make_a_gpu_container() {
+        // Before: it did (one GPU), so any container could be tolerated and killed by `watch`.
+        let e = decide("abc", &req(&spec(&[], &[], Some(GI as i64)), &[("dataplane-hook.io/gpu-headroom", "256Mi")]), &cfg(GI), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cannot give container abc a GPU driver-memory headroom: dataplane-hook.io/gpu-headroom is set but the spec gives it no GPU"), "{e}");
+        assert!(e.ends_with("(remove dataplane-hook.io/gpu-headroom, or give the container its GPU)"), "{e}");
+        // Unlimited too (the case where a headroom costs the container nothing).
+        assert!(decide("c", &req(&spec(&[], &[], None), &[("dataplane-hook.io/gpu-headroom", "1Gi")]), &cfg(GI), 0).is_err());
+    }
+
+    #[test]
+    fn the_headroom_is_bounded_per_gpu_and_by_the_node() {
+        let one = spec(&["/dev/nvidia0"], &[], None); // unlimited: the headroom is free to ask for
+        let two = spec(&["/dev/nvidia0", "/dev/nvidia1"], &[], None);
+        let mut c = cfg(GI);
+        c.gpu.max_headroom_per_gpu = Bytes(8 * GI);
+        let ann = |v: &str| [("dataplane-hook.io/gpu-headroom", v.to_string())];
+        let d = |s: &Value, v: &str, c: &Config, total: u64| {
+            let a = ann(v);
+            let a: Vec<(&str, &str)> = a.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            decide("abc", &req(s, &a), c, total)
+        };
+        assert_eq!(d(&one, "8Gi", &c, 64 * GI).unwrap().unwrap().headroom, Bytes(8 * GI), "at the bound");
+        let e = d(&one, "8193Mi", &c, 64 * GI).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cannot give GPU container abc its driver-memory headroom: 8193Mi of headroom (dataplane-hook.io/gpu-headroom) is more than the 8Gi a container with 1 GPU may be granted (8Gi per GPU from [gpu] max_headroom_per_gpu) (lower dataplane-hook.io/gpu-headroom to at most 8Gi)"
+        );
+        assert_eq!(d(&two, "16Gi", &c, 64 * GI).unwrap().unwrap().headroom, Bytes(16 * GI), "per GPU");
+        for v in ["1Ei", "9Ei", "15Ei", "18446744073709551615"] {
+            let e = d(&one, v, &c, 64 * GI).unwrap_err().to_string();
+            assert!(e.contains("is more than the 8Gi"), "{v}: {e}");
+        }
+        // Never more than the node's memory, however many GPUs the spec names.
+        let e = d(&two, "12Gi", &c, 10 * GI).unwrap_err().to_string();
+        assert!(e.contains("more than the 10Gi a container with 2 GPUs may be granted (8Gi per GPU from [gpu] max_headroom_per_gpu, capped at the node's memory 10Gi)"), "{e}");
+        let many: Vec<String> = (0..100_000).map(|i| format!("GPU-{i}")).collect();
+        let env = format!("NVIDIA_VISIBLE_DEVICES={}", many.join(","));
+        let inflated = spec(&[], &[&env], None);
+        let e = decide("abc", &req(&inflated, &[]), &cfg(2 * GI), 64 * GI).unwrap_err().to_string();
+        assert!(e.contains("(100000 GPU x 2Gi from [gpu] headroom_per_gpu) is more than the 64Gi") && e.contains("lower [gpu] headroom_per_gpu"), "{e}");
     }
 
     #[test]
@@ -591,41 +759,83 @@ mod tests {
         assert!(decide("c", &req(&s, &[]), &c, 0).is_err(), "unknown node memory is refused, not guessed");
     }
 
+    const HOOK: &str = "/usr/bin/dataplane-hook";
+    fn with_hooks(mut s: Value) -> Value {
+        let entry = |stage: &str| json!([{"path": "/other"}, {"path": HOOK, "args": ["dataplane-hook", stage], "env": ["A=1"]}]);
+        s["hooks"] = json!({"createRuntime": entry("createRuntime"), "poststop": entry("poststop")});
+        s
+    }
+
     #[test]
-    fn wrapper_edit_lowers_limit_keeps_swap_allowance_and_marks_the_spec() {
-        let mut s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
+    fn wrapper_edit_lowers_limit_keeps_swap_allowance_and_tells_the_hook_in_its_entry() {
+        let mut s = with_hooks(spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64)));
         s["linux"]["resources"]["memory"]["swap"] = json!(10 * GI);
         s["linux"]["resources"]["memory"]["reservation"] = json!(8 * GI);
         let g = decide("c", &req(&s, &[]), &cfg(2 * GI), 0).unwrap().unwrap();
-        edit_memory(&mut s, &g, true);
+        assert!(edit_memory(&mut s, &g, true, Path::new(HOOK)));
         let m = &s["linux"]["resources"]["memory"];
         assert_eq!(m["limit"], json!(6 * GI));
         assert_eq!(m["swap"], json!(8 * GI), "2Gi of swap before and after");
         assert_eq!(m["reservation"], json!(6 * GI));
         assert_eq!(s["linux"]["resources"]["unified"]["memory.high"], json!(g.high.unwrap().0.to_string()));
-        assert_eq!(s["annotations"][LIMIT_MARKER], json!((8 * GI).to_string()));
-        // The hook then sees the marker: same decision, nothing left for it to write.
-        let ann = [(LIMIT_MARKER, (8 * GI).to_string())];
-        let a: Vec<(&str, &str)> = ann.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let h = decide("c", &req(&s, &a), &cfg(2 * GI), 0).unwrap().unwrap();
+        assert!(s.get("annotations").is_none(), "no annotation: a pod could forge one");
+        let mark = format!("{LIMIT_ENV}={}", 8 * GI);
+        assert_eq!(s["hooks"]["createRuntime"][1]["env"], json!(["A=1", mark]));
+        assert!(s["hooks"]["createRuntime"][0].get("env").is_none(), "another hook is not ours to mark");
+        assert!(s["hooks"]["poststop"][1]["env"] == json!(["A=1"]), "poststop plans nothing");
+        // The hook then reads its entry: same decision, nothing left for it to write.
+        let h = decide("c", &req(&s, &[]), &cfg(2 * GI), 0).unwrap().unwrap();
         assert_eq!((h.limit, h.requested_limit, h.set_cgroup), (Some(Bytes(6 * GI)), Some(Bytes(8 * GI)), false));
-        // A spec that disagrees with the marker is refused.
-        let e = decide("c", &req(&s, &a), &cfg(GI), 0).unwrap_err().to_string();
+        // A retried edit replaces the mark, never stacks a second one.
+        assert!(edit_memory(&mut s, &h, true, Path::new(HOOK)));
+        assert_eq!(s["hooks"]["createRuntime"][1]["env"], json!(["A=1", mark]));
+        // A spec that disagrees with the wrapper's word is refused.
+        let e = decide("c", &req(&s, &[]), &cfg(GI), 0).unwrap_err().to_string();
         assert!(e.contains("dataplane-runtime should have set"), "{e}");
+        // No entry of ours: nothing is lowered (the hook would lower a second time).
+        let mut s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
+        let before = s.clone();
+        assert!(!edit_memory(&mut s, &g, true, Path::new(HOOK)));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn the_limit_marker_annotation_is_refused_and_proves_nothing() {
+        // CRI-O copies every pod annotation into the spec; the hooks.d path reads the spec as it
+        // comes. A forged marker used to make the hook write no limit while watch granted the
+        // headroom.
+        let s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
+        for v in [(8 * GI).to_string(), "unlimited".into(), "x".into()] {
+            let a: BTreeMap<String, String> = [(LIMIT_MARKER.to_string(), v.clone())].into_iter().collect();
+            let e = inspect(&s, &a, &host()).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("cannot set up a GPU container: annotation {LIMIT_MARKER}={v:?} is reserved")), "{e}");
+            assert!(e.ends_with(&format!("(remove the annotation {LIMIT_MARKER})")), "{e}");
+        }
+        // The pod's env is not a hook entry's env either.
+        let s = spec(&["/dev/nvidia0"], &[&format!("{LIMIT_ENV}={}", 8 * GI)], Some(8 * GI as i64));
+        assert_eq!(inspect(&s, &BTreeMap::new(), &host()).unwrap().lowered_from, None);
+        // A hook entry's env is (prestart too); a bad or contradictory one is an error.
+        let mut s = spec(&["/dev/nvidia0"], &[], Some(6 * GI as i64));
+        s["hooks"] = json!({"prestart": [{"path": "/x", "env": [format!("{LIMIT_ENV}=unlimited")]}]});
+        assert_eq!(inspect(&s, &BTreeMap::new(), &host()).unwrap().lowered_from, Some(None));
+        s["hooks"]["createRuntime"] = json!([{"path": "/y", "env": [format!("{LIMIT_ENV}=1")]}]);
+        assert!(inspect(&s, &BTreeMap::new(), &host()).unwrap_err().to_string().contains("disagree"));
+        s["hooks"] = json!({"createRuntime": [{"path": "/y", "env": [format!("{LIMIT_ENV}=lots")]}]});
+        assert!(inspect(&s, &BTreeMap::new(), &host()).unwrap_err().to_string().contains("not a byte count"));
     }
 
     #[test]
     fn wrapper_edit_on_v1_sets_no_unified_and_unlimited_allow_only_marks() {
-        let mut s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
+        let mut s = with_hooks(spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64)));
         let g = decide("c", &req(&s, &[]), &cfg(GI), 0).unwrap().unwrap();
-        edit_memory(&mut s, &g, false);
+        assert!(edit_memory(&mut s, &g, false, Path::new(HOOK)));
         assert!(s["linux"]["resources"].get("unified").is_none());
-        let mut s = spec(&["/dev/nvidia0"], &[], None);
+        let mut s = with_hooks(spec(&["/dev/nvidia0"], &[], None));
         let g = decide("c", &req(&s, &[]), &cfg(GI), 0).unwrap().unwrap();
         let before = s["linux"].clone();
-        edit_memory(&mut s, &g, true);
+        assert!(edit_memory(&mut s, &g, true, Path::new(HOOK)));
         assert_eq!(s["linux"], before);
-        assert_eq!(s["annotations"][LIMIT_MARKER], json!("unlimited"));
+        assert_eq!(s["hooks"]["createRuntime"][1]["env"][1], json!(format!("{LIMIT_ENV}=unlimited")));
     }
 
     #[test]

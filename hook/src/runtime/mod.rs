@@ -233,12 +233,14 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, r
     }
     let h = cgroup::hugetlb_hierarchy().ok();
     let ctx = SpecContext { config: &loaded.config, hugetlb: h.as_ref(), container_id: id, hook_bin: Some(hook) };
-    for f in features::FEATURES {
-        (f.edit_spec)(&req, &mut b, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
+    // Hooks first: a feature may tell the hook something through its own entry (GPU: the
+    // limit it lowered), a channel pod annotations cannot reach.
     inject_hook(&mut b, hook, loaded.path.as_deref(), "createRuntime");
     inject_hook(&mut b, hook, loaded.path.as_deref(), "poststop");
     set_hook_timeouts(&mut b, hook, crate::deadline::oci_timeout(loaded.config.hook_timeout_secs));
+    for f in features::FEATURES {
+        (f.edit_spec)(&req, &mut b, &ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     if route_hook_stderr(&mut b, runtime, stderr_reopenable()) {
         stderr_append_if_file();
     }

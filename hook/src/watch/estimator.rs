@@ -60,7 +60,7 @@ impl Meminfo {
             let Some((k, v)) = line.split_once(':') else { continue };
             let mut it = v.split_whitespace();
             let Some(n) = it.next().and_then(|n| n.parse::<u64>().ok()) else { continue };
-            let bytes = if it.next() == Some("kB") { n * 1024 } else { n };
+            let bytes = if it.next() == Some("kB") { n.saturating_mul(1024) } else { n };
             match k {
                 "MemTotal" => {
                     m.total = bytes;
@@ -72,10 +72,10 @@ impl Meminfo {
                 }
                 "MemAvailable" => m.available = bytes,
                 "Active" | "Inactive" | "Unevictable" => {
-                    m.lru += bytes;
+                    m.lru = m.lru.saturating_add(bytes);
                     seen |= 4;
                 }
-                "Slab" | "KernelStack" | "PageTables" | "SecPageTables" | "Percpu" => m.kernel += bytes,
+                "Slab" | "KernelStack" | "PageTables" | "SecPageTables" | "Percpu" => m.kernel = m.kernel.saturating_add(bytes),
                 "Hugetlb" => {
                     m.hugetlb = bytes;
                     have_hugetlb = true;
@@ -86,18 +86,19 @@ impl Meminfo {
             }
         }
         if !have_hugetlb {
-            m.hugetlb = hp_total * hp_size; // kernels before 4.16: the default size only
+            m.hugetlb = hp_total.saturating_mul(hp_size); // kernels before 4.16: the default size only
         }
         (seen == 7).then_some(m)
     }
 
     /// Memory in use that meminfo attributes to nothing (see the module comment).
     pub fn unattributed(&self, count_hugetlb: bool) -> i64 {
-        let mut u = self.total as i64 - self.free as i64 - self.lru as i64 - self.kernel as i64;
+        // i128: no u64 field can wrap the difference; the result saturates into an i64.
+        let mut u = self.total as i128 - self.free as i128 - self.lru as i128 - self.kernel as i128;
         if !count_hugetlb {
-            u -= self.hugetlb as i64;
+            u -= self.hugetlb as i128;
         }
-        u
+        super::policy::saturate(u)
     }
 }
 
@@ -107,7 +108,7 @@ pub fn pcp_pages(zoneinfo: &str) -> u64 {
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("count:"))
         .filter_map(|v| v.trim().parse::<u64>().ok())
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 /// Raw kernel memory charged to a v2 cgroup, from its memory.stat text: `kernel` minus the parts
@@ -119,8 +120,8 @@ pub fn charged_raw_kernel_v2(stat: &str) -> u64 {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    let attributed = get("slab") + get("kernel_stack") + get("pagetables") + get("sec_pagetables") + get("percpu");
-    get("kernel").saturating_sub(attributed) + get("sock")
+    let attributed = super::policy::granted(["slab", "kernel_stack", "pagetables", "sec_pagetables", "percpu"].map(get));
+    get("kernel").saturating_sub(attributed).saturating_add(get("sock"))
 }
 
 /// One full estimate and its parts, for logs and metrics.
@@ -135,13 +136,18 @@ pub struct Estimate {
     pub meminfo: Meminfo,
 }
 
+/// `fast − pcp − charged_kernel`, saturated.
+fn uncharged(fast: i64, pcp: u64, charged_kernel: u64) -> i64 {
+    super::policy::saturate(fast as i128 - pcp as i128 - charged_kernel as i128)
+}
+
 /// The estimate from recorded texts (pure; what the unit tests feed).
 pub fn estimate(meminfo: &str, zoneinfo: &str, v2_stats: &[&str], page_size: u64, count_hugetlb: bool) -> Option<Estimate> {
     let m = Meminfo::parse(meminfo)?;
     let fast = m.unattributed(count_hugetlb);
-    let pcp = pcp_pages(zoneinfo) * page_size;
-    let charged_kernel = v2_stats.iter().map(|s| charged_raw_kernel_v2(s)).sum();
-    Some(Estimate { fast, pcp, charged_kernel, uncharged: fast - pcp as i64 - charged_kernel as i64, meminfo: m })
+    let pcp = pcp_pages(zoneinfo).saturating_mul(page_size);
+    let charged_kernel = super::policy::granted(v2_stats.iter().map(|s| charged_raw_kernel_v2(s)));
+    Some(Estimate { fast, pcp, charged_kernel, uncharged: uncharged(fast, pcp, charged_kernel), meminfo: m })
 }
 
 /// Reads the node: /proc/meminfo through a kept-open fd (no allocation on the fast path).
@@ -184,20 +190,20 @@ impl Estimator {
     pub fn full(&mut self) -> std::io::Result<Estimate> {
         let (fast, meminfo) = self.fast()?;
         let zone = std::fs::read_to_string(self.proc_dir.join("zoneinfo")).unwrap_or_default();
-        let pcp = pcp_pages(&zone) * self.page_size;
+        let pcp = pcp_pages(&zone).saturating_mul(self.page_size);
         let mut charged_kernel = 0;
         if let Some(root) = &self.v2_root {
             if let Ok(rd) = std::fs::read_dir(root) {
                 for e in rd.flatten() {
                     if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                         if let Ok(s) = std::fs::read_to_string(e.path().join("memory.stat")) {
-                            charged_kernel += charged_raw_kernel_v2(&s);
+                            charged_kernel = charged_raw_kernel_v2(&s).saturating_add(charged_kernel);
                         }
                     }
                 }
             }
         }
-        Ok(Estimate { fast, pcp, charged_kernel, uncharged: fast - pcp as i64 - charged_kernel as i64, meminfo })
+        Ok(Estimate { fast, pcp, charged_kernel, uncharged: uncharged(fast, pcp, charged_kernel), meminfo })
     }
 }
 
@@ -264,6 +270,19 @@ mod tests {
         assert_eq!(e.charged_kernel, 2 * (10000 - 5350 + 4096));
         // `slab_reclaimable` must not be read as `slab`.
         assert_eq!(charged_raw_kernel_v2("kernel 100\nslab_reclaimable 100\n"), 100);
+    }
+
+    #[test]
+    fn absurd_kernel_numbers_saturate_instead_of_wrapping() {
+        let max = u64::MAX;
+        let mi = format!("MemTotal: {max} kB\nMemFree: 0 kB\nActive: 1 kB\nInactive: 0 kB\nUnevictable: 0 kB\nSlab: {max} kB\nKernelStack: {max} kB\n");
+        let m = Meminfo::parse(&mi).unwrap();
+        assert_eq!((m.total, m.kernel), (max, max));
+        assert_eq!(m.unattributed(true), -1024, "total − kernel − lru: no wrap");
+        let e = estimate(&mi, &format!("count: {max}\ncount: {max}\n"), &[&format!("kernel {max}\nsock {max}\n")], 4096, true).unwrap();
+        assert_eq!((e.pcp, e.charged_kernel, e.uncharged), (max, max, i64::MIN));
+        let big = format!("MemTotal: {max} kB\nMemFree: 0 kB\nActive: 0 kB\nInactive: 0 kB\nUnevictable: 0 kB\n");
+        assert_eq!(Meminfo::parse(&big).unwrap().unattributed(false), i64::MAX);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct GpuContainer {
     pub headroom: u64,
     /// Unix seconds.
     pub created: u64,
+    /// The init's memory cgroup recorded at create (as `/proc/<pid>/cgroup` names it): the
+    /// only cgroup the killer may kill. None: a record from before it was kept.
+    pub cgroup: Option<std::path::PathBuf>,
 }
 
 /// Splits records into GPU containers and the inits of every other container (pure).
@@ -31,6 +34,7 @@ pub fn classify(records: &[ContainerRecord]) -> (Vec<GpuContainer>, Vec<ProcessI
                 gpus: g.gpus,
                 headroom: g.headroom.0,
                 created: r.created,
+                cgroup: g.cgroup.clone(),
             }),
             None => others.push(r.init),
         }
@@ -61,6 +65,7 @@ mod tests {
             limit: None,
             high: None,
             set_cgroup: false,
+            cgroup: Some("/kubepods/pod1/c1".into()),
         };
         Entry { effect: Effect::GpuHeadroom(g), done }
     }
@@ -70,6 +75,7 @@ mod tests {
         let (g, o) = classify(&[rec("gpu", vec![grant(true)]), rec("half", vec![grant(false)]), rec("dpdk", vec![])]);
         assert_eq!(g.len(), 1);
         assert_eq!((g[0].id.as_str(), g[0].gpus, g[0].headroom), ("gpu", 2, 4 << 30));
+        assert_eq!(g[0].cgroup.as_deref(), Some(std::path::Path::new("/kubepods/pod1/c1")));
         assert_eq!(o.len(), 2, "an unfinished grant is protected like any other container");
     }
 
@@ -80,5 +86,14 @@ mod tests {
         assert!(text.contains("\"kind\":\"gpu_headroom\""), "{text}");
         let back: ContainerRecord = serde_json::from_str(&text).unwrap();
         assert_eq!(classify(&[back]).0.len(), 1);
+    }
+
+    #[test]
+    fn a_record_from_before_the_cgroup_was_kept_still_reads() {
+        let old = serde_json::json!({"kind": "gpu_headroom", "done": true, "gpus": 1, "evidence": [], "headroom": 268435456,
+            "requested_limit": null, "limit": null, "high": null, "set_cgroup": false});
+        let e: Entry = serde_json::from_value(old).unwrap();
+        let (g, _) = classify(&[rec("old", vec![e])]);
+        assert_eq!((g.len(), g[0].cgroup.clone()), (1, None));
     }
 }

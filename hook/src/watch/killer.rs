@@ -8,9 +8,13 @@
 //!   and its cgroup re-read before the signal, so a pid that exited and was reused by a process
 //!   outside the container in between is never signalled.
 //!
-//! Never a host process, never a non-GPU container: the target must be the live init's own
-//! cgroup, strictly below the hierarchy's root, not holding this daemon, and not holding any
-//! other container the ledger knows.
+//! Never a host process, never a non-GPU container: the target is the memory cgroup the hook
+//! recorded for the container at create, and only while the live init is still in it (or below
+//! it) — an init that moved its cgroup (into a neighbour's, a host service's, a parent) or a pid
+//! that now names another process is refused, not followed. The target must also be strictly
+//! below the hierarchy's root, not hold this daemon, and not hold any other container the
+//! ledger knows. Records from before the cgroup was recorded fall back to the init's current
+//! cgroup under the same checks.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +45,21 @@ pub struct Killed {
     pub signalled: usize,
     pub rounds: u32,
     pub elapsed: Duration,
+}
+
+/// The cgroup to kill (as `/proc/<pid>/cgroup` names it) for an init now in `current`, given
+/// the cgroup `recorded` at create (pure): the recorded one, if the init is still in it or in a
+/// cgroup below it; an error saying why not otherwise. Without a record: `current`.
+pub fn kill_scope<'a>(recorded: Option<&'a Path>, current: &'a Path) -> Result<&'a Path, String> {
+    match recorded {
+        None => Ok(current),
+        Some(r) if current.starts_with(r) => Ok(r),
+        Some(r) => Err(format!(
+            "its init is in cgroup {}, not in the cgroup {} recorded at create (it moved, or the pid is another process now); nothing was killed",
+            current.display(),
+            r.display()
+        )),
+    }
 }
 
 /// Why `dir` must not be killed, if it must not (pure).
@@ -76,8 +95,13 @@ impl Killer {
     }
 
     fn dir_in(h: &Hierarchy, pid: i32) -> Option<PathBuf> {
+        h.dir_of(&Self::path_in(h, pid)?)
+    }
+
+    /// The memory cgroup of `pid` as `/proc/<pid>/cgroup` names it.
+    fn path_in(h: &Hierarchy, pid: i32) -> Option<PathBuf> {
         let lines = proc::cgroups(pid).ok()?;
-        h.dir_of(&h.line(&lines, "memory")?.path)
+        Some(h.line(&lines, "memory")?.path.clone())
     }
 
     /// The cgroup of `pid` in the memory hierarchy.
@@ -91,11 +115,16 @@ impl Killer {
         if !victim.init.is_alive() {
             return Err(KillError::Gone { id: id.clone() });
         }
-        let dir = self.dir_of(victim.init.pid).ok_or_else(|| KillError::Gone { id: id.clone() })?;
+        let current = Self::path_in(&self.h, victim.init.pid).ok_or_else(|| KillError::Gone { id: id.clone() })?;
         // The pid could have been reused between the liveness check and the cgroup read.
         if !victim.init.is_alive() {
             return Err(KillError::Gone { id: id.clone() });
         }
+        let scope = kill_scope(victim.cgroup.as_deref(), &current).map_err(|why| KillError::Unsafe { id: id.clone(), why })?;
+        let dir = self.h.dir_of(scope).ok_or_else(|| KillError::Unsafe {
+            id: id.clone(),
+            why: format!("its cgroup {} is not in the memory hierarchy mounted at {}", scope.display(), self.h.mount.display()),
+        })?;
         let other_dirs: Vec<PathBuf> = others
             .iter()
             .filter(|o| o.pid != victim.init.pid && o.is_alive())
@@ -197,6 +226,18 @@ mod tests {
         let other = vec![pod.join("c2")];
         assert!(refuse_reason(m, pod, None, &other).unwrap().contains("another container"));
         assert_eq!(refuse_reason(m, c, None, &other), None, "a sibling is not inside the victim");
+    }
+
+    #[test]
+    fn only_the_cgroup_recorded_at_create_is_killed() {
+        let rec = Path::new("/kubepods/pod1/c1");
+        assert_eq!(kill_scope(Some(rec), rec), Ok(rec));
+        assert_eq!(kill_scope(Some(rec), Path::new("/kubepods/pod1/c1/nested")), Ok(rec), "a cgroup below its own: still the container's");
+        for moved in ["/kubepods/pod2/c9", "/kubepods/pod1", "/", "/system.slice/sshd.service", "/kubepods/pod1/c10"] {
+            let e = kill_scope(Some(rec), Path::new(moved)).unwrap_err();
+            assert!(e.contains(moved) && e.contains("recorded at create") && e.contains("nothing was killed"), "{moved}: {e}");
+        }
+        assert_eq!(kill_scope(None, Path::new("/x")), Ok(Path::new("/x")), "old records: the current cgroup, under refuse_reason");
     }
 
     #[test]

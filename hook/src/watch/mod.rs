@@ -261,7 +261,7 @@ impl Daemon {
             } else if rev.contains(PollFlags::PRI) {
                 let now = self.now_ms();
                 let window = self.psi.as_ref().map(|t| t.window_us / 1000).unwrap_or(1000);
-                self.pressure_until = now + window;
+                self.pressure_until = now.saturating_add(window);
                 self.metrics.pressure_events += 1;
                 let text = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
                 tracing::info!(avg10 = ?psi::avg10(&text, false), "memory pressure trigger fired");
@@ -280,7 +280,7 @@ impl Daemon {
         let before: Vec<String> = self.gpus.iter().map(|g| g.id.clone()).collect();
         let after: Vec<String> = gpus.iter().map(|g| g.id.clone()).collect();
         if before != after {
-            let granted: u64 = gpus.iter().map(|g| g.headroom).sum();
+            let granted = policy::granted(gpus.iter().map(|g| g.headroom));
             say!(info, "{} GPU containers, {} of headroom granted [{}]; baseline {}", gpus.len(), mib(granted), after.join(", "), sbytes(self.baseline));
         }
         self.gpus = gpus;
@@ -296,12 +296,12 @@ impl Daemon {
     }
 
     fn write_metrics(&mut self, now: u64) {
-        self.next_metrics = now + self.cfg.metrics_interval_ms;
+        self.next_metrics = now.saturating_add(self.cfg.metrics_interval_ms);
         if self.cfg.metrics_file.as_os_str().is_empty() {
             return;
         }
         self.metrics.baseline = self.baseline;
-        self.metrics.granted = self.gpus.iter().map(|g| g.headroom).sum();
+        self.metrics.granted = policy::granted(self.gpus.iter().map(|g| g.headroom));
         self.metrics.gpu_containers = self.gpus.len();
         if let Err(e) = self.metrics.write(&self.cfg.metrics_file) {
             tracing::warn!("cannot write metrics {}: {e}", self.cfg.metrics_file.display());
@@ -321,17 +321,17 @@ impl Daemon {
             }
         }
         if now >= self.next_liveness {
-            self.next_liveness = now + LIVENESS_EVERY_MS;
+            self.next_liveness = now.saturating_add(LIVENESS_EVERY_MS);
         }
 
         if self.gpus.is_empty() {
             self.policy.reset();
             self.was_over = false;
             if now >= self.next_baseline {
-                self.next_baseline = now + BASELINE_EVERY_MS;
+                self.next_baseline = now.saturating_add(BASELINE_EVERY_MS);
                 match self.est.full() {
                     Ok(e) => {
-                        let moved = (e.uncharged - self.baseline).abs() >= 1 << 20;
+                        let moved = e.uncharged.saturating_sub(self.baseline).unsigned_abs() >= 1 << 20;
                         self.baseline = e.uncharged;
                         self.metrics.uncharged = 0;
                         if moved {
@@ -348,19 +348,20 @@ impl Daemon {
         }
 
         let pressure = now < self.pressure_until;
-        let granted: u64 = self.gpus.iter().map(|g| g.headroom).sum();
-        let threshold = if pressure { 0 } else { self.cfg.tolerance.0 as i64 };
+        let granted = policy::granted(self.gpus.iter().map(|g| g.headroom));
+        let threshold = if pressure { 0 } else { policy::signed(self.cfg.tolerance.0) };
         let (mut uncharged, mut full) = match self.est.fast() {
-            Ok((fast, _)) => (fast - self.baseline, None),
+            Ok((fast, _)) => (fast.saturating_sub(self.baseline), None),
             Err(e) => {
                 tracing::warn!("cannot measure: {e}");
                 return self.cfg.poll_interval_ms;
             }
         };
         // The full estimate only lowers the fast one: read it only when the fast one is over.
-        if uncharged - granted as i64 > threshold || now >= self.next_metrics {
+        let excess = Observation { now_ms: now, uncharged, granted, pressure }.excess();
+        if excess > threshold || now >= self.next_metrics {
             if let Ok(e) = self.est.full() {
-                uncharged = e.uncharged - self.baseline;
+                uncharged = e.uncharged.saturating_sub(self.baseline);
                 full = Some(e);
             }
         }

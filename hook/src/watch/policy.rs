@@ -13,6 +13,10 @@
 //!   one furthest over its own headroom; without one, the youngest (latest init start; ties by
 //!   id): the newest workload is the likeliest to have started the growth and the cheapest to
 //!   lose, and the order is deterministic. An episode ends when the node is back under budget.
+//!
+//! All sums and differences saturate: headrooms come from ledger records (before the create
+//! side bounded them, any pod could ask for `1Ei`), and a wrapped `u64 → i64` would turn a huge
+//! grant into a negative one — an excess that kills every GPU container on the node.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -44,9 +48,25 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// `uncharged − granted`, exact where it fits in an i64 and saturated where it does not.
     pub fn excess(&self) -> i64 {
-        self.uncharged - self.granted as i64
+        saturate(self.uncharged as i128 - self.granted as i128)
     }
+}
+
+/// An i128 difference clamped into an i64.
+pub fn saturate(v: i128) -> i64 {
+    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+/// A byte count as an i64, saturated (for comparisons with signed estimates).
+pub fn signed(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The headroom granted to `headrooms`, saturated.
+pub fn granted(headrooms: impl IntoIterator<Item = u64>) -> u64 {
+    headrooms.into_iter().fold(0u64, u64::saturating_add)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +108,7 @@ impl Policy {
     pub fn deadline(&self) -> Option<u64> {
         match (self.settle_until, self.over_since) {
             (Some(s), _) => Some(s),
-            (None, Some(o)) => Some(o + self.t.sustain_ms),
+            (None, Some(o)) => Some(o.saturating_add(self.t.sustain_ms)),
             _ => None,
         }
     }
@@ -114,14 +134,14 @@ impl Policy {
         }
         let excess = o.excess();
         let pressure_kill = o.pressure && excess > 0;
-        if !pressure_kill && excess <= self.t.tolerance as i64 {
+        if !pressure_kill && excess <= signed(self.t.tolerance) {
             self.over_since = None;
             self.taken.clear();
             self.no_victim_reported = false;
             return Verdict::UnderBudget;
         }
         let since = *self.over_since.get_or_insert(o.now_ms);
-        if !pressure_kill && o.now_ms < since + self.t.sustain_ms {
+        if !pressure_kill && o.now_ms < since.saturating_add(self.t.sustain_ms) {
             return Verdict::Over { since_ms: since };
         }
         match choose(candidates, &self.taken, attribution) {
@@ -142,7 +162,7 @@ impl Policy {
     /// Records that `victim` was killed (or, dry run, would have been) at `now_ms`.
     pub fn killed(&mut self, victim: &str, now_ms: u64) {
         self.taken.insert(victim.to_string());
-        self.settle_until = Some(now_ms + self.t.settle_ms);
+        self.settle_until = Some(now_ms.saturating_add(self.t.settle_ms));
     }
 }
 
@@ -155,7 +175,7 @@ pub fn choose(
 ) -> Option<(String, bool)> {
     let left: Vec<&Candidate> = candidates.iter().filter(|c| !taken.contains(&c.id)).collect();
     if let Some(a) = attribution {
-        let over = |c: &Candidate| a.get(&c.id).map(|&b| b as i64 - c.headroom as i64);
+        let over = |c: &Candidate| a.get(&c.id).map(|&b| b as i128 - c.headroom as i128);
         if let Some(c) = left
             .iter()
             .filter(|c| a.get(&c.id).is_some_and(|&b| b > 0))
@@ -274,6 +294,49 @@ mod tests {
         let mut p = Policy::new(Thresholds { sustain_ms: 0, ..t() });
         assert_eq!(p.observe(&obs(0, 500, 0, false), &[], None), Verdict::NoVictim);
         assert_eq!(p.observe(&obs(100, 500, 0, false), &[], None), Verdict::Over { since_ms: 0 });
+    }
+
+    #[test]
+    fn huge_grants_never_turn_into_a_kill() {
+        // Before the create side bounded gpu-headroom, a record could grant 1Ei, 9Ei (past
+        // i64::MAX) or u64::MAX; the sum of several passes u64::MAX. None of it may wrap into
+        // a negative grant, an excess, and a kill of the other (younger) GPU containers.
+        let t = Thresholds { tolerance: 64 * MI, sustain_ms: 0, settle_ms: 0 };
+        for huge in [1u64 << 60, 9u64 << 60, i64::MAX as u64 + 1, u64::MAX] {
+            let cs = [c("attacker", 10, huge), c("victim", 20, 256 * MI)];
+            let g = granted(cs.iter().map(|c| c.headroom));
+            assert!(g >= huge, "saturated, not wrapped: {g}");
+            for uncharged in [i64::MIN, -1, 0, 1 << 40, 1 << 59] {
+                let mut p = Policy::new(t);
+                let o = Observation { now_ms: 0, uncharged, granted: g, pressure: false };
+                assert!(o.excess() <= uncharged, "granting more never raises the excess ({huge}, {uncharged})");
+                let o2 = Observation { now_ms: 1, ..o };
+                let v = (p.observe(&o, &cs, None), p.observe(&o2, &cs, None));
+                assert_eq!(v, (Verdict::UnderBudget, Verdict::UnderBudget), "{huge} granted, {uncharged} uncharged");
+                let mut p = Policy::new(t);
+                assert_eq!(p.observe(&Observation { pressure: true, ..o }, &cs, None), Verdict::UnderBudget, "pressure with {huge}");
+            }
+        }
+        assert_eq!(granted([u64::MAX, u64::MAX, 1]), u64::MAX);
+        assert_eq!(Observation { now_ms: 0, uncharged: i64::MIN, granted: u64::MAX, pressure: false }.excess(), i64::MIN);
+        assert_eq!(Observation { now_ms: 0, uncharged: i64::MAX, granted: 0, pressure: false }.excess(), i64::MAX);
+    }
+
+    #[test]
+    fn extreme_thresholds_and_clocks_saturate() {
+        // A tolerance past i64::MAX means "never over budget", not a negative tolerance.
+        let mut p = Policy::new(Thresholds { tolerance: u64::MAX, sustain_ms: u64::MAX, settle_ms: u64::MAX });
+        let cs = [c("a", 10, 0)];
+        assert_eq!(p.observe(&obs(0, 1 << 30, 0, false), &cs, None), Verdict::UnderBudget);
+        let mut p = Policy::new(Thresholds { tolerance: 0, sustain_ms: u64::MAX, settle_ms: u64::MAX });
+        assert_eq!(p.observe(&obs(u64::MAX - 1, 1, 0, false), &cs, None), Verdict::Over { since_ms: u64::MAX - 1 });
+        assert_eq!(p.deadline(), Some(u64::MAX));
+        p.killed("a", u64::MAX - 1);
+        assert_eq!(p.deadline(), Some(u64::MAX));
+        // Attribution far beyond any headroom ranks without overflow.
+        let cs = [c("a", 10, 0), c("b", 20, u64::MAX)];
+        let a: BTreeMap<String, u64> = [("a".to_string(), u64::MAX), ("b".to_string(), 1)].into_iter().collect();
+        assert_eq!(choose(&cs, &BTreeSet::new(), Some(&a)), Some(("a".into(), true)));
     }
 
     #[test]
