@@ -4,6 +4,7 @@
 //! through [`update`] (its headroom stays carved out of a new memory limit); every other command
 //! is exec'd straight through.
 
+pub mod argv;
 pub mod update;
 
 use std::ffi::OsString;
@@ -19,11 +20,7 @@ use crate::host::cgroup;
 use crate::oci::Bundle;
 use crate::request::Request;
 
-/// runc's global flags that take a value (urfave/cli accepts `-x` and `--x`, `=` or a space).
-const GLOBAL_VALUE_FLAGS: &[&str] = &["log", "log-format", "root", "criu", "rootless"];
-/// `create`/`run` flags that take a value.
-const CREATE_VALUE_FLAGS: &[&str] = &["bundle", "b", "console-socket", "pid-file", "preserve-fds"];
-
+/// A flag's name and its `=` value, dashes dropped (`--x=v`, `-x`; None: not a flag).
 pub(crate) fn flag_name(arg: &str) -> Option<(&str, Option<&str>)> {
     let s = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
     if s.is_empty() {
@@ -35,78 +32,66 @@ pub(crate) fn flag_name(arg: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
-/// The command and its bundle, read from a runc command line (argv without argv[0]).
+/// The command and its bundle, read from a runc command line (argv without argv[0]) the way
+/// runc reads it ([`argv`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Invocation {
+    /// The command runc runs (None: none, or the global `--help`/`--version` print instead).
     pub command: Option<String>,
+    /// Index of the command word in the argv.
+    pub command_index: usize,
+    /// `create`/`run`: `<cwd>/<--bundle>` (the working directory without one); else the cwd.
     pub bundle: PathBuf,
-    /// The container id (`create`/`run`: the positional argument).
+    /// The container id (`create`/`run`).
     pub id: Option<String>,
+    /// `create -h`, `run --help`, ...: runc prints the command's help and does nothing else.
+    pub help: bool,
 }
 
-/// Where the command is in a runc command line: the index after the global flags.
+impl Invocation {
+    /// Whether runc would create a container from `<bundle>/config.json`.
+    pub fn creates(&self) -> bool {
+        matches!(self.command.as_deref(), Some("create" | "run")) && !self.help
+    }
+}
+
+/// Where the command is in a runc command line: the index after the global flags (the argv's
+/// length when there is none or the global flags cannot be read).
 pub fn command_index(args: &[String]) -> usize {
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            i += 1;
-            break;
-        }
-        match flag_name(a) {
-            Some((n, None)) if GLOBAL_VALUE_FLAGS.contains(&n) => i += 2,
-            Some(_) => i += 1,
-            None => break,
-        }
-    }
-    i
+    argv::parse_global(args).map(|g| g.command_index).unwrap_or(args.len())
 }
 
-pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
-    let i = command_index(args);
-    let command = args.get(i).cloned();
-    let mut bundle = cwd.to_path_buf();
-    let mut id = None;
-    if matches!(command.as_deref(), Some("create") | Some("run")) {
-        let mut j = i + 1;
-        while j < args.len() {
-            let a = &args[j];
-            if a == "--" {
-                break;
-            }
-            match flag_name(a) {
-                Some((n, v)) if CREATE_VALUE_FLAGS.contains(&n) => {
-                    let value = match v {
-                        Some(v) => {
-                            j += 1;
-                            Some(v.to_string())
-                        }
-                        None => {
-                            j += 2;
-                            args.get(j - 1).cloned()
-                        }
-                    };
-                    if n == "bundle" || n == "b" {
-                        if let Some(v) = value {
-                            bundle = cwd.join(v);
-                        }
-                    }
+/// Reads a runc command line. `create`/`run` lines are read in full: a flag runc does not
+/// have, or a line runc would refuse, is an error (the wrapper never guesses which bundle or
+/// id it means); other commands are runc's business past the global flags.
+pub fn parse_args(args: &[String], cwd: &Path) -> Result<Invocation, argv::ArgError> {
+    let g = argv::parse_global(args)?;
+    let i = g.command_index;
+    let command = if g.prints_only { None } else { args.get(i).cloned() };
+    let mut inv = Invocation { command, command_index: i, bundle: cwd.to_path_buf(), id: None, help: false };
+    if let Some(c @ ("create" | "run")) = inv.command.as_deref() {
+        match argv::parse_create(c, &args[i + 1..])? {
+            argv::CreateLine::Help => inv.help = true,
+            argv::CreateLine::Create { bundle, id } => {
+                // runc chdirs to a non-empty --bundle and reads config.json there.
+                if let Some(b) = bundle {
+                    inv.bundle = cwd.join(b);
                 }
-                Some(_) => j += 1,
-                None => {
-                    id.get_or_insert_with(|| a.clone());
-                    j += 1;
-                }
+                inv.id = Some(id);
             }
         }
     }
-    Invocation { command, bundle, id }
+    Ok(inv)
 }
 
 /// Whether the wrapper does anything for this command line besides exec'ing the real runtime:
-/// `create` and `run` (the spec) and `update` (a GPU container's headroom).
+/// `create` and `run` (the spec) and `update` (a GPU container's headroom). A line it cannot
+/// read is acted on too: the wrapper refuses it.
 pub fn acts_on(args: &[String]) -> bool {
-    matches!(args.get(command_index(args)).map(String::as_str), Some("create" | "run" | "update"))
+    match parse_args(args, Path::new("/")) {
+        Ok(inv) => inv.creates() || inv.command.as_deref() == Some("update"),
+        Err(_) => true,
+    }
 }
 
 /// The hook binary installed beside this wrapper.
@@ -336,12 +321,17 @@ pub fn file_id(p: &Path) -> Option<(u64, u64)> {
 /// Runs the wrapper: returns only on error (success execs the runtime).
 pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let inv = parse_args(&args, &cwd);
+    // Before anything is resolved, read or written: a line the wrapper cannot read the way
+    // runc would is refused as it is, and nothing runs.
+    let inv = match parse_args(&args, &cwd) {
+        Ok(inv) => inv,
+        Err(e) => return e.into(),
+    };
     let runtime = match real_runtime(&loaded.config.runtime_path) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if matches!(inv.command.as_deref(), Some("create") | Some("run")) {
+    if inv.creates() {
         let span = tracing::info_span!("runtime", command = inv.command.as_deref().unwrap_or(""), bundle = %inv.bundle.display());
         let _g = span.enter();
         let edited = hook_path().and_then(|hook| edit_bundle(&inv.bundle, inv.id.as_deref(), loaded, &hook, &runtime));
@@ -356,7 +346,7 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
         crate::metrics::wrapper_done(&loaded.config, None);
     }
     if inv.command.as_deref() == Some("update") {
-        match update::run(&args, command_index(&args), loaded, &runtime) {
+        match update::run(&args, inv.command_index, loaded, &runtime) {
             Ok(None) => {}
             Ok(Some(code)) => std::process::exit(code),
             Err(e) => return e,
@@ -373,24 +363,34 @@ mod tests {
     use crate::test_args as v;
 
     #[test]
-    fn runc_command_lines_give_command_and_bundle() {
+    fn runc_command_lines_give_command_bundle_and_id() {
         let cwd = Path::new("/cwd");
-        let cases: &[(&[&str], Option<&str>, &str)] = &[
-            (&["create", "id"], Some("create"), "/cwd"),
-            (&["--root", "/r", "--log=/l", "--systemd-cgroup", "create", "--bundle", "/b", "id"], Some("create"), "/b"),
-            (&["-root", "/r", "run", "-b", "rel", "-d", "id"], Some("run"), "/cwd/rel"),
-            (&["create", "--bundle=/x", "--pid-file", "/p", "id"], Some("create"), "/x"),
-            (&["--log-format", "json", "create", "--console-socket", "/s", "-b=/y", "id"], Some("create"), "/y"),
-            (&["delete", "--force", "id"], Some("delete"), "/cwd"),
-            (&["--version"], None, "/cwd"),
+        let cases: &[(&[&str], Option<&str>, &str, Option<&str>)] = &[
+            (&["create", "id"], Some("create"), "/cwd", Some("id")),
+            (&["--root", "/r", "--log=/l", "--systemd-cgroup", "create", "--bundle", "/b", "id"], Some("create"), "/b", Some("id")),
+            (&["-root", "/r", "run", "-b", "rel", "-d", "id"], Some("run"), "/cwd/rel", Some("id")),
+            (&["create", "--bundle=/x", "--pid-file", "/p", "id"], Some("create"), "/x", Some("id")),
+            (&["--log-format", "json", "create", "--console-socket", "/s", "-b=/y", "id"], Some("create"), "/y", Some("id")),
+            (&["create", "--pidfd-socket", "/run/p.sock", "--bundle", "/b", "id"], Some("create"), "/b", Some("id")),
+            (&["create", "id", "--bundle", "/b"], Some("create"), "/b", Some("id")),
+            (&["create", "--bundle=", "id"], Some("create"), "/cwd", Some("id")),
+            (&["delete", "--force", "id"], Some("delete"), "/cwd", None),
+            (&["--version"], None, "/cwd", None),
+            (&["--help", "create", "--bundle", "/b", "id"], None, "/cwd", None),
+            (&[], None, "/cwd", None),
         ];
-        for (args, cmd, bundle) in cases {
-            let inv = parse_args(&v(args), cwd);
-            assert_eq!(inv.command.as_deref(), *cmd, "{args:?}");
-            assert_eq!(inv.bundle, PathBuf::from(bundle), "{args:?}");
-            if cmd == &Some("create") || cmd == &Some("run") {
-                assert_eq!(inv.id.as_deref(), Some("id"), "{args:?}");
-            }
+        for (args, cmd, bundle, id) in cases {
+            let inv = parse_args(&v(args), cwd).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!((inv.command.as_deref(), inv.bundle.as_path(), inv.id.as_deref()), (*cmd, Path::new(bundle), *id), "{args:?}");
+            assert!(!inv.help);
+        }
+        for args in [&["create", "-h"][..], &["--root", "/r", "run", "--help"], &["create", "id", "-h"]] {
+            let inv = parse_args(&v(args), cwd).unwrap();
+            assert!(inv.help && !inv.creates() && inv.id.is_none(), "{args:?}: {inv:?}");
+        }
+        for args in [&["create", "--no-such", "id"][..], &["--no-such", "create", "id"], &["run", "a", "b"]] {
+            let e = parse_args(&v(args), cwd).unwrap_err().to_string();
+            assert!(e.starts_with("cannot read the runtime command line: "), "{args:?}: {e}");
         }
     }
 
@@ -399,9 +399,11 @@ mod tests {
         for args in [&["create", "id"][..], &["--root", "/r", "run", "-d", "id"], &["--log=/l", "update", "--memory", "1", "id"]] {
             assert!(acts_on(&v(args)), "{args:?}");
         }
-        for args in [&["start", "id"][..], &["--root", "/r", "delete", "--force", "id"], &["state", "create"], &["--version"], &[]] {
+        for args in [&["start", "id"][..], &["--root", "/r", "delete", "--force", "id"], &["state", "create"], &["--version"], &[], &["create", "-h"], &["--help", "create", "id"]] {
             assert!(!acts_on(&v(args)), "{args:?}");
         }
+        // Refused lines are the wrapper's: it logs why.
+        assert!(acts_on(&v(&["create", "--no-such", "id"])));
     }
 
     fn bundle_with(spec: Value) -> (tempfile::TempDir, Bundle) {
