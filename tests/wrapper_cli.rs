@@ -250,3 +250,88 @@ fn a_symlink_at_the_old_temp_name_does_not_get_the_spec_written_through_it() {
     let left: Vec<String> = list_dir(b.path()).into_iter().filter(|n| n.contains(".tmp") && n != ".config.json.dataplane-hook.tmp").collect();
     assert!(left.is_empty(), "no temp file left: {left:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 16 item 2: the fast path's implicit runtime dir never fails a container that runs under
+// plain runc, and never writes into a read-only image.
+// ---------------------------------------------------------------------------------------------
+
+const SHOW_DPDK_MOUNT: &str = "grep -c ' /var/run/dpdk ' /proc/self/mountinfo; echo done";
+
+/// A bundle whose container runs as host uid 100000 in its own user namespace (the bundle
+/// dir opened up so that uid can reach the rootfs, as a real runtime's bundle is).
+fn userns_bundle() -> TestBundle {
+    let mut b = TestBundle::new(&["sh", "-c", SHOW_DPDK_MOUNT]);
+    b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(serde_json::json!({"type": "user"}));
+    let map = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.spec["linux"]["uidMappings"] = map.clone();
+    b.spec["linux"]["gidMappings"] = map;
+    b.save();
+    std::fs::set_permissions(b.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    b
+}
+
+fn readonly_bundle() -> TestBundle {
+    let mut b = TestBundle::new(&["sh", "-c", SHOW_DPDK_MOUNT]);
+    b.spec["root"]["readonly"] = serde_json::json!(true);
+    b.save();
+    b
+}
+
+/// `run` to completion: (success, stdout, stderr).
+fn run_to_end(r: &Runner, b: &TestBundle, id: &str) -> (bool, String, String) {
+    let o = r.run(b, id);
+    let _ = r.delete(id);
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A user-namespaced container whose rootfs has no /var/run runs under the product as it
+/// does under plain runc (before: runc failed `mkdir .../rootfs/var/run: permission denied`
+/// on the implicit tmpfs). Where /var/run/dpdk exists, it still gets its private dir.
+#[test]
+fn a_user_namespaced_container_runs_through_the_product_as_under_plain_runc() {
+    require_root();
+    let env = ProductEnv::new("");
+    let (runc, product) = (Runner::runc(), Runner::product(&env));
+    let control = run_to_end(&runc, &userns_bundle(), &unique("userns-ctl"));
+    assert!(control.0 && control.1.contains("done"), "precondition: plain runc runs it: {control:?}");
+    assert_eq!(control.1.lines().next(), Some("0"), "{control:?}");
+    let b = userns_bundle();
+    assert!(!b.rootfs().join("var/run").exists(), "precondition: no /var/run in the image");
+    let got = run_to_end(&product, &b, &unique("userns"));
+    assert_eq!((got.0, got.1.as_str()), (control.0, control.1.as_str()), "the product runs it like plain runc: {got:?}\nlog: {}", env.log_text());
+    assert!(!b.rootfs().join("var/run").exists(), "nothing was created in the image");
+    assert!(env.log_text().contains("no private runtime dir at /var/run/dpdk"), "the log says why: {}", env.log_text());
+    // The dir exists in the image: mounting over it creates nothing, so it is added.
+    let b = userns_bundle();
+    std::fs::create_dir_all(b.rootfs().join("var/run/dpdk")).unwrap();
+    let got = run_to_end(&product, &b, &unique("userns-dir"));
+    assert!(got.0, "{got:?}");
+    assert_eq!(got.1.lines().next(), Some("1"), "the private tmpfs is there: {got:?}");
+}
+
+/// A read-only rootfs: the product writes nothing into the image (before: runc created
+/// var/run/dpdk in it for the implicit tmpfs), and the container runs as under plain runc.
+#[test]
+fn a_read_only_rootfs_is_not_written_through_the_product() {
+    require_root();
+    let env = ProductEnv::new("");
+    let (runc, product) = (Runner::runc(), Runner::product(&env));
+    let b = readonly_bundle();
+    let before = walk(&b.rootfs());
+    let control = run_to_end(&runc, &b, &unique("ro-ctl"));
+    assert!(control.0 && control.1.contains("done"), "precondition: plain runc runs it: {control:?}");
+    assert_eq!(walk(&b.rootfs()), before, "precondition: plain runc leaves the image as it was");
+    let b = readonly_bundle();
+    let got = run_to_end(&product, &b, &unique("ro"));
+    assert_eq!((got.0, got.1.as_str()), (control.0, control.1.as_str()), "{got:?}\nlog: {}", env.log_text());
+    assert_eq!(walk(&b.rootfs()), before, "the product created nothing in the read-only image");
+    // The dir exists in the image: the private tmpfs goes over it, the image stays as it was.
+    let b = readonly_bundle();
+    std::fs::create_dir_all(b.rootfs().join("var/run/dpdk")).unwrap();
+    let before = walk(&b.rootfs());
+    let got = run_to_end(&product, &b, &unique("ro-dir"));
+    assert!(got.0, "{got:?}");
+    assert_eq!(got.1.lines().next(), Some("1"), "the private tmpfs is there: {got:?}");
+    assert_eq!(walk(&b.rootfs()), before);
+}

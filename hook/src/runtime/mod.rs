@@ -194,6 +194,16 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, r
     }
     if let Some(dirs) = only_private_dirs(&req, &b, &loaded.config, id.unwrap_or("(unnamed)")) {
         gc_before_create(&loaded.config);
+        let dirs: Vec<_> = dirs
+            .into_iter()
+            .filter(|t| match implicit_dir_left_out(&req, &b, t) {
+                Some(why) => {
+                    tracing::info!("no private runtime dir at {t}: {why}");
+                    false
+                }
+                None => true,
+            })
+            .collect();
         if dirs.is_empty() {
             return Ok(false);
         }
@@ -245,6 +255,69 @@ pub fn only_private_dirs(req: &Request, b: &Bundle, cfg: &crate::config::Config,
         }
     }
     plain.then_some(dirs)
+}
+
+/// Why the fast path leaves the implicit runtime dir (the container did not ask for one with
+/// `dpdk-runtime-dir`) out of a container, or None to add it. A container must not fail, or
+/// have its image written, for something it did not ask for: runc creates a missing mount
+/// target in the rootfs, which in a user-namespaced container fails (`mkdir .../rootfs/var/run:
+/// permission denied` where the image's dirs belong to an unmapped uid) and in a read-only
+/// rootfs writes into the image. So there the dir is added only when runc creates nothing:
+/// the target is a directory in the rootfs already, or the spec mounts something there or a
+/// tmpfs above it (runc then creates what is missing in that tmpfs, not in the image).
+pub fn implicit_dir_left_out(req: &Request, b: &Bundle, target: &crate::request::ContainerPath) -> Option<&'static str> {
+    if req.runtime_dir.is_some() {
+        return None;
+    }
+    let userns = b.raw["linux"]["namespaces"].as_array().is_some_and(|ns| ns.iter().any(|n| n["type"] == "user"));
+    let readonly = b.raw["root"]["readonly"].as_bool() == Some(true);
+    if !userns && !readonly {
+        return None;
+    }
+    if !needs_creating(b, target) {
+        return None;
+    }
+    Some(if userns {
+        "the container is user-namespaced and the path does not exist in its rootfs (runc could not create it there; set dataplane-hook.io/dpdk-runtime-dir to ask for it anyway)"
+    } else {
+        "the rootfs is read-only and the path does not exist in it (runc would create it in the image; set dataplane-hook.io/dpdk-runtime-dir to ask for it anyway)"
+    })
+}
+
+/// Whether runc, mounting at `target` after the spec's own mounts, would create a directory
+/// in the image (resolved inside the rootfs like runc and the hook resolve it, never out of
+/// it; anything unclear counts as yes).
+fn needs_creating(b: &Bundle, target: &crate::request::ContainerPath) -> bool {
+    use crate::host::mount::{resolve_target, Missing};
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let Ok(root) = rustix::fs::open(b.rootfs(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+        return true;
+    };
+    match resolve_target(&root, target, Missing::Skip) {
+        Ok(Some(_)) => return false,
+        Ok(None) => {}
+        Err(_) => return true,
+    }
+    // Where the container sees the target: its deepest existing ancestor, symlinks resolved
+    // (an image's /var/run is usually a link to /run), and the missing rest.
+    let fd_path = |fd: &std::os::fd::OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok();
+    let Some(real_root) = fd_path(&root) else { return true };
+    let comps: Vec<_> = target.relative().components().collect();
+    let mut seen = target.as_path().to_path_buf();
+    for k in (1..comps.len()).rev() {
+        let prefix: PathBuf = std::iter::once(std::path::Component::RootDir).chain(comps[..k].iter().copied()).collect();
+        let Ok(p) = crate::request::ContainerPath::parse(&prefix.to_string_lossy()) else { return true };
+        if let Ok(Some(fd)) = resolve_target(&root, &p, Missing::Skip) {
+            let Some(inside) = fd_path(&fd).and_then(|h| h.strip_prefix(&real_root).ok().map(Path::to_path_buf)) else { return true };
+            seen = Path::new("/").join(inside).join(comps[k..].iter().collect::<PathBuf>());
+            break;
+        }
+    }
+    let covered = |dest: &Path, typ: Option<&str>| {
+        [target.as_path(), seen.as_path()].iter().any(|t| *t == dest || (typ == Some("tmpfs") && t.starts_with(dest)))
+    };
+    !b.mounts().iter().any(|(dest, typ, _, _)| covered(dest, typ.as_deref()))
 }
 
 /// What the hook's empty dir is (the same tmpfs: [`crate::plan::EMPTY_DIR_BYTES`], mode, nosuid,
@@ -460,6 +533,70 @@ mod tests {
         assert_eq!(fast_path(gpu), None, "a GPU container needs the hook");
         let rdma = json!({"ociVersion": "1.0.2", "linux": {"devices": [{"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192}]}});
         assert_eq!(fast_path(rdma), None, "an RDMA container needs the hook");
+    }
+
+    /// The fast path's rule for user-namespaced and read-only-rootfs containers, against
+    /// rootfs trees in a temp dir.
+    #[test]
+    fn the_implicit_runtime_dir_is_left_out_only_where_runc_would_create_it_in_the_image() {
+        let userns = json!({"namespaces": [{"type": "mount"}, {"type": "user"}],
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}], "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]});
+        let check = |linux: Value, readonly: bool, mounts: Value, ann: Value, tree: &dyn Fn(&Path)| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("rootfs/var")).unwrap();
+            tree(&dir.path().join("rootfs"));
+            let spec = json!({"ociVersion": "1.0.2", "root": {"path": "rootfs", "readonly": readonly}, "linux": linux, "mounts": mounts, "annotations": ann});
+            std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+            let b = Bundle::load(dir.path()).unwrap();
+            let req = Request::parse(&b.annotations(), &b.hugepage_limits()).unwrap();
+            let t = crate::request::ContainerPath::parse("/var/run/dpdk").unwrap();
+            implicit_dir_left_out(&req, &b, &t)
+        };
+        let none = |_: &Path| {};
+        let dpdk_dir = |r: &Path| std::fs::create_dir_all(r.join("var/run/dpdk")).unwrap();
+        let run_link = |to: &'static str| {
+            move |r: &Path| {
+                std::fs::create_dir_all(r.join("run")).unwrap();
+                std::os::unix::fs::symlink(to, r.join("var/run")).unwrap();
+            }
+        };
+        let (no_ann, no_mounts) = (json!({}), json!([]));
+        // Neither user-namespaced nor read-only: added as before (runc creates it, as it may).
+        assert_eq!(check(json!({}), false, no_mounts.clone(), no_ann.clone(), &none), None);
+        // User-namespaced or read-only, path missing: left out.
+        assert!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &none).is_some_and(|w| w.contains("user-namespaced")));
+        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &none).is_some_and(|w| w.contains("read-only")));
+        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &run_link("/run")).is_some(), "/run has no dpdk dir");
+        // The path is there: mounting over it creates nothing.
+        assert_eq!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &dpdk_dir), None);
+        assert_eq!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &dpdk_dir), None);
+        // A tmpfs the spec mounts above it, seen through the image's /var/run -> /run link (or not).
+        let run_tmpfs = json!([{"destination": "/run", "type": "tmpfs", "source": "tmpfs"}]);
+        assert_eq!(check(json!({}), true, run_tmpfs.clone(), no_ann.clone(), &run_link("../run")), None);
+        assert_eq!(check(userns.clone(), false, run_tmpfs.clone(), no_ann.clone(), &run_link("/run")), None);
+        let var_run_tmpfs = json!([{"destination": "/var/run", "type": "tmpfs", "source": "tmpfs"}]);
+        assert_eq!(check(userns.clone(), false, var_run_tmpfs, no_ann.clone(), &none), None);
+        // A bind above it would have runc write into the bind's source: still left out.
+        let run_bind = json!([{"destination": "/run", "type": "bind", "source": "/tmp", "options": ["rbind"]}]);
+        assert!(check(json!({}), true, run_bind, no_ann.clone(), &run_link("/run")).is_some());
+        // The spec mounts something at the path itself: runc makes that target anyway.
+        let at = json!([{"destination": "/var/run/dpdk", "type": "bind", "source": "/tmp", "options": ["rbind"]}]);
+        assert_eq!(check(json!({}), true, at, no_ann.clone(), &none), None);
+        // A link out of the rootfs resolves inside it (no /etc/dpdk there): left out.
+        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &|r: &Path| {
+            std::fs::create_dir_all(r.join("etc")).unwrap();
+            std::os::unix::fs::symlink("../../../../etc", r.join("var/run")).unwrap();
+        })
+        .is_some());
+        // Not a directory: left out (runc would fail mounting on it).
+        assert!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &|r: &Path| {
+            std::fs::create_dir_all(r.join("var/run")).unwrap();
+            std::fs::write(r.join("var/run/dpdk"), "").unwrap();
+        })
+        .is_some());
+        // Asked for: added as asked, whatever runc then makes of it.
+        let asked = json!({"dataplane-hook.io/dpdk-runtime-dir": "/var/run/dpdk"});
+        assert_eq!(check(userns, true, no_mounts, asked, &none), None);
     }
 
     #[test]
