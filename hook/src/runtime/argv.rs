@@ -16,7 +16,8 @@
 //! a flag one version lacks (runc 1.1 has no `--pidfd-socket`, 1.4 no `--criu`) is still read
 //! as what it is, and that runc refuses it itself. crun takes runc's command line; its own
 //! global `--cgroup-manager` and `--log-level` take values, its `create/run -f/--config FILE`
-//! (another spec file than config.json) is refused.
+//! (another spec file than config.json) is refused. (runc's main branch, past 1.4, moved to
+//! urfave/cli v3, which parses differently: its tables and reorder need reading again then.)
 
 /// Whether a flag takes a value (Go: string and int flags) or not (bool flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +149,8 @@ fn go_flag_parse(args: &[String], tables: &[&[Flag]], scope: &str) -> Result<Par
                 go_bool(&v).ok_or_else(|| ArgError::BadBool { flag: shown.clone(), value: v.clone() })?;
                 Some(v)
             }
+            // `--preserve-fds` is an int: runc checks the number itself; it cannot change
+            // how the line splits, so it is not checked here.
             (Value, Some(v)) => Some(v),
             // Go takes the next argument whatever it looks like (`--pid-file -x`).
             (Value, None) => match args.get(i) {

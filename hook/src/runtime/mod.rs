@@ -438,7 +438,9 @@ mod tests {
     #[test]
     fn runc_command_lines_give_command_bundle_and_id() {
         let cwd = Path::new("/cwd");
-        let cases: &[(&[&str], Option<&str>, &str, Option<&str>)] = &[
+        // (argv, command, bundle, id)
+        type Case<'a> = (&'a [&'a str], Option<&'a str>, &'a str, Option<&'a str>);
+        let cases: &[Case] = &[
             (&["create", "id"], Some("create"), "/cwd", Some("id")),
             (&["--root", "/r", "--log=/l", "--systemd-cgroup", "create", "--bundle", "/b", "id"], Some("create"), "/b", Some("id")),
             (&["-root", "/r", "run", "-b", "rel", "-d", "id"], Some("run"), "/cwd/rel", Some("id")),
