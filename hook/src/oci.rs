@@ -64,6 +64,15 @@ pub const SANDBOX_ANNOTATIONS: &[(&str, &str)] = &[
     ("io.kubernetes.cri-o.ContainerType", "sandbox"),
 ];
 
+/// A temp file name in the bundle no other save uses: this process, a per-process counter and
+/// the time (another process on the same bundle has another pid; a reused pid, another time).
+fn temp_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!(".config.json.dataplane-hook.{}.{}.{nanos}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
 impl Bundle {
     pub fn config_path(dir: &Path) -> PathBuf {
         dir.join("config.json")
@@ -88,21 +97,47 @@ impl Bundle {
         Ok(Bundle { dir: dir.to_path_buf(), raw, spec })
     }
 
-    /// Writes the raw document back atomically (temp file in the bundle, rename).
+    /// Writes the raw document back atomically: a new temp file in the bundle, renamed over
+    /// config.json. The temp name is unique (concurrent saves on one bundle never share a
+    /// file) and opened `O_CREAT|O_EXCL|O_NOFOLLOW`: whatever already sits at a name (a
+    /// symlink to a host file, another writer's file) is never opened, truncated or written
+    /// through. A failed save removes its temp file and leaves config.json as it was.
     pub fn save(&self) -> Result<(), OciError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = Self::config_path(&self.dir);
         let err = |source| OciError::SpecWrite { path: path.clone(), source };
         let bytes = serde_json::to_vec(&self.raw).expect("a JSON value serializes");
-        let tmp = self.dir.join(".config.json.dataplane-hook.tmp");
-        let mut f = std::fs::File::create(&tmp).map_err(err)?;
-        f.write_all(&bytes).map_err(err)?;
+        // Keep the original file mode (runtimes do not care, but people do).
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+        let (tmp, mut f) = (0..16)
+            .find_map(|_| {
+                let tmp = self.dir.join(temp_name());
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(&tmp)
+                {
+                    Ok(f) => Some(Ok((tmp, f))),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                    Err(e) => Some(Err(e)),
+                }
+            })
+            .unwrap_or_else(|| Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
+            .map_err(err)?;
         // No fsync: the runtime reads the file right after this process execs it, and after a
         // power loss the bundle is rebuilt by whoever made it.
-        // Keep the original file mode (runtimes do not care, but people do).
-        if let Ok(meta) = std::fs::metadata(&path) {
-            let _ = std::fs::set_permissions(&tmp, meta.permissions());
+        let written = f
+            .write_all(&bytes)
+            // The umask narrowed the mode given to open: set it exactly, on our own fd.
+            .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode)))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
         }
-        std::fs::rename(&tmp, &path).map_err(err)
+        Ok(())
     }
 
     pub fn annotations(&self) -> BTreeMap<String, String> {
@@ -215,5 +250,71 @@ mod tests {
         assert!(Bundle::load(dir.path()).is_err());
         let e = Bundle::load(&dir.path().join("missing")).unwrap_err().to_string();
         assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn save_does_not_write_through_a_symlink_at_the_old_temp_name() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let victim = host.path().join("victim");
+        std::fs::write(&victim, "host data\n").unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
+        std::fs::set_permissions(dir.path().join("config.json"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let planted = dir.path().join(".config.json.dataplane-hook.tmp");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        let mut b = Bundle::load(dir.path()).unwrap();
+        b.raw["annotations"] = serde_json::json!({"a": "b"});
+        b.save().unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data\n", "the host file was written through the link");
+        assert_eq!(std::fs::read_link(&planted).unwrap(), victim, "the planted link is left alone");
+        let meta = std::fs::symlink_metadata(dir.path().join("config.json")).unwrap();
+        assert!(meta.file_type().is_file(), "config.json is a plain file");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "the original mode is kept");
+        assert_eq!(Bundle::load(dir.path()).unwrap().raw["annotations"]["a"], "b");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, [".config.json.dataplane-hook.tmp", "config.json"], "no temp file left");
+    }
+
+    #[test]
+    fn concurrent_saves_on_one_bundle_all_leave_a_whole_config_json() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
+        // Documents of very different sizes: a torn or truncated write shows as bad JSON.
+        let docs: Vec<Value> = (0..8).map(|t| serde_json::json!({"ociVersion": "1.0.2", "annotations": {"writer": t.to_string(), "pad": "x".repeat(1 + t * 40_000)}})).collect();
+        std::thread::scope(|s| {
+            for d in &docs {
+                let dir = dir.path();
+                s.spawn(move || {
+                    for _ in 0..30 {
+                        let b = Bundle::from_value(dir, d.clone()).unwrap();
+                        b.save().unwrap();
+                        let text = std::fs::read(dir.join("config.json")).unwrap();
+                        let v: Value = serde_json::from_slice(&text).expect("config.json is whole JSON at every moment");
+                        assert!(v["annotations"]["writer"].is_string());
+                    }
+                });
+            }
+        });
+        let last: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        assert!(docs.contains(&last), "config.json is one writer's whole document");
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["config.json"], "no temp file left");
+    }
+
+    #[test]
+    fn a_failed_save_removes_its_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
+        let b = Bundle::load(dir.path()).unwrap();
+        // config.json replaced by a directory: the rename fails after the temp file was written.
+        std::fs::remove_file(dir.path().join("config.json")).unwrap();
+        std::fs::create_dir(dir.path().join("config.json")).unwrap();
+        std::fs::write(dir.path().join("config.json/keep"), "x").unwrap();
+        let e = b.save().unwrap_err().to_string();
+        assert!(e.starts_with("cannot write") && e.contains("config.json"), "{e}");
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["config.json"], "the temp file was removed");
     }
 }

@@ -4,6 +4,7 @@
 //! through [`update`] (its headroom stays carved out of a new memory limit); every other command
 //! is exec'd straight through.
 
+pub mod argv;
 pub mod update;
 
 use std::ffi::OsString;
@@ -19,11 +20,7 @@ use crate::host::cgroup;
 use crate::oci::Bundle;
 use crate::request::Request;
 
-/// runc's global flags that take a value (urfave/cli accepts `-x` and `--x`, `=` or a space).
-const GLOBAL_VALUE_FLAGS: &[&str] = &["log", "log-format", "root", "criu", "rootless"];
-/// `create`/`run` flags that take a value.
-const CREATE_VALUE_FLAGS: &[&str] = &["bundle", "b", "console-socket", "pid-file", "preserve-fds"];
-
+/// A flag's name and its `=` value, dashes dropped (`--x=v`, `-x`; None: not a flag).
 pub(crate) fn flag_name(arg: &str) -> Option<(&str, Option<&str>)> {
     let s = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
     if s.is_empty() {
@@ -35,78 +32,66 @@ pub(crate) fn flag_name(arg: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
-/// The command and its bundle, read from a runc command line (argv without argv[0]).
+/// The command and its bundle, read from a runc command line (argv without argv[0]) the way
+/// runc reads it ([`argv`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Invocation {
+    /// The command runc runs (None: none, or the global `--help`/`--version` print instead).
     pub command: Option<String>,
+    /// Index of the command word in the argv.
+    pub command_index: usize,
+    /// `create`/`run`: `<cwd>/<--bundle>` (the working directory without one); else the cwd.
     pub bundle: PathBuf,
-    /// The container id (`create`/`run`: the positional argument).
+    /// The container id (`create`/`run`).
     pub id: Option<String>,
+    /// `create -h`, `run --help`, ...: runc prints the command's help and does nothing else.
+    pub help: bool,
 }
 
-/// Where the command is in a runc command line: the index after the global flags.
+impl Invocation {
+    /// Whether runc would create a container from `<bundle>/config.json`.
+    pub fn creates(&self) -> bool {
+        matches!(self.command.as_deref(), Some("create" | "run")) && !self.help
+    }
+}
+
+/// Where the command is in a runc command line: the index after the global flags (the argv's
+/// length when there is none or the global flags cannot be read).
 pub fn command_index(args: &[String]) -> usize {
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            i += 1;
-            break;
-        }
-        match flag_name(a) {
-            Some((n, None)) if GLOBAL_VALUE_FLAGS.contains(&n) => i += 2,
-            Some(_) => i += 1,
-            None => break,
-        }
-    }
-    i
+    argv::parse_global(args).map(|g| g.command_index).unwrap_or(args.len())
 }
 
-pub fn parse_args(args: &[String], cwd: &Path) -> Invocation {
-    let i = command_index(args);
-    let command = args.get(i).cloned();
-    let mut bundle = cwd.to_path_buf();
-    let mut id = None;
-    if matches!(command.as_deref(), Some("create") | Some("run")) {
-        let mut j = i + 1;
-        while j < args.len() {
-            let a = &args[j];
-            if a == "--" {
-                break;
-            }
-            match flag_name(a) {
-                Some((n, v)) if CREATE_VALUE_FLAGS.contains(&n) => {
-                    let value = match v {
-                        Some(v) => {
-                            j += 1;
-                            Some(v.to_string())
-                        }
-                        None => {
-                            j += 2;
-                            args.get(j - 1).cloned()
-                        }
-                    };
-                    if n == "bundle" || n == "b" {
-                        if let Some(v) = value {
-                            bundle = cwd.join(v);
-                        }
-                    }
+/// Reads a runc command line. `create`/`run` lines are read in full: a flag runc does not
+/// have, or a line runc would refuse, is an error (the wrapper never guesses which bundle or
+/// id it means); other commands are runc's business past the global flags.
+pub fn parse_args(args: &[String], cwd: &Path) -> Result<Invocation, argv::ArgError> {
+    let g = argv::parse_global(args)?;
+    let i = g.command_index;
+    let command = if g.prints_only { None } else { args.get(i).cloned() };
+    let mut inv = Invocation { command, command_index: i, bundle: cwd.to_path_buf(), id: None, help: false };
+    if let Some(c @ ("create" | "run")) = inv.command.as_deref() {
+        match argv::parse_create(c, &args[i + 1..])? {
+            argv::CreateLine::Help => inv.help = true,
+            argv::CreateLine::Create { bundle, id } => {
+                // runc chdirs to a non-empty --bundle and reads config.json there.
+                if let Some(b) = bundle {
+                    inv.bundle = cwd.join(b);
                 }
-                Some(_) => j += 1,
-                None => {
-                    id.get_or_insert_with(|| a.clone());
-                    j += 1;
-                }
+                inv.id = Some(id);
             }
         }
     }
-    Invocation { command, bundle, id }
+    Ok(inv)
 }
 
 /// Whether the wrapper does anything for this command line besides exec'ing the real runtime:
-/// `create` and `run` (the spec) and `update` (a GPU container's headroom).
+/// `create` and `run` (the spec) and `update` (a GPU container's headroom). A line it cannot
+/// read is acted on too: the wrapper refuses it.
 pub fn acts_on(args: &[String]) -> bool {
-    matches!(args.get(command_index(args)).map(String::as_str), Some("create" | "run" | "update"))
+    match parse_args(args, Path::new("/")) {
+        Ok(inv) => inv.creates() || inv.command.as_deref() == Some("update"),
+        Err(_) => true,
+    }
 }
 
 /// The hook binary installed beside this wrapper.
@@ -222,6 +207,16 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, r
     }
     if let Some(dirs) = only_private_dirs(&req, &b, &loaded.config, id.unwrap_or("(unnamed)")) {
         gc_before_create(&loaded.config);
+        let dirs: Vec<_> = dirs
+            .into_iter()
+            .filter(|t| match implicit_dir_left_out(&req, &b, t) {
+                Some(why) => {
+                    tracing::info!("no private runtime dir at {t}: {why}");
+                    false
+                }
+                None => true,
+            })
+            .collect();
         if dirs.is_empty() {
             return Ok(false);
         }
@@ -288,6 +283,69 @@ fn spec_has_shared_propagation(spec: &serde_json::Value) -> bool {
     let shared = |v: &serde_json::Value| matches!(v.as_str(), Some("shared" | "rshared"));
     shared(&spec["linux"]["rootfsPropagation"])
         || spec["mounts"].as_array().is_some_and(|ms| ms.iter().any(|m| m["options"].as_array().is_some_and(|o| o.iter().any(shared))))
+}
+
+/// Why the fast path leaves the implicit runtime dir (the container did not ask for one with
+/// `dpdk-runtime-dir`) out of a container, or None to add it. A container must not fail, or
+/// have its image written, for something it did not ask for: runc creates a missing mount
+/// target in the rootfs, which in a user-namespaced container fails (`mkdir .../rootfs/var/run:
+/// permission denied` where the image's dirs belong to an unmapped uid) and in a read-only
+/// rootfs writes into the image. So there the dir is added only when runc creates nothing:
+/// the target is a directory in the rootfs already, or the spec mounts something there or a
+/// tmpfs above it (runc then creates what is missing in that tmpfs, not in the image).
+pub fn implicit_dir_left_out(req: &Request, b: &Bundle, target: &crate::request::ContainerPath) -> Option<&'static str> {
+    if req.runtime_dir.is_some() {
+        return None;
+    }
+    let userns = b.raw["linux"]["namespaces"].as_array().is_some_and(|ns| ns.iter().any(|n| n["type"] == "user"));
+    let readonly = b.raw["root"]["readonly"].as_bool() == Some(true);
+    if !userns && !readonly {
+        return None;
+    }
+    if !needs_creating(b, target) {
+        return None;
+    }
+    Some(if userns {
+        "the container is user-namespaced and the path does not exist in its rootfs (runc could not create it there; set dataplane-hook.io/dpdk-runtime-dir to ask for it anyway)"
+    } else {
+        "the rootfs is read-only and the path does not exist in it (runc would create it in the image; set dataplane-hook.io/dpdk-runtime-dir to ask for it anyway)"
+    })
+}
+
+/// Whether runc, mounting at `target` after the spec's own mounts, would create a directory
+/// in the image (resolved inside the rootfs like runc and the hook resolve it, never out of
+/// it; anything unclear counts as yes).
+fn needs_creating(b: &Bundle, target: &crate::request::ContainerPath) -> bool {
+    use crate::host::mount::{resolve_target, Missing};
+    use rustix::fs::{Mode, OFlags};
+    use std::os::fd::AsRawFd;
+    let Ok(root) = rustix::fs::open(b.rootfs(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+        return true;
+    };
+    match resolve_target(&root, target, Missing::Skip) {
+        Ok(Some(_)) => return false,
+        Ok(None) => {}
+        Err(_) => return true,
+    }
+    // Where the container sees the target: its deepest existing ancestor, symlinks resolved
+    // (an image's /var/run is usually a link to /run), and the missing rest.
+    let fd_path = |fd: &std::os::fd::OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok();
+    let Some(real_root) = fd_path(&root) else { return true };
+    let comps: Vec<_> = target.relative().components().collect();
+    let mut seen = target.as_path().to_path_buf();
+    for k in (1..comps.len()).rev() {
+        let prefix: PathBuf = std::iter::once(std::path::Component::RootDir).chain(comps[..k].iter().copied()).collect();
+        let Ok(p) = crate::request::ContainerPath::parse(&prefix.to_string_lossy()) else { return true };
+        if let Ok(Some(fd)) = resolve_target(&root, &p, Missing::Skip) {
+            let Some(inside) = fd_path(&fd).and_then(|h| h.strip_prefix(&real_root).ok().map(Path::to_path_buf)) else { return true };
+            seen = Path::new("/").join(inside).join(comps[k..].iter().collect::<PathBuf>());
+            break;
+        }
+    }
+    let covered = |dest: &Path, typ: Option<&str>| {
+        [target.as_path(), seen.as_path()].iter().any(|t| *t == dest || (typ == Some("tmpfs") && t.starts_with(dest)))
+    };
+    !b.mounts().iter().any(|(dest, typ, _, _)| covered(dest, typ.as_deref()))
 }
 
 /// What the hook's empty dir is (the same tmpfs: [`crate::plan::EMPTY_DIR_BYTES`], mode, nosuid,
@@ -364,12 +422,17 @@ pub fn file_id(p: &Path) -> Option<(u64, u64)> {
 /// Runs the wrapper: returns only on error (success execs the runtime).
 pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let inv = parse_args(&args, &cwd);
+    // Before anything is resolved, read or written: a line the wrapper cannot read the way
+    // runc would is refused as it is, and nothing runs.
+    let inv = match parse_args(&args, &cwd) {
+        Ok(inv) => inv,
+        Err(e) => return e.into(),
+    };
     let runtime = match real_runtime(&loaded.config.runtime_path) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if matches!(inv.command.as_deref(), Some("create") | Some("run")) {
+    if inv.creates() {
         // Bounded like a hook stage (the guard goes with the exec of the runtime).
         crate::deadline::arm(std::time::Duration::from_secs(loaded.config.hook_timeout_secs), format!("{} (spec edit)", inv.command.as_deref().unwrap_or("create")));
         let span = tracing::info_span!("runtime", command = inv.command.as_deref().unwrap_or(""), bundle = %inv.bundle.display());
@@ -386,7 +449,7 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
         crate::metrics::wrapper_done(&loaded.config, None);
     }
     if inv.command.as_deref() == Some("update") {
-        match update::run(&args, command_index(&args), loaded, &runtime) {
+        match update::run(&args, inv.command_index, loaded, &runtime) {
             Ok(None) => {}
             Ok(Some(code)) => std::process::exit(code),
             Err(e) => return e,
@@ -403,24 +466,36 @@ mod tests {
     use crate::test_args as v;
 
     #[test]
-    fn runc_command_lines_give_command_and_bundle() {
+    fn runc_command_lines_give_command_bundle_and_id() {
         let cwd = Path::new("/cwd");
-        let cases: &[(&[&str], Option<&str>, &str)] = &[
-            (&["create", "id"], Some("create"), "/cwd"),
-            (&["--root", "/r", "--log=/l", "--systemd-cgroup", "create", "--bundle", "/b", "id"], Some("create"), "/b"),
-            (&["-root", "/r", "run", "-b", "rel", "-d", "id"], Some("run"), "/cwd/rel"),
-            (&["create", "--bundle=/x", "--pid-file", "/p", "id"], Some("create"), "/x"),
-            (&["--log-format", "json", "create", "--console-socket", "/s", "-b=/y", "id"], Some("create"), "/y"),
-            (&["delete", "--force", "id"], Some("delete"), "/cwd"),
-            (&["--version"], None, "/cwd"),
+        // (argv, command, bundle, id)
+        type Case<'a> = (&'a [&'a str], Option<&'a str>, &'a str, Option<&'a str>);
+        let cases: &[Case] = &[
+            (&["create", "id"], Some("create"), "/cwd", Some("id")),
+            (&["--root", "/r", "--log=/l", "--systemd-cgroup", "create", "--bundle", "/b", "id"], Some("create"), "/b", Some("id")),
+            (&["-root", "/r", "run", "-b", "rel", "-d", "id"], Some("run"), "/cwd/rel", Some("id")),
+            (&["create", "--bundle=/x", "--pid-file", "/p", "id"], Some("create"), "/x", Some("id")),
+            (&["--log-format", "json", "create", "--console-socket", "/s", "-b=/y", "id"], Some("create"), "/y", Some("id")),
+            (&["create", "--pidfd-socket", "/run/p.sock", "--bundle", "/b", "id"], Some("create"), "/b", Some("id")),
+            (&["create", "id", "--bundle", "/b"], Some("create"), "/b", Some("id")),
+            (&["create", "--bundle=", "id"], Some("create"), "/cwd", Some("id")),
+            (&["delete", "--force", "id"], Some("delete"), "/cwd", None),
+            (&["--version"], None, "/cwd", None),
+            (&["--help", "create", "--bundle", "/b", "id"], None, "/cwd", None),
+            (&[], None, "/cwd", None),
         ];
-        for (args, cmd, bundle) in cases {
-            let inv = parse_args(&v(args), cwd);
-            assert_eq!(inv.command.as_deref(), *cmd, "{args:?}");
-            assert_eq!(inv.bundle, PathBuf::from(bundle), "{args:?}");
-            if cmd == &Some("create") || cmd == &Some("run") {
-                assert_eq!(inv.id.as_deref(), Some("id"), "{args:?}");
-            }
+        for (args, cmd, bundle, id) in cases {
+            let inv = parse_args(&v(args), cwd).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!((inv.command.as_deref(), inv.bundle.as_path(), inv.id.as_deref()), (*cmd, Path::new(bundle), *id), "{args:?}");
+            assert!(!inv.help);
+        }
+        for args in [&["create", "-h"][..], &["--root", "/r", "run", "--help"], &["create", "id", "-h"]] {
+            let inv = parse_args(&v(args), cwd).unwrap();
+            assert!(inv.help && !inv.creates() && inv.id.is_none(), "{args:?}: {inv:?}");
+        }
+        for args in [&["create", "--no-such", "id"][..], &["--no-such", "create", "id"], &["run", "a", "b"]] {
+            let e = parse_args(&v(args), cwd).unwrap_err().to_string();
+            assert!(e.starts_with("cannot read the runtime command line: "), "{args:?}: {e}");
         }
     }
 
@@ -429,9 +504,11 @@ mod tests {
         for args in [&["create", "id"][..], &["--root", "/r", "run", "-d", "id"], &["--log=/l", "update", "--memory", "1", "id"]] {
             assert!(acts_on(&v(args)), "{args:?}");
         }
-        for args in [&["start", "id"][..], &["--root", "/r", "delete", "--force", "id"], &["state", "create"], &["--version"], &[]] {
+        for args in [&["start", "id"][..], &["--root", "/r", "delete", "--force", "id"], &["state", "create"], &["--version"], &[], &["create", "-h"], &["--help", "create", "id"]] {
             assert!(!acts_on(&v(args)), "{args:?}");
         }
+        // Refused lines are the wrapper's: it logs why.
+        assert!(acts_on(&v(&["create", "--no-such", "id"])));
     }
 
     fn bundle_with(spec: Value) -> (tempfile::TempDir, Bundle) {
@@ -488,6 +565,70 @@ mod tests {
         assert_eq!(fast_path(gpu), None, "a GPU container needs the hook");
         let rdma = json!({"ociVersion": "1.0.2", "linux": {"devices": [{"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192}]}});
         assert_eq!(fast_path(rdma), None, "an RDMA container needs the hook");
+    }
+
+    /// The fast path's rule for user-namespaced and read-only-rootfs containers, against
+    /// rootfs trees in a temp dir.
+    #[test]
+    fn the_implicit_runtime_dir_is_left_out_only_where_runc_would_create_it_in_the_image() {
+        let userns = json!({"namespaces": [{"type": "mount"}, {"type": "user"}],
+            "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}], "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]});
+        let check = |linux: Value, readonly: bool, mounts: Value, ann: Value, tree: &dyn Fn(&Path)| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("rootfs/var")).unwrap();
+            tree(&dir.path().join("rootfs"));
+            let spec = json!({"ociVersion": "1.0.2", "root": {"path": "rootfs", "readonly": readonly}, "linux": linux, "mounts": mounts, "annotations": ann});
+            std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+            let b = Bundle::load(dir.path()).unwrap();
+            let req = Request::parse(&b.annotations(), &b.hugepage_limits()).unwrap();
+            let t = crate::request::ContainerPath::parse("/var/run/dpdk").unwrap();
+            implicit_dir_left_out(&req, &b, &t)
+        };
+        let none = |_: &Path| {};
+        let dpdk_dir = |r: &Path| std::fs::create_dir_all(r.join("var/run/dpdk")).unwrap();
+        let run_link = |to: &'static str| {
+            move |r: &Path| {
+                std::fs::create_dir_all(r.join("run")).unwrap();
+                std::os::unix::fs::symlink(to, r.join("var/run")).unwrap();
+            }
+        };
+        let (no_ann, no_mounts) = (json!({}), json!([]));
+        // Neither user-namespaced nor read-only: added as before (runc creates it, as it may).
+        assert_eq!(check(json!({}), false, no_mounts.clone(), no_ann.clone(), &none), None);
+        // User-namespaced or read-only, path missing: left out.
+        assert!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &none).is_some_and(|w| w.contains("user-namespaced")));
+        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &none).is_some_and(|w| w.contains("read-only")));
+        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &run_link("/run")).is_some(), "/run has no dpdk dir");
+        // The path is there: mounting over it creates nothing.
+        assert_eq!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &dpdk_dir), None);
+        assert_eq!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &dpdk_dir), None);
+        // A tmpfs the spec mounts above it, seen through the image's /var/run -> /run link (or not).
+        let run_tmpfs = json!([{"destination": "/run", "type": "tmpfs", "source": "tmpfs"}]);
+        assert_eq!(check(json!({}), true, run_tmpfs.clone(), no_ann.clone(), &run_link("../run")), None);
+        assert_eq!(check(userns.clone(), false, run_tmpfs.clone(), no_ann.clone(), &run_link("/run")), None);
+        let var_run_tmpfs = json!([{"destination": "/var/run", "type": "tmpfs", "source": "tmpfs"}]);
+        assert_eq!(check(userns.clone(), false, var_run_tmpfs, no_ann.clone(), &none), None);
+        // A bind above it would have runc write into the bind's source: still left out.
+        let run_bind = json!([{"destination": "/run", "type": "bind", "source": "/tmp", "options": ["rbind"]}]);
+        assert!(check(json!({}), true, run_bind, no_ann.clone(), &run_link("/run")).is_some());
+        // The spec mounts something at the path itself: runc makes that target anyway.
+        let at = json!([{"destination": "/var/run/dpdk", "type": "bind", "source": "/tmp", "options": ["rbind"]}]);
+        assert_eq!(check(json!({}), true, at, no_ann.clone(), &none), None);
+        // A link out of the rootfs resolves inside it (no /etc/dpdk there): left out.
+        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &|r: &Path| {
+            std::fs::create_dir_all(r.join("etc")).unwrap();
+            std::os::unix::fs::symlink("../../../../etc", r.join("var/run")).unwrap();
+        })
+        .is_some());
+        // Not a directory: left out (runc would fail mounting on it).
+        assert!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &|r: &Path| {
+            std::fs::create_dir_all(r.join("var/run")).unwrap();
+            std::fs::write(r.join("var/run/dpdk"), "").unwrap();
+        })
+        .is_some());
+        // Asked for: added as asked, whatever runc then makes of it.
+        let asked = json!({"dataplane-hook.io/dpdk-runtime-dir": "/var/run/dpdk"});
+        assert_eq!(check(userns, true, no_mounts, asked, &none), None);
     }
 
     #[test]
