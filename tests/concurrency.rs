@@ -310,3 +310,48 @@ fn gc_beside_creates_never_frees_a_container_being_created() {
     }
     pool.assert_baseline("after deleting them");
 }
+
+/// A mount or rename anywhere on the node makes `openat2(RESOLVE_IN_ROOT)` answer EAGAIN, which
+/// the caller is expected to retry: creates racing a busy mount table (another thread mounting
+/// and unmounting in a loop) all succeed. Before the retry about one create in fifty failed with
+/// `cannot open it: Resource temporarily unavailable (os error 11)`.
+#[test]
+fn creates_racing_mounts_elsewhere_on_the_node_all_succeed() {
+    const WAVE: usize = 16;
+    const WAVES: usize = 3;
+    let pool = PoolGuard::new(2 * WAVE as u64);
+    let env = ProductEnv::new("");
+    let p = Runner::product(&env);
+    let reap = Reaper::new(&p);
+    let scratch = tempfile::Builder::new().prefix("dph-mountloop-").tempdir().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let cycles = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use nix::mount::{mount, umount2, MntFlags, MsFlags};
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                mount(Some("none"), scratch.path(), Some("tmpfs"), MsFlags::empty(), Some("size=64k")).expect("mount tmpfs");
+                umount2(scratch.path(), MntFlags::MNT_DETACH).expect("umount");
+                cycles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        for wave in 0..WAVES {
+            let bundles: Vec<TestBundle> = (0..WAVE).map(|_| sleeper(4)).collect();
+            let ids: Vec<String> = (0..WAVE).map(|i| unique(&format!("eagain{wave}x{i}"))).collect();
+            for id in &ids {
+                reap.add(id);
+            }
+            let outs = all_at_once(WAVE, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(60)));
+            for (i, o) in outs.iter().enumerate() {
+                let o = o.as_ref().unwrap_or_else(|| panic!("create {i} hung"));
+                assert!(o.status.success(), "wave {wave}, create {i}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            for id in &ids {
+                reap.delete(id);
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert!(cycles.load(std::sync::atomic::Ordering::Relaxed) > 100, "the mount table was busy");
+    pool.assert_baseline("after the waves");
+}

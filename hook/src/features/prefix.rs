@@ -292,7 +292,7 @@ pub fn open_host_dir(d: &HostDir) -> Opened {
     if !d.below.components().all(|c| matches!(c, Component::Normal(_))) {
         return Opened::Refused(format!("{}: the path below {} is not plain", shown(), d.source.display()));
     }
-    match rustix::fs::openat2(
+    match crate::host::openat2(
         &src,
         &d.below,
         // No O_NOFOLLOW: RESOLVE_NO_SYMLINKS already refuses a symlink in the last component,

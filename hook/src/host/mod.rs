@@ -33,6 +33,33 @@ pub fn read_kernel_file(path: impl AsRef<std::path::Path>) -> std::io::Result<St
     String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// `openat2(2)`, retried while the kernel says EAGAIN (or EINTR). With `RESOLVE_IN_ROOT` or
+/// `RESOLVE_BENEATH` the kernel answers EAGAIN when a mount or a rename anywhere on the system
+/// raced with the lookup, and expects the caller to try again: on a busy node that is no reason
+/// to fail a container. Bounded: a lookup that keeps racing for this many tries gives up with
+/// EAGAIN.
+pub fn openat2<Fd: std::os::fd::AsFd, P: rustix::path::Arg + Copy>(
+    dirfd: Fd,
+    path: P,
+    oflags: rustix::fs::OFlags,
+    mode: rustix::fs::Mode,
+    resolve: rustix::fs::ResolveFlags,
+) -> rustix::io::Result<std::os::fd::OwnedFd> {
+    const TRIES: u32 = 1000;
+    let mut n = 0;
+    loop {
+        match rustix::fs::openat2(dirfd.as_fd(), path, oflags, mode, resolve) {
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) if n < TRIES => {
+                n += 1;
+                if n % 16 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -296,7 +296,7 @@ fn helper_attach(
                 // Inside that process's root (the fd pins it; once in its namespace the clone
                 // is allowed), never following a symlink.
                 let rel = path.strip_prefix("/").unwrap_or(&path);
-                let at = rustix::fs::openat2(
+                let at = crate::host::openat2(
                     &root,
                     rel,
                     OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -321,7 +321,7 @@ fn helper_attach(
         init_root
     } else {
         let rel = rootfs.strip_prefix("/").unwrap_or(rootfs);
-        rustix::fs::openat2(
+        crate::host::openat2(
             &init_root,
             rel,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -496,7 +496,7 @@ fn resolve_flags() -> ResolveFlags {
 }
 
 fn open_in_root(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
-    rustix::fs::openat2(
+    crate::host::openat2(
         root,
         rel,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
