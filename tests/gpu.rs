@@ -67,20 +67,7 @@ fn high_of(limit: u64) -> u64 {
     ((limit as f64 * 0.95) as u64) / 4096 * 4096
 }
 
-/// Removes the empty `dataplane-tests` parent cgroups runc leaves (in every hierarchy) when
-/// dropped; one another test still uses stays (EBUSY).
-struct CgroupParents;
-impl Drop for CgroupParents {
-    fn drop(&mut self) {
-        let mut dirs = vec![PathBuf::from("/sys/fs/cgroup/dataplane-tests")];
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            dirs.extend(rd.flatten().map(|e| e.path().join("dataplane-tests")));
-        }
-        for d in dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
+use dataplane_tests::watch::CgroupParents;
 
 fn env(extra: &str) -> ProductEnv {
     ProductEnv::new(&format!("[gpu]\nheadroom_per_gpu = \"256Mi\"\n{extra}"))
@@ -89,7 +76,7 @@ fn env(extra: &str) -> ProductEnv {
 #[test]
 fn gpu_container_memory_limit_is_lowered_by_its_headroom_through_the_wrapper() {
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     // Control: plain runc enforces exactly the pod's limit; driver memory comes on top of it.
     let runc = Runner::runc();
     let b = bundle(Some(GI), true);
@@ -156,7 +143,7 @@ fn hooks_d(b: &mut TestBundle, env: &ProductEnv) {
 #[test]
 fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let env = env("");
     let runc = Runner::runc();
     let mut b = bundle(Some(GI), true);
@@ -196,7 +183,7 @@ fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
 #[test]
 fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let env = env("");
     // Wrapper path.
     let p = Runner::product(&env);
@@ -228,7 +215,7 @@ fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
 #[test]
 fn unlimited_gpu_containers_follow_the_configured_policy() {
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     // allow (default): runs unlimited.
     let env_allow = env("");
     let p = Runner::product(&env_allow);
@@ -325,7 +312,7 @@ fn assert_carved(pid: i32, requested: u64, what: &str) {
 #[test]
 fn update_of_a_gpu_container_keeps_its_headroom_carved_out_of_the_new_limit() {
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let env = env("");
     let p = Runner::product(&env);
     let b = bundle(Some(GI), true);
@@ -386,7 +373,7 @@ fn update_of_a_gpu_container_keeps_its_headroom_carved_out_of_the_new_limit() {
 #[test]
 fn update_of_a_non_gpu_container_passes_through_unchanged() {
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let env = env("");
     let p = Runner::product(&env);
     let b = bundle(Some(GI), false);
@@ -418,7 +405,7 @@ fn gpu_headroom_beyond_the_bound_is_refused_with_one_line_and_leaves_nothing() {
     // of other tenants). The bound: [gpu] max_headroom_per_gpu (32Gi default) per GPU, never
     // more than the node's memory.
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let env = env("");
     let p = Runner::product(&env);
     let bound = (32 * GI).min(mem_total());
@@ -464,7 +451,7 @@ fn gpu_headroom_on_a_container_without_a_gpu_is_refused() {
     // Issue 13: the annotation alone used to make any container a GPU container (one GPU):
     // granted headroom that watch tolerates, and a candidate watch kills.
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let env = env("");
     let p = Runner::product(&env);
     let mut b = bundle(Some(GI), false);
@@ -489,7 +476,7 @@ fn a_forged_limit_marker_annotation_is_refused_on_the_hooks_d_and_wrapper_paths(
     // comes: a pod that set it ran with its full limit while watch granted it the headroom.
     // Now the wrapper says so in its own hook entry, and the annotation is refused.
     require_root();
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let env = env("");
     let marker = "dataplane-hook.internal/gpu-requested-memory-limit";
     // The forger claims its pod asked for 1Gi + the 256Mi headroom, so that its real 1Gi limit

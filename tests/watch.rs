@@ -23,7 +23,7 @@ const GROW_MORE: Grow = Grow { step: 8, every_ms: 50, max: 640 };
 fn control_uncharged_memory_grows_past_the_memory_limit_and_nothing_stops_it() {
     // Without the product: the container's memory limit (256Mi) does not see the pool it grows
     // to 640 MiB; the cgroup's own usage stays tiny; the container keeps running.
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let runc = Runner::runc();
     let mut b = gpu_container(Some(GROW), None);
@@ -44,7 +44,7 @@ fn control_uncharged_memory_grows_past_the_memory_limit_and_nothing_stops_it() {
 
 #[test]
 fn a_gpu_container_past_its_headroom_is_killed_within_a_second_and_a_charged_neighbour_survives() {
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let env = watch_env("");
     let watch = Watchdog::start(&env);
@@ -95,7 +95,7 @@ fn a_gpu_container_past_its_headroom_is_killed_within_a_second_and_a_charged_nei
 #[test]
 fn uncharged_growth_without_gpu_containers_kills_nothing() {
     // The same growth from a non-GPU container: nothing is ours to kill, nothing is killed.
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let env = watch_env("");
     let watch = Watchdog::start(&env);
@@ -159,7 +159,7 @@ fn state<'a>(states: &'a [(String, Option<String>)], name: &str) -> Option<&'a s
 
 #[test]
 fn two_gpu_containers_the_youngest_grower_dies_and_the_other_keeps_running() {
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let (text, seen, states) = episode(true, false);
     assert_eq!(seen.deaths.len(), 1, "only the grower died: {seen:?}\n{text}");
@@ -178,7 +178,7 @@ fn without_attribution_the_youngest_goes_first_then_the_grower_and_it_stops_unde
     // idle GPU container, so the idle one is killed first; the node is still over budget after
     // the settle time, so the grower goes next; then the node is back under budget and an even
     // older idle GPU container survives.
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let (text, seen, states) = episode(false, true);
     let order: Vec<&str> = seen.deaths.iter().map(|d| d.0.as_str()).collect();
@@ -195,7 +195,7 @@ fn without_attribution_the_youngest_goes_first_then_the_grower_and_it_stops_unde
 
 #[test]
 fn dry_run_reports_the_kill_with_its_numbers_and_kills_nothing() {
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let env = watch_env("dry_run = true");
     let watch = Watchdog::start(&env);
@@ -222,7 +222,7 @@ fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_t
     // The GPU container sits 64 MiB over its 256Mi headroom (within the tolerance). Then a
     // non-GPU container makes the node stall on memory: the PSI trigger fires and the GPU
     // container is killed at once; the thrasher, not a GPU container, is never a candidate.
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let env = watch_env("tolerance = \"512Mi\"\nsustain_ms = 60000\n");
     let watch = Watchdog::start(&env);
@@ -284,7 +284,7 @@ fn a_huge_grant_in_the_ledger_never_kills_another_tenants_gpu_container() {
     // youngest GPU container — another tenant's, idle, within its headroom — was killed.
     // The record is planted as such a create left it (the create side now refuses it); the
     // attacker is an older live process, the victim an idle GPU container through the product.
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let env = watch_env("");
     let attacker = HostSleep::start();
@@ -332,7 +332,7 @@ fn a_gpu_container_whose_init_moved_its_cgroup_is_not_killed_elsewhere() {
     // cgroup — here one holding a bystander the ledger does not know — took the bystander down
     // with it. Now only the cgroup recorded at create is killed, and only while the init is
     // still in it: the kill is refused and logged.
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     let env = watch_env("");
     let watch = Watchdog::start(&env);

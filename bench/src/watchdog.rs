@@ -53,7 +53,7 @@ struct Figures {
 }
 
 fn measure(runs: usize, idle_secs: u64) -> Figures {
-    let _cg = CgroupParents;
+    let _cg = CgroupParents::new();
     let pool = PoolGuard::new(0);
     // The product's defaults (poll 100 ms, sustain 200 ms, settle 1 s) but the 64Mi tolerance
     // (this host's noise is ~45 MiB), metrics every 10 s.

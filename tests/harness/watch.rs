@@ -128,11 +128,35 @@ pub fn remove_test_cgroup_parents() {
     }
 }
 
-/// Calls [`remove_test_cgroup_parents`] when dropped (also when a test fails).
-pub struct CgroupParents;
+/// Held by a test while it makes containers under the `dataplane-tests` parent cgroups; when
+/// the last holder goes (also when a test fails) the empty parents are removed. A shared flock
+/// per holder: removing a parent while another test's runc is between creating it and creating
+/// its child below fails that create (`mkdir .../dataplane-tests/<id>: no such file`).
+pub struct CgroupParents(std::fs::File);
+
+impl CgroupParents {
+    pub fn new() -> CgroupParents {
+        let f = std::fs::File::options().create(true).truncate(false).write(true).open("/run/lock/dataplane-tests.cgroups").expect("lock file");
+        #[allow(deprecated)]
+        nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&f), nix::fcntl::FlockArg::LockShared).expect("flock");
+        CgroupParents(f)
+    }
+}
+
+impl Default for CgroupParents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for CgroupParents {
     fn drop(&mut self) {
-        remove_test_cgroup_parents();
+        use std::os::fd::AsRawFd;
+        #[allow(deprecated)]
+        let last = nix::fcntl::flock(self.0.as_raw_fd(), nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok();
+        if last {
+            remove_test_cgroup_parents();
+        }
     }
 }
 
