@@ -72,8 +72,13 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle, OciError> {
         let path = Self::config_path(dir);
         let text = std::fs::read(&path).map_err(|source| OciError::SpecRead { path: path.clone(), source })?;
-        let raw: Value = serde_json::from_slice(&text)
-            .map_err(|e| OciError::SpecParse { path: path.clone(), message: e.to_string() })?;
+        Self::parse(dir, &text)
+    }
+
+    /// A bundle from the bytes of its config.json (what [`Bundle::load`] read from `dir`).
+    pub fn parse(dir: &Path, text: &[u8]) -> Result<Bundle, OciError> {
+        let raw: Value = serde_json::from_slice(text)
+            .map_err(|e| OciError::SpecParse { path: Self::config_path(dir), message: e.to_string() })?;
         Self::from_value(dir, raw)
     }
 
