@@ -4,7 +4,7 @@
 //! (gc's hugetlbfs lookup) and `group::holder::root_cgroup_mount_points` (the group holder).
 //!
 //! First byte even: the rest is a mountinfo text for all of them (no panic). Odd: the rest is
-//! `MOUNT_POINT\0ROOT` (arbitrary bytes), written into a cgroup2 line the way the kernel writes
+//! `MOUNT_POINT\0ROOT` (absolute paths of arbitrary bytes), written into a cgroup2 line the way the kernel writes
 //! it (space, tab, newline and backslash as `\ooo`), and find_hierarchy must decode both back.
 #![no_main]
 
@@ -58,7 +58,9 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &b"/"[..]),
     };
-    if mp.is_empty() || root.is_empty() || root.contains(&0) {
+    // The kernel writes both as absolute paths (a cgroup namespace's root as `/..`), so
+    // neither can be the ` - ` separator's `-`.
+    if !mp.starts_with(b"/") || !root.starts_with(b"/") || root.contains(&0) {
         return;
     }
     let (emp, eroot) = (kernel_escape(mp), kernel_escape(root));

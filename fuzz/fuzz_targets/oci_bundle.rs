@@ -1,11 +1,12 @@
 //! A bundle's config.json: `oci::Bundle::parse` (what `Bundle::load` does after reading the
 //! file), then everything the wrapper and the hook read from it (annotations, hugepage limits,
-//! rootfs, mounts, the request, the GPU facts) and the wrapper's hook injection, whose result
+//! rootfs, mounts, the request, the GPU facts and decision) and the wrapper's hook injection, whose result
 //! must still be a spec the runtime (and we) can read.
 #![no_main]
 
 use std::path::Path;
 
+use dataplane_hook::config::{Config, UnlimitedPolicy};
 use dataplane_hook::features::gpu::{self, HostGpus};
 use dataplane_hook::oci::Bundle;
 use dataplane_hook::request::Request;
@@ -20,8 +21,29 @@ fuzz_target!(|data: &[u8]| {
     let _ = b.is_sandbox();
     let _ = b.mounts();
     assert!(b.rootfs().is_absolute());
-    let _ = Request::parse(&annotations, &limits);
-    let _ = gpu::inspect(&b.raw, &annotations, &HostGpus { nvidia: 2, render: 1 });
+    let inspected = gpu::inspect(&b.raw, &annotations, &HostGpus { nvidia: 2, render: 1 });
+    if let (Ok(mut req), Ok(g)) = (Request::parse(&annotations, &limits), inspected) {
+        // The GPU decision on what the spec says (its arithmetic meets the pod's numbers).
+        req.gpu = g;
+        for policy in [UnlimitedPolicy::Allow, UnlimitedPolicy::Refuse, UnlimitedPolicy::LimitToNode] {
+            let mut cfg = Config::default();
+            cfg.gpu.unlimited_policy = policy;
+            for mem_total in [0, 64 << 30, u64::MAX] {
+                match gpu::decide("abc", &req, &cfg, mem_total) {
+                    Ok(Some(p)) => {
+                        if let (Some(l), Some(r)) = (p.limit, p.requested_limit) {
+                            assert!(l.0.saturating_add(p.headroom.0) <= r.0, "{p:?}");
+                        }
+                        if let (Some(h), Some(l)) = (p.high, p.limit) {
+                            assert!(h <= l, "{p:?}");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => assert!(!e.to_string().contains(['\n', '\r']), "multi-line error: {e}"),
+                }
+            }
+        }
+    }
 
     // What `save` writes parses back to the same document.
     let bytes = serde_json::to_vec(&b.raw).unwrap();

@@ -1,12 +1,13 @@
 //! The runtime's command line as the wrapper reads it (`runtime::parse_args`, `command_index`,
 //! `acts_on`, `runtime::update::parse`, `ram_in_bytes`, `flags_to_resources`) and the hook's
-//! fast stage parse (`cli::hook_stage`). Input: argv separated by NUL (as /proc/<pid>/cmdline),
+//! fast stage parse (`cli::hook_stage`, which must read a stage as clap does). Input: argv separated by NUL (as /proc/<pid>/cmdline),
 //! without argv[0].
 #![no_main]
 
 use std::path::Path;
 
-use dataplane_hook::cli;
+use clap::Parser;
+use dataplane_hook::cli::{self, Cli};
 use dataplane_hook::runtime::{self, update};
 use libfuzzer_sys::fuzz_target;
 
@@ -41,8 +42,8 @@ fuzz_target!(|data: &[u8]| {
     if let Some(c) = cli::hook_stage(&hook_argv) {
         let stage = hook_argv.last().unwrap();
         assert!(["createRuntime", "prestart", "poststop"].contains(&stage.as_str()));
-        if let Some(p) = &c.config {
-            assert!(!p.as_os_str().is_empty());
-        }
+        // The fast path reads a stage exactly as clap would (clap reads everything else).
+        let clap = Cli::try_parse_from(&hook_argv).unwrap_or_else(|e| panic!("{hook_argv:?}: fast path took what clap refuses: {e}"));
+        assert_eq!(format!("{c:?}"), format!("{clap:?}"), "{hook_argv:?}");
     }
 });

@@ -211,6 +211,22 @@ mod tests {
     }
 
     #[test]
+    fn numbers_survive_a_save_exactly() {
+        // Fuzz find (oci_bundle): serde_json's fast float parsing read `10e24` one ulp off, so
+        // the document the wrapper saved differed from the one it read in a field it never
+        // touched. Parsing is exact now (serde_json's float_roundtrip).
+        let dir = tempfile::tempdir().unwrap();
+        let doc = r#"{"ociVersion":"1.0.2","x":[10e24,0.1,2.2250738585072014e-308,1.7976931348623157e308,5e-324,123456789012345678901234567890,0.30000000000000004,9007199254740993.0,18446744073709551615,-9223372036854775808]}"#;
+        std::fs::write(dir.path().join("config.json"), doc).unwrap();
+        let b = Bundle::load(dir.path()).unwrap();
+        b.save().unwrap();
+        let again = Bundle::load(dir.path()).unwrap();
+        assert_eq!(again.raw, b.raw);
+        assert_eq!(b.raw["x"][0].as_f64(), Some(1e25));
+        assert_eq!(b.raw, serde_json::from_str::<Value>(&serde_json::to_string(&b.raw).unwrap()).unwrap());
+    }
+
+    #[test]
     fn broken_config_json_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
