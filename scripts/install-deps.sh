@@ -44,8 +44,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Not from Debian (tests/packaging.rs, `make deb`): the Kubernetes schemas, offline, from PyPI;
-# cargo-deb from crates.io (a few minutes of building, once).
+# Not from Debian (tests/packaging.rs, `make deb`, `make fuzz`): the Kubernetes schemas, offline,
+# from PyPI; cargo-deb and cargo-fuzz from crates.io (a few minutes of building, once).
 extras() {
   if ! kubernetes-validate --version >/dev/null 2>&1 && ! python3 -m kubernetes_validate --version >/dev/null 2>&1; then
     echo "install-deps: installing kubernetes-validate (PyPI)"
@@ -54,6 +54,12 @@ extras() {
   if ! cargo deb --version >/dev/null 2>&1; then
     echo "install-deps: installing cargo-deb (crates.io)"
     cargo install -q --locked cargo-deb
+  fi
+  # The fuzz smoke run in `make test` (scripts/fuzz.sh); it drives libFuzzer through the
+  # toolchain that is there (stable, with RUSTC_BOOTSTRAP=1 for the -Z flags it passes).
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "install-deps: installing cargo-fuzz (crates.io)"
+    cargo install -q --locked cargo-fuzz
   fi
 }
 

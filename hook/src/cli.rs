@@ -121,7 +121,7 @@ pub enum Command {
 pub fn hook_stage(args: &[String]) -> Option<Cli> {
     let (config, stage) = match args {
         [_, stage] => (None, stage),
-        [_, flag, path, stage] if flag == "--config" && !path.starts_with('-') => (Some(PathBuf::from(path)), stage),
+        [_, flag, path, stage] if flag == "--config" && !path.is_empty() && !path.starts_with('-') => (Some(PathBuf::from(path)), stage),
         [_, flag, stage] => (Some(PathBuf::from(flag.strip_prefix("--config=").filter(|p| !p.is_empty())?)), stage),
         _ => return None,
     };
@@ -251,6 +251,8 @@ mod tests {
             &["dataplane-hook", "--config", "createRuntime"],
             &["dataplane-hook", "--config", "--help", "poststop"],
             &["dataplane-hook", "--config=", "poststop"],
+            // Fuzz find (runtime_args): clap refuses an empty path, the fast path took it.
+            &["dataplane-hook", "--config", "", "poststop"],
             &["dataplane-hook", "--verbose", "poststop"],
             &["dataplane-hook", "poststop", "--config", "/x"],
         ] {

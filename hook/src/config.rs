@@ -434,7 +434,9 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
             if key.is_empty() || key.starts_with('[') {
                 return None;
             }
-            return Some(if section.is_empty() { key.to_string() } else { format!("{section}.{key}") });
+            let key = if section.is_empty() { key.to_string() } else { format!("{section}.{key}") };
+            // Named inside a one-line error: control characters written as escapes.
+            return Some(key.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect());
         }
         pos += line.len();
     }
@@ -447,6 +449,15 @@ mod tests {
 
     fn parse(s: &str) -> Result<Config, ConfigError> {
         Config::parse(s, Path::new("/etc/x.toml"))
+    }
+
+    #[test]
+    fn a_key_with_control_characters_still_gives_a_one_line_error() {
+        // Fuzz find (config_toml): the key named in a syntax error was copied raw, `\r` and NUL
+        // included.
+        let e = parse("[gpu]\nheadroom_p\r\0\"\n").unwrap_err().to_string();
+        assert!(!e.contains(['\n', '\r', '\0']), "{e:?}");
+        assert!(e.contains("key `gpu.headroom_p\\r\\0\"`"), "{e}");
     }
 
     #[test]

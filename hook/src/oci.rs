@@ -81,8 +81,13 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle, OciError> {
         let path = Self::config_path(dir);
         let text = std::fs::read(&path).map_err(|source| OciError::SpecRead { path: path.clone(), source })?;
-        let raw: Value = serde_json::from_slice(&text)
-            .map_err(|e| OciError::SpecParse { path: path.clone(), message: e.to_string() })?;
+        Self::parse(dir, &text)
+    }
+
+    /// A bundle from the bytes of its config.json (what [`Bundle::load`] read from `dir`).
+    pub fn parse(dir: &Path, text: &[u8]) -> Result<Bundle, OciError> {
+        let raw: Value = serde_json::from_slice(text)
+            .map_err(|e| OciError::SpecParse { path: Self::config_path(dir), message: e.to_string() })?;
         Self::from_value(dir, raw)
     }
 
@@ -238,6 +243,22 @@ mod tests {
         let c: Value = serde_json::from_str(&back).unwrap();
         assert_eq!(a, c);
         assert_eq!(back, serde_json::to_string(&a).unwrap(), "field order preserved");
+    }
+
+    #[test]
+    fn numbers_survive_a_save_exactly() {
+        // Fuzz find (oci_bundle): serde_json's fast float parsing read `10e24` one ulp off, so
+        // the document the wrapper saved differed from the one it read in a field it never
+        // touched. Parsing is exact now (serde_json's float_roundtrip).
+        let dir = tempfile::tempdir().unwrap();
+        let doc = r#"{"ociVersion":"1.0.2","x":[10e24,0.1,2.2250738585072014e-308,1.7976931348623157e308,5e-324,123456789012345678901234567890,0.30000000000000004,9007199254740993.0,18446744073709551615,-9223372036854775808]}"#;
+        std::fs::write(dir.path().join("config.json"), doc).unwrap();
+        let b = Bundle::load(dir.path()).unwrap();
+        b.save().unwrap();
+        let again = Bundle::load(dir.path()).unwrap();
+        assert_eq!(again.raw, b.raw);
+        assert_eq!(b.raw["x"][0].as_f64(), Some(1e25));
+        assert_eq!(b.raw, serde_json::from_str::<Value>(&serde_json::to_string(&b.raw).unwrap()).unwrap());
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub const KEYS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid annotation {PREFIX}{key}={value:?}: {why} ({fix})")]
+// The key is the annotation's own text: escaped like the value, so the error stays one line.
+#[error("invalid annotation {PREFIX}{}={value:?}: {why} ({fix})", .key.escape_debug())]
 pub struct RequestError {
     pub key: String,
     pub value: String,
@@ -106,12 +107,18 @@ impl Bytes {
         if num.is_empty() || num.matches('.').count() > 1 || num == "." {
             return Err("not a quantity: expected digits with an optional suffix like Mi or Gi".into());
         }
-        // Exact decimal arithmetic: mantissa as integer plus count of fraction digits.
+        // Exact decimal arithmetic: mantissa as integer plus count of fraction digits. Every
+        // step is checked: the input is an annotation, and an unchecked 10^digits or a scale
+        // that wrapped to 0 (`0.` and 128 zeros) panicked the hook instead of refusing it.
+        let too_large = || "number too large".to_string();
         let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
         let digits = format!("{int_part}{frac_part}");
-        let mantissa: u128 = digits.parse().map_err(|_| "number too large".to_string())?;
+        let mantissa: u128 = digits.parse().map_err(|_| too_large())?;
         let mut scale_num: u128 = 1;
-        let mut scale_den: u128 = 10u128.pow(frac_part.len() as u32);
+        let mut scale_den: u128 = u32::try_from(frac_part.len())
+            .ok()
+            .and_then(|n| 10u128.checked_pow(n))
+            .ok_or_else(|| "number too large: too many digits after the decimal point".to_string())?;
         match suffix {
             "" => {}
             "Ki" => scale_num = 1 << 10,
@@ -126,15 +133,15 @@ impl Bytes {
             "T" => scale_num = 1_000_000_000_000,
             "P" => scale_num = 1_000_000_000_000_000,
             "E" => scale_num = 1_000_000_000_000_000_000,
-            "m" => scale_den *= 1000,
+            "m" => scale_den = scale_den.checked_mul(1000).ok_or_else(too_large)?,
             e if e.starts_with(['e', 'E']) => {
                 let exp: u32 = e[1..]
                     .parse()
                     .map_err(|_| format!("bad exponent {e:?}"))?;
                 if exp > 30 {
-                    return Err("number too large".into());
+                    return Err(too_large());
                 }
-                scale_num = 10u128.pow(exp);
+                scale_num = 10u128.checked_pow(exp).ok_or_else(too_large)?;
             }
             other => {
                 return Err(format!(
@@ -142,12 +149,13 @@ impl Bytes {
                 ))
             }
         }
-        let total = mantissa.checked_mul(scale_num).ok_or("number too large")?;
+        let total = mantissa.checked_mul(scale_num).ok_or_else(too_large)?;
+        // scale_den is a power of ten (checked above), never 0.
         if total % scale_den != 0 {
             return Err("not a whole number of bytes".into());
         }
         let v = total / scale_den;
-        u64::try_from(v).map(Bytes).map_err(|_| "number too large".into())
+        u64::try_from(v).map(Bytes).map_err(|_| too_large())
     }
 
     pub fn pages(self, size: PageSize) -> u64 {
@@ -279,28 +287,29 @@ impl SpdkIobuf {
             let (k, v) = part
                 .split_once('=')
                 .ok_or_else(|| format!("{part:?} is not key=value"))?;
-            let n: u64 = match k.trim() {
-                "small-bufsize" | "large-bufsize" => {
-                    Bytes::parse_quantity(v).map_err(|e| format!("{k}: {e}"))?.0
-                }
-                _ => v.trim().parse().map_err(|_| format!("{k}: {v:?} is not a whole number"))?,
-            };
-            if n == 0 {
-                return Err(format!("{k} must be > 0"));
-            }
-            let slot = match k.trim() {
-                "small" => &mut small,
-                "large" => &mut large,
-                "small-bufsize" => &mut sb,
-                "large-bufsize" => &mut lb,
+            // The field first, and named by its own spelling from then on: `k` is the
+            // annotation's text (a newline in it made the error several lines).
+            let (name, slot) = match k.trim() {
+                "small" => ("small", &mut small),
+                "large" => ("large", &mut large),
+                "small-bufsize" => ("small-bufsize", &mut sb),
+                "large-bufsize" => ("large-bufsize", &mut lb),
                 other => {
                     return Err(format!(
                         "unknown field {other:?} (fields: small, large, small-bufsize, large-bufsize)"
                     ))
                 }
             };
+            let n: u64 = if name.ends_with("-bufsize") {
+                Bytes::parse_quantity(v).map_err(|e| format!("{name}: {e}"))?.0
+            } else {
+                v.trim().parse().map_err(|_| format!("{name}: {v:?} is not a whole number"))?
+            };
+            if n == 0 {
+                return Err(format!("{name} must be > 0"));
+            }
             if slot.replace(n).is_some() {
-                return Err(format!("{k} given twice"));
+                return Err(format!("{name} given twice"));
             }
         }
         Ok(SpdkIobuf {
@@ -483,6 +492,66 @@ mod tests {
         }
         for s in ["", "Mi", "-1Gi", "1.2.3", "12XB", "0.3", "1.5", "99999999999999999999999Gi", "1 Gi"] {
             assert!(Bytes::parse_quantity(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn quantity_arithmetic_is_checked_and_overflow_is_number_too_large() {
+        // Fuzz finds (cargo fuzz run quantity): each of these panicked (10^digits overflowing
+        // u128; past 127 fraction digits the scale wrapped to 0 and `total % 0` panicked even in
+        // release builds) instead of being refused.
+        let zeros = |n: usize| "0".repeat(n);
+        for s in [
+            format!("0.{}", zeros(39)),
+            format!("0.{}1", zeros(40)),
+            format!("0.{}", zeros(128)),
+            format!("0.{}Gi", zeros(200)),
+            format!("0.{}m", zeros(37)),
+            format!("{}.{}", zeros(10), zeros(300)),
+        ] {
+            let e = Bytes::parse_quantity(&s).unwrap_err();
+            assert!(e.contains("number too large"), "{s}: {e}");
+        }
+        // Right at the edges: u64::MAX is fine, one more is too large, as are products that
+        // overflow u128 before the u64 check.
+        assert_eq!(Bytes::parse_quantity("18446744073709551615"), Ok(Bytes(u64::MAX)));
+        for s in ["18446744073709551616", "16Ei", "340282366920938463463374607431768211455Ei", "9e30", "1e31", "1e4294967295"] {
+            assert_eq!(Bytes::parse_quantity(s), Err("number too large".to_string()), "{s}");
+        }
+        assert_eq!(Bytes::parse_quantity("1e99999999999"), Err("bad exponent \"e99999999999\"".to_string()));
+        // The longest fraction that still fits is exact.
+        assert_eq!(Bytes::parse_quantity(&format!("1.{}Ki", zeros(35))), Ok(Bytes(1024)));
+        assert_eq!(Bytes::parse_quantity("1000m"), Ok(Bytes(1)));
+        assert!(Bytes::parse_quantity("1m").unwrap_err().contains("whole number"));
+    }
+
+    #[test]
+    fn hostile_keys_and_spdk_fields_still_give_one_line_errors() {
+        // Fuzz finds (request, annotation_values): a newline in an annotation key under the
+        // prefix, or in an spdk-iobuf field name, was copied raw into the error, so one refusal
+        // became several log lines (SPEC: one line).
+        let mut a = BTreeMap::new();
+        a.insert(format!("{PREFIX}\nugTpages-2mi"), ":ci2Mipaplane-h".to_string());
+        let e = Request::parse(&a, &[]).unwrap_err();
+        let msg = e.to_string();
+        assert!(!msg.contains(['\n', '\r']) && msg.contains("unknown annotation key"), "{msg}");
+        assert!(msg.starts_with(&format!("invalid annotation {PREFIX}\\nugTpages-2mi=")), "{msg}");
+        for v in ["sm\n\0\0\0\0\0\0\0\u{2}/hugepages-1Gi=l-/buv", "small=1,large=2,\r\nsmall=3", "small\n=0,large=1", "x\n=1", "large=1,small\n=2Ki", "small=1,large=1,\nlarge-bufsize=1Zi"] {
+            let e = SpdkIobuf::parse(v).unwrap_err();
+            assert!(!e.contains(['\n', '\r']), "{v:?}: {e:?}");
+            let msg = Request::parse(&ann(&[("spdk-iobuf", v)]), &[]).unwrap_err().to_string();
+            assert!(!msg.contains(['\n', '\r']), "{msg}");
+        }
+        // Fields are named as the SPEC spells them, whatever whitespace surrounds them.
+        assert_eq!(SpdkIobuf::parse(" small =0,large=1"), Err("small must be > 0".to_string()));
+        assert_eq!(SpdkIobuf::parse("small=1,large=2, small=3"), Err("small given twice".to_string()));
+    }
+
+    #[test]
+    fn every_quantity_prints_as_one_that_parses_back_to_it() {
+        for v in [0u64, 1, 1000, 1023, 1024, 3 << 29, 256 << 20, u64::MAX, u64::MAX - (1 << 40) + 1, (u64::MAX >> 40) << 40] {
+            let b = Bytes(v);
+            assert_eq!(Bytes::parse_quantity(&b.to_string()), Ok(b), "{b}");
         }
     }
 

@@ -65,13 +65,17 @@ fn unescape(s: &str) -> PathBuf {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
+            // Three octal digits reach 511: only up to \377 is a byte (the kernel's are all
+            // below \200); anything else stays as written.
+            let v = b[i + 1..i + 4].iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
+            if let Ok(v) = u8::try_from(v) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
         }
+        out.push(b[i]);
+        i += 1;
     }
     PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
@@ -235,5 +239,20 @@ mod tests {
     #[test]
     fn mountinfo_escapes_are_decoded() {
         assert_eq!(unescape("/a\\040b"), PathBuf::from("/a b"));
+    }
+
+    #[test]
+    fn backslashes_that_are_no_byte_escape_stay_as_written() {
+        // Fuzz find (mountinfo): `\777` is 511, past a byte: the u8 arithmetic overflowed (a
+        // panic with overflow checks, a wrong byte without). The kernel writes a backslash as
+        // `\134`, so such text is not its output; it must still not panic.
+        use std::os::unix::ffi::OsStringExt;
+        assert_eq!(unescape("/a\\777b"), PathBuf::from("/a\\777b"));
+        assert_eq!(unescape("/a\\400"), PathBuf::from("/a\\400"));
+        assert_eq!(unescape("/a\\377"), PathBuf::from(std::ffi::OsString::from_vec(b"/a\xff".to_vec())));
+        assert_eq!(unescape("/a\\04"), PathBuf::from("/a\\04"));
+        assert_eq!(unescape("/a\\134\\040"), PathBuf::from("/a\\ "));
+        let mi = "36 25 0:31 / /mnt/x\\777\\040y rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(find_hierarchy(mi, "hugetlb", |_| true).unwrap().mount, PathBuf::from("/mnt/x\\777 y"));
     }
 }

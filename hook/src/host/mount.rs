@@ -552,6 +552,11 @@ pub fn resolve_target(root: &OwnedFd, target: &ContainerPath, missing: Missing) 
 /// `st_dev` of the mounts of a process's mount namespace with the given fs type.
 pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(String, String)> {
     let Ok(text) = super::read_kernel_file(format!("/proc/{pid}/mountinfo")) else { return vec![] };
+    parse_mounts_of_type(&text, fstype)
+}
+
+/// [`mounts_of_type`] on a mountinfo text: (mount point as written, super options).
+pub fn parse_mounts_of_type(text: &str, fstype: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| {
             let (pre, post) = l.split_once(" - ")?;

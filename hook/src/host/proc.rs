@@ -75,9 +75,10 @@ fn stat_fields(pid: i32) -> Option<(char, u64)> {
     parse_stat(&s)
 }
 
-fn parse_stat(s: &str) -> Option<(char, u64)> {
+/// `(state, starttime)` from a /proc/<pid>/stat text (comm is the process's own choice).
+pub fn parse_stat(s: &str) -> Option<(char, u64)> {
     // comm may contain spaces and parens: fields resume after the last ')'.
-    let rest = &s[s.rfind(')')? + 2..];
+    let rest = s.get(s.rfind(')')? + 2..)?;
     let mut it = rest.split(' ');
     let state = it.next()?.chars().next()?;
     // starttime is field 22; after comm we are at field 3.
@@ -150,6 +151,15 @@ mod tests {
         assert_eq!(serde_json::from_str::<ProcessId>(&json).unwrap(), id);
         assert_eq!(serde_json::from_str::<ProcessId>(r#"{"pid":7,"start_time":9}"#).unwrap().boot, None);
         assert!(BootId::parse("not-a-uuid").is_none());
+    }
+
+    #[test]
+    fn a_stat_text_that_ends_at_its_last_paren_is_none() {
+        // Fuzz find (proc_files): slicing two bytes past the last ')' panicked when the text
+        // ended there or the next character was multi-byte.
+        for s in ["\\120))", "1 (x)", "1 (x) ", "1 (x)\u{e9}", "1 (x))\u{e9} S", ")", ""] {
+            assert_eq!(parse_stat(s), None, "{s:?}");
+        }
     }
 
     #[test]
