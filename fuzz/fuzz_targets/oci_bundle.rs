@@ -1,15 +1,17 @@
 //! A bundle's config.json: `oci::Bundle::parse` (what `Bundle::load` does after reading the
 //! file), then everything the wrapper and the hook read from it (annotations, hugepage limits,
-//! rootfs, mounts, the request, the GPU facts and decision) and the wrapper's hook injection, whose result
-//! must still be a spec the runtime (and we) can read.
+//! rootfs, mounts, the request, the GPU facts and decision, the plan) and the wrapper's hook
+//! injection, whose result must still be a spec the runtime (and we) can read.
 #![no_main]
 
 use std::path::Path;
 
 use dataplane_hook::config::{Config, UnlimitedPolicy};
 use dataplane_hook::features::gpu::{self, HostGpus};
+use dataplane_hook::host::sysfs::{NodePool, Pool};
 use dataplane_hook::oci::Bundle;
-use dataplane_hook::request::Request;
+use dataplane_hook::plan::{self, NodeFacts};
+use dataplane_hook::request::{PageSize, Request};
 use dataplane_hook::runtime;
 use libfuzzer_sys::fuzz_target;
 
@@ -42,6 +44,24 @@ fuzz_target!(|data: &[u8]| {
                     Err(e) => assert!(!e.to_string().contains(['\n', '\r']), "multi-line error: {e}"),
                 }
             }
+        }
+        // The whole (pure) plan on a node with some pages free: what the hook would do.
+        let pool = |total, free, reserved| Pool { total, free, reserved, surplus: 0 };
+        let facts = NodeFacts {
+            pools: [(PageSize::Size2Mi, pool(1024, 1000, 10)), (PageSize::Size1Gi, pool(4, 4, 0))].into(),
+            node_pools: [(
+                PageSize::Size2Mi,
+                vec![NodePool { node: 0, total: 512, free: 500, surplus: 0 }, NodePool { node: 1, total: 512, free: 500, surplus: 0 }],
+            )]
+            .into(),
+            ours: [(PageSize::Size2Mi, (10, 1))].into(),
+            mem_total: 64 << 30,
+            group_dir: "/run/dataplane-hook/groups/default.g".into(),
+            spec_mounts: b.mounts(),
+            ..Default::default()
+        };
+        if let Err(e) = plan::plan("abc", &req, &Config::default(), &facts) {
+            assert!(!e.to_string().contains(['\n', '\r']), "multi-line error: {e}");
         }
     }
 
