@@ -4,7 +4,11 @@
 //! per exec on a virtualized node; `make bench`). The library and tests are unchanged.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") && std::env::var("CARGO_CFG_TARGET_FEATURE").map(|f| !f.contains("crt-static")).unwrap_or(true) {
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
+        && std::env::var("CARGO_CFG_TARGET_FEATURE")
+            .map(|f| !f.contains("crt-static"))
+            .unwrap_or(true)
+    {
         println!("cargo:rustc-link-arg-bins=-no-pie");
     }
 }

@@ -41,7 +41,11 @@ impl StuckHook {
             .expect("flock(1) from util-linux");
         let mut s = StuckHook(child);
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(s.0.stdout.as_mut().unwrap()), &mut line).unwrap();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(s.0.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
         assert_eq!(line.trim(), "held", "the stand-in holds both locks");
         s
     }
@@ -74,16 +78,27 @@ fn a_hook_stuck_on_one_container_never_holds_up_another() {
 
     let ob = sleeper(4);
     let t = Instant::now();
-    let o = create_with_timeout(&p, &ob, &other, Duration::from_secs(20)).expect("the other create returned");
-    assert!(o.status.success(), "another container's create: {}", String::from_utf8_lossy(&o.stderr));
+    let o = create_with_timeout(&p, &ob, &other, Duration::from_secs(20))
+        .expect("the other create returned");
+    assert!(
+        o.status.success(),
+        "another container's create: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     reap.add(&other);
     let started = p.start(&other);
     assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
     let d = reap.delete(&other);
     assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(3), "another container's lifecycle waited on the stuck one: {took:?}");
-    assert!(!env.records().iter().any(|r| r.starts_with(&other)), "the other container was released");
+    assert!(
+        took < Duration::from_secs(3),
+        "another container's lifecycle waited on the stuck one: {took:?}"
+    );
+    assert!(
+        !env.records().iter().any(|r| r.starts_with(&other)),
+        "the other container was released"
+    );
 
     // The stuck container's own poststop: bounded, one line naming it.
     let pid = p.pid(&stuck).expect("running");
@@ -138,7 +153,12 @@ fn injected_hooks_carry_the_oci_timeout() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let spec = b.reload().clone();
     for stage in ["createRuntime", "poststop"] {
-        let ours: Vec<_> = spec["hooks"][stage].as_array().unwrap().iter().filter(|h| h["path"].as_str().unwrap().ends_with("dataplane-hook")).collect();
+        let ours: Vec<_> = spec["hooks"][stage]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["path"].as_str().unwrap().ends_with("dataplane-hook"))
+            .collect();
         assert_eq!(ours.len(), 1, "{stage}: {spec}");
         assert_eq!(ours[0]["timeout"], 9, "{stage}: hook_timeout_secs + 2");
     }
@@ -176,21 +196,32 @@ fn exactly_the_pool_is_admitted(fraction: f64, pool_pages: u64, fits: usize) {
     for id in &ids {
         reap.add(id);
     }
-    let outs = all_at_once(N, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(120)));
+    let outs =
+        all_at_once(N, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(120)));
     let mut admitted = 0;
     for (i, o) in outs.iter().enumerate() {
         let o = o.as_ref().unwrap_or_else(|| panic!("create {i} hung"));
         if o.status.success() {
             admitted += 1;
         } else {
-            let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("create {i}: {}", String::from_utf8_lossy(&o.stderr)));
-            assert!(msg.starts_with("dataplane-hook: cannot reserve 4Mi of 2Mi hugepages for container"), "create {i}: {msg}");
+            let msg = product_error(&o.stderr)
+                .unwrap_or_else(|| panic!("create {i}: {}", String::from_utf8_lossy(&o.stderr)));
+            assert!(
+                msg.starts_with(
+                    "dataplane-hook: cannot reserve 4Mi of 2Mi hugepages for container"
+                ),
+                "create {i}: {msg}"
+            );
             assert_spec_form("refusal", &msg);
         }
     }
     assert_eq!(admitted, fits, "exactly the pool's worth of creates is admitted");
     let c = counters();
-    assert_eq!(c.reserved + (pool.baseline.free - c.free), 2 * fits as u64, "their pages are reserved: {c:?}");
+    assert_eq!(
+        c.reserved + (pool.baseline.free - c.free),
+        2 * fits as u64,
+        "their pages are reserved: {c:?}"
+    );
     assert_eq!(env.records().len(), fits, "one record per admitted container");
     for id in &ids {
         reap.delete(id);
@@ -241,7 +272,8 @@ fn concurrent_first_members_share_one_group_and_concurrent_last_members_leave_no
     for id in &ids {
         reap.add(id);
     }
-    let outs = all_at_once(N, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(60)));
+    let outs =
+        all_at_once(N, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(60)));
     for (i, o) in outs.iter().enumerate() {
         let o = o.as_ref().unwrap_or_else(|| panic!("create {i} hung"));
         assert!(o.status.success(), "member {i}: {}", String::from_utf8_lossy(&o.stderr));
@@ -264,7 +296,11 @@ fn concurrent_first_members_share_one_group_and_concurrent_last_members_leave_no
     }
     assert!(wait_pid_gone(holder, Duration::from_secs(10)), "the holder goes with the last member");
     let s = status_json(&env);
-    assert!(s["groups"].as_array().unwrap().is_empty() && s["containers"].as_array().unwrap().is_empty(), "{s}");
+    assert!(
+        s["groups"].as_array().unwrap().is_empty()
+            && s["containers"].as_array().unwrap().is_empty(),
+        "{s}"
+    );
     pool.assert_baseline("after the last members left");
 }
 
@@ -289,11 +325,17 @@ fn gc_beside_creates_never_frees_a_container_being_created() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let o = env.hook(&["gc"]);
                 assert!(o.status.success(), "gc: {}", String::from_utf8_lossy(&o.stderr));
-                assert!(!String::from_utf8_lossy(&o.stdout).contains("released "), "gc released a live container: {}", String::from_utf8_lossy(&o.stdout));
+                assert!(
+                    !String::from_utf8_lossy(&o.stdout).contains("released "),
+                    "gc released a live container: {}",
+                    String::from_utf8_lossy(&o.stdout)
+                );
                 gcs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        let outs = all_at_once(N, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(60)));
+        let outs = all_at_once(N, |i| {
+            create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(60))
+        });
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         g.join().unwrap();
         for (i, o) in outs.iter().enumerate() {
@@ -330,21 +372,35 @@ fn creates_racing_mounts_elsewhere_on_the_node_all_succeed() {
         s.spawn(|| {
             use nix::mount::{mount, umount2, MntFlags, MsFlags};
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                mount(Some("none"), scratch.path(), Some("tmpfs"), MsFlags::empty(), Some("size=64k")).expect("mount tmpfs");
+                mount(
+                    Some("none"),
+                    scratch.path(),
+                    Some("tmpfs"),
+                    MsFlags::empty(),
+                    Some("size=64k"),
+                )
+                .expect("mount tmpfs");
                 umount2(scratch.path(), MntFlags::MNT_DETACH).expect("umount");
                 cycles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         });
         for wave in 0..WAVES {
             let bundles: Vec<TestBundle> = (0..WAVE).map(|_| sleeper(4)).collect();
-            let ids: Vec<String> = (0..WAVE).map(|i| unique(&format!("eagain{wave}x{i}"))).collect();
+            let ids: Vec<String> =
+                (0..WAVE).map(|i| unique(&format!("eagain{wave}x{i}"))).collect();
             for id in &ids {
                 reap.add(id);
             }
-            let outs = all_at_once(WAVE, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(60)));
+            let outs = all_at_once(WAVE, |i| {
+                create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(60))
+            });
             for (i, o) in outs.iter().enumerate() {
                 let o = o.as_ref().unwrap_or_else(|| panic!("create {i} hung"));
-                assert!(o.status.success(), "wave {wave}, create {i}: {}", String::from_utf8_lossy(&o.stderr));
+                assert!(
+                    o.status.success(),
+                    "wave {wave}, create {i}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
             }
             for id in &ids {
                 reap.delete(id);

@@ -48,12 +48,26 @@ fn two_dpdk_primaries_with_the_default_prefix_both_run() {
         reap.add(&ida);
         reap.add(&idb);
         runc.launch(&a, &ida);
-        assert!(wait_for(Duration::from_secs(20), || forwarding(&a)), "control primary A never forwarded: {}", stdout_of(&a));
+        assert!(
+            wait_for(Duration::from_secs(20), || forwarding(&a)),
+            "control primary A never forwarded: {}",
+            stdout_of(&a)
+        );
         runc.launch(&b, &idb);
-        assert!(runc.wait_stopped(&idb, Duration::from_secs(20)), "control: second primary kept running");
+        assert!(
+            runc.wait_stopped(&idb, Duration::from_secs(20)),
+            "control: second primary kept running"
+        );
         let err = output_of(&b);
-        assert!(!forwarding(&b), "control: second primary with the same prefix must not run: {err}");
-        assert!(err.contains("Cannot create lock") || err.contains("Is another primary process running"), "control failure reason: {err}");
+        assert!(
+            !forwarding(&b),
+            "control: second primary with the same prefix must not run: {err}"
+        );
+        assert!(
+            err.contains("Cannot create lock")
+                || err.contains("Is another primary process running"),
+            "control failure reason: {err}"
+        );
         delete(&reap, &ida);
         delete(&reap, &idb);
     }
@@ -72,11 +86,21 @@ fn two_dpdk_primaries_with_the_default_prefix_both_run() {
     reap.add(&idb);
     p.launch(&a, &ida);
     p.launch(&b, &idb);
-    assert!(wait_for(Duration::from_secs(30), || forwarding(&a) && forwarding(&b)),
-        "both primaries must forward:\nA: {}\nB: {}\nlog: {}", stdout_of(&a), stdout_of(&b), env.log_text());
+    assert!(
+        wait_for(Duration::from_secs(30), || forwarding(&a) && forwarding(&b)),
+        "both primaries must forward:\nA: {}\nB: {}\nlog: {}",
+        stdout_of(&a),
+        stdout_of(&b),
+        env.log_text()
+    );
     assert_eq!(p.status(&ida).as_deref(), Some("running"));
     assert_eq!(p.status(&idb).as_deref(), Some("running"));
-    assert_eq!(counters().reserved + counters().total - counters().free, 64, "both reservations visible: {:?}", counters());
+    assert_eq!(
+        counters().reserved + counters().total - counters().free,
+        64,
+        "both reservations visible: {:?}",
+        counters()
+    );
     delete(&reap, &ida);
     delete(&reap, &idb);
     pool.assert_baseline("after deleting both primaries");
@@ -120,9 +144,16 @@ fn container_reserving_the_whole_pool_runs_dpdk_in_dynamic_and_legacy_mode() {
         let id = unique("ctl-legacy");
         reap.add(&id);
         runc.launch(&b, &id);
-        assert!(runc.wait_stopped(&id, Duration::from_secs(30)), "control: legacy testpmd kept running: {}", output_of(&b));
+        assert!(
+            runc.wait_stopped(&id, Duration::from_secs(30)),
+            "control: legacy testpmd kept running: {}",
+            output_of(&b)
+        );
         let out = output_of(&b);
-        assert!(!out.contains(FORWARDING), "control: legacy testpmd must not run on a pool its own reservation hides: {out}");
+        assert!(
+            !out.contains(FORWARDING),
+            "control: legacy testpmd must not run on a pool its own reservation hides: {out}"
+        );
         // eal_hugepage_info.c: legacy mode counts only free_hugepages - resv_hugepages.
         assert!(out.contains("Cannot get hugepage information"), "control failure reason: {out}");
         delete(&reap, &id);
@@ -133,7 +164,11 @@ fn container_reserving_the_whole_pool_runs_dpdk_in_dynamic_and_legacy_mode() {
         let id = unique("ctl-dynamic");
         reap.add(&id);
         runc.launch(&b, &id);
-        assert!(wait_for(Duration::from_secs(30), || forwarding(&b)), "control: dynamic testpmd: {}", output_of(&b));
+        assert!(
+            wait_for(Duration::from_secs(30), || forwarding(&b)),
+            "control: dynamic testpmd: {}",
+            output_of(&b)
+        );
         delete(&reap, &id);
     }
     pool.assert_baseline("after the control");
@@ -148,13 +183,25 @@ fn container_reserving_the_whole_pool_runs_dpdk_in_dynamic_and_legacy_mode() {
         let id = unique(if legacy { "dp-legacy" } else { "dp-dynamic" });
         reap.add(&id);
         p.launch(&b, &id);
-        assert!(wait_for(Duration::from_secs(30), || forwarding(&b)),
-            "legacy={legacy}: testpmd must forward with the whole pool reserved: {}\nlog: {}", output_of(&b), env.log_text());
+        assert!(
+            wait_for(Duration::from_secs(30), || forwarding(&b)),
+            "legacy={legacy}: testpmd must forward with the whole pool reserved: {}\nlog: {}",
+            output_of(&b),
+            env.log_text()
+        );
         let c = counters();
-        assert_eq!(c.reserved + (c.total - c.free), PAGES, "legacy={legacy}: the whole pool is the container's: {c:?}");
+        assert_eq!(
+            c.reserved + (c.total - c.free),
+            PAGES,
+            "legacy={legacy}: the whole pool is the container's: {c:?}"
+        );
         let pid = p.pid(&id).unwrap();
         let view = format!("/proc/{pid}/root{HP2M}");
-        assert_eq!(read_u64(&format!("{view}/free_hugepages")), PAGES, "the container sees its reservation as free pages");
+        assert_eq!(
+            read_u64(&format!("{view}/free_hugepages")),
+            PAGES,
+            "the container sees its reservation as free pages"
+        );
         assert_eq!(read_u64(&format!("{view}/resv_hugepages")), 0, "and none of it as reserved");
         delete(&reap, &id);
         pool.assert_baseline(&format!("after deleting the legacy={legacy} container"));
@@ -170,7 +217,9 @@ fn container_reserving_the_whole_pool_runs_dpdk_in_dynamic_and_legacy_mode() {
 /// `dataplane-hook/<id>`).
 fn assert_no_cgroup_named(id: &str) {
     for m in host_mounts().iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2") {
-        for d in [format!("{}/{id}", m.mount_point), format!("{}/dataplane-hook/{id}", m.mount_point)] {
+        for d in
+            [format!("{}/{id}", m.mount_point), format!("{}/dataplane-hook/{id}", m.mount_point)]
+        {
             assert!(!std::path::Path::new(&d).exists(), "cgroup {d} left behind");
         }
     }
@@ -189,7 +238,11 @@ fn request_larger_than_what_is_left_is_refused_and_leaves_nothing() {
     let ida = unique("running");
     reap.add(&ida);
     p.launch(&a, &ida);
-    assert!(wait_for(Duration::from_secs(30), || forwarding(&a)), "A must forward: {}", output_of(&a));
+    assert!(
+        wait_for(Duration::from_secs(30), || forwarding(&a)),
+        "A must forward: {}",
+        output_of(&a)
+    );
     let pid_a = p.pid(&ida).unwrap();
     let before = counters();
     let records_before = env.records();
@@ -204,7 +257,8 @@ fn request_larger_than_what_is_left_is_refused_and_leaves_nothing() {
     let o = create_with_timeout(&p, &b, &idb, Duration::from_secs(60)).expect("create hung");
     assert!(!o.status.success(), "B must be refused at create");
     let c = counters();
-    let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("no product error in: {}", String::from_utf8_lossy(&o.stderr)));
+    let msg = product_error(&o.stderr)
+        .unwrap_or_else(|| panic!("no product error in: {}", String::from_utf8_lossy(&o.stderr)));
     assert_eq!(
         msg,
         format!(
@@ -212,7 +266,11 @@ fn request_larger_than_what_is_left_is_refused_and_leaves_nothing() {
             c.free, c.reserved
         )
     );
-    assert!(env.log_text().contains(&format!("cannot reserve 64Mi of 2Mi hugepages for container {idb}")), "refusal logged");
+    assert!(
+        env.log_text()
+            .contains(&format!("cannot reserve 64Mi of 2Mi hugepages for container {idb}")),
+        "refusal logged"
+    );
 
     // Nothing left behind.
     assert_eq!(p.status(&idb), None, "runc must not know B after the failed create");
@@ -220,15 +278,27 @@ fn request_larger_than_what_is_left_is_refused_and_leaves_nothing() {
     assert_eq!(c, before, "pool counters changed by the refused create");
     assert_eq!(env.records(), records_before, "ledger records changed by the refused create");
     assert_no_cgroup_named(&idb);
-    assert_ne!(std::fs::read(b.path().join("config.json")).unwrap(), config_before, "(the wrapper did edit the spec)");
+    assert_ne!(
+        std::fs::read(b.path().join("config.json")).unwrap(),
+        config_before,
+        "(the wrapper did edit the spec)"
+    );
 
     // A is unaffected: running, forwarding, its reservation and record intact.
     let lines = stdout_of(&a).matches(FORWARDING).count();
-    assert!(wait_for(Duration::from_secs(10), || stdout_of(&a).matches(FORWARDING).count() > lines), "A stopped forwarding");
+    assert!(
+        wait_for(Duration::from_secs(10), || stdout_of(&a).matches(FORWARDING).count() > lines),
+        "A stopped forwarding"
+    );
     assert_eq!(p.status(&ida).as_deref(), Some("running"));
     assert_eq!(p.pid(&ida), Some(pid_a));
-    assert!(mountinfo(&pid_a.to_string()).iter().any(|m| m.fstype == "hugetlbfs" && m.mount_point == "/dev/hugepages"));
-    assert_eq!(std::fs::read(env.state_dir.join(format!("containers/{ida}.json"))).unwrap(), record_a);
+    assert!(mountinfo(&pid_a.to_string())
+        .iter()
+        .any(|m| m.fstype == "hugetlbfs" && m.mount_point == "/dev/hugepages"));
+    assert_eq!(
+        std::fs::read(env.state_dir.join(format!("containers/{ida}.json"))).unwrap(),
+        record_a
+    );
     assert_eq!(counters(), before);
 }
 
@@ -260,25 +330,51 @@ fn concurrent_creates_on_a_small_pool_never_overcommit() {
             .iter()
             .map(|(id, b)| {
                 let p = &p;
-                s.spawn(move || (id.clone(), create_with_timeout(p, b, id, Duration::from_secs(90))))
+                s.spawn(move || {
+                    (id.clone(), create_with_timeout(p, b, id, Duration::from_secs(90)))
+                })
             })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let hung: Vec<&String> = results.iter().filter(|(_, o)| o.is_none()).map(|(id, _)| id).collect();
+    let hung: Vec<&String> =
+        results.iter().filter(|(_, o)| o.is_none()).map(|(id, _)| id).collect();
     assert!(hung.is_empty(), "creates hung: {hung:?}");
-    let ok: Vec<&String> = results.iter().filter(|(_, o)| o.as_ref().unwrap().status.success()).map(|(id, _)| id).collect();
-    assert_eq!(ok.len() as u64, POOL / EACH, "exactly as many creates succeed as fit: {ok:?}\nlog: {}", env.log_text());
-    assert_eq!(counters().reserved, POOL, "the kernel's reserved count matches the successful creates");
+    let ok: Vec<&String> = results
+        .iter()
+        .filter(|(_, o)| o.as_ref().unwrap().status.success())
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        ok.len() as u64,
+        POOL / EACH,
+        "exactly as many creates succeed as fit: {ok:?}\nlog: {}",
+        env.log_text()
+    );
+    assert_eq!(
+        counters().reserved,
+        POOL,
+        "the kernel's reserved count matches the successful creates"
+    );
     for (id, o) in &results {
         let o = o.as_ref().unwrap();
         if o.status.success() {
             assert_eq!(p.status(id).as_deref(), Some("created"));
             continue;
         }
-        let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{id}: no product error: {}", String::from_utf8_lossy(&o.stderr)));
-        assert!(msg.starts_with(&format!("dataplane-hook: cannot reserve 8Mi of 2Mi hugepages for container {id}: ")), "{msg}");
-        assert!(msg.ends_with("(free hugepages or lower dataplane-hook.io/hugepages-2Mi)"), "{msg}");
+        let msg = product_error(&o.stderr).unwrap_or_else(|| {
+            panic!("{id}: no product error: {}", String::from_utf8_lossy(&o.stderr))
+        });
+        assert!(
+            msg.starts_with(&format!(
+                "dataplane-hook: cannot reserve 8Mi of 2Mi hugepages for container {id}: "
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.ends_with("(free hugepages or lower dataplane-hook.io/hugepages-2Mi)"),
+            "{msg}"
+        );
         assert_eq!(p.status(id), None, "{id}: refused container left in runc");
         assert_no_cgroup_named(id);
     }
@@ -305,7 +401,10 @@ fn concurrent_creates_on_a_small_pool_never_overcommit() {
 fn crashing_app() -> TestBundle {
     let cmd = testpmd_primary(&[]).join(" ") + "; echo app-exit=$?";
     let mut b = TestBundle::new(&["sh", "-c", &cmd]);
-    b.spec["process"]["rlimits"].as_array_mut().unwrap().push(serde_json::json!({"type": "RLIMIT_CORE", "hard": 0, "soft": 0}));
+    b.spec["process"]["rlimits"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "RLIMIT_CORE", "hard": 0, "soft": 0}));
     b.save();
     std::fs::create_dir_all(b.rootfs().join("var/run/dpdk")).unwrap();
     b
@@ -314,9 +413,16 @@ fn crashing_app() -> TestBundle {
 /// Launches `b`, waits for testpmd to forward, returns (init pid, testpmd pid).
 fn launch_app(r: &Runner, b: &TestBundle, id: &str) -> (i32, i32) {
     r.launch(b, id);
-    assert!(wait_for(Duration::from_secs(30), || forwarding(b)), "{id}: testpmd never forwarded: {}", output_of(b));
+    assert!(
+        wait_for(Duration::from_secs(30), || forwarding(b)),
+        "{id}: testpmd never forwarded: {}",
+        output_of(b)
+    );
     let init = r.pid(id).unwrap();
-    let app = *children(init).iter().find(|&&c| comm(c) == "dpdk-testpmd").unwrap_or_else(|| panic!("no testpmd under {init}"));
+    let app = *children(init)
+        .iter()
+        .find(|&&c| comm(c) == "dpdk-testpmd")
+        .unwrap_or_else(|| panic!("no testpmd under {init}"));
     (init, app)
 }
 
@@ -357,7 +463,10 @@ fn crashed_and_killed_apps_leave_the_pool_at_baseline() {
         }
         assert!(reap.delete(&id).status.success());
         let leaked = fs.files();
-        assert!(leaked.iter().any(|f| f.starts_with("rtemap_")), "control ({how:?}): rtemap files stay: {leaked:?}");
+        assert!(
+            leaked.iter().any(|f| f.starts_with("rtemap_")),
+            "control ({how:?}): rtemap files stay: {leaked:?}"
+        );
         assert!(counters().free < PAGES, "control ({how:?}): pages stay taken: {:?}", counters());
         drop(fs);
         pool.assert_baseline("after unmounting the control's hugetlbfs");
@@ -374,17 +483,29 @@ fn crashed_and_killed_apps_leave_the_pool_at_baseline() {
             let id = unique(&format!("crash{round}"));
             reap.add(&id);
             let (_, app) = launch_app(&p, &b, &id);
-            let files = list_dir(&std::path::PathBuf::from(format!("/proc/{app}/root/dev/hugepages")));
-            assert!(files.iter().any(|f| f.starts_with("rtemap_")), "the app took hugepages as files: {files:?}");
+            let files =
+                list_dir(&std::path::PathBuf::from(format!("/proc/{app}/root/dev/hugepages")));
+            assert!(
+                files.iter().any(|f| f.starts_with("rtemap_")),
+                "the app took hugepages as files: {files:?}"
+            );
             assert!(counters().free < PAGES, "the app uses pages: {:?}", counters());
             die(&p, &id, app, how);
             if let Death::Abort = how {
-                assert!(stdout_of(&b).contains("app-exit=134"), "the app aborted: {}", output_of(&b));
+                assert!(
+                    stdout_of(&b).contains("app-exit=134"),
+                    "the app aborted: {}",
+                    output_of(&b)
+                );
             }
             let o = reap.delete(&id);
             assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
             pool.assert_baseline(&format!("round {round}, {how:?}: after delete"));
-            assert!(env.records().is_empty(), "round {round}, {how:?}: records left: {:?}", env.records());
+            assert!(
+                env.records().is_empty(),
+                "round {round}, {how:?}: records left: {:?}",
+                env.records()
+            );
         }
     }
 }
@@ -396,7 +517,8 @@ fn crashed_and_killed_apps_leave_the_pool_at_baseline() {
 fn assert_hugetlb_limits(pid: i32, bytes: u64) {
     let cg = HugetlbCgroup::of(pid);
     for f in [cg.max, cg.rsvd] {
-        let v = std::fs::read_to_string(cg.dir.join(f)).unwrap_or_else(|e| panic!("{}/{f}: {e}", cg.dir.display()));
+        let v = std::fs::read_to_string(cg.dir.join(f))
+            .unwrap_or_else(|e| panic!("{}/{f}: {e}", cg.dir.display()));
         assert_eq!(v.trim(), bytes.to_string(), "{}/{f}", cg.dir.display());
     }
 }
@@ -430,10 +552,18 @@ fn cgroup_hugetlb_max_and_rsvd_max_match_the_reservation() {
     b.hugepage_limit("2MB", 16 << 20);
     let id = unique("cg-ctl");
     reap_runc.add(&id);
-    let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(30)).expect("runtime create hung");
+    let o =
+        create_with_timeout(&runc, &b, &id, Duration::from_secs(30)).expect("runtime create hung");
     if hybrid {
-        assert!(!o.status.success(), "control: the runtime unexpectedly applied hugepageLimits on this hybrid host");
-        assert!(String::from_utf8_lossy(&o.stderr).contains("hugetlb"), "control reason: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            !o.status.success(),
+            "control: the runtime unexpectedly applied hugepageLimits on this hybrid host"
+        );
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("hugetlb"),
+            "control reason: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     } else {
         assert!(o.status.success(), "control: {}", String::from_utf8_lossy(&o.stderr));
     }
@@ -448,8 +578,11 @@ fn cgroup_hugetlb_max_and_rsvd_max_match_the_reservation() {
     assert_hugetlb_limits(pid, 16 << 20);
     assert_eq!(counters().reserved, 8, "hugepageLimits alone asks for the reservation");
     let spec = b.reload().clone();
-    assert_eq!(spec["linux"]["resources"].get("hugepageLimits").is_none(), hybrid,
-        "the wrapper takes hugepageLimits out for the runtime exactly on hybrid hosts");
+    assert_eq!(
+        spec["linux"]["resources"].get("hugepageLimits").is_none(),
+        hybrid,
+        "the wrapper takes hugepageLimits out for the runtime exactly on hybrid hosts"
+    );
     delete(&reap, &id);
     pool.assert_baseline("after the hugepageLimits container");
     assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
@@ -492,12 +625,20 @@ fn poststop_is_idempotent_and_restores_the_pool() {
         assert!(env.records().is_empty(), "poststop #{n}: records left: {:?}", env.records());
         pool.assert_baseline(&format!("after poststop #{n}"));
         if cg.dir.exists() {
-            assert!(unlimited(&cg.read(cg.max)) && unlimited(&cg.read(cg.rsvd)), "limits restored: {}", cg.dir.display());
+            assert!(
+                unlimited(&cg.read(cg.max)) && unlimited(&cg.read(cg.rsvd)),
+                "limits restored: {}",
+                cg.dir.display()
+            );
         }
     }
     // runc's own poststop (a third run) after that is fine too.
     let o = reap.delete(&id);
-    assert!(o.status.success(), "delete after manual poststops: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "delete after manual poststops: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     pool.assert_baseline("after delete");
     assert!(!cg.dir.exists(), "cgroup {} left", cg.dir.display());
 }
@@ -518,8 +659,14 @@ fn request_for_a_page_size_without_a_pool_is_refused_with_what_to_do() {
     reap.add(&id);
     let o = create_with_timeout(&p, &b, &id, Duration::from_secs(30)).expect("create hung");
     assert!(!o.status.success());
-    let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
-    assert!(msg.starts_with(&format!("dataplane-hook: cannot reserve 1Gi of 1Gi hugepages for container {id}: 0 pages free")), "{msg}");
+    let msg = product_error(&o.stderr)
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    assert!(
+        msg.starts_with(&format!(
+            "dataplane-hook: cannot reserve 1Gi of 1Gi hugepages for container {id}: 0 pages free"
+        )),
+        "{msg}"
+    );
     assert!(msg.contains("the node has no 1Gi pool") && msg.contains("nr_hugepages"), "{msg}");
     assert_spec_form("1Gi without a pool", &msg);
     assert_eq!(p.status(&id), None);
@@ -549,8 +696,15 @@ fn a_container_asking_for_nothing_gets_a_private_runtime_dir_without_a_hook() {
         reap.add(&idb);
         runc.launch(&a, &ida);
         runc.launch(&b, &idb);
-        assert!(wait_for(Duration::from_secs(10), || stdout_of(&a).contains("owner")), "control: {}", stdout_of(&a));
-        assert!(shared_run.path().join("owner").exists(), "control: the containers wrote into the host dir");
+        assert!(
+            wait_for(Duration::from_secs(10), || stdout_of(&a).contains("owner")),
+            "control: {}",
+            stdout_of(&a)
+        );
+        assert!(
+            shared_run.path().join("owner").exists(),
+            "control: the containers wrote into the host dir"
+        );
         delete(&reap, &ida);
         delete(&reap, &idb);
         std::fs::remove_file(shared_run.path().join("owner")).unwrap();
@@ -575,16 +729,37 @@ fn a_container_asking_for_nothing_gets_a_private_runtime_dir_without_a_hook() {
     reap.add(&ida);
     reap.add(&idb);
     p.launch(&a, &ida);
-    assert!(env.records().is_empty(), "the create released the dead record and recorded nothing: {:?}", env.records());
+    assert!(
+        env.records().is_empty(),
+        "the create released the dead record and recorded nothing: {:?}",
+        env.records()
+    );
     p.launch(&b, &idb);
     for (bd, id) in [(&a, &ida), (&b, &idb)] {
-        assert!(wait_for(Duration::from_secs(10), || stdout_of(bd).contains(" - tmpfs ")), "{id}: no tmpfs at /var/run/dpdk: {}", stdout_of(bd));
+        assert!(
+            wait_for(Duration::from_secs(10), || stdout_of(bd).contains(" - tmpfs ")),
+            "{id}: no tmpfs at /var/run/dpdk: {}",
+            stdout_of(bd)
+        );
         let out = stdout_of(bd);
-        assert_eq!(out.lines().filter(|l| *l == "owner").count(), 1, "{id} sees only its own file: {out}");
-        let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(bd.path().join("config.json")).unwrap()).unwrap();
-        assert!(spec.get("hooks").is_none_or(|h| h.as_object().is_none_or(|o| o.is_empty())), "{id}: no hook injected: {}", spec["hooks"]);
+        assert_eq!(
+            out.lines().filter(|l| *l == "owner").count(),
+            1,
+            "{id} sees only its own file: {out}"
+        );
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bd.path().join("config.json")).unwrap()).unwrap();
+        assert!(
+            spec.get("hooks").is_none_or(|h| h.as_object().is_none_or(|o| o.is_empty())),
+            "{id}: no hook injected: {}",
+            spec["hooks"]
+        );
         let last = spec["mounts"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!((last["destination"].as_str(), last["type"].as_str()), (Some("/var/run/dpdk"), Some("tmpfs")), "{last}");
+        assert_eq!(
+            (last["destination"].as_str(), last["type"].as_str()),
+            (Some("/var/run/dpdk"), Some("tmpfs")),
+            "{last}"
+        );
     }
     assert!(!shared_run.path().join("owner").exists(), "nothing reached the host dir");
     assert!(env.records().is_empty(), "{:?}", env.records());

@@ -38,7 +38,12 @@ const NS: &str = "dph-test";
 
 fn sh(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(o.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -58,18 +63,26 @@ fn build_image(work: &Path) -> PathBuf {
     for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var/run", "run"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
-    for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+    for (l, t) in
+        [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
+    {
         std::os::unix::fs::symlink(t, rootfs.join(l)).unwrap();
     }
     std::fs::copy("/bin/busybox", rootfs.join("busybox")).expect("busybox-static is installed");
-    std::fs::set_permissions(rootfs.join("busybox"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(rootfs.join("busybox"), std::fs::Permissions::from_mode(0o755))
+        .unwrap();
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
 
     let layout = work.join("image-layout");
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
     let layer_tar = work.join("layer.tar");
-    sh(Command::new("tar").arg("-C").arg(&rootfs).args(["--numeric-owner", "--owner=0", "--group=0", "-cf"]).arg(&layer_tar).arg("."));
+    sh(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+        .arg(&layer_tar)
+        .arg("."));
     let layer = std::fs::read(&layer_tar).unwrap();
     let (layer_digest, layer_size) = blob(&layout, &layer);
     let config = json!({
@@ -95,7 +108,11 @@ fn build_image(work: &Path) -> PathBuf {
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let archive = work.join("image.tar");
-    sh(Command::new("tar").arg("-C").arg(&layout).args(["-cf"]).arg(&archive).args(["oci-layout", "index.json", "blobs"]));
+    sh(Command::new("tar").arg("-C").arg(&layout).args(["-cf"]).arg(&archive).args([
+        "oci-layout",
+        "index.json",
+        "blobs",
+    ]));
     archive
 }
 
@@ -169,7 +186,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .unwrap();
         let said = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(o.status.success(), "configure: {}\n{said}", String::from_utf8_lossy(&o.stderr));
-        let mut c = Containerd { dir, child: None, cgroup_parent: cgroup_parent(), env: env.clone() };
+        let mut c =
+            Containerd { dir, child: None, cgroup_parent: cgroup_parent(), env: env.clone() };
         let log = std::fs::File::create(c.dir.join("containerd.log")).unwrap();
         // The runc shim starts dataplane-runtime without arguments: it finds its config in the
         // environment it inherits from containerd.
@@ -191,7 +209,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     }
 
     fn ctr(&self, args: &[&str]) -> String {
-        sh(Command::new("ctr").arg("--address").arg(self.socket()).args(["-n", "k8s.io"]).args(args))
+        sh(Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["-n", "k8s.io"])
+            .args(args))
     }
 
     async fn connect(&self) -> Channel {
@@ -203,7 +225,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 let ch = ep
                     .connect_with_connector(tower::service_fn(move |_: Uri| {
                         let path = path.clone();
-                        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                tokio::net::UnixStream::connect(path).await?,
+                            ))
+                        }
                     }))
                     .await;
                 if let Ok(ch) = ch {
@@ -222,18 +248,37 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     async fn ready(&self) -> Channel {
         let ch = self.connect().await;
         let archive = build_image(&self.dir);
-        self.ctr(&["images", "import", "--snapshotter", "native", "--base-name", "dph.local/dph-test", archive.to_str().unwrap()]);
+        self.ctr(&[
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+            "--base-name",
+            "dph.local/dph-test",
+            archive.to_str().unwrap(),
+        ]);
         let mut images = ImageServiceClient::new(ch.clone());
         let image = Some(cri::ImageSpec { image: IMAGE.into(), ..Default::default() });
-        let st = images.image_status(cri::ImageStatusRequest { image, verbose: false }).await.unwrap().into_inner();
+        let st = images
+            .image_status(cri::ImageStatusRequest { image, verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(st.image.is_some(), "image imported: {}", self.ctr(&["images", "ls"]));
         ch
     }
 
     /// The bundle config.json containerd's runc shim used for a task.
     fn spec(&self, id: &str) -> Value {
-        let p = self.dir.join("state/io.containerd.runtime.v2.task/k8s.io").join(id).join("config.json");
-        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+        let p = self
+            .dir
+            .join("state/io.containerd.runtime.v2.task/k8s.io")
+            .join(id)
+            .join("config.json");
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
     }
 }
 
@@ -242,7 +287,9 @@ impl Drop for Containerd {
         // Whatever the test left: containers (runc runs their poststop hooks), shims, containerd,
         // mounts, cgroups, dirs, ledger records of dead containers.
         // The runc shim keeps its containers under <Root>/<namespace>.
-        let roots: Vec<PathBuf> = std::fs::read_dir(self.runc_root()).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        let roots: Vec<PathBuf> = std::fs::read_dir(self.runc_root())
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
         for root in roots {
             let list = runtime_cmd(&root).args(["list", "-q"]).output();
             if let Ok(o) = list {
@@ -252,7 +299,10 @@ impl Drop for Containerd {
             }
         }
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
                 std::thread::sleep(Duration::from_millis(50));
@@ -267,14 +317,21 @@ impl Drop for Containerd {
                 let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
                 if cmdline.contains("containerd-shim") && cmdline.contains(&sock) {
                     if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                     }
                 }
             }
         }
         let prefix = self.dir.display().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).collect();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
         ours.reverse();
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();
@@ -325,7 +382,10 @@ fn which(name: &str) -> PathBuf {
         return PathBuf::from(name);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()).unwrap_or_else(|| panic!("{name} not found in PATH"))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} not found in PATH"))
 }
 
 /// The pods' cgroup parent as kubelet sends it: a cgroupfs path, or a systemd slice (its name
@@ -353,16 +413,37 @@ fn remove_cgroup_tree(dir: &Path) {
 // ---------------------------------------------------------------------------------------------
 // The pod, as kubelet would send it.
 
-fn pod_config(name: &str, annotations: &[(&str, &str)], log_dir: &Path, cgroup_parent: &str) -> cri::PodSandboxConfig {
-    let ns = cri::NamespaceOption { network: cri::NamespaceMode::Node as i32, pid: cri::NamespaceMode::Container as i32, ipc: cri::NamespaceMode::Pod as i32, ..Default::default() };
+fn pod_config(
+    name: &str,
+    annotations: &[(&str, &str)],
+    log_dir: &Path,
+    cgroup_parent: &str,
+) -> cri::PodSandboxConfig {
+    let ns = cri::NamespaceOption {
+        network: cri::NamespaceMode::Node as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    };
     cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: unique("uid"), namespace: NS.into(), attempt: 0 }),
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: unique("uid"),
+            namespace: NS.into(),
+            attempt: 0,
+        }),
         // Host network (no CNI here): kubelet sends no hostname then.
         log_directory: log_dir.display().to_string(),
-        annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
         linux: Some(cri::LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent.into(),
-            security_context: Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(ns), ..Default::default() }),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(ns),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -373,13 +454,19 @@ fn pod_config(name: &str, annotations: &[(&str, &str)], log_dir: &Path, cgroup_p
 /// kubelet sends for `resources.limits.hugepages-2Mi: 64Mi` on a node with 2Mi and 1Gi pages.
 fn container_config(dpdk: &[String]) -> cri::ContainerConfig {
     let script = format!("cat /proc/self/mountinfo; echo END-OF-MOUNTS; exec {}", dpdk.join(" "));
-    let caps = ["IPC_LOCK", "SYS_ADMIN", "SYS_RAWIO", "SYS_NICE"].iter().map(|s| s.to_string()).collect();
+    let caps =
+        ["IPC_LOCK", "SYS_ADMIN", "SYS_RAWIO", "SYS_NICE"].iter().map(|s| s.to_string()).collect();
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: "app".into(), attempt: 0 }),
         image: Some(cri::ImageSpec { image: IMAGE.into(), ..Default::default() }),
         command: vec!["/bin/sh".into(), "-c".into(), script],
         log_path: "app.log".into(),
-        mounts: vec![cri::Mount { container_path: "/usr".into(), host_path: "/usr".into(), readonly: true, ..Default::default() }],
+        mounts: vec![cri::Mount {
+            container_path: "/usr".into(),
+            host_path: "/usr".into(),
+            readonly: true,
+            ..Default::default()
+        }],
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(cri::LinuxContainerResources {
                 hugepage_limits: vec![
@@ -389,7 +476,10 @@ fn container_config(dpdk: &[String]) -> cri::ContainerConfig {
                 ..Default::default()
             }),
             security_context: Some(cri::LinuxContainerSecurityContext {
-                capabilities: Some(cri::Capability { add_capabilities: caps, ..Default::default() }),
+                capabilities: Some(cri::Capability {
+                    add_capabilities: caps,
+                    ..Default::default()
+                }),
                 namespace_options: Some(cri::NamespaceOption {
                     network: cri::NamespaceMode::Node as i32,
                     pid: cri::NamespaceMode::Container as i32,
@@ -424,18 +514,38 @@ struct Pod {
     log: PathBuf,
 }
 
-async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, c: &Containerd, name: &str, handler: &str, annotations: &[(&str, &str)], dpdk: &[String]) -> Pod {
+async fn run_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    c: &Containerd,
+    name: &str,
+    handler: &str,
+    annotations: &[(&str, &str)],
+    dpdk: &[String],
+) -> Pod {
     let log_dir = c.dir.join("pods").join(name);
     std::fs::create_dir_all(&log_dir).unwrap();
     let config = pod_config(name, annotations, &log_dir, &c.cgroup_parent);
     let id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() })
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        })
         .await
-        .unwrap_or_else(|e| panic!("RunPodSandbox({handler:?}): {e}\ncontainerd: {}\nhook log: {}", c.log(), c.env.log_text()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "RunPodSandbox({handler:?}): {e}\ncontainerd: {}\nhook log: {}",
+                c.log(),
+                c.env.log_text()
+            )
+        })
         .into_inner()
         .pod_sandbox_id;
     let container = rt
-        .create_container(cri::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(container_config(dpdk)), sandbox_config: Some(config) })
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: id.clone(),
+            config: Some(container_config(dpdk)),
+            sandbox_config: Some(config),
+        })
         .await
         .unwrap_or_else(|e| panic!("CreateContainer: {e}\nhook log: {}", c.env.log_text()))
         .into_inner()
@@ -447,8 +557,12 @@ async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, c: &Containerd, name: &
 }
 
 async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &Pod) {
-    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("StopPodSandbox");
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("RemovePodSandbox");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() })
+        .await
+        .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() })
+        .await
+        .expect("RemovePodSandbox");
 }
 
 async fn wait_log(pod: &Pod, what: &str, timeout: Duration) -> bool {
@@ -463,12 +577,24 @@ async fn wait_log(pod: &Pod, what: &str, timeout: Duration) -> bool {
 }
 
 async fn container_state(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i32 {
-    let s = rt.container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false }).await.unwrap().into_inner();
+    let s = rt
+        .container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
     s.status.map(|s| s.state).unwrap_or(-1)
 }
 
 fn hooks_of(spec: &Value) -> Vec<String> {
-    spec["hooks"].as_object().map(|h| h.values().flat_map(|l| l.as_array().cloned().unwrap_or_default()).filter_map(|x| x["path"].as_str().map(String::from)).collect()).unwrap_or_default()
+    spec["hooks"]
+        .as_object()
+        .map(|h| {
+            h.values()
+                .flat_map(|l| l.as_array().cloned().unwrap_or_default())
+                .filter_map(|x| x["path"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -477,12 +603,22 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
     let pool = PoolGuard::new(128);
     let env = ProductEnv::new("");
     let (ctd, said) = Containerd::start(&env);
-    assert!(said.contains("carried over from runtime `runc`: Root = "), "configure carries runc's options: {said}");
-    let carried = said.lines().find(|l| l.contains("carried over from runtime")).unwrap_or_default();
+    assert!(
+        said.contains("carried over from runtime `runc`: Root = "),
+        "configure carries runc's options: {said}"
+    );
+    let carried =
+        said.lines().find(|l| l.contains("carried over from runtime")).unwrap_or_default();
     if systemd_cgroup() {
-        assert!(carried.contains("SystemdCgroup = true"), "configure carries the cgroup driver: {said}");
+        assert!(
+            carried.contains("SystemdCgroup = true"),
+            "configure carries the cgroup driver: {said}"
+        );
     }
-    assert!(!carried.contains("BinaryName"), "the control's BinaryName is not carried over: {said}");
+    assert!(
+        !carried.contains("BinaryName"),
+        "the control's BinaryName is not carried over: {said}"
+    );
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let ch = ctd.ready().await;
@@ -570,16 +706,37 @@ fn cri_pods_of_one_dpdk_group_share_memory_across_pods() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut rt = RuntimeServiceClient::new(ctd.ready().await);
-        let ann = [("dataplane-hook.io/dpdk-group", "pktgen"), ("dataplane-hook.io/hugepages-2Mi", "64Mi")];
-        let primary = run_pod(&mut rt, &ctd, "dph-primary", "dataplane", &ann, &testpmd_mp_primary(3, &[])).await;
+        let ann = [
+            ("dataplane-hook.io/dpdk-group", "pktgen"),
+            ("dataplane-hook.io/hugepages-2Mi", "64Mi"),
+        ];
+        let primary =
+            run_pod(&mut rt, &ctd, "dph-primary", "dataplane", &ann, &testpmd_mp_primary(3, &[]))
+                .await;
         assert!(
             wait_log(&primary, FORWARDING, Duration::from_secs(40)).await,
             "primary: {}\nhook log: {}",
             cri_log(&primary.log),
             env.log_text()
         );
-        let s1 = run_pod(&mut rt, &ctd, "dph-secondary-1", "dataplane", &ann, &testpmd_secondary(3, 1, &[])).await;
-        let s2 = run_pod(&mut rt, &ctd, "dph-secondary-2", "dataplane", &ann, &testpmd_secondary(3, 2, &[])).await;
+        let s1 = run_pod(
+            &mut rt,
+            &ctd,
+            "dph-secondary-1",
+            "dataplane",
+            &ann,
+            &testpmd_secondary(3, 1, &[]),
+        )
+        .await;
+        let s2 = run_pod(
+            &mut rt,
+            &ctd,
+            "dph-secondary-2",
+            "dataplane",
+            &ann,
+            &testpmd_secondary(3, 2, &[]),
+        )
+        .await;
         for s in [&s1, &s2] {
             assert!(
                 wait_log(s, FORWARDING, Duration::from_secs(40)).await,
@@ -590,23 +747,41 @@ fn cri_pods_of_one_dpdk_group_share_memory_across_pods() {
             );
         }
         for p in [&primary, &s1, &s2] {
-            assert_eq!(container_state(&mut rt, &p.container).await, cri::ContainerState::ContainerRunning as i32);
+            assert_eq!(
+                container_state(&mut rt, &p.container).await,
+                cri::ContainerState::ContainerRunning as i32
+            );
             let out = cri_log(&p.log);
-            assert!(mount_at(&out, "/dev/hugepages").is_some_and(|l| l.contains(" - hugetlbfs ")), "{out}");
+            assert!(
+                mount_at(&out, "/dev/hugepages").is_some_and(|l| l.contains(" - hugetlbfs ")),
+                "{out}"
+            );
         }
         let c = counters();
-        assert_eq!(c.reserved + (c.total - c.free), 32, "one 64Mi reservation for the group: {c:?}");
+        assert_eq!(
+            c.reserved + (c.total - c.free),
+            32,
+            "one 64Mi reservation for the group: {c:?}"
+        );
         let st = env.hook(&["status", "--json"]);
         let st: Value = serde_json::from_slice(&st.stdout).unwrap();
         assert_eq!(st["groups"].as_array().map(Vec::len), Some(1), "{st}");
-        assert_eq!(st["containers"].as_array().map(Vec::len), Some(3), "three members, no sandbox: {st}");
+        assert_eq!(
+            st["containers"].as_array().map(Vec::len),
+            Some(3),
+            "three members, no sandbox: {st}"
+        );
 
         for p in [&s2, &s1, &primary] {
             remove_pod(&mut rt, p).await;
         }
         pool.assert_baseline("after the last pod of the group");
         let st: Value = serde_json::from_slice(&env.hook(&["status", "--json"]).stdout).unwrap();
-        assert_eq!(st["groups"].as_array().map(Vec::len), Some(0), "group gone with its last member: {st}");
+        assert_eq!(
+            st["groups"].as_array().map(Vec::len),
+            Some(0),
+            "group gone with its last member: {st}"
+        );
         assert!(env.records().is_empty(), "{:?}", env.records());
     });
     drop(ctd);

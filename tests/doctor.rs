@@ -18,7 +18,9 @@ fn doctor(env: &ProductEnv) -> (Output, Vec<String>) {
 fn line<'a>(lines: &'a [String], check: &str) -> &'a str {
     lines
         .iter()
-        .find(|l| l.split_once(' ').is_some_and(|(_, rest)| rest.starts_with(&format!("{check}: "))))
+        .find(|l| {
+            l.split_once(' ').is_some_and(|(_, rest)| rest.starts_with(&format!("{check}: ")))
+        })
         .unwrap_or_else(|| panic!("no `{check}` line in:\n{}", lines.join("\n")))
 }
 
@@ -42,9 +44,20 @@ fn assert_form(o: &Output, lines: &[String]) {
         fails += (st == "fail") as usize;
     }
     assert!(summary.contains(&format!(", {fails} fail,")), "{summary}");
-    assert_eq!(o.status.success(), fails == 0, "exit status follows the fail lines: {:?}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.success(),
+        fails == 0,
+        "exit status follows the fail lines: {:?}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     if fails > 0 {
-        assert!(String::from_utf8_lossy(&o.stderr).starts_with("dataplane-hook: this node is not ready: "), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            String::from_utf8_lossy(&o.stderr)
+                .starts_with("dataplane-hook: this node is not ready: "),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
@@ -59,12 +72,26 @@ fn doctor_tells_the_truth_about_this_host() {
     // Pools, straight from sysfs.
     let c = counters();
     let l = line(&lines, "hugepages 2Mi");
-    assert_eq!(l, format!("pass hugepages 2Mi: {} pages ({}Mi), {} free, {} reserved", c.total, c.total * 2, c.free, c.reserved));
+    assert_eq!(
+        l,
+        format!(
+            "pass hugepages 2Mi: {} pages ({}Mi), {} free, {} reserved",
+            c.total,
+            c.total * 2,
+            c.free,
+            c.reserved
+        )
+    );
     assert_eq!(c.total, pool.baseline.total);
     for node in std::fs::read_dir("/sys/devices/system/node").unwrap().flatten() {
         let name = node.file_name().into_string().unwrap();
-        let Some(n) = name.strip_prefix("node").filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let total = read_u64(&format!("/sys/devices/system/node/node{n}/hugepages/hugepages-2048kB/nr_hugepages"));
+        let Some(n) = name.strip_prefix("node").filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let total = read_u64(&format!(
+            "/sys/devices/system/node/node{n}/hugepages/hugepages-2048kB/nr_hugepages"
+        ));
         let l = line(&lines, &format!("hugepages 2Mi node{n}"));
         assert!(l.contains(&format!(": {total} pages")), "{l}");
     }
@@ -78,8 +105,15 @@ fn doctor_tells_the_truth_about_this_host() {
         let mp = pre.split(' ').nth(4).unwrap();
         let mut p = post.split(' ');
         match (p.next(), p.nth(1)) {
-            (Some("cgroup"), Some(opts)) if opts.split(',').any(|o| o == "hugetlb") => v1 = Some(mp.to_string()),
-            (Some("cgroup2"), _) if std::fs::read_to_string(format!("{mp}/cgroup.controllers")).unwrap_or_default().split_whitespace().any(|c| c == "hugetlb") => {
+            (Some("cgroup"), Some(opts)) if opts.split(',').any(|o| o == "hugetlb") => {
+                v1 = Some(mp.to_string())
+            }
+            (Some("cgroup2"), _)
+                if std::fs::read_to_string(format!("{mp}/cgroup.controllers"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .any(|c| c == "hugetlb") =>
+            {
                 v2 = Some(mp.to_string())
             }
             _ => {}
@@ -88,10 +122,13 @@ fn doctor_tells_the_truth_about_this_host() {
     let l = line(&lines, "hugetlb controller");
     match (v1, v2) {
         (Some(m), _) => assert_eq!(l, format!("pass hugetlb controller: cgroup v1 at {m}")),
-        (None, Some(m)) => assert!(l.starts_with(&format!("pass hugetlb controller: cgroup v2 at {m}")), "{l}"),
+        (None, Some(m)) => {
+            assert!(l.starts_with(&format!("pass hugetlb controller: cgroup v2 at {m}")), "{l}")
+        }
         (None, None) => assert!(l.starts_with("fail hugetlb controller"), "{l}"),
     }
-    let hybrid = mountinfo.lines().any(|m| m.contains(" - cgroup cgroup ")) && mountinfo.lines().any(|m| m.contains(" - cgroup2 "));
+    let hybrid = mountinfo.lines().any(|m| m.contains(" - cgroup cgroup "))
+        && mountinfo.lines().any(|m| m.contains(" - cgroup2 "));
     assert_eq!(line(&lines, "cgroup layout").starts_with("pass cgroup layout: hybrid"), hybrid);
 
     // Runtimes and their versions, as they report them.
@@ -102,13 +139,21 @@ fn doctor_tells_the_truth_about_this_host() {
         };
         let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_string();
         let word = first.split_whitespace().nth(first_line_word).unwrap_or("");
-        let version: String = word.trim_start_matches('v').chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let version: String = word
+            .trim_start_matches('v')
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
         let l = line(&lines, &format!("runtime {rt}"));
         assert!(l.contains(&version), "{rt} {version}: {l}");
         if rt == "runc" {
             let parts: Vec<u32> = version.split('.').map(|p| p.parse().unwrap()).collect();
             let old = (parts[0], parts[1], parts[2]) < (1, 1, 10);
-            assert_eq!(status(l), if old { "warn" } else { "pass" }, "runc {version} and rsvd: {l}");
+            assert_eq!(
+                status(l),
+                if old { "warn" } else { "pass" },
+                "runc {version} and rsvd: {l}"
+            );
             assert_eq!(l.contains("rsvd"), old);
         }
         if rt == "crun" && hybrid {
@@ -117,7 +162,15 @@ fn doctor_tells_the_truth_about_this_host() {
     }
 
     // Kernel features: this kernel has them all (the product's own tests use them).
-    for k in ["openat2", "fsopen/fsmount", "open_tree", "move_mount", "mount_setattr", "hugetlbfs", "pidfd_open"] {
+    for k in [
+        "openat2",
+        "fsopen/fsmount",
+        "open_tree",
+        "move_mount",
+        "mount_setattr",
+        "hugetlbfs",
+        "pidfd_open",
+    ] {
         assert_eq!(status(line(&lines, &format!("kernel {k}"))), "pass", "{k}");
     }
     let psi = std::path::Path::new("/proc/pressure/memory").exists();
@@ -126,7 +179,8 @@ fn doctor_tells_the_truth_about_this_host() {
     // The state dir does not exist yet: fine, it is made root-only at the first create.
     assert!(line(&lines, "state dir").starts_with("pass state dir:"));
     assert!(line(&lines, "log file").starts_with("pass log file:"));
-    assert!(line(&lines, "binaries").starts_with(&format!("pass binaries: {}", hook_bin().canonicalize().unwrap().display())));
+    assert!(line(&lines, "binaries")
+        .starts_with(&format!("pass binaries: {}", hook_bin().canonicalize().unwrap().display())));
 }
 
 #[test]
@@ -143,7 +197,12 @@ fn a_healthy_state_dir_passes_and_one_another_user_owns_fails() {
     let (o, lines) = doctor(&env);
     assert_form(&o, &lines);
     let l = line(&lines, "state dir");
-    assert!(l.starts_with("fail state dir:") && l.contains("owned by uid 65534") && l.contains("(fix: chown root:root"), "{l}");
+    assert!(
+        l.starts_with("fail state dir:")
+            && l.contains("owned by uid 65534")
+            && l.contains("(fix: chown root:root"),
+        "{l}"
+    );
     assert!(!o.status.success());
     // Group/world-accessible: a warning (the next hook run tightens it).
     nix::unistd::chown(&env.state_dir, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
@@ -158,7 +217,9 @@ fn a_config_that_does_not_load_and_a_missing_runtime_fail() {
     let env = ProductEnv::new("runtime_path = \"/nonexistent/runc\"\n");
     let (o, lines) = doctor(&env);
     assert_form(&o, &lines);
-    assert!(line(&lines, "runtime_path").starts_with("fail runtime_path: /nonexistent/runc not found"));
+    assert!(
+        line(&lines, "runtime_path").starts_with("fail runtime_path: /nonexistent/runc not found")
+    );
     assert!(!o.status.success());
 
     // A config with a typo: doctor still runs every check (on the defaults) and fails on it.

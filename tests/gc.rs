@@ -76,11 +76,19 @@ fn gc_releases_a_container_whose_state_vanished_and_leaves_live_neighbours_alone
     assert!(record(&env, &lost).is_some(), "without gc the dead container's record stays");
     let live_record = record(&env, &live).unwrap();
     let orphan_record = record(&env, &orphan).unwrap();
-    assert!(wait_for(Duration::from_secs(5), || counters().reserved == 8), "the kernel dropped the dead one's reservation with its mount namespace: {:?}", counters());
+    assert!(
+        wait_for(Duration::from_secs(5), || counters().reserved == 8),
+        "the kernel dropped the dead one's reservation with its mount namespace: {:?}",
+        counters()
+    );
     // (A runtime without its state leaves the dead container's cgroup; a systemd scope goes.)
     let cg_left = read_lost().is_ok();
     if cg_left {
-        assert_eq!(read_lost().unwrap(), (8u64 << 20).to_string(), "the dead one's cgroup limit is still ours");
+        assert_eq!(
+            read_lost().unwrap(),
+            (8u64 << 20).to_string(),
+            "the dead one's cgroup limit is still ours"
+        );
     }
 
     // --dry-run reports and releases nothing.
@@ -90,13 +98,20 @@ fn gc_releases_a_container_whose_state_vanished_and_leaves_live_neighbours_alone
     assert!(out.lines().any(|l| l == format!("live {orphan}")), "{out}");
     assert!(record(&env, &lost).is_some(), "dry run removed a record");
     if cg_left {
-        assert_eq!(read_lost().unwrap(), (8u64 << 20).to_string(), "dry run restored a cgroup value");
+        assert_eq!(
+            read_lost().unwrap(),
+            (8u64 << 20).to_string(),
+            "dry run restored a cgroup value"
+        );
     }
 
     // gc releases the dead one: its record goes, the cgroup value it set is restored.
     let out = gc(&env, false);
     assert!(out.lines().any(|l| l == format!("released {lost}")), "{out}");
-    assert!(!out.contains(&format!("released {live}")) && !out.contains(&format!("released {orphan}")), "{out}");
+    assert!(
+        !out.contains(&format!("released {live}")) && !out.contains(&format!("released {orphan}")),
+        "{out}"
+    );
     assert!(record(&env, &lost).is_none(), "gc left the dead container's record");
     if cg_left {
         assert!(unlimited(&read_lost().unwrap()), "gc restored the dead container's hugetlb limit");
@@ -107,8 +122,16 @@ fn gc_releases_a_container_whose_state_vanished_and_leaves_live_neighbours_alone
     assert_eq!(record(&env, &orphan).unwrap(), orphan_record);
     assert_eq!(counters().reserved, 8, "live reservations untouched");
     for (id, pid) in [(&live, pid_live), (&orphan, pid_orphan)] {
-        assert!(mountinfo(&pid.to_string()).iter().any(|m| m.fstype == "hugetlbfs" && m.mount_point == "/dev/hugepages"), "{id}: hugetlbfs gone");
-        assert!(mountinfo(&pid.to_string()).iter().any(|m| m.mount_point == "/var/run/dpdk"), "{id}: runtime dir gone");
+        assert!(
+            mountinfo(&pid.to_string())
+                .iter()
+                .any(|m| m.fstype == "hugetlbfs" && m.mount_point == "/dev/hugepages"),
+            "{id}: hugetlbfs gone"
+        );
+        assert!(
+            mountinfo(&pid.to_string()).iter().any(|m| m.mount_point == "/var/run/dpdk"),
+            "{id}: runtime dir gone"
+        );
         assert_eq!(hugetlb_max(pid).1, (8u64 << 20).to_string(), "{id}: limit changed");
     }
     assert_eq!(p.status(&live).as_deref(), Some("running"));
@@ -164,7 +187,10 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
     let dead_pid = child.id() as i32;
     let start_time: u64 = std::fs::read_to_string(format!("/proc/{dead_pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(19).and_then(|t| t.parse().ok())))
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().nth(19).and_then(|t| t.parse().ok()))
+        })
         .unwrap_or(1);
     child.wait().unwrap();
 
@@ -172,7 +198,11 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
     // carried out. The value is a real control file in a cgroup of the test's own: undo only
     // ever writes on a cgroup filesystem (issue 13), so a plain file no longer stands in.
     let mounts = host_mounts();
-    let cg = mounts.iter().find(|m| m.fstype == "cgroup2").or_else(|| mounts.iter().find(|m| m.fstype == "cgroup")).expect("a cgroup mount");
+    let cg = mounts
+        .iter()
+        .find(|m| m.fstype == "cgroup2")
+        .or_else(|| mounts.iter().find(|m| m.fstype == "cgroup"))
+        .expect("a cgroup mount");
     let cg_root = PathBuf::from(&cg.mount_point);
     let made = cg_root.join(unique("dph-gc-made"));
     std::fs::create_dir(&made).unwrap();
@@ -180,7 +210,11 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
     let valued = cg_root.join(unique("dph-gc-valued"));
     std::fs::create_dir(&valued).unwrap();
     // v2: cgroup.max.descendants ("max" or a number); v1: notify_on_release (0 or 1).
-    let (name, previous, value) = if cg.fstype == "cgroup2" { ("cgroup.max.descendants", "max", "5") } else { ("notify_on_release", "0", "1") };
+    let (name, previous, value) = if cg.fstype == "cgroup2" {
+        ("cgroup.max.descendants", "max", "5")
+    } else {
+        ("notify_on_release", "0", "1")
+    };
     let value_file = valued.join(name);
     std::fs::write(&value_file, value).unwrap();
     let id = unique("midway");

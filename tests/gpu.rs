@@ -102,17 +102,41 @@ fn gpu_container_memory_limit_is_lowered_by_its_headroom_through_the_wrapper() {
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(GI - 256 * MI));
     // The wrapper tells the hook in the hook entry it injected (a pod cannot write one), not in
     // an annotation (a pod can).
-    assert!(spec["annotations"].get("dataplane-hook.internal/gpu-requested-memory-limit").is_none(), "{}", spec["annotations"]);
-    let entry = spec["hooks"]["createRuntime"].as_array().unwrap().iter().find(|h| h["path"] == json!(hook_bin().display().to_string())).unwrap();
-    assert_eq!(entry["env"], json!([format!("DATAPLANE_HOOK_GPU_REQUESTED_LIMIT={GI}")]), "{entry}");
+    assert!(
+        spec["annotations"].get("dataplane-hook.internal/gpu-requested-memory-limit").is_none(),
+        "{}",
+        spec["annotations"]
+    );
+    let entry = spec["hooks"]["createRuntime"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["path"] == json!(hook_bin().display().to_string()))
+        .unwrap();
+    assert_eq!(
+        entry["env"],
+        json!([format!("DATAPLANE_HOOK_GPU_REQUESTED_LIMIT={GI}")]),
+        "{entry}"
+    );
     // The grant is in the ledger for `watch` (and `status`), with the limit the pod asked for.
-    let rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.state_dir.join(format!("containers/{id}.json"))).unwrap()).unwrap();
-    let grant = rec["entries"].as_array().unwrap().iter().find(|e| e["kind"] == "gpu_headroom").expect("a gpu_headroom entry");
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.state_dir.join(format!("containers/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    let grant = rec["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "gpu_headroom")
+        .expect("a gpu_headroom entry");
     assert_eq!(grant["done"], json!(true));
     assert_eq!(grant["headroom"], json!(256 * MI));
     assert_eq!(grant["requested_limit"], json!(GI));
-    assert_eq!(grant["set_cgroup"], json!(false), "the wrapper's spec edit did it; the hook must not lower twice");
+    assert_eq!(
+        grant["set_cgroup"],
+        json!(false),
+        "the wrapper's spec edit did it; the hook must not lower twice"
+    );
     p.delete(&id);
     assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
 
@@ -136,7 +160,8 @@ fn hooks_d(b: &mut TestBundle, env: &ProductEnv) {
         json!([{ "path": hook_bin().display().to_string(),
                  "args": ["dataplane-hook", "--config", env.config.display().to_string(), stage] }])
     };
-    b.spec["hooks"] = json!({ "createRuntime": hook("createRuntime"), "poststop": hook("poststop") });
+    b.spec["hooks"] =
+        json!({ "createRuntime": hook("createRuntime"), "poststop": hook("poststop") });
     b.save();
 }
 
@@ -152,15 +177,28 @@ fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     runc.launch(&b, &id);
     let pid = runc.pid(&id).unwrap();
     let dir = memory_dir(pid);
-    assert_eq!(enforced_limit(pid), Some(GI - 256 * MI), "the hook lowered the cgroup: {}", env.log_text());
+    assert_eq!(
+        enforced_limit(pid),
+        Some(GI - 256 * MI),
+        "the hook lowered the cgroup: {}",
+        env.log_text()
+    );
     let high = memory_high(pid);
     if let Some(h) = high {
         assert_eq!(h, Some(high_of(GI - 256 * MI)), "v2: the hook wrote memory.high too");
     }
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
-    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], json!(GI), "hooks.d never edits the spec");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        spec["linux"]["resources"]["memory"]["limit"],
+        json!(GI),
+        "hooks.d never edits the spec"
+    );
     let rec = std::fs::read_to_string(env.state_dir.join(format!("containers/{id}.json"))).unwrap();
-    assert!(rec.contains("\"set_cgroup\": true") && rec.contains(&format!("\"previous\": \"{GI}\"")), "{rec}");
+    assert!(
+        rec.contains("\"set_cgroup\": true") && rec.contains(&format!("\"previous\": \"{GI}\"")),
+        "{rec}"
+    );
 
     // Stop it but keep its cgroup (runc removes it only at delete), then poststop by hand:
     // teardown writes the previous limit back.
@@ -170,9 +208,17 @@ fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     let o = hook_with_stdin(&env, "poststop", &state_json(&id, Some(pid), b.path(), "stopped"));
     assert!(o.status.success(), "poststop: {}", String::from_utf8_lossy(&o.stderr));
     let file = if dir.join("memory.max").exists() { "memory.max" } else { "memory.limit_in_bytes" };
-    assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap().trim(), GI.to_string(), "teardown restored the limit");
+    assert_eq!(
+        std::fs::read_to_string(dir.join(file)).unwrap().trim(),
+        GI.to_string(),
+        "teardown restored the limit"
+    );
     if high.is_some() {
-        assert_eq!(std::fs::read_to_string(dir.join("memory.high")).unwrap().trim(), "max", "and memory.high");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.high")).unwrap().trim(),
+            "max",
+            "and memory.high"
+        );
     }
     assert!(env.records().is_empty());
     // runc's own poststop at delete finds nothing left (idempotent).
@@ -191,7 +237,8 @@ fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
     let id = unique("gpu-small");
     let o = p.create(&b, &id);
     assert!(!o.status.success(), "a 256Mi limit cannot hold 256Mi of headroom");
-    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    let e = product_error(&o.stderr)
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
     assert!(
         e.contains(&format!("cannot give GPU container {id} its driver-memory headroom"))
             && e.contains("memory limit 256Mi minus 256Mi of headroom")
@@ -206,7 +253,8 @@ fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
     let id = unique("gpu-small-hd");
     let o = runc.create(&b, &id);
     assert!(!o.status.success());
-    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    let e = product_error(&o.stderr)
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
     assert!(e.contains("its driver-memory headroom"), "{e}");
     runc.delete(&id);
     assert!(env.records().is_empty(), "a failed create leaves no record: {:?}", env.records());
@@ -223,7 +271,8 @@ fn unlimited_gpu_containers_follow_the_configured_policy() {
     let id = unique("gpu-unl");
     p.launch(&b, &id);
     assert_eq!(enforced_limit(p.pid(&id).unwrap()), None);
-    let rec = std::fs::read_to_string(env_allow.state_dir.join(format!("containers/{id}.json"))).unwrap();
+    let rec =
+        std::fs::read_to_string(env_allow.state_dir.join(format!("containers/{id}.json"))).unwrap();
     assert!(rec.contains("gpu_headroom"), "its headroom is still granted for watch: {rec}");
     p.delete(&id);
 
@@ -239,8 +288,17 @@ fn unlimited_gpu_containers_follow_the_configured_policy() {
 
     // limit-to-node: the node's memory minus the headroom (hooks.d path too).
     let env_node = env("unlimited_policy = \"limit-to-node\"");
-    let total = std::fs::read_to_string("/proc/meminfo").unwrap().lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap()
-        .trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap() * 1024;
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        * 1024;
     let want = (total - 256 * MI) / 4096 * 4096;
     let p = Runner::product(&env_node);
     let b = bundle(None, true);
@@ -260,7 +318,12 @@ fn unlimited_gpu_containers_follow_the_configured_policy() {
 
 /// `update --resources - ID` with `resources` on stdin, as containerd runs it for kubelet's
 /// UpdateContainerResources; `global`: runc flags before the command.
-fn update_json(mut c: std::process::Command, global: &[&str], id: &str, resources: &str) -> std::process::Output {
+fn update_json(
+    mut c: std::process::Command,
+    global: &[&str],
+    id: &str,
+    resources: &str,
+) -> std::process::Output {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = c
@@ -295,15 +358,27 @@ fn ok(what: &str, o: &std::process::Output) {
 
 /// The container's `gpu_headroom` ledger entry.
 fn grant(env: &ProductEnv, id: &str) -> serde_json::Value {
-    let rec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.state_dir.join(format!("containers/{id}.json"))).unwrap()).unwrap();
-    rec["entries"].as_array().unwrap().iter().find(|e| e["kind"] == "gpu_headroom").expect("a gpu_headroom entry").clone()
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.state_dir.join(format!("containers/{id}.json"))).unwrap(),
+    )
+    .unwrap();
+    rec["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "gpu_headroom")
+        .expect("a gpu_headroom entry")
+        .clone()
 }
 
 /// Checks the limit (and on v2 memory.high below it) of a GPU container after an update.
 fn assert_carved(pid: i32, requested: u64, what: &str) {
     let want = requested - 256 * MI;
-    assert_eq!(enforced_limit(pid), Some(want), "{what}: the limit keeps 256Mi of headroom carved out of {requested}");
+    assert_eq!(
+        enforced_limit(pid),
+        Some(want),
+        "{what}: the limit keeps 256Mi of headroom carved out of {requested}"
+    );
     if let Some(high) = memory_high(pid) {
         assert_eq!(high, Some(high_of(want)), "{what}: memory.high below the new limit");
     }
@@ -325,7 +400,11 @@ fn update_of_a_gpu_container_keeps_its_headroom_carved_out_of_the_new_limit() {
     // (the pod's full limit in `--resources -`), gives the headroom back to the container.
     let kubelet = json!({ "memory": { "limit": GI }, "cpu": { "shares": 1024 } }).to_string();
     ok("plain runc update", &update_json(plain_runc_on(&p), &[], &id, &kubelet));
-    assert_eq!(enforced_limit(pid), Some(GI), "control: plain runc update restores the full limit (the carve is lost)");
+    assert_eq!(
+        enforced_limit(pid),
+        Some(GI),
+        "control: plain runc update restores the full limit (the carve is lost)"
+    );
 
     // The wrapper: the same update keeps the carve (here: puts it back).
     ok("wrapper update", &update_json(p.command(), &[], &id, &kubelet));
@@ -333,10 +412,22 @@ fn update_of_a_gpu_container_keeps_its_headroom_carved_out_of_the_new_limit() {
     // A raised limit, with more global flags before the command (runc argv as containerd builds it).
     let log = env.root.join("runc-update.log");
     let raised = json!({ "memory": { "limit": 2 * GI } }).to_string();
-    ok("raise", &update_json(p.command(), &["--log", log.to_str().unwrap(), "--log-format", "json"], &id, &raised));
+    ok(
+        "raise",
+        &update_json(
+            p.command(),
+            &["--log", log.to_str().unwrap(), "--log-format", "json"],
+            &id,
+            &raised,
+        ),
+    );
     assert_carved(pid, 2 * GI, "raised to 2Gi");
     let g = grant(&env, &id);
-    assert_eq!((g["requested_limit"].clone(), g["limit"].clone(), g["headroom"].clone()), (json!(2 * GI), json!(2 * GI - 256 * MI), json!(256 * MI)), "recorded: {g}");
+    assert_eq!(
+        (g["requested_limit"].clone(), g["limit"].clone(), g["headroom"].clone()),
+        (json!(2 * GI), json!(2 * GI - 256 * MI), json!(256 * MI)),
+        "recorded: {g}"
+    );
     // runc's flags (a person's `runc update --memory`), flags after the id as urfave accepts.
     ok("flags", &update_flags(p.command(), &[&id, "--memory", "1536m", "--cpu-share=512"]));
     assert_carved(pid, 1536 * MI, "--memory 1536m");
@@ -350,16 +441,29 @@ fn update_of_a_gpu_container_keeps_its_headroom_carved_out_of_the_new_limit() {
     assert!(!o.status.success(), "300Mi cannot hold 256Mi of headroom + 64Mi");
     let e = util::assert_one_line("too small", &o.stderr);
     eprintln!("refused: {e}");
-    assert!(e.contains(&format!("cannot update GPU container {id} without its driver-memory headroom")) && e.contains("at least 320Mi"), "{e}");
+    assert!(
+        e.contains(&format!("cannot update GPU container {id} without its driver-memory headroom"))
+            && e.contains("at least 320Mi"),
+        "{e}"
+    );
     for (args, want) in [
         (vec!["--memory", "lots", id.as_str()], "invalid value for --memory: \"lots\""),
-        (vec!["--memory", "1g", "--frobnicate", "1", id.as_str()], "unknown runc update flag --frobnicate"),
-        (vec!["-r", "/nonexistent/resources.json", id.as_str()], "cannot read --resources /nonexistent/resources.json"),
+        (
+            vec!["--memory", "1g", "--frobnicate", "1", id.as_str()],
+            "unknown runc update flag --frobnicate",
+        ),
+        (
+            vec!["-r", "/nonexistent/resources.json", id.as_str()],
+            "cannot read --resources /nonexistent/resources.json",
+        ),
     ] {
         let o = update_flags(p.command(), &args);
         assert!(!o.status.success(), "{args:?}");
         let e = util::assert_one_line(&format!("{args:?}"), &o.stderr);
-        assert!(e.contains(&format!("cannot update GPU container {id}")) && e.contains(want), "{e}");
+        assert!(
+            e.contains(&format!("cannot update GPU container {id}")) && e.contains(want),
+            "{e}"
+        );
     }
     let o = update_json(p.command(), &[], &id, "{ not json");
     let e = util::assert_one_line("not json", &o.stderr);
@@ -380,21 +484,37 @@ fn update_of_a_non_gpu_container_passes_through_unchanged() {
     let id = unique("cpu-upd");
     p.launch(&b, &id);
     let pid = p.pid(&id).unwrap();
-    ok("json", &update_json(p.command(), &[], &id, &json!({ "memory": { "limit": 2 * GI } }).to_string()));
+    ok(
+        "json",
+        &update_json(p.command(), &[], &id, &json!({ "memory": { "limit": 2 * GI } }).to_string()),
+    );
     assert_eq!(enforced_limit(pid), Some(2 * GI));
     ok("flags", &update_flags(p.command(), &["--memory", "512m", &id]));
     assert_eq!(enforced_limit(pid), Some(512 * MI));
     // runc's own errors stay runc's (nothing of ours in between).
     let o = update_flags(p.command(), &["--memory", "lots", &id]);
     assert!(!o.status.success());
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("dataplane-hook"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("dataplane-hook"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     p.delete(&id);
 }
 
 /// The node's MemTotal in bytes.
 fn mem_total() -> u64 {
-    std::fs::read_to_string("/proc/meminfo").unwrap().lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap()
-        .trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap() * 1024
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }
 
 #[test]
@@ -414,12 +534,21 @@ fn gpu_headroom_beyond_the_bound_is_refused_with_one_line_and_leaves_nothing() {
         b.annotate("dataplane-hook.io/gpu-headroom", &value);
         let id = unique("gpu-huge");
         let o = p.create(&b, &id);
-        assert!(!o.status.success(), "gpu-headroom {value} on an unlimited GPU container was accepted (bound {bound})");
+        assert!(
+            !o.status.success(),
+            "gpu-headroom {value} on an unlimited GPU container was accepted (bound {bound})"
+        );
         let e = util::assert_one_line(&value, &o.stderr);
         assert!(
-            e.starts_with(&format!("dataplane-hook: cannot give GPU container {id} its driver-memory headroom: "))
-                && e.contains(&format!("is more than the {} a container with 1 GPU may be granted", dataplane_hook::request::Bytes(bound)))
-                && e.ends_with(&format!("(lower dataplane-hook.io/gpu-headroom to at most {})", dataplane_hook::request::Bytes(bound))),
+            e.starts_with(&format!(
+                "dataplane-hook: cannot give GPU container {id} its driver-memory headroom: "
+            )) && e.contains(&format!(
+                "is more than the {} a container with 1 GPU may be granted",
+                dataplane_hook::request::Bytes(bound)
+            )) && e.ends_with(&format!(
+                "(lower dataplane-hook.io/gpu-headroom to at most {})",
+                dataplane_hook::request::Bytes(bound)
+            )),
             "{e}"
         );
         assert_eq!(p.status(&id), None, "no container was created");
@@ -432,7 +561,8 @@ fn gpu_headroom_beyond_the_bound_is_refused_with_one_line_and_leaves_nothing() {
     let id = unique("gpu-huge-hd");
     let o = runc.create(&b, &id);
     assert!(!o.status.success(), "hooks.d: 1Ei accepted");
-    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    let e = product_error(&o.stderr)
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
     assert!(e.contains("is more than the"), "{e}");
     runc.delete(&id);
     assert!(env.records().is_empty(), "a refused create leaves no record: {:?}", env.records());
@@ -458,7 +588,11 @@ fn gpu_headroom_on_a_container_without_a_gpu_is_refused() {
     b.annotate("dataplane-hook.io/gpu-headroom", "256Mi");
     let id = unique("cpu-headroom");
     let o = p.create(&b, &id);
-    assert!(!o.status.success(), "a container without a GPU was given a GPU headroom: {}", env.log_text());
+    assert!(
+        !o.status.success(),
+        "a container without a GPU was given a GPU headroom: {}",
+        env.log_text()
+    );
     let e = util::assert_one_line("no GPU", &o.stderr);
     assert!(
         e.starts_with(&format!("dataplane-hook: cannot give container {id} a GPU driver-memory headroom: dataplane-hook.io/gpu-headroom is set but the spec gives it no GPU"))
@@ -495,7 +629,9 @@ fn a_forged_limit_marker_annotation_is_refused_on_the_hooks_d_and_wrapper_paths(
         panic!("hooks.d: the forged marker was accepted; the container runs with limit {limit:?} (its headroom is 256Mi)");
     }
     // runc quotes the hook's stderr in its own error (`"` as `\"`).
-    let e = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr))).replace("\\\"", "\"");
+    let e = product_error(&o.stderr)
+        .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)))
+        .replace("\\\"", "\"");
     assert!(
         e.starts_with(&format!("dataplane-hook: cannot set up a GPU container: annotation {marker}=\"{forged}\" is reserved"))
             && e.ends_with(&format!("(remove the annotation {marker})")),

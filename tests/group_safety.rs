@@ -29,7 +29,9 @@ fn assert_released(env: &ProductEnv, pool: &PoolGuard, what: &str) {
     let s = status_json(env);
     assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
     assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
-    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
     assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
 }
 
@@ -82,7 +84,12 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
     add_cap(&mut b, "CAP_SYS_PTRACE");
     let id = unique("peek");
     r.launch(&b, &id);
-    assert!(wait_for(Duration::from_secs(20), || stdout_of(&b).contains("==end")), "member output: {}\nlog: {}", stdout_of(&b), env.log_text());
+    assert!(
+        wait_for(Duration::from_secs(20), || stdout_of(&b).contains("==end")),
+        "member output: {}\nlog: {}",
+        stdout_of(&b),
+        env.log_text()
+    );
     let out = stdout_of(&b);
     let g = groups(&env);
     assert_eq!(g.len(), 1, "{g:?}");
@@ -90,7 +97,8 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
 
     // Preconditions: the member really has CAP_SYS_PTRACE (bit 19), and /proc/1 is the holder
     // (its PID namespace for children is the member's).
-    let own_eff = u64::from_str_radix(&status_field(&section(&out, "self"), "CapEff").unwrap(), 16).unwrap();
+    let own_eff =
+        u64::from_str_radix(&status_field(&section(&out, "self"), "CapEff").unwrap(), 16).unwrap();
     assert!(own_eff & (1 << 19) != 0, "the member has CAP_SYS_PTRACE: {out}");
     let member_pid = r.pid(&id).unwrap();
     assert_eq!(
@@ -100,7 +108,13 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
     );
     // The member still gets the group's hugetlbfs and runtime dir.
     let grp = section(&out, "group");
-    assert!(grp.contains(" /dev/hugepages ") && grp.contains("hugetlbfs") && grp.contains(" /var/run/dpdk ") && grp.contains("writable"), "group mounts: {out}");
+    assert!(
+        grp.contains(" /dev/hugepages ")
+            && grp.contains("hugetlbfs")
+            && grp.contains(" /var/run/dpdk ")
+            && grp.contains("writable"),
+        "group mounts: {out}"
+    );
 
     let host = host_mounts();
     let host_root = host.iter().rev().find(|m| m.mount_point == "/").expect("host root").clone();
@@ -111,19 +125,37 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
     let state = env.state_dir.display().to_string();
     for l in mountinfo.lines() {
         let mp = l.split(' ').nth(4).unwrap_or("");
-        assert!(mp == "/" || !host.iter().any(|m| m.mount_point == mp), "a host mount point shows in the holder's mountinfo: {l}\n{mountinfo}");
-        assert!(!l.contains(&bundle) && !l.contains(&state) && !l.contains("/usr") && !l.contains("/boot") && !l.contains("/proc") && !l.contains("/sys"),
-            "host paths in the holder's mountinfo: {l}\n{mountinfo}");
+        assert!(
+            mp == "/" || !host.iter().any(|m| m.mount_point == mp),
+            "a host mount point shows in the holder's mountinfo: {l}\n{mountinfo}"
+        );
+        assert!(
+            !l.contains(&bundle)
+                && !l.contains(&state)
+                && !l.contains("/usr")
+                && !l.contains("/boot")
+                && !l.contains("/proc")
+                && !l.contains("/sys"),
+            "host paths in the holder's mountinfo: {l}\n{mountinfo}"
+        );
         let post = l.split_once(" - ").map(|x| x.1).unwrap_or("");
-        assert!(!post.split(' ').nth(1).is_some_and(|src| src == host_root.source), "the host's root device shows: {l}");
+        assert!(
+            !post.split(' ').nth(1).is_some_and(|src| src == host_root.source),
+            "the host's root device shows: {l}"
+        );
     }
     // Its root and cwd hold nothing of the host's root.
     let host_entries: Vec<String> = list_dir(Path::new("/"));
     for which in ["root", "cwd"] {
         let listing = section(&out, which);
-        assert!(!listing.contains("denied") && !listing.contains("No such"), "{which} listable with CAP_SYS_PTRACE (precondition): {listing}");
-        let names: Vec<&str> = listing.split_whitespace().filter(|n| *n != "." && *n != "..").collect();
-        let leaked: Vec<&&str> = names.iter().filter(|n| host_entries.iter().any(|h| h == *n)).collect();
+        assert!(
+            !listing.contains("denied") && !listing.contains("No such"),
+            "{which} listable with CAP_SYS_PTRACE (precondition): {listing}"
+        );
+        let names: Vec<&str> =
+            listing.split_whitespace().filter(|n| *n != "." && *n != "..").collect();
+        let leaked: Vec<&&str> =
+            names.iter().filter(|n| host_entries.iter().any(|h| h == *n)).collect();
         assert!(leaked.is_empty(), "/proc/1/{which} shows host files {leaked:?}: {listing}");
     }
     let environ = section(&out, "environ");
@@ -132,17 +164,32 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
     assert!(!cmdline.contains(&state), "the holder's command line names host paths: {cmdline}");
     let status = section(&out, "status");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(status_field(&status, cap).as_deref(), Some("0000000000000000"), "{cap}: {status}");
+        assert_eq!(
+            status_field(&status, cap).as_deref(),
+            Some("0000000000000000"),
+            "{cap}: {status}"
+        );
     }
     assert_eq!(status_field(&status, "NoNewPrivs").as_deref(), Some("1"), "{status}");
-    assert!(status_field(&status, "Uid").is_some_and(|u| u.split_whitespace().all(|x| x == "65534")), "unprivileged uid: {status}");
+    assert!(
+        status_field(&status, "Uid").is_some_and(|u| u.split_whitespace().all(|x| x == "65534")),
+        "unprivileged uid: {status}"
+    );
     // Own network, IPC and UTS namespaces.
     for ns in ["net", "ipc", "uts"] {
-        assert_ne!(std::fs::read_link(format!("/proc/{holder}/ns/{ns}")).unwrap(), std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(), "{ns} namespace");
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{holder}/ns/{ns}")).unwrap(),
+            std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            "{ns} namespace"
+        );
     }
     // Not dumpable: its /proc files belong to root, not to its uid.
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(format!("/proc/{holder}/environ")).unwrap().uid(), 0, "a non-dumpable process's /proc files are root's");
+    assert_eq!(
+        std::fs::metadata(format!("/proc/{holder}/environ")).unwrap().uid(),
+        0,
+        "a non-dumpable process's /proc files are root's"
+    );
 
     // The hook can still tear it down: the holder dies and the reservation is released.
     r.delete(&id);
@@ -212,9 +259,13 @@ fn a_pod_on_cri_o_forging_containerds_namespace_key_never_joins_that_namespaces_
     let b_group = g.iter().find(|x| x["holder"] == b_holder).cloned().unwrap_or_default();
     r.delete(&ia);
     assert!(!joined, "the forged pod sees namespace B's runtime dir: {}", stdout_of(&a));
-    assert!(!b_group["members"].as_array().unwrap().iter().any(|m| m == &json!(ia)), "the forged pod is in B's group: {b_group}");
+    assert!(
+        !b_group["members"].as_array().unwrap().iter().any(|m| m == &json!(ia)),
+        "the forged pod is in B's group: {b_group}"
+    );
     assert!(!o.status.success(), "a spec carrying both runtimes' scope keys is refused");
-    let err = product_error(&o.stderr).unwrap_or_else(|| panic!("a product error: {}", String::from_utf8_lossy(&o.stderr)));
+    let err = product_error(&o.stderr)
+        .unwrap_or_else(|| panic!("a product error: {}", String::from_utf8_lossy(&o.stderr)));
     assert!(err.contains("io.kubernetes.cri.sandbox-namespace") && err.contains("CRI-O"), "{err}");
     assert_spec_form("forged scope", &err);
     assert_eq!(r.status(&ia), None, "nothing left of the refused container");
@@ -228,11 +279,22 @@ fn a_pod_on_cri_o_forging_containerds_namespace_key_never_joins_that_namespaces_
     a2.annotate("io.kubernetes.cri-o.Namespace", "team-b");
     let ia2 = unique("scope-a2");
     r.launch(&a2, &ia2);
-    assert!(wait_for(Duration::from_secs(10), || stdout_of(&a2).contains("listed")), "{}", stdout_of(&a2));
-    assert!(!stdout_of(&a2).contains("from-b"), "team-a's pod sees team-b's dir: {}", stdout_of(&a2));
+    assert!(
+        wait_for(Duration::from_secs(10), || stdout_of(&a2).contains("listed")),
+        "{}",
+        stdout_of(&a2)
+    );
+    assert!(
+        !stdout_of(&a2).contains("from-b"),
+        "team-a's pod sees team-b's dir: {}",
+        stdout_of(&a2)
+    );
     let g = groups(&env);
     assert_eq!(g.len(), 2, "{g:?}");
-    assert!(g.iter().any(|x| x["scope"] == "team-a") && g.iter().any(|x| x["scope"] == "team-b"), "{g:?}");
+    assert!(
+        g.iter().any(|x| x["scope"] == "team-a") && g.iter().any(|x| x["scope"] == "team-b"),
+        "{g:?}"
+    );
     r.delete(&ia2);
     r.delete(&ib);
     assert_released(&env, &pool, "after all");
@@ -266,12 +328,22 @@ fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
     let ia = unique("hostpid");
     let o = runc.create(&a, &ia);
     // Precondition: had it run, it would be in the host's (this test's) PID namespace.
-    let in_host_ns = runc.pid(&ia).map(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok() == std::fs::read_link("/proc/self/ns/pid").ok());
+    let in_host_ns = runc.pid(&ia).map(|p| {
+        std::fs::read_link(format!("/proc/{p}/ns/pid")).ok()
+            == std::fs::read_link("/proc/self/ns/pid").ok()
+    });
     let g = groups(&env);
     runc.delete(&ia);
-    assert!(in_host_ns.unwrap_or(true), "the spec has no pid namespace: the container shares the host's");
-    assert!(!o.status.success(), "a group in the host's PID namespace must be refused; groups: {g:?}");
-    let reason = if is_crun() { env.log_text() } else { String::from_utf8_lossy(&o.stderr).to_string() };
+    assert!(
+        in_host_ns.unwrap_or(true),
+        "the spec has no pid namespace: the container shares the host's"
+    );
+    assert!(
+        !o.status.success(),
+        "a group in the host's PID namespace must be refused; groups: {g:?}"
+    );
+    let reason =
+        if is_crun() { env.log_text() } else { String::from_utf8_lossy(&o.stderr).to_string() };
     assert!(reason.contains("host's PID namespace"), "{reason}");
     assert_released(&env, &pool, "after the refusal");
 }
@@ -284,7 +356,12 @@ impl SharedHostDir {
     fn new() -> SharedHostDir {
         let p = PathBuf::from(format!("/tmp/{}", unique("dph-shared")));
         std::fs::create_dir_all(&p).unwrap();
-        assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "dph-shared"]).arg(&p).status().unwrap().success());
+        assert!(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "dph-shared"])
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success());
         assert!(Command::new("mount").arg("--make-shared").arg(&p).status().unwrap().success());
         SharedHostDir(p)
     }
@@ -294,7 +371,12 @@ impl Drop for SharedHostDir {
     fn drop(&mut self) {
         // Whatever leaked below it first, then itself.
         for _ in 0..4 {
-            let _ = Command::new("umount").arg("-R").arg("-l").arg(&self.0).stderr(std::process::Stdio::null()).status();
+            let _ = Command::new("umount")
+                .arg("-R")
+                .arg("-l")
+                .arg(&self.0)
+                .stderr(std::process::Stdio::null())
+                .status();
         }
         let _ = std::fs::remove_dir_all(&self.0);
     }
@@ -326,7 +408,9 @@ fn optional_fields(text: &str, mount_point: &str) -> Option<String> {
 fn a_mount_target_on_a_mount_shared_with_the_host_is_refused() {
     let shared = SharedHostDir::new();
     let host_text = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let host_group = optional_fields(&host_text, &shared.0.display().to_string()).and_then(|o| peer_group(&o)).expect("the host dir is shared");
+    let host_group = optional_fields(&host_text, &shared.0.display().to_string())
+        .and_then(|o| peer_group(&o))
+        .expect("the host dir is shared");
 
     // Control (plain runc): the container's bind is a peer of the host's mount.
     {
@@ -337,7 +421,11 @@ fn a_mount_target_on_a_mount_shared_with_the_host_is_refused() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let text = String::from_utf8_lossy(&o.stdout).to_string();
         let theirs = optional_fields(&text, "/mnt/host").and_then(|o| peer_group(&o));
-        assert_eq!(theirs.as_deref(), Some(host_group.as_str()), "the container's /mnt/host is in the host's peer group: {text}");
+        assert_eq!(
+            theirs.as_deref(),
+            Some(host_group.as_str()),
+            "the container's /mnt/host is in the host's peer group: {text}"
+        );
     }
 
     let pool = PoolGuard::new(16);
@@ -345,7 +433,11 @@ fn a_mount_target_on_a_mount_shared_with_the_host_is_refused() {
     // the shared mount's root itself, and the hugetlbfs mount path inside it.
     let cases: [(&str, &[(&str, &str)], &str); 4] = [
         ("", &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host/dpdk")], "/mnt/host/dpdk"),
-        ("", &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host/dpdk"), (HUGE, "4Mi")], "/mnt/host/dpdk"),
+        (
+            "",
+            &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host/dpdk"), (HUGE, "4Mi")],
+            "/mnt/host/dpdk",
+        ),
         ("", &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host")], "/mnt/host"),
         ("[hugepages]\nmount_path_2mi = \"/mnt/host/hp\"\n", &[(HUGE, "4Mi")], "/mnt/host/hp"),
     ];
@@ -367,7 +459,8 @@ fn a_mount_target_on_a_mount_shared_with_the_host_is_refused() {
         r.delete(&id);
         assert!(leaked.is_empty(), "{target}: a mount made for the container appeared on the host: {leaked:?}\ncreate: {}\nlog: {}", String::from_utf8_lossy(&o.stderr), env.log_text());
         assert!(!o.status.success(), "{target}: a target that propagates to the host is refused");
-        let err = product_error(&o.stderr).unwrap_or_else(|| panic!("a product error: {}", String::from_utf8_lossy(&o.stderr)));
+        let err = product_error(&o.stderr)
+            .unwrap_or_else(|| panic!("a product error: {}", String::from_utf8_lossy(&o.stderr)));
         assert!(err.contains(target) && err.contains("propagates to the host"), "{err}");
         assert_spec_form("shared target", &err);
         assert!(env.records().is_empty(), "{target}: nothing recorded: {:?}", env.records());

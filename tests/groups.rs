@@ -36,14 +36,23 @@ struct HostHugetlbfs(tempfile::TempDir);
 impl HostHugetlbfs {
     fn new() -> HostHugetlbfs {
         let d = tempfile::Builder::new().prefix("dph-hosthuge-").tempdir().unwrap();
-        assert!(Command::new("mount").args(["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev"]).arg(d.path()).status().unwrap().success());
+        assert!(Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev"])
+            .arg(d.path())
+            .status()
+            .unwrap()
+            .success());
         HostHugetlbfs(d)
     }
     fn path(&self) -> &Path {
         self.0.path()
     }
     fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.path()).unwrap().flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(self.path())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
         v.sort();
         v
     }
@@ -61,7 +70,12 @@ fn status_json(env: &ProductEnv) -> Value {
 }
 
 fn holder_of(env: &ProductEnv, name: &str) -> Option<i64> {
-    status_json(env)["groups"].as_array().unwrap().iter().find(|g| g["name"] == name).and_then(|g| g["holder"].as_i64())
+    status_json(env)["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .and_then(|g| g["holder"].as_i64())
 }
 
 fn assert_released(env: &ProductEnv, pool: &PoolGuard, what: &str) {
@@ -69,7 +83,11 @@ fn assert_released(env: &ProductEnv, pool: &PoolGuard, what: &str) {
     let s = status_json(env);
     assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
     assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
-    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
 }
 
@@ -91,14 +109,31 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
         }
         let ids = [unique("ctl-p"), unique("ctl-s1"), unique("ctl-s2")];
         runc.launch(&p, &ids[0]);
-        assert!(wait_for(Duration::from_secs(30), || forwarding(&p)), "control primary: {}", output(&p));
+        assert!(
+            wait_for(Duration::from_secs(30), || forwarding(&p)),
+            "control primary: {}",
+            output(&p)
+        );
         runc.launch(&s1, &ids[1]);
-        assert!(wait_for(Duration::from_secs(30), || forwarding(&s1)), "control secondary 1: {}", output(&s1));
+        assert!(
+            wait_for(Duration::from_secs(30), || forwarding(&s1)),
+            "control secondary 1: {}",
+            output(&s1)
+        );
         runc.launch(&s2, &ids[2]);
-        assert!(runc.wait_stopped(&ids[2], Duration::from_secs(30)), "control: the second secondary kept running");
+        assert!(
+            runc.wait_stopped(&ids[2], Duration::from_secs(30)),
+            "control: the second secondary kept running"
+        );
         let out = output(&s2);
-        assert!(out.contains(SECONDARY_COLLISION), "control: expected the seed's failure, got: {out}");
-        assert!(out.contains("couldn't lock") && out.contains("fbarray_memseg") && out.contains("_1"), "control: the PID-named lock collides: {out}");
+        assert!(
+            out.contains(SECONDARY_COLLISION),
+            "control: expected the seed's failure, got: {out}"
+        );
+        assert!(
+            out.contains("couldn't lock") && out.contains("fbarray_memseg") && out.contains("_1"),
+            "control: the PID-named lock collides: {out}"
+        );
         for id in &ids {
             runc.delete(id);
         }
@@ -112,11 +147,21 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
     let s2 = group_member(&testpmd_secondary(3, 2, &[]), "seed");
     let ids = [unique("grp-p"), unique("grp-s1"), unique("grp-s2")];
     r.launch(&p, &ids[0]);
-    assert!(wait_for(Duration::from_secs(30), || forwarding(&p)), "primary: {}\n{}", output(&p), env.log_text());
+    assert!(
+        wait_for(Duration::from_secs(30), || forwarding(&p)),
+        "primary: {}\n{}",
+        output(&p),
+        env.log_text()
+    );
     r.launch(&s1, &ids[1]);
     r.launch(&s2, &ids[2]);
-    assert!(wait_for(Duration::from_secs(40), || forwarding(&s1) && forwarding(&s2)),
-        "both secondaries must attach and forward:\nS1: {}\nS2: {}\nlog: {}", output(&s1), output(&s2), env.log_text());
+    assert!(
+        wait_for(Duration::from_secs(40), || forwarding(&s1) && forwarding(&s2)),
+        "both secondaries must attach and forward:\nS1: {}\nS2: {}\nlog: {}",
+        output(&s1),
+        output(&s2),
+        env.log_text()
+    );
     for id in &ids {
         assert_eq!(r.status(id).as_deref(), Some("running"), "{id}");
     }
@@ -146,15 +191,24 @@ fn members_start_in_any_order_and_restart() {
     r.launch(&s2, &i2);
     std::thread::sleep(Duration::from_secs(1));
     r.launch(&p, &ip);
-    assert!(wait_for(Duration::from_secs(60), || forwarding(&p) && forwarding(&s1) && forwarding(&s2)),
-        "all three forward:\nP: {}\nS1: {}\nS2: {}", output(&p), output(&s1), output(&s2));
+    assert!(
+        wait_for(Duration::from_secs(60), || forwarding(&p) && forwarding(&s1) && forwarding(&s2)),
+        "all three forward:\nP: {}\nS1: {}\nS2: {}",
+        output(&p),
+        output(&s1),
+        output(&s2)
+    );
 
     // Restart a secondary (new container, same group): it attaches again.
     r.delete(&i1);
     let s1b = group_member(&testpmd_secondary(3, 1, &[]), "order");
     let i1b = unique("ord-s1b");
     r.launch(&s1b, &i1b);
-    assert!(wait_for(Duration::from_secs(40), || forwarding(&s1b)), "restarted secondary: {}", output(&s1b));
+    assert!(
+        wait_for(Duration::from_secs(40), || forwarding(&s1b)),
+        "restarted secondary: {}",
+        output(&s1b)
+    );
     for id in [&i1b, &i2, &ip] {
         r.delete(id);
     }
@@ -177,15 +231,28 @@ fn the_group_outlives_its_first_member_and_goes_with_the_last() {
         let (ip, is) = (unique("life-p"), unique("life-s"));
         r.launch(&p, &ip);
         r.launch(&s, &is);
-        assert!(wait_for(Duration::from_secs(40), || forwarding(&p) && forwarding(&s)),
-            "round {round}: P: {}\nS: {}", output(&p), output(&s));
+        assert!(
+            wait_for(Duration::from_secs(40), || forwarding(&p) && forwarding(&s)),
+            "round {round}: P: {}\nS: {}",
+            output(&p),
+            output(&s)
+        );
         r.delete(&ip);
         r.delete(&is);
-        assert_eq!(holder_of(&env, "life"), Some(holder), "round {round}: the group (holder) outlives its members");
+        assert_eq!(
+            holder_of(&env, "life"),
+            Some(holder),
+            "round {round}: the group (holder) outlives its members"
+        );
     }
     r.delete(&ik);
-    assert!(!Path::new(&format!("/proc/{holder}")).exists() || std::fs::read_to_string(format!("/proc/{holder}/stat")).map(|s| s.contains(") Z")).unwrap_or(true),
-        "holder {holder} must be gone");
+    assert!(
+        !Path::new(&format!("/proc/{holder}")).exists()
+            || std::fs::read_to_string(format!("/proc/{holder}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true),
+        "holder {holder} must be gone"
+    );
     assert_released(&env, &pool, "after the last member");
 }
 
@@ -194,7 +261,13 @@ fn same_group_name_in_two_namespaces_is_two_groups() {
     let pool = PoolGuard::new(64);
     let env = ProductEnv::new("");
     let r = Runner::product(&env);
-    let script = |me: &str| vec!["sh".to_string(), "-c".to_string(), format!("touch /var/run/dpdk/{me}; sleep 2; ls /var/run/dpdk; sleep 600")];
+    let script = |me: &str| {
+        vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("touch /var/run/dpdk/{me}; sleep 2; ls /var/run/dpdk; sleep 600"),
+        ]
+    };
     let mut a = group_member(&script("from-a"), "g");
     a.annotate("io.kubernetes.cri.sandbox-namespace", "team-a");
     let mut b = group_member(&script("from-b"), "g");
@@ -202,7 +275,8 @@ fn same_group_name_in_two_namespaces_is_two_groups() {
     let (ia, ib) = (unique("ns-a"), unique("ns-b"));
     r.launch(&a, &ia);
     r.launch(&b, &ib);
-    assert!(wait_for(Duration::from_secs(10), || stdout_of(&a).contains("from-") && stdout_of(&b).contains("from-")));
+    assert!(wait_for(Duration::from_secs(10), || stdout_of(&a).contains("from-")
+        && stdout_of(&b).contains("from-")));
     assert!(!stdout_of(&a).contains("from-b"), "team-a sees team-b's dir: {}", stdout_of(&a));
     assert!(!stdout_of(&b).contains("from-a"), "team-b sees team-a's dir: {}", stdout_of(&b));
     let s = status_json(&env);
@@ -230,7 +304,12 @@ fn later_member_asking_for_more_than_the_group_is_refused_clearly() {
     let o = r.create(&b, &ib);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(err.contains("dataplane-hook:") && err.contains("sized it with 64Mi") && err.contains("128Mi"), "{err}");
+    assert!(
+        err.contains("dataplane-hook:")
+            && err.contains("sized it with 64Mi")
+            && err.contains("128Mi"),
+        "{err}"
+    );
     assert_eq!(r.status(&ib), None, "nothing left of the refused container");
     r.delete(&ia);
     assert_released(&env, &pool, "after the member");
@@ -267,7 +346,11 @@ fn hooks_d_path_refuses_members_that_do_not_share_a_pid_namespace() {
     // spec's `run.oci.hooks.stderr` names a file (dataplane-runtime sets it, hooks.d cannot):
     // there the reason is in the product's log and crun says the hook failed.
     let reason = if is_crun() { env.log_text() } else { err.clone() };
-    assert!(reason.contains("PID namespace") && reason.contains("`dataplane` runtime handler"), "stderr: {err}\nlog: {}", env.log_text());
+    assert!(
+        reason.contains("PID namespace") && reason.contains("`dataplane` runtime handler"),
+        "stderr: {err}\nlog: {}",
+        env.log_text()
+    );
     if is_crun() {
         assert!(err.contains("error executing hook"), "{err}");
     }
@@ -283,7 +366,11 @@ fn prefix_mode_gives_unique_prefixes_and_cleans_leaked_files() {
     let r = Runner::product(&env);
     let cmd = testpmd_primary(&["--file-prefix", "$DPDK_FILE_PREFIX"]).join(" ");
     let mk = || {
-        let mut b = bundle(&["sh".to_string(), "-c".to_string(), format!("echo prefix=$DPDK_FILE_PREFIX; exec {cmd}")]);
+        let mut b = bundle(&[
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("echo prefix=$DPDK_FILE_PREFIX; exec {cmd}"),
+        ]);
         b.annotate("dataplane-hook.io/dpdk-file-prefix", "auto");
         b.bind(huge.path(), "/dev/hugepages").bind(run.path(), "/var/run/dpdk");
         b
@@ -292,12 +379,20 @@ fn prefix_mode_gives_unique_prefixes_and_cleans_leaked_files() {
     let (ia, ib) = (unique("pfx-a"), unique("pfx-b"));
     r.launch(&a, &ia);
     r.launch(&b, &ib);
-    assert!(wait_for(Duration::from_secs(40), || forwarding(&a) && forwarding(&b)), "A: {}\nB: {}", output(&a), output(&b));
-    let prefix = |b: &TestBundle| stdout_of(b).lines().find_map(|l| l.strip_prefix("prefix=").map(String::from)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(40), || forwarding(&a) && forwarding(&b)),
+        "A: {}\nB: {}",
+        output(&a),
+        output(&b)
+    );
+    let prefix = |b: &TestBundle| {
+        stdout_of(b).lines().find_map(|l| l.strip_prefix("prefix=").map(String::from)).unwrap()
+    };
     let (pa, pb) = (prefix(&a), prefix(&b));
     assert_ne!(pa, pb);
     assert!(!pa.is_empty() && !pb.is_empty());
-    let mine = |p: &str| huge.files().into_iter().filter(|f| f.starts_with(&format!("{p}map_"))).count();
+    let mine =
+        |p: &str| huge.files().into_iter().filter(|f| f.starts_with(&format!("{p}map_"))).count();
     assert!(mine(&pa) > 0 && mine(&pb) > 0, "both use hugepage files: {:?}", huge.files());
     // A crashes (SIGKILL leaves its files behind); delete cleans only A's.
     r.kill(&ia, "KILL");

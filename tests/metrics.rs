@@ -42,7 +42,10 @@ impl NodeExporter {
             .spawn()
             .unwrap();
         let ne = NodeExporter { child, port };
-        assert!(wait_for(Duration::from_secs(10), || ne.get("/metrics").is_some()), "node_exporter did not answer on 127.0.0.1:{port}");
+        assert!(
+            wait_for(Duration::from_secs(10), || ne.get("/metrics").is_some()),
+            "node_exporter did not answer on 127.0.0.1:{port}"
+        );
         ne
     }
 
@@ -54,7 +57,9 @@ impl NodeExporter {
         let mut r = String::new();
         s.read_to_string(&mut r).ok()?;
         let (head, body) = r.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.0 200").then(|| body.to_string()).or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+        head.starts_with("HTTP/1.0 200")
+            .then(|| body.to_string())
+            .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
     }
 
     /// Samples as `name{labels sorted}` → value.
@@ -83,7 +88,8 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
 
 fn val(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     *m.get(series).unwrap_or_else(|| {
-        let near: Vec<&String> = m.keys().filter(|k| k.starts_with(series.split('{').next().unwrap())).collect();
+        let near: Vec<&String> =
+            m.keys().filter(|k| k.starts_with(series.split('{').next().unwrap())).collect();
         panic!("no sample {series}; samples of that name: {near:?}")
     })
 }
@@ -111,7 +117,10 @@ fn node_exporter_scrapes_the_hooks_figures_after_real_containers() {
     let env = env_with_textfile(textfile.path());
     let r = Runner::product(&env);
     let ne = NodeExporter::start(textfile.path());
-    let file_series = format!("node_textfile_mtime_seconds{{file=\"{}\"}}", textfile.path().join("dataplane_hook.prom").display());
+    let file_series = format!(
+        "node_textfile_mtime_seconds{{file=\"{}\"}}",
+        textfile.path().join("dataplane_hook.prom").display()
+    );
 
     // 1. Granted: 8Mi (4 pages) reserved, then released at poststop.
     let mut ok = TestBundle::new(&["sh", "-c", "grep -c hugetlbfs /proc/mounts"]);
@@ -120,15 +129,28 @@ fn node_exporter_scrapes_the_hooks_figures_after_real_containers() {
     pool.assert_baseline("granted container");
     let m1 = ne.scrape();
     assert_eq!(val(&m1, "node_textfile_scrape_error"), 0.0, "node_exporter parsed the file");
-    assert!(m1.contains_key(&file_series), "the collector read our file: {:?}", m1.keys().filter(|k| k.starts_with("node_textfile")).collect::<Vec<_>>());
+    assert!(
+        m1.contains_key(&file_series),
+        "the collector read our file: {:?}",
+        m1.keys().filter(|k| k.starts_with("node_textfile")).collect::<Vec<_>>()
+    );
     assert_eq!(val(&m1, "dataplane_hook_reservations_total{result=\"granted\",size=\"2Mi\"}"), 1.0);
     assert_eq!(val(&m1, "dataplane_hook_reservations_total{result=\"refused\",size=\"2Mi\"}"), 0.0);
     assert_eq!(val(&m1, "dataplane_hook_reserved_pages_total{size=\"2Mi\"}"), 4.0);
     assert_eq!(val(&m1, "dataplane_hook_released_pages_total{size=\"2Mi\"}"), 4.0);
     assert_eq!(val(&m1, "dataplane_hook_teardowns_total{result=\"complete\"}"), 1.0);
-    assert_eq!(val(&m1, "dataplane_hook_hook_duration_seconds_count{stage=\"createRuntime\"}"), 1.0);
+    assert_eq!(
+        val(&m1, "dataplane_hook_hook_duration_seconds_count{stage=\"createRuntime\"}"),
+        1.0
+    );
     assert_eq!(val(&m1, "dataplane_hook_hook_duration_seconds_count{stage=\"poststop\"}"), 1.0);
-    assert_eq!(val(&m1, "dataplane_hook_hook_duration_seconds_bucket{stage=\"createRuntime\",le=\"+Inf\"}"), 1.0);
+    assert_eq!(
+        val(
+            &m1,
+            "dataplane_hook_hook_duration_seconds_bucket{stage=\"createRuntime\",le=\"+Inf\"}"
+        ),
+        1.0
+    );
     let sum = val(&m1, "dataplane_hook_hook_duration_seconds_sum{stage=\"createRuntime\"}");
     assert!(sum > 0.0 && sum < 10.0, "createRuntime took {sum}s");
     assert_eq!(val(&m1, "dataplane_hook_pool_pages{size=\"2Mi\",state=\"total\"}"), 16.0);
@@ -140,18 +162,29 @@ fn node_exporter_scrapes_the_hooks_figures_after_real_containers() {
     big.annotate(HUGE, "64Mi");
     let o = r.create(&big, &unique("refused"));
     assert!(!o.status.success(), "a 64Mi request on a 32Mi pool must be refused");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reserve 64Mi of 2Mi hugepages"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reserve 64Mi of 2Mi hugepages"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // 3. A live container shows in the gauges while it runs.
     let mut live = TestBundle::new(&["sleep", "600"]);
     live.annotate(HUGE, "4Mi");
     let live_id = unique("live");
     r.launch(&live, &live_id);
     let m2 = ne.scrape();
-    assert_eq!(delta(&m1, &m2, "dataplane_hook_reservations_total{result=\"refused\",size=\"2Mi\"}"), 1.0);
+    assert_eq!(
+        delta(&m1, &m2, "dataplane_hook_reservations_total{result=\"refused\",size=\"2Mi\"}"),
+        1.0
+    );
     assert_eq!(delta(&m1, &m2, "dataplane_hook_hook_failures_total{stage=\"createRuntime\"}"), 1.0);
     assert_eq!(val(&m2, "dataplane_hook_containers"), 1.0);
     assert_eq!(val(&m2, "dataplane_hook_reserved_pages{size=\"2Mi\"}"), 2.0);
-    assert_eq!(val(&m2, "dataplane_hook_pool_pages{size=\"2Mi\",state=\"reserved\"}"), 2.0, "the kernel agrees");
+    assert_eq!(
+        val(&m2, "dataplane_hook_pool_pages{size=\"2Mi\",state=\"reserved\"}"),
+        2.0,
+        "the kernel agrees"
+    );
 
     // 4. gc: the live container's poststop is lost (init killed, runc state gone); gc releases it.
     let pid = r.pid(&live_id).unwrap();
@@ -166,7 +199,10 @@ fn node_exporter_scrapes_the_hooks_figures_after_real_containers() {
         let _ = std::fs::remove_dir(d);
     }
     let m3 = ne.scrape();
-    assert_eq!(delta(&m2, &m3, "dataplane_hook_gc_actions_total{action=\"release_container\"}"), 1.0);
+    assert_eq!(
+        delta(&m2, &m3, "dataplane_hook_gc_actions_total{action=\"release_container\"}"),
+        1.0
+    );
     assert!(delta(&m2, &m3, "dataplane_hook_gc_runs_total") >= 1.0);
     assert_eq!(delta(&m2, &m3, "dataplane_hook_released_pages_total{size=\"2Mi\"}"), 2.0);
     assert_eq!(val(&m3, "dataplane_hook_containers"), 0.0);
@@ -175,35 +211,81 @@ fn node_exporter_scrapes_the_hooks_figures_after_real_containers() {
     // 5. Prefix mode: the application leaves two 2Mi pages in a host hugetlbfs; teardown
     //    removes them and counts them.
     let host = HostHugetlbfs::mount("pagesize=2M");
-    let mut leaky = TestBundle::new(&["sh", "-c", "fallocate -l 4M /dev/hugepages/${DPDK_FILE_PREFIX}map_0 && ls -l /dev/hugepages"]);
-    leaky.annotate(HUGE, "4Mi").annotate("dataplane-hook.io/dpdk-file-prefix", "leaky").bind(host.path(), "/dev/hugepages");
+    let mut leaky = TestBundle::new(&[
+        "sh",
+        "-c",
+        "fallocate -l 4M /dev/hugepages/${DPDK_FILE_PREFIX}map_0 && ls -l /dev/hugepages",
+    ]);
+    leaky
+        .annotate(HUGE, "4Mi")
+        .annotate("dataplane-hook.io/dpdk-file-prefix", "leaky")
+        .bind(host.path(), "/dev/hugepages");
     run_to_end(&r, &leaky, &unique("leaky"));
-    assert!(stdout_of(&leaky).contains("leakymap_0"), "the app wrote its file: {}", stdout_of(&leaky));
+    assert!(
+        stdout_of(&leaky).contains("leakymap_0"),
+        "the app wrote its file: {}",
+        stdout_of(&leaky)
+    );
     assert_eq!(host.files(), Vec::<String>::new(), "teardown removed the leaked file");
     let m4 = ne.scrape();
-    assert_eq!(delta(&m3, &m4, "dataplane_hook_leaked_files_reclaimed_total{origin=\"prefix\"}"), 1.0);
-    assert_eq!(delta(&m3, &m4, "dataplane_hook_leaked_pages_reclaimed_total{origin=\"prefix\",size=\"2Mi\"}"), 2.0);
+    assert_eq!(
+        delta(&m3, &m4, "dataplane_hook_leaked_files_reclaimed_total{origin=\"prefix\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            &m3,
+            &m4,
+            "dataplane_hook_leaked_pages_reclaimed_total{origin=\"prefix\",size=\"2Mi\"}"
+        ),
+        2.0
+    );
     drop(host);
 
     // 6. A DPDK group: its only member leaves a 2Mi page in the group's hugetlbfs; the group's
     //    teardown reclaims it with the holder, and counts the group's reservation both ways.
-    let mut member = TestBundle::new(&["sh", "-c", "fallocate -l 2M /dev/hugepages/rtemap_0 && echo wrote"]);
+    let mut member =
+        TestBundle::new(&["sh", "-c", "fallocate -l 2M /dev/hugepages/rtemap_0 && echo wrote"]);
     member.annotate(HUGE, "8Mi").annotate("dataplane-hook.io/dpdk-group", "metrics");
     run_to_end(&r, &member, &unique("member"));
     assert!(stdout_of(&member).contains("wrote"), "{}", stdout_of(&member));
     pool.assert_baseline("after the group");
     let m5 = ne.scrape();
-    assert_eq!(delta(&m4, &m5, "dataplane_hook_leaked_files_reclaimed_total{origin=\"group\"}"), 1.0);
-    assert_eq!(delta(&m4, &m5, "dataplane_hook_leaked_pages_reclaimed_total{origin=\"group\",size=\"2Mi\"}"), 1.0);
-    assert_eq!(delta(&m4, &m5, "dataplane_hook_reserved_pages_total{size=\"2Mi\"}"), 4.0, "the group's 8Mi");
+    assert_eq!(
+        delta(&m4, &m5, "dataplane_hook_leaked_files_reclaimed_total{origin=\"group\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            &m4,
+            &m5,
+            "dataplane_hook_leaked_pages_reclaimed_total{origin=\"group\",size=\"2Mi\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(&m4, &m5, "dataplane_hook_reserved_pages_total{size=\"2Mi\"}"),
+        4.0,
+        "the group's 8Mi"
+    );
     assert_eq!(delta(&m4, &m5, "dataplane_hook_released_pages_total{size=\"2Mi\"}"), 4.0);
-    assert_eq!(delta(&m4, &m5, "dataplane_hook_reservations_total{result=\"granted\",size=\"2Mi\"}"), 1.0);
+    assert_eq!(
+        delta(&m4, &m5, "dataplane_hook_reservations_total{result=\"granted\",size=\"2Mi\"}"),
+        1.0
+    );
 
     // Every hook run is in the histogram: five createRuntime runs (granted, refused, live,
     // leaky, member) and four poststops — runc also runs poststop when it destroys the
     // container whose createRuntime hook failed; the live container's poststop was lost.
-    assert_eq!(val(&m5, "dataplane_hook_hook_duration_seconds_count{stage=\"createRuntime\"}"), 5.0);
-    assert_eq!(val(&m5, "dataplane_hook_hook_duration_seconds_count{stage=\"poststop\"}"), 4.0, "granted, refused, leaky, member");
+    assert_eq!(
+        val(&m5, "dataplane_hook_hook_duration_seconds_count{stage=\"createRuntime\"}"),
+        5.0
+    );
+    assert_eq!(
+        val(&m5, "dataplane_hook_hook_duration_seconds_count{stage=\"poststop\"}"),
+        4.0,
+        "granted, refused, leaky, member"
+    );
     assert_eq!(val(&m5, "node_textfile_scrape_error"), 0.0);
 }
 
@@ -219,16 +301,33 @@ fn the_watchdog_file_sits_beside_the_hooks_file_and_both_are_collected() {
     // The hooks' file: a gc run writes it.
     let o = env.hook(&["gc"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut watch = Command::new(hook_bin()).arg("--config").arg(&env.config).arg("watch").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut watch = Command::new(hook_bin())
+        .arg("--config")
+        .arg(&env.config)
+        .arg("watch")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let wrote = wait_for(Duration::from_secs(15), || watch_file.exists());
     let _ = watch.kill();
     let _ = watch.wait();
     assert!(wrote, "watch wrote no metrics file: {}", env.log_text());
     let ne = NodeExporter::start(textfile.path());
     let m = ne.scrape();
-    assert_eq!(val(&m, "node_textfile_scrape_error"), 0.0, "both files parse and their families do not clash");
+    assert_eq!(
+        val(&m, "node_textfile_scrape_error"),
+        0.0,
+        "both files parse and their families do not clash"
+    );
     for f in ["dataplane_hook.prom", "dataplane_hook_watch.prom"] {
-        assert!(m.contains_key(&format!("node_textfile_mtime_seconds{{file=\"{}\"}}", textfile.path().join(f).display())), "{f} collected");
+        assert!(
+            m.contains_key(&format!(
+                "node_textfile_mtime_seconds{{file=\"{}\"}}",
+                textfile.path().join(f).display()
+            )),
+            "{f} collected"
+        );
     }
     assert!(m.contains_key("dataplane_hook_gc_runs_total"));
     assert!(m.keys().any(|k| k.starts_with("dataplane_hook_watch_")), "watch's figures are there");

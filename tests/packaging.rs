@@ -36,7 +36,12 @@ fn run(cmd: &mut Command) -> Output {
 
 fn ok(cmd: &mut Command) -> String {
     let o = run(cmd);
-    assert!(o.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -58,10 +63,15 @@ fn every_command_prints_useful_help() {
         .filter_map(|l| l.split_whitespace().next().map(String::from))
         .filter(|s| s != "help")
         .collect();
-    for want in ["createRuntime", "prestart", "poststop", "gc", "status", "doctor", "configure", "watch"] {
+    for want in
+        ["createRuntime", "prestart", "poststop", "gc", "status", "doctor", "configure", "watch"]
+    {
         assert!(subs.iter().any(|s| s == want), "`{want}` is listed: {subs:?}");
     }
-    assert!(top.contains("dataplane-hook configure --runtime") && top.contains("dataplane-hook doctor"), "the top help says how to start: {top}");
+    assert!(
+        top.contains("dataplane-hook configure --runtime") && top.contains("dataplane-hook doctor"),
+        "the top help says how to start: {top}"
+    );
     for s in &subs {
         let short = ok(Command::new(hook_bin()).args([s.as_str(), "-h"]));
         let long = ok(Command::new(hook_bin()).args([s.as_str(), "--help"]));
@@ -73,7 +83,14 @@ fn every_command_prints_useful_help() {
     }
     // configure's options and their values.
     let c = ok(Command::new(hook_bin()).args(["configure", "--help"]));
-    for opt in ["--runtime <RUNTIME>", "containerd, crio, podman", "--dry-run", "--hooks-dir", "--containerd-config", "--crio-config-dir"] {
+    for opt in [
+        "--runtime <RUNTIME>",
+        "containerd, crio, podman",
+        "--dry-run",
+        "--hooks-dir",
+        "--containerd-config",
+        "--crio-config-dir",
+    ] {
         assert!(c.contains(opt), "configure --help shows {opt}");
     }
     // A wrong command line is a one-line usage error, not a panic.
@@ -94,7 +111,10 @@ fn completions_complete_subcommands_and_options() {
     let dir = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {
         let s = ok(Command::new(hook_bin()).args(["completions", shell]));
-        assert!(s.contains("doctor") && s.contains("configure") && s.contains("containerd"), "{shell}: {s}");
+        assert!(
+            s.contains("doctor") && s.contains("configure") && s.contains("containerd"),
+            "{shell}: {s}"
+        );
         std::fs::write(dir.path().join(shell), s).unwrap();
     }
     // bash really completes with it: the subcommand, then configure's --runtime values.
@@ -112,13 +132,19 @@ fn completions_complete_subcommands_and_options() {
     // fish really completes with it too (`complete -C`), zsh accepts the script (make deps
     // installs both).
     for sh in ["zsh", "fish"] {
-        assert!(Command::new(sh).arg("--version").output().is_ok(), "{sh} is not installed (make deps)");
+        assert!(
+            Command::new(sh).arg("--version").output().is_ok(),
+            "{sh} is not installed (make deps)"
+        );
     }
     ok(Command::new("zsh").args(["-n"]).arg(dir.path().join("zsh")));
     ok(Command::new("fish").args(["--no-execute"]).arg(dir.path().join("fish")));
     let fish = |line: &str| -> Vec<String> {
         let script = format!("source {}; complete -C {line:?}", dir.path().join("fish").display());
-        ok(Command::new("fish").args(["--no-config", "-c", &script])).lines().map(|l| l.split('\t').next().unwrap_or("").to_string()).collect()
+        ok(Command::new("fish").args(["--no-config", "-c", &script]))
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect()
     };
     assert_eq!(fish("dataplane-hook doc"), ["doctor"]);
     let r = fish("dataplane-hook configure --runtime ");
@@ -130,8 +156,13 @@ fn shipped_default_configs_load_and_put_both_metrics_files_in_one_dir() {
     use dataplane_hook::config::Config;
     for rel in ["packaging/config.toml", "packaging/kubernetes/config.toml"] {
         let p = repo().join(rel);
-        let c = Config::parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert_eq!(c.watch.metrics_file.parent(), Some(c.metrics.textfile_dir.as_path()), "{rel}: the hooks' and the watchdog's files side by side");
+        let c = Config::parse(&std::fs::read_to_string(&p).unwrap(), &p)
+            .unwrap_or_else(|e| panic!("{rel}: {e}"));
+        assert_eq!(
+            c.watch.metrics_file.parent(),
+            Some(c.metrics.textfile_dir.as_path()),
+            "{rel}: the hooks' and the watchdog's files side by side"
+        );
         assert_eq!(c.state_dir, Config::default().state_dir, "{rel}");
         // Only the metrics locations differ from the built-in defaults.
         let mut d = c.clone();
@@ -139,10 +170,22 @@ fn shipped_default_configs_load_and_put_both_metrics_files_in_one_dir() {
         d.watch.metrics_file = Config::default().watch.metrics_file;
         assert_eq!(d, Config::default(), "{rel}: every other key is the default");
     }
-    let deb = Config::parse(&std::fs::read_to_string(repo().join("packaging/config.toml")).unwrap(), Path::new("x")).unwrap();
-    assert_eq!(deb.metrics.textfile_dir, Path::new("/var/lib/prometheus/node-exporter"), "Debian's node_exporter reads this dir by default");
-    let tmpfiles = std::fs::read_to_string(repo().join("packaging/tmpfiles.d/dataplane-hook.conf")).unwrap();
-    assert!(tmpfiles.lines().any(|l| l == format!("d {} 0700 root root -", deb.state_dir.display())), "{tmpfiles}");
+    let deb = Config::parse(
+        &std::fs::read_to_string(repo().join("packaging/config.toml")).unwrap(),
+        Path::new("x"),
+    )
+    .unwrap();
+    assert_eq!(
+        deb.metrics.textfile_dir,
+        Path::new("/var/lib/prometheus/node-exporter"),
+        "Debian's node_exporter reads this dir by default"
+    );
+    let tmpfiles =
+        std::fs::read_to_string(repo().join("packaging/tmpfiles.d/dataplane-hook.conf")).unwrap();
+    assert!(
+        tmpfiles.lines().any(|l| l == format!("d {} 0700 root root -", deb.state_dir.display())),
+        "{tmpfiles}"
+    );
 }
 
 /// The README's troubleshooting table has a row for every one-line error the product prints:
@@ -159,14 +202,15 @@ fn every_one_line_error_has_a_troubleshooting_row() {
         "the group holder failed",       // cannot start DPDK group G: ...
         "mount on",                      // cannot start DPDK group / cannot set up mounts ...
         "no cgroup hierarchy has the memory controller", // cannot lower the memory limit of GPU container ...
-        "cannot find the cgroup of process",             // cannot set hugetlb cgroup limits ... / GPU
-        "cannot enter network namespace",                // cannot check the RDMA GID index ...
-        "cannot list the network interfaces of",         // cannot check the RDMA GID index ...
-        "cannot do it",                                  // a unit test's error in log.rs
+        "cannot find the cgroup of process", // cannot set hugetlb cgroup limits ... / GPU
+        "cannot enter network namespace",    // cannot check the RDMA GID index ...
+        "cannot list the network interfaces of", // cannot check the RDMA GID index ...
+        "cannot do it",                      // a unit test's error in log.rs
     ];
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let start = readme.find("## Troubleshooting").expect("a Troubleshooting section");
-    let section = &readme[start..readme[start + 2..].find("\n## ").map_or(readme.len(), |e| start + 2 + e)];
+    let section =
+        &readme[start..readme[start + 2..].find("\n## ").map_or(readme.len(), |e| start + 2 + e)];
     let lit = r#""((?:[^"\\]|\\.)*)""#;
     let patterns: Vec<regex::Regex> = [
         format!(r"#\[error\({lit}"),
@@ -197,16 +241,25 @@ fn every_one_line_error_has_a_troubleshooting_row() {
         for re in &patterns {
             for c in re.captures_iter(&src) {
                 let msg = c[1].replace("\\\"", "\"");
-                let Some(lead) = split.split(&msg).map(str::trim).find(|s| !s.is_empty()) else { continue };
+                let Some(lead) = split.split(&msg).map(str::trim).find(|s| !s.is_empty()) else {
+                    continue;
+                };
                 seen += 1;
                 if !section.contains(lead) && !INNER_CAUSES.contains(&lead) {
-                    missing.push(format!("{}: {msg:?} (leading words {lead:?})", f.strip_prefix(repo()).unwrap().display()));
+                    missing.push(format!(
+                        "{}: {msg:?} (leading words {lead:?})",
+                        f.strip_prefix(repo()).unwrap().display()
+                    ));
                 }
             }
         }
     }
     assert!(seen > 60, "the scan finds the product's errors: {seen}");
-    assert!(missing.is_empty(), "errors without a README troubleshooting row:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "errors without a README troubleshooting row:\n{}",
+        missing.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -242,7 +295,9 @@ fn kubernetes_validate() -> Command {
 
 fn docs(p: &Path) -> Vec<serde_yaml::Value> {
     let t = std::fs::read_to_string(p).unwrap();
-    serde_yaml::Deserializer::from_str(&t).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect()
+    serde_yaml::Deserializer::from_str(&t)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
 }
 
 #[test]
@@ -254,18 +309,32 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
         let o = run(kubernetes_validate().args(["--strict"]).arg(f));
         assert!(o.status.success(), "{} does not validate:\n{}", f.display(), text(&o));
         // One "passed" per document.
-        let passed = String::from_utf8_lossy(&o.stdout).matches(" passed for resource ").count() + String::from_utf8_lossy(&o.stderr).matches(" passed for resource ").count();
+        let passed = String::from_utf8_lossy(&o.stdout).matches(" passed for resource ").count()
+            + String::from_utf8_lossy(&o.stderr).matches(" passed for resource ").count();
         assert_eq!(passed, docs(f).len(), "{}: {}", f.display(), text(&o));
     }
     // Control: the validator catches a misspelt field and a wrong type in our DaemonSet.
     let dir = tempfile::tempdir().unwrap();
     let good = std::fs::read_to_string(repo().join("packaging/kubernetes/installer.yaml")).unwrap();
-    for (what, bad) in [("misspelt field", good.replace("hostPID: true", "hostPid: true")), ("wrong type", good.replace("terminationGracePeriodSeconds: 120", "terminationGracePeriodSeconds: soon"))] {
+    for (what, bad) in [
+        ("misspelt field", good.replace("hostPID: true", "hostPid: true")),
+        (
+            "wrong type",
+            good.replace(
+                "terminationGracePeriodSeconds: 120",
+                "terminationGracePeriodSeconds: soon",
+            ),
+        ),
+    ] {
         assert_ne!(bad, good, "{what}: the edit applies");
         let p = dir.path().join("broken.yaml");
         std::fs::write(&p, bad).unwrap();
         let o = run(kubernetes_validate().args(["--strict"]).arg(&p));
-        assert!(!o.status.success(), "control ({what}): the validator must reject it:\n{}", text(&o));
+        assert!(
+            !o.status.success(),
+            "control ({what}): the validator must reject it:\n{}",
+            text(&o)
+        );
     }
 }
 
@@ -273,33 +342,60 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
 fn manifests_agree_with_each_other_and_with_the_product() {
     let installer = docs(&repo().join("packaging/kubernetes/installer.yaml"));
     let kind = |d: &serde_yaml::Value| d["kind"].as_str().unwrap_or("").to_string();
-    let rc = installer.iter().find(|d| kind(d) == "RuntimeClass").expect("installer.yaml has the RuntimeClass");
-    let ds = installer.iter().find(|d| kind(d) == "DaemonSet").expect("installer.yaml has the DaemonSet");
+    let rc = installer
+        .iter()
+        .find(|d| kind(d) == "RuntimeClass")
+        .expect("installer.yaml has the RuntimeClass");
+    let ds = installer
+        .iter()
+        .find(|d| kind(d) == "DaemonSet")
+        .expect("installer.yaml has the DaemonSet");
     // The handler is the one configure writes; the shim-config example says the same.
     assert_eq!(rc["handler"].as_str(), Some(dataplane_hook::configure::HANDLER));
     let example = docs(&repo().join("shim-config/kubernetes/runtimeclass.yaml"));
     assert_eq!(example[0]["handler"], rc["handler"]);
-    assert_eq!(example[0]["scheduling"], rc["scheduling"], "the example and the installer schedule onto the same nodes");
+    assert_eq!(
+        example[0]["scheduling"], rc["scheduling"],
+        "the example and the installer schedule onto the same nodes"
+    );
     // The installer runs where the RuntimeClass schedules.
     let spec = &ds["spec"]["template"]["spec"];
     assert_eq!(spec["nodeSelector"], rc["scheduling"]["nodeSelector"]);
     assert_eq!(spec["hostPID"].as_bool(), Some(true));
     let c = &spec["containers"][0];
     assert_eq!(c["securityContext"]["privileged"].as_bool(), Some(true));
-    assert_eq!(c["lifecycle"]["preStop"]["exec"]["command"], serde_yaml::to_value(["/install.sh", "prestop"]).unwrap());
+    assert_eq!(
+        c["lifecycle"]["preStop"]["exec"]["command"],
+        serde_yaml::to_value(["/install.sh", "prestop"]).unwrap()
+    );
     let vols = spec["volumes"].as_sequence().unwrap();
-    let host = vols.iter().find(|v| v["hostPath"]["path"].as_str() == Some("/")).expect("the host's / is mounted");
-    let mount = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["name"] == host["name"]).unwrap();
+    let host = vols
+        .iter()
+        .find(|v| v["hostPath"]["path"].as_str() == Some("/"))
+        .expect("the host's / is mounted");
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == host["name"])
+        .unwrap();
     assert_eq!(mount["mountPath"].as_str(), Some("/host"), "install.sh's DPH_HOST_ROOT default");
     // Every DPH_* setting the manifest sets is one install.sh reads.
     let script = std::fs::read_to_string(repo().join("packaging/kubernetes/install.sh")).unwrap();
     for e in c["env"].as_sequence().unwrap() {
         let name = e["name"].as_str().unwrap();
-        assert!(script.contains(&format!("{name}:-")) || script.contains(&format!("{name}-")), "install.sh reads {name}");
+        assert!(
+            script.contains(&format!("{name}:-")) || script.contains(&format!("{name}-")),
+            "install.sh reads {name}"
+        );
     }
     assert!(c["image"].as_str().unwrap().starts_with("dataplane-hook-installer:"));
-    let build = std::fs::read_to_string(repo().join("packaging/kubernetes/build-image.sh")).unwrap();
-    assert!(build.contains("\"org.opencontainers.image.title\":\"dataplane-hook-installer\""), "the image build names the image the DaemonSet runs");
+    let build =
+        std::fs::read_to_string(repo().join("packaging/kubernetes/build-image.sh")).unwrap();
+    assert!(
+        build.contains("\"org.opencontainers.image.title\":\"dataplane-hook-installer\""),
+        "the image build names the image the DaemonSet runs"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,22 +408,34 @@ fn sha256_file(p: &Path) -> String {
 /// Checks an OCI image layout by hand: index → manifest → config and layers, every blob's
 /// digest and size. Returns (config, layer blob paths).
 fn check_oci_layout(layout: &Path, tag: &str) -> (Value, Vec<PathBuf>) {
-    let layout_file: Value = serde_json::from_slice(&std::fs::read(layout.join("oci-layout")).unwrap()).unwrap();
+    let layout_file: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("oci-layout")).unwrap()).unwrap();
     assert_eq!(layout_file["imageLayoutVersion"], "1.0.0");
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let m = index["manifests"].as_array().unwrap().iter().find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag).expect("the tag");
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("the tag");
     let blob = |d: &Value| -> PathBuf {
         let digest = d["digest"].as_str().unwrap();
         let hex = digest.strip_prefix("sha256:").unwrap();
         let p = layout.join("blobs/sha256").join(hex);
         assert_eq!(sha256_file(&p), hex, "blob {digest} has its digest");
-        assert_eq!(std::fs::metadata(&p).unwrap().len(), d["size"].as_u64().unwrap(), "blob {digest} has its size");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len(),
+            d["size"].as_u64().unwrap(),
+            "blob {digest} has its size"
+        );
         p
     };
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
     let manifest: Value = serde_json::from_slice(&std::fs::read(blob(m)).unwrap()).unwrap();
     assert_eq!(manifest["schemaVersion"], 2);
-    let config: Value = serde_json::from_slice(&std::fs::read(blob(&manifest["config"])).unwrap()).unwrap();
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(blob(&manifest["config"])).unwrap()).unwrap();
     let layers: Vec<PathBuf> = manifest["layers"].as_array().unwrap().iter().map(blob).collect();
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), layers.len());
     (config, layers)
@@ -359,11 +467,15 @@ fn build_image() -> Built {
 
 /// Whether `bin` loads shared libraries (ldd lists some).
 fn is_dynamic(bin: &Path) -> bool {
-    std::process::Command::new("ldd").arg(bin).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("=>"))
+    std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("=>"))
 }
 
 fn allow_dynamic_if_needed(c: &mut Command, bin_dir: &Path) {
-    if is_dynamic(&bin_dir.join("dataplane-hook")) || is_dynamic(&bin_dir.join("dataplane-runtime")) {
+    if is_dynamic(&bin_dir.join("dataplane-hook")) || is_dynamic(&bin_dir.join("dataplane-runtime"))
+    {
         c.env("DPH_ALLOW_DYNAMIC", "1");
     }
 }
@@ -379,12 +491,22 @@ fn the_image_refuses_dynamic_binaries_unless_told() {
     for b in ["dataplane-hook", "dataplane-runtime"] {
         std::fs::copy(dynamic, bin.join(b)).unwrap();
     }
-    let o = run(Command::new(repo().join("packaging/kubernetes/build-image.sh")).arg(&bin).arg(dir.path().join("l")));
+    let o = run(Command::new(repo().join("packaging/kubernetes/build-image.sh"))
+        .arg(&bin)
+        .arg(dir.path().join("l")));
     assert!(!o.status.success());
-    assert!(text(&o).contains("dynamically linked: it would not run on nodes with an older C library"), "{}", text(&o));
+    assert!(
+        text(&o).contains("dynamically linked: it would not run on nodes with an older C library"),
+        "{}",
+        text(&o)
+    );
     assert!(!dir.path().join("l").exists(), "nothing written for a refused build");
     // Told, it takes them.
-    let o = run(Command::new(repo().join("packaging/kubernetes/build-image.sh")).arg(&bin).arg(dir.path().join("l")).env("DPH_ALLOW_DYNAMIC", "1").env("SOURCE_DATE_EPOCH", EPOCH));
+    let o = run(Command::new(repo().join("packaging/kubernetes/build-image.sh"))
+        .arg(&bin)
+        .arg(dir.path().join("l"))
+        .env("DPH_ALLOW_DYNAMIC", "1")
+        .env("SOURCE_DATE_EPOCH", EPOCH));
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -394,18 +516,35 @@ fn make_build_links_the_product_statically() {
     // what made this test's binaries unless DPH_BIN_DIR points elsewhere (an installed package
     // is built the same way: make deb takes make build's binaries).
     for b in [hook_bin(), bin_dir().join("dataplane-runtime")] {
-        assert!(!is_dynamic(&b), "{} is dynamically linked: build with `make build` (crt-static, see the Makefile)", b.display());
+        assert!(
+            !is_dynamic(&b),
+            "{} is dynamically linked: build with `make build` (crt-static, see the Makefile)",
+            b.display()
+        );
     }
 }
 
 /// A runc bundle from the image, shaped like the DaemonSet's pod: the host's PID and network
 /// namespaces, the host's / at /host (rslave), privileged.
-fn installer_bundle(layout: &Path, work: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> PathBuf {
+fn installer_bundle(
+    layout: &Path,
+    work: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> PathBuf {
     let bundle = work.join(name);
-    ok(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:test", layout.display())).arg(&bundle));
+    ok(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:test", layout.display()))
+        .arg(&bundle));
     let p = bundle.join("config.json");
     let mut spec: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    assert_eq!(spec["process"]["args"], json!(["/install.sh", "run"]), "the image's entrypoint and command");
+    assert_eq!(
+        spec["process"]["args"],
+        json!(["/install.sh", "run"]),
+        "the image's entrypoint and command"
+    );
     spec["process"]["args"] = json!(args);
     spec["process"]["terminal"] = json!(false);
     let envs = spec["process"]["env"].as_array_mut().unwrap();
@@ -414,8 +553,16 @@ fn installer_bundle(layout: &Path, work: &Path, name: &str, args: &[&str], env: 
     }
     // "privileged": every capability this (root) process may hand on.
     let bnd = std::fs::read_to_string("/proc/self/status").unwrap();
-    let bnd = u64::from_str_radix(bnd.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim(), 16).unwrap();
-    let caps: Vec<String> = (0..=40).filter(|n| bnd & (1u64 << n) != 0).filter_map(cap_name).map(String::from).collect();
+    let bnd = u64::from_str_radix(
+        bnd.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim(),
+        16,
+    )
+    .unwrap();
+    let caps: Vec<String> = (0..=40)
+        .filter(|n| bnd & (1u64 << n) != 0)
+        .filter_map(cap_name)
+        .map(String::from)
+        .collect();
     for set in ["bounding", "effective", "permitted"] {
         spec["process"]["capabilities"][set] = json!(caps);
     }
@@ -432,11 +579,46 @@ fn installer_bundle(layout: &Path, work: &Path, name: &str, args: &[&str], env: 
 
 fn cap_name(n: u32) -> Option<&'static str> {
     const CAPS: [&str; 41] = [
-        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
-        "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-        "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-        "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
-        "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_LINUX_IMMUTABLE",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_BROADCAST",
+        "CAP_NET_ADMIN",
+        "CAP_NET_RAW",
+        "CAP_IPC_LOCK",
+        "CAP_IPC_OWNER",
+        "CAP_SYS_MODULE",
+        "CAP_SYS_RAWIO",
+        "CAP_SYS_CHROOT",
+        "CAP_SYS_PTRACE",
+        "CAP_SYS_PACCT",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_BOOT",
+        "CAP_SYS_NICE",
+        "CAP_SYS_RESOURCE",
+        "CAP_SYS_TIME",
+        "CAP_SYS_TTY_CONFIG",
+        "CAP_MKNOD",
+        "CAP_LEASE",
+        "CAP_AUDIT_WRITE",
+        "CAP_AUDIT_CONTROL",
+        "CAP_SETFCAP",
+        "CAP_MAC_OVERRIDE",
+        "CAP_MAC_ADMIN",
+        "CAP_SYSLOG",
+        "CAP_WAKE_ALARM",
+        "CAP_BLOCK_SUSPEND",
+        "CAP_AUDIT_READ",
+        "CAP_PERFMON",
+        "CAP_BPF",
         "CAP_CHECKPOINT_RESTORE",
     ];
     CAPS.get(n as usize).copied()
@@ -444,7 +626,13 @@ fn cap_name(n: u32) -> Option<&'static str> {
 
 /// `runc run` of an installer bundle to completion; its output.
 fn run_installer(runc_root: &Path, bundle: &Path, id: &str) -> String {
-    let o = run(Command::new("runc").arg("--root").arg(runc_root).args(["run", "--bundle"]).arg(bundle).arg(id).stdin(Stdio::null()));
+    let o = run(Command::new("runc")
+        .arg("--root")
+        .arg(runc_root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null()));
     let t = text(&o);
     assert!(o.status.success(), "installer container {id} failed: {t}");
     t
@@ -457,7 +645,11 @@ struct DeleteOnDrop {
 }
 impl Drop for DeleteOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("runc").arg("--root").arg(&self.root).args(["delete", "--force", &self.id]).output();
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&self.root)
+            .args(["delete", "--force", &self.id])
+            .output();
     }
 }
 
@@ -497,24 +689,72 @@ fn containerd_imports_and_runs(layout: &Path) {
         }
     }
     let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-    let _daemon = Daemon(Command::new("containerd").arg("--config").arg(d.join("config.toml")).stdout(log.try_clone().unwrap()).stderr(log).spawn().unwrap());
+    let _daemon = Daemon(
+        Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let ctr = || {
         let mut c = Command::new("ctr");
         c.arg("-a").arg(&sock).args(["-n", "dph-image-test"]);
         c
     };
-    assert!(wait_for(Duration::from_secs(20), || ctr().args(["version"]).output().is_ok_and(|o| o.status.success())), "containerd: {}", std::fs::read_to_string(d.join("containerd.log")).unwrap_or_default());
+    assert!(
+        wait_for(Duration::from_secs(20), || ctr()
+            .args(["version"])
+            .output()
+            .is_ok_and(|o| o.status.success())),
+        "containerd: {}",
+        std::fs::read_to_string(d.join("containerd.log")).unwrap_or_default()
+    );
     let tar = d.join("image.tar");
     ok(Command::new("tar").arg("-C").arg(layout).arg("-cf").arg(&tar).arg("."));
-    let imp = ok(ctr().args(["images", "import", "--index-name", "dataplane-hook-installer:test"]).arg(&tar));
-    assert!(imp.contains("unpacking dataplane-hook-installer:test") && imp.contains("done"), "{imp}");
-    let v = ok(ctr().args(["run", "--rm", "dataplane-hook-installer:test", &unique("img"), "/usr/bin/dataplane-hook", "--version"]));
+    let imp = ok(ctr()
+        .args(["images", "import", "--index-name", "dataplane-hook-installer:test"])
+        .arg(&tar));
+    assert!(
+        imp.contains("unpacking dataplane-hook-installer:test") && imp.contains("done"),
+        "{imp}"
+    );
+    let v = ok(ctr().args([
+        "run",
+        "--rm",
+        "dataplane-hook-installer:test",
+        &unique("img"),
+        "/usr/bin/dataplane-hook",
+        "--version",
+    ]));
     assert!(v.starts_with("dataplane-hook "), "{v}");
-    let n = ok(ctr().args(["run", "--rm", "dataplane-hook-installer:test", &unique("img"), "/usr/bin/nsenter", "--version"]));
-    assert!(n.contains("util-linux"), "util-linux's nsenter runs with the libraries packed beside it: {n}");
+    let n = ok(ctr().args([
+        "run",
+        "--rm",
+        "dataplane-hook-installer:test",
+        &unique("img"),
+        "/usr/bin/nsenter",
+        "--version",
+    ]));
+    assert!(
+        n.contains("util-linux"),
+        "util-linux's nsenter runs with the libraries packed beside it: {n}"
+    );
     // The entrypoint runs under the image's busybox shell.
-    let sh = run(ctr().args(["run", "--rm", "dataplane-hook-installer:test", &unique("img"), "/install.sh", "bogus"]));
-    assert!(!sh.status.success() && text(&sh).contains("usage: install.sh [run|install|uninstall]"), "{}", text(&sh));
+    let sh = run(ctr().args([
+        "run",
+        "--rm",
+        "dataplane-hook-installer:test",
+        &unique("img"),
+        "/install.sh",
+        "bogus",
+    ]));
+    assert!(
+        !sh.status.success() && text(&sh).contains("usage: install.sh [run|install|uninstall]"),
+        "{}",
+        text(&sh)
+    );
     let _ = ctr().args(["images", "rm", "dataplane-hook-installer:test"]).output();
 }
 
@@ -528,11 +768,28 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     let (config, layers) = check_oci_layout(&built.layout, "test");
     assert_eq!(config["config"]["Entrypoint"], json!(["/install.sh"]));
     assert_eq!(config["config"]["Cmd"], json!(["run"]));
-    assert_eq!(config["config"]["Labels"]["org.opencontainers.image.title"], "dataplane-hook-installer");
-    assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("amd64")));
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.title"],
+        "dataplane-hook-installer"
+    );
+    assert_eq!(
+        (config["os"].as_str(), config["architecture"].as_str()),
+        (Some("linux"), Some("amd64"))
+    );
     let listing = ok(Command::new("tar").arg("-tzf").arg(&layers[0]));
-    for f in ["usr/bin/dataplane-hook", "usr/bin/dataplane-runtime", "install.sh", "etc/dataplane-hook/config.toml", "bin/busybox", "bin/sh", "usr/bin/nsenter"] {
-        assert!(listing.lines().any(|l| l.trim_start_matches("./") == f), "the layer has {f}:\n{listing}");
+    for f in [
+        "usr/bin/dataplane-hook",
+        "usr/bin/dataplane-runtime",
+        "install.sh",
+        "etc/dataplane-hook/config.toml",
+        "bin/busybox",
+        "bin/sh",
+        "usr/bin/nsenter",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.trim_start_matches("./") == f),
+            "the layer has {f}:\n{listing}"
+        );
     }
     // Reproducible: the same inputs give the same image.
     let again = tempfile::tempdir().unwrap();
@@ -540,10 +797,19 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     c.arg(&built.bin).arg(again.path().join("layout")).arg("test").env("SOURCE_DATE_EPOCH", EPOCH);
     allow_dynamic_if_needed(&mut c, &built.bin);
     ok(&mut c);
-    assert_eq!(std::fs::read(again.path().join("layout/index.json")).unwrap(), std::fs::read(built.layout.join("index.json")).unwrap(), "same digests on a rebuild");
-    let inspect: Value = serde_json::from_str(&ok(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:test", built.layout.display())))).unwrap();
+    assert_eq!(
+        std::fs::read(again.path().join("layout/index.json")).unwrap(),
+        std::fs::read(built.layout.join("index.json")).unwrap(),
+        "same digests on a rebuild"
+    );
+    let inspect: Value = serde_json::from_str(&ok(Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("oci:{}:test", built.layout.display()))))
+    .unwrap();
     assert_eq!(inspect["config"]["Entrypoint"], json!(["/install.sh"]));
-    ok(Command::new("umoci").args(["stat", "--image"]).arg(format!("{}:test", built.layout.display())));
+    ok(Command::new("umoci")
+        .args(["stat", "--image"])
+        .arg(format!("{}:test", built.layout.display())));
     containerd_imports_and_runs(&built.layout);
 
     // The node: a containerd config of the admin's, a temp install dir, config and record.
@@ -589,26 +855,50 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
 
     eprintln!("installer test: step 1 at {:?}", t0.elapsed());
     // 1. install: binaries copied, config written, containerd configured, reloaded once.
-    let out = run_installer(runc_root.path(), &bundle("install", &["/install.sh", "install"]), &unique("inst"));
+    let out = run_installer(
+        runc_root.path(),
+        &bundle("install", &["/install.sh", "install"]),
+        &unique("inst"),
+    );
     for b in ["dataplane-hook", "dataplane-runtime"] {
-        assert_eq!(sha256_file(&dest.join(b)), sha256_file(&built.bin.join(b)), "{b} installed as built: {out}");
+        assert_eq!(
+            sha256_file(&dest.join(b)),
+            sha256_file(&built.bin.join(b)),
+            "{b} installed as built: {out}"
+        );
     }
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), private, "config written from the image");
     let dropin = h.join("containerd/conf.d/dataplane.toml");
     assert!(dropin.exists(), "{out}");
     let main_now = std::fs::read_to_string(&ctrd_config).unwrap();
-    assert!(main_now.contains("imports") && main_now.contains(&dropin.display().to_string()), "{main_now}");
+    assert!(
+        main_now.contains("imports") && main_now.contains(&dropin.display().to_string()),
+        "{main_now}"
+    );
     assert_eq!(reload_count(), 1, "reloaded once: {out}");
     // containerd itself reads the result: the handler runs the installed wrapper.
-    let dump = ok(Command::new("containerd").arg("--config").arg(&ctrd_config).args(["config", "dump"]));
-    let handler = dataplane_hook::doctor::containerd_handler(&dump).expect("containerd sees the dataplane handler");
-    assert_eq!(handler.1.as_deref(), Some(dest.join("dataplane-runtime").to_str().unwrap()), "{dump}");
-    assert!(dump.contains("registry.k8s.io/pause:3.9"), "the admin's CRI settings are still in effect");
+    let dump =
+        ok(Command::new("containerd").arg("--config").arg(&ctrd_config).args(["config", "dump"]));
+    let handler = dataplane_hook::doctor::containerd_handler(&dump)
+        .expect("containerd sees the dataplane handler");
+    assert_eq!(
+        handler.1.as_deref(),
+        Some(dest.join("dataplane-runtime").to_str().unwrap()),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("registry.k8s.io/pause:3.9"),
+        "the admin's CRI settings are still in effect"
+    );
 
     eprintln!("installer test: step 2 at {:?}", t0.elapsed());
     // 2. A pod restart runs install again: nothing changes, no second restart.
     let dropin_before = std::fs::read(&dropin).unwrap();
-    let out = run_installer(runc_root.path(), &bundle("again", &["/install.sh", "install"]), &unique("inst"));
+    let out = run_installer(
+        runc_root.path(),
+        &bundle("again", &["/install.sh", "install"]),
+        &unique("inst"),
+    );
     assert_eq!(reload_count(), 1, "already configured: no restart: {out}");
     assert!(out.contains("already configured"), "{out}");
     assert_eq!(std::fs::read(&dropin).unwrap(), dropin_before);
@@ -629,15 +919,28 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let needle = format!("{} --config {} watch", dest.join("dataplane-hook").display(), cfg.display());
+    let needle =
+        format!("{} --config {} watch", dest.join("dataplane-hook").display(), cfg.display());
     let running = wait_for(Duration::from_secs(20), || !host_procs_with(&needle).is_empty());
-    let _ = Command::new("runc").arg("--root").arg(runc_root.path()).args(["kill", &watch_id, "TERM"]).status();
+    let _ = Command::new("runc")
+        .arg("--root")
+        .arg(runc_root.path())
+        .args(["kill", &watch_id, "TERM"])
+        .status();
     let stopped = wait_for(Duration::from_secs(10), || watch.try_wait().ok().flatten().is_some());
     if !stopped {
-        let _ = Command::new("runc").arg("--root").arg(runc_root.path()).args(["kill", &watch_id, "KILL"]).status();
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(runc_root.path())
+            .args(["kill", &watch_id, "KILL"])
+            .status();
     }
     let wo = watch.wait_with_output().unwrap();
-    let _ = Command::new("runc").arg("--root").arg(runc_root.path()).args(["delete", "--force", &watch_id]).status();
+    let _ = Command::new("runc")
+        .arg("--root")
+        .arg(runc_root.path())
+        .args(["delete", "--force", &watch_id])
+        .status();
     assert!(running, "run mode starts `{needle}`: {}", text(&wo));
     assert!(stopped, "the watchdog stops with the pod");
     assert_eq!(reload_count(), 1);
@@ -649,7 +952,11 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     sleeper.annotate(HUGE, "8Mi");
     let rr = tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap();
     let installed = |args: &[&str]| -> Output {
-        run(Command::new(dest.join("dataplane-runtime")).env("DATAPLANE_HOOK_CONFIG", &cfg).arg("--root").arg(rr.path()).args(args))
+        run(Command::new(dest.join("dataplane-runtime"))
+            .env("DATAPLANE_HOOK_CONFIG", &cfg)
+            .arg("--root")
+            .arg(rr.path())
+            .args(args))
     };
     let cid = unique("inst-c");
     let _reap = DeleteOnDrop { root: rr.path().to_path_buf(), id: cid.clone() };
@@ -672,18 +979,33 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     assert!(o.status.success(), "{}\n{}", text(&o), env_p.log_text());
     assert_eq!(counters().reserved, 4, "the installed hook reserved the pages");
     sleeper.reload();
-    assert_eq!(sleeper.spec["hooks"]["poststop"][0]["path"].as_str(), Some(dest.join("dataplane-hook").to_str().unwrap()));
+    assert_eq!(
+        sleeper.spec["hooks"]["poststop"][0]["path"].as_str(),
+        Some(dest.join("dataplane-hook").to_str().unwrap())
+    );
 
     eprintln!("installer test: step 5 at {:?}", t0.elapsed());
     // 5. uninstall while it runs: the runtime config is restored byte for byte and the runtime
     //    restarted, but the binaries stay (its poststop needs the hook).
-    let out = run_installer(runc_root.path(), &bundle("un1", &["/install.sh", "uninstall"]), &unique("uninst"));
-    assert_eq!(std::fs::read_to_string(&ctrd_config).unwrap(), original, "containerd's config is back: {out}");
+    let out = run_installer(
+        runc_root.path(),
+        &bundle("un1", &["/install.sh", "uninstall"]),
+        &unique("uninst"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ctrd_config).unwrap(),
+        original,
+        "containerd's config is back: {out}"
+    );
     assert!(!dropin.exists(), "the drop-in is gone");
-    let leftovers: Vec<String> = list_dir(&h.join("containerd")).into_iter().filter(|n| n.contains("bak")).collect();
+    let leftovers: Vec<String> =
+        list_dir(&h.join("containerd")).into_iter().filter(|n| n.contains("bak")).collect();
     assert!(leftovers.is_empty(), "configure's backup is gone too: {leftovers:?}");
     assert_eq!(reload_count(), 2, "{out}");
-    assert!(dest.join("dataplane-hook").exists() && dest.join("dataplane-runtime").exists(), "binaries kept while a container runs: {out}");
+    assert!(
+        dest.join("dataplane-hook").exists() && dest.join("dataplane-runtime").exists(),
+        "binaries kept while a container runs: {out}"
+    );
     assert!(out.contains("still run"), "{out}");
 
     eprintln!("installer test: step 6 at {:?}", t0.elapsed());
@@ -693,27 +1015,56 @@ fn installer_image_is_a_valid_oci_layout_and_installs_configures_and_undoes_for_
     pool.assert_baseline("the installed hook released the container");
     // The admin edited the config meanwhile: it is kept and said so.
     std::fs::write(&cfg, format!("{private}# edited by the admin\n")).unwrap();
-    let out = run_installer(runc_root.path(), &bundle("un2", &["/install.sh", "uninstall"]), &unique("uninst"));
-    assert!(!dest.exists() && !h.join("opt/dataplane-hook").exists(), "binaries and the dir the installer made are gone: {out}");
+    let out = run_installer(
+        runc_root.path(),
+        &bundle("un2", &["/install.sh", "uninstall"]),
+        &unique("uninst"),
+    );
+    assert!(
+        !dest.exists() && !h.join("opt/dataplane-hook").exists(),
+        "binaries and the dir the installer made are gone: {out}"
+    );
     assert!(!h.join("record").exists(), "the installer's record is gone: {out}");
     assert!(cfg.exists(), "an edited config stays");
-    assert!(out.contains(&format!("left {}: changed since the installer wrote it", cfg.display())), "{out}");
+    assert!(
+        out.contains(&format!("left {}: changed since the installer wrote it", cfg.display())),
+        "{out}"
+    );
     assert_eq!(reload_count(), 2, "nothing left to restore: no restart");
     assert!(out.contains("uninstalled"), "{out}");
 
     eprintln!("installer test: step 7 at {:?}", t0.elapsed());
     // 7. Nothing recorded: uninstall is a no-op.
-    let out = run_installer(runc_root.path(), &bundle("un3", &["/install.sh", "uninstall"]), &unique("uninst"));
+    let out = run_installer(
+        runc_root.path(),
+        &bundle("un3", &["/install.sh", "uninstall"]),
+        &unique("uninst"),
+    );
     assert!(out.contains("nothing to undo"), "{out}");
 
     // 8. An admin edits containerd's config after the install: uninstall leaves the edit alone,
     //    says so, and keeps the original for restoring by hand.
     run_installer(runc_root.path(), &bundle("inst2", &["/install.sh", "install"]), &unique("inst"));
-    let edited = format!("{}\n# the admin's own line\n", std::fs::read_to_string(&ctrd_config).unwrap());
+    let edited =
+        format!("{}\n# the admin's own line\n", std::fs::read_to_string(&ctrd_config).unwrap());
     std::fs::write(&ctrd_config, &edited).unwrap();
-    let out = run_installer(runc_root.path(), &bundle("un4", &["/install.sh", "uninstall"]), &unique("uninst"));
-    assert_eq!(std::fs::read_to_string(&ctrd_config).unwrap(), edited, "the admin's edit is not undone: {out}");
-    assert!(out.contains(&format!("warning: {} was changed after configure wrote it: left as it is", ctrd_config.display())), "{out}");
+    let out = run_installer(
+        runc_root.path(),
+        &bundle("un4", &["/install.sh", "uninstall"]),
+        &unique("uninst"),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ctrd_config).unwrap(),
+        edited,
+        "the admin's edit is not undone: {out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "warning: {} was changed after configure wrote it: left as it is",
+            ctrd_config.display()
+        )),
+        "{out}"
+    );
     assert!(!dropin.exists(), "the untouched drop-in still goes");
     let kept = h.join("record/orig").join(ctrd_config.display().to_string().replace('/', "%"));
     assert_eq!(std::fs::read_to_string(&kept).unwrap(), original, "the original is kept: {out}");
@@ -740,7 +1091,12 @@ fn dpkg_status() -> Option<String> {
 fn deb_lock() -> std::fs::File {
     use std::os::fd::AsRawFd;
     let _ = std::fs::create_dir_all("/run/lock");
-    let f = std::fs::File::options().create(true).truncate(false).write(true).open("/run/lock/dataplane-tests.deb").expect("lock file");
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/run/lock/dataplane-tests.deb")
+        .expect("lock file");
     #[allow(deprecated)]
     nix::fcntl::flock(f.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("flock");
     f
@@ -751,7 +1107,10 @@ struct PurgeOnDrop;
 impl Drop for PurgeOnDrop {
     fn drop(&mut self) {
         if !not_installed() {
-            let _ = Command::new("dpkg").args(["--purge", PKG]).env("DATAPLANE_HOOK_FORCE_REMOVE", "1").status();
+            let _ = Command::new("dpkg")
+                .args(["--purge", PKG])
+                .env("DATAPLANE_HOOK_FORCE_REMOVE", "1")
+                .status();
         }
     }
 }
@@ -772,7 +1131,9 @@ fn runtime_configs() -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     let mut m = BTreeMap::new();
-    for d in ["/etc/containerd", "/etc/crio", "/etc/containers", "/usr/share/containers/oci/hooks.d"] {
+    for d in
+        ["/etc/containerd", "/etc/crio", "/etc/containers", "/usr/share/containers/oci/hooks.d"]
+    {
         walk(Path::new(d), &mut m);
     }
     m
@@ -786,7 +1147,10 @@ fn package_traces() -> Vec<String> {
         for e in rd.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.contains("dataplane-hook") || name.contains("dataplane_hook") || name.contains("dataplane-runtime") {
+            if name.contains("dataplane-hook")
+                || name.contains("dataplane_hook")
+                || name.contains("dataplane-runtime")
+            {
                 found.push(p.display().to_string());
             }
             if depth > 0 && e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -794,7 +1158,17 @@ fn package_traces() -> Vec<String> {
             }
         }
     }
-    for (d, depth) in [("/etc", 4), ("/usr/bin", 0), ("/usr/share", 3), ("/usr/lib/tmpfiles.d", 0), ("/lib/systemd", 3), ("/var/lib/systemd", 3), ("/var/lib/prometheus", 2), ("/var/lib/dpkg/info", 0), ("/var/log", 0)] {
+    for (d, depth) in [
+        ("/etc", 4),
+        ("/usr/bin", 0),
+        ("/usr/share", 3),
+        ("/usr/lib/tmpfiles.d", 0),
+        ("/lib/systemd", 3),
+        ("/var/lib/systemd", 3),
+        ("/var/lib/prometheus", 2),
+        ("/var/lib/dpkg/info", 0),
+        ("/var/log", 0),
+    ] {
         walk(Path::new(d), depth, &mut found);
     }
     if Path::new("/run/dataplane-hook").exists() {
@@ -818,16 +1192,27 @@ fn build_deb(out: &Path) -> PathBuf {
     // make build's binaries are in <target dir>/<host triple>/release, a plain cargo build's in
     // <target dir>/release: cargo-deb finds them with --target in the first case.
     let above = bin.parent().unwrap();
-    let host = ok(Command::new("rustc").arg("-vV")).lines().find_map(|l| l.strip_prefix("host: ").map(String::from)).expect("rustc's host triple");
+    let host = ok(Command::new("rustc").arg("-vV"))
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(String::from))
+        .expect("rustc's host triple");
     let mut deb = Command::new("cargo");
-    deb.current_dir(repo()).env_remove("CARGO_BUILD_TARGET").args(["deb", "-p", PKG, "--no-build", "--output"]).arg(out);
+    deb.current_dir(repo())
+        .env_remove("CARGO_BUILD_TARGET")
+        .args(["deb", "-p", PKG, "--no-build", "--output"])
+        .arg(out);
     if above.file_name().is_some_and(|n| n == host.as_str()) {
         deb.env("CARGO_TARGET_DIR", above.parent().unwrap()).args(["--target", &host]);
     } else {
         deb.env("CARGO_TARGET_DIR", above);
     }
     ok(&mut deb);
-    std::fs::read_dir(out).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")).expect("a .deb")
+    std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .expect("a .deb")
 }
 
 struct Installed {
@@ -843,8 +1228,21 @@ impl Installed {
     fn create(&self, b: &TestBundle, id: &str) {
         let out = std::fs::File::create(b.path().join("stdout.log")).unwrap();
         let err = std::fs::File::create(b.path().join("stderr.log")).unwrap();
-        let o = self.cmd().args(["create", "--bundle"]).arg(b.path()).arg(id).stdin(Stdio::null()).stdout(out).stderr(err).status().unwrap();
-        assert!(o.success(), "create {id}: {}", std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default());
+        let o = self
+            .cmd()
+            .args(["create", "--bundle"])
+            .arg(b.path())
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .unwrap();
+        assert!(
+            o.success(),
+            "create {id}: {}",
+            std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default()
+        );
     }
     fn start(&self, id: &str) {
         let o = run(self.cmd().args(["start", id]));
@@ -862,7 +1260,10 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     let _one_install = deb_lock();
     let pool = PoolGuard::new(128);
     assert!(not_installed(), "{PKG} is already installed here: refusing to touch it");
-    assert!(!Path::new("/usr/bin/dataplane-hook").exists(), "/usr/bin/dataplane-hook exists and is not ours");
+    assert!(
+        !Path::new("/usr/bin/dataplane-hook").exists(),
+        "/usr/bin/dataplane-hook exists and is not ours"
+    );
     let out = tempfile::Builder::new().prefix("dph-deb-").tempdir().unwrap();
     let deb = build_deb(out.path());
     let before_configs = runtime_configs();
@@ -878,7 +1279,11 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     let _purge = PurgeOnDrop;
     let o = run(Command::new("dpkg").arg("-i").arg(&deb));
     assert!(o.status.success(), "dpkg -i: {}", text(&o));
-    assert!(text(&o).contains("no container runtime was configured"), "postinst says what it did not do: {}", text(&o));
+    assert!(
+        text(&o).contains("no container runtime was configured"),
+        "postinst says what it did not do: {}",
+        text(&o)
+    );
     assert!(dpkg_status().unwrap().starts_with("ii"), "installed");
 
     // Files, conffile, units, tmpfiles, completions, man page.
@@ -899,20 +1304,36 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
         assert!(Path::new(f).exists(), "{f} installed");
     }
     let units: Vec<&str> = listed.lines().filter(|l| l.contains("/systemd/system/")).collect();
-    for u in ["dataplane-hook-watch.service", "dataplane-hook-gc.service", "dataplane-hook-gc.timer"] {
+    for u in
+        ["dataplane-hook-watch.service", "dataplane-hook-gc.service", "dataplane-hook-gc.timer"]
+    {
         assert!(units.iter().any(|l| l.ends_with(u)), "{u}: {units:?}");
     }
     let conf = ok(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", PKG]));
     assert!(conf.contains("/etc/dataplane-hook/config.toml"), "the config is a conffile: {conf}");
-    assert_eq!(std::fs::read(repo().join("packaging/config.toml")).unwrap(), std::fs::read("/etc/dataplane-hook/config.toml").unwrap());
+    assert_eq!(
+        std::fs::read(repo().join("packaging/config.toml")).unwrap(),
+        std::fs::read("/etc/dataplane-hook/config.toml").unwrap()
+    );
     let st = std::fs::metadata("/run/dataplane-hook").expect("the state dir exists after install");
-    assert_eq!((std::os::unix::fs::MetadataExt::uid(&st), std::os::unix::fs::PermissionsExt::mode(&st.permissions()) & 0o777), (0, 0o700));
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&st),
+            std::os::unix::fs::PermissionsExt::mode(&st.permissions()) & 0o777
+        ),
+        (0, 0o700)
+    );
     // Enabled (for boots under systemd) — deb-systemd-helper's links.
-    assert!(Path::new("/etc/systemd/system/multi-user.target.wants/dataplane-hook-watch.service").exists());
+    assert!(Path::new("/etc/systemd/system/multi-user.target.wants/dataplane-hook-watch.service")
+        .exists());
     assert!(Path::new("/etc/systemd/system/timers.target.wants/dataplane-hook-gc.timer").exists());
     let unit_paths: Vec<&str> = units.iter().copied().filter(|u| !u.ends_with('/')).collect();
     let v = run(Command::new("systemd-analyze").arg("verify").args(&unit_paths));
-    assert!(v.status.success() && !text(&v).contains("dataplane"), "systemd-analyze verify: {}", text(&v));
+    assert!(
+        v.status.success() && !text(&v).contains("dataplane"),
+        "systemd-analyze verify: {}",
+        text(&v)
+    );
     let man = ok(Command::new("sh").args(["-c", "zcat /usr/share/man/man8/dataplane-hook.8.gz"]));
     assert!(man.contains(".TH dataplane-hook 8"));
     ok(Command::new("bash").args(["-c", "source /usr/share/bash-completion/completions/dataplane-hook && complete -p dataplane-hook"]));
@@ -921,13 +1342,20 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     // The installed tools work with the installed config.
     let d = run(Command::new("/usr/bin/dataplane-hook").arg("doctor"));
     let dt = String::from_utf8_lossy(&d.stdout);
-    assert!(dt.contains("pass config: /etc/dataplane-hook/config.toml") && dt.contains("pass binaries: /usr/bin/dataplane-hook"), "{dt}");
+    assert!(
+        dt.contains("pass config: /etc/dataplane-hook/config.toml")
+            && dt.contains("pass binaries: /usr/bin/dataplane-hook"),
+        "{dt}"
+    );
 
     // Real DPDK through the installed runtime (G1 with the installed paths): two primaries with
     // the default file prefix, each its own reserved hugetlbfs, both forward.
     let r = Installed { root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap() };
     let ids = [unique("deb-a"), unique("deb-b")];
-    let _reaps: Vec<DeleteOnDrop> = ids.iter().map(|id| DeleteOnDrop { root: r.root.path().to_path_buf(), id: id.clone() }).collect();
+    let _reaps: Vec<DeleteOnDrop> = ids
+        .iter()
+        .map(|id| DeleteOnDrop { root: r.root.path().to_path_buf(), id: id.clone() })
+        .collect();
     let bundles: Vec<TestBundle> = ids
         .iter()
         .map(|_| {
@@ -946,25 +1374,50 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
         r.start(id);
     }
     for b in &bundles {
-        assert!(wait_for(Duration::from_secs(60), || stdout_of(b).contains(FORWARDING)), "testpmd through /usr/bin/dataplane-runtime: {}\n{}", stdout_of(b), std::fs::read_to_string("/var/log/dataplane-hook.log").unwrap_or_default());
+        assert!(
+            wait_for(Duration::from_secs(60), || stdout_of(b).contains(FORWARDING)),
+            "testpmd through /usr/bin/dataplane-runtime: {}\n{}",
+            stdout_of(b),
+            std::fs::read_to_string("/var/log/dataplane-hook.log").unwrap_or_default()
+        );
     }
-    let status: Value = serde_json::from_str(&ok(Command::new("/usr/bin/dataplane-hook").args(["status", "--json"]))).unwrap();
-    assert_eq!(status["containers"].as_array().unwrap().len(), 2, "the installed state dir holds them: {status}");
+    let status: Value = serde_json::from_str(&ok(
+        Command::new("/usr/bin/dataplane-hook").args(["status", "--json"])
+    ))
+    .unwrap();
+    assert_eq!(
+        status["containers"].as_array().unwrap().len(),
+        2,
+        "the installed state dir holds them: {status}"
+    );
 
     // Removal is refused while they run; the package stays whole.
     let o = run(Command::new("dpkg").args(["-r", PKG]));
     assert!(!o.status.success(), "dpkg -r must refuse while containers run: {}", text(&o));
-    assert!(text(&o).contains(&ids[0]) && text(&o).contains("DATAPLANE_HOOK_FORCE_REMOVE"), "{}", text(&o));
+    assert!(
+        text(&o).contains(&ids[0]) && text(&o).contains("DATAPLANE_HOOK_FORCE_REMOVE"),
+        "{}",
+        text(&o)
+    );
     assert!(Path::new("/usr/bin/dataplane-hook").exists());
 
     for id in &ids {
         r.delete(id);
     }
     pool.assert_baseline("after the installed hook's poststops");
-    let prom = std::fs::read_to_string("/var/lib/prometheus/node-exporter/dataplane_hook.prom").expect("the installed config's metrics textfile");
-    let granted = prom.lines().find_map(|l| l.strip_prefix("dataplane_hook_reservations_total{size=\"2Mi\",result=\"granted\"} ")).unwrap();
+    let prom = std::fs::read_to_string("/var/lib/prometheus/node-exporter/dataplane_hook.prom")
+        .expect("the installed config's metrics textfile");
+    let granted = prom
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("dataplane_hook_reservations_total{size=\"2Mi\",result=\"granted\"} ")
+        })
+        .unwrap();
     assert!(granted.parse::<u64>().unwrap() >= 2, "{prom}");
-    assert!(std::fs::read_to_string("/var/log/dataplane-hook.log").unwrap().contains("released"), "the installed log");
+    assert!(
+        std::fs::read_to_string("/var/log/dataplane-hook.log").unwrap().contains("released"),
+        "the installed log"
+    );
 
     // The package is visible on the node before purge (the scan below can see it)...
     let traces = package_traces();
@@ -974,7 +1427,8 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     assert!(o.status.success(), "dpkg --purge: {}", text(&o));
     assert!(not_installed(), "{:?}", dpkg_status());
     // (A log file someone left before the install is the package's log: purge may take it.)
-    let left: Vec<String> = package_traces().into_iter().filter(|t| !traces_before.contains(t)).collect();
+    let left: Vec<String> =
+        package_traces().into_iter().filter(|t| !traces_before.contains(t)).collect();
     assert!(left.is_empty(), "purge left files behind: {left:?}");
     assert_eq!(runtime_configs(), before_configs, "the runtimes' config is as it was");
 }
@@ -986,9 +1440,14 @@ fn maintainer_scripts_are_posix_sh_and_never_configure_a_runtime() {
         ok(Command::new("sh").arg("-n").arg(&p));
         let t = std::fs::read_to_string(&p).unwrap();
         assert!(t.contains("#DEBHELPER#"), "{s}: cargo-deb inserts the units' snippets there");
-        let runs_configure = t.lines().map(str::trim_start).any(|l| !l.starts_with('#') && !l.starts_with("echo") && l.contains(" configure --runtime"));
+        let runs_configure = t.lines().map(str::trim_start).any(|l| {
+            !l.starts_with('#') && !l.starts_with("echo") && l.contains(" configure --runtime")
+        });
         assert!(!runs_configure, "{s} never runs configure");
-        assert!(!t.contains("systemctl restart containerd") && !t.contains("systemctl restart crio"), "{s} restarts no runtime");
+        assert!(
+            !t.contains("systemctl restart containerd") && !t.contains("systemctl restart crio"),
+            "{s} restarts no runtime"
+        );
     }
     ok(Command::new("sh").arg("-n").arg(repo().join("packaging/kubernetes/install.sh")));
 }

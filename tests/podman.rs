@@ -23,7 +23,8 @@ impl Podman {
     fn new(hooks_dir: &Path) -> Podman {
         let dir = tempfile::Builder::new().prefix("dph-podman-").tempdir().unwrap();
         // Root lacks CAP_SYS_RESOURCE here: podman's default ulimits cannot be applied.
-        std::fs::write(dir.path().join("containers.conf"), "[containers]\ndefault_ulimits = []\n").unwrap();
+        std::fs::write(dir.path().join("containers.conf"), "[containers]\ndefault_ulimits = []\n")
+            .unwrap();
         Podman { dir, hooks_dir: hooks_dir.to_path_buf() }
     }
 
@@ -62,7 +63,13 @@ impl Podman {
             args.push(a);
         }
         let rootfs = rootfs.to_str().unwrap();
-        args.extend(["--rootfs", rootfs, "/bin/sh", "-c", "cat /proc/self/mountinfo; echo END-OF-MOUNTS; exec sleep 600"]);
+        args.extend([
+            "--rootfs",
+            rootfs,
+            "/bin/sh",
+            "-c",
+            "cat /proc/self/mountinfo; echo END-OF-MOUNTS; exec sleep 600",
+        ]);
         self.ok(&args)
     }
 
@@ -85,7 +92,11 @@ impl Drop for Podman {
         // vfs keeps no mounts, but a failed run can leave the shm mount of a container behind.
         let prefix = self.dir.path().display().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).collect();
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
         ours.reverse();
         for m in ours {
             let _ = Command::new("umount").args(["-l", m]).status();
@@ -110,7 +121,15 @@ fn mount_at<'a>(mountinfo: &'a str, target: &str) -> Option<&'a str> {
 fn configure_podman(env: &ProductEnv, hooks: &Path) {
     let o = Command::new(hook_bin())
         .env_remove("DATAPLANE_HOOK_CONFIG")
-        .args(["--config", env.config.to_str().unwrap(), "configure", "--runtime", "podman", "--hooks-dir", hooks.to_str().unwrap()])
+        .args([
+            "--config",
+            env.config.to_str().unwrap(),
+            "configure",
+            "--runtime",
+            "podman",
+            "--hooks-dir",
+            hooks.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "configure: {}", String::from_utf8_lossy(&o.stderr));
@@ -131,7 +150,10 @@ fn podman_hooks_d_reserves_for_annotated_containers_only_and_rm_releases() {
     let plain = Podman::new(empty.path());
     plain.start(&rootfs.rootfs(), "dph-ctl", &wanted);
     let mi = plain.logs_when_ready("dph-ctl");
-    assert!(mount_at(&mi, "/dev/hugepages").is_none(), "control: no hugetlbfs without the hooks: {mi}");
+    assert!(
+        mount_at(&mi, "/dev/hugepages").is_none(),
+        "control: no hugetlbfs without the hooks: {mi}"
+    );
     assert_eq!(counters(), pool.baseline, "control: nothing reserved");
     assert!(env.records().is_empty());
     drop(plain);
@@ -139,20 +161,41 @@ fn podman_hooks_d_reserves_for_annotated_containers_only_and_rm_releases() {
     let p = Podman::new(hooks.path());
     let id = p.start(&rootfs.rootfs(), "dph-annotated", &wanted);
     let mi = p.logs_when_ready("dph-annotated");
-    let huge = mount_at(&mi, "/dev/hugepages").unwrap_or_else(|| panic!("no hugetlbfs at /dev/hugepages: {mi}\nlog: {}", env.log_text()));
+    let huge = mount_at(&mi, "/dev/hugepages")
+        .unwrap_or_else(|| panic!("no hugetlbfs at /dev/hugepages: {mi}\nlog: {}", env.log_text()));
     assert!(huge.contains(" - hugetlbfs "), "{huge}");
-    assert!(mount_at(&mi, "/var/run/dpdk").is_some_and(|l| l.contains(" - tmpfs ")), "private DPDK runtime dir: {mi}");
+    assert!(
+        mount_at(&mi, "/var/run/dpdk").is_some_and(|l| l.contains(" - tmpfs ")),
+        "private DPDK runtime dir: {mi}"
+    );
     let c = counters();
     assert_eq!(c.reserved, 8, "16Mi reserved in the kernel: {c:?}");
     assert_eq!(env.records().len(), 1, "{:?}", env.records());
     assert!(env.records()[0].starts_with(&id), "record {:?} for container {id}", env.records());
     // The container sees its own reservation as free pages (DPDK's free - resv).
     let view = |f: &str| -> u64 {
-        p.ok(&["exec", "dph-annotated", "cat", &format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}")]).parse().unwrap()
+        p.ok(&[
+            "exec",
+            "dph-annotated",
+            "cat",
+            &format!("/sys/kernel/mm/hugepages/hugepages-2048kB/{f}"),
+        ])
+        .parse()
+        .unwrap()
     };
-    assert_eq!(view("free_hugepages") - view("resv_hugepages"), 8, "the container's view of the pool");
+    assert_eq!(
+        view("free_hugepages") - view("resv_hugepages"),
+        8,
+        "the container's view of the pool"
+    );
     // The hugetlbfs is the container's: writable, sized to the reservation.
-    let df = p.ok(&["exec", "dph-annotated", "sh", "-c", "touch /dev/hugepages/probe && stat -f -c '%b %S' /dev/hugepages"]);
+    let df = p.ok(&[
+        "exec",
+        "dph-annotated",
+        "sh",
+        "-c",
+        "touch /dev/hugepages/probe && stat -f -c '%b %S' /dev/hugepages",
+    ]);
     assert_eq!(df, "8 2097152", "hugetlbfs blocks and block size");
 
     // An unannotated container next to it is untouched.

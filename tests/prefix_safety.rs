@@ -40,7 +40,14 @@ fn sh(script: &str) -> TestBundle {
 /// `limit` (it is killed then).
 fn delete_bounded(r: &Runner, id: &str, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
-    let mut child: Child = r.command().args(["delete", "--force", id]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child: Child = r
+        .command()
+        .args(["delete", "--force", id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     loop {
         if child.try_wait().unwrap().is_some() {
             return Some(start.elapsed());
@@ -83,11 +90,24 @@ fn prefix_teardown_never_follows_a_volume_symlink_to_a_host_dir() {
     run_to_end(&r, &b, &id);
     // Precondition: the runtime dir in the volume really is a symlink to the host dir, so a
     // teardown that follows it reaches the victim.
-    assert_eq!(std::fs::read_link(vol.0.join("rt")).ok().as_deref(), Some(host.0.as_path()), "precondition: /vol/rt -> host dir");
-    assert!(vol.0.join("rt/victim/sub/canary").exists(), "precondition: the link resolves to the victim on the host");
+    assert_eq!(
+        std::fs::read_link(vol.0.join("rt")).ok().as_deref(),
+        Some(host.0.as_path()),
+        "precondition: /vol/rt -> host dir"
+    );
+    assert!(
+        vol.0.join("rt/victim/sub/canary").exists(),
+        "precondition: the link resolves to the victim on the host"
+    );
     let o = r.delete(&id);
     assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read_to_string(victim.join("sub/canary")).ok().as_deref(), Some("host data\n"), "host dir {} was removed through the container's symlink\nlog: {}", victim.display(), env.log_text());
+    assert_eq!(
+        std::fs::read_to_string(victim.join("sub/canary")).ok().as_deref(),
+        Some("host data\n"),
+        "host dir {} was removed through the container's symlink\nlog: {}",
+        victim.display(),
+        env.log_text()
+    );
     assert!(env.log_text().contains("symlink"), "the skip is logged: {}", env.log_text());
     assert!(env.records().is_empty(), "teardown completes: {:?}", env.records());
 }
@@ -106,13 +126,25 @@ fn prefix_teardown_never_follows_a_bind_source_swapped_through_another_mount() {
     let env = ProductEnv::new("");
     let r = Runner::product(&env);
     let mut b = sh(&format!("rm -rf /a/x; ln -s {} /a/x", host.0.display()));
-    b.annotate(PREFIX, "victim").annotate(RUNTIME_DIR, "/b").bind(&tree.0, "/a").bind(&tree.0.join("x"), "/b");
+    b.annotate(PREFIX, "victim")
+        .annotate(RUNTIME_DIR, "/b")
+        .bind(&tree.0, "/a")
+        .bind(&tree.0.join("x"), "/b");
     let id = unique("pfx-swap");
     run_to_end(&r, &b, &id);
-    assert_eq!(std::fs::read_link(tree.0.join("x")).ok().as_deref(), Some(host.0.as_path()), "precondition: the bind source itself is now a symlink to the host dir\n{}", stdout_of(&b));
+    assert_eq!(
+        std::fs::read_link(tree.0.join("x")).ok().as_deref(),
+        Some(host.0.as_path()),
+        "precondition: the bind source itself is now a symlink to the host dir\n{}",
+        stdout_of(&b)
+    );
     let o = r.delete(&id);
     assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(host.0.join("victim/canary").exists(), "host dir removed through the swapped bind source\nlog: {}", env.log_text());
+    assert!(
+        host.0.join("victim/canary").exists(),
+        "host dir removed through the swapped bind source\nlog: {}",
+        env.log_text()
+    );
     assert!(env.log_text().contains("replaced"), "the skip is logged: {}", env.log_text());
 }
 
@@ -128,10 +160,18 @@ fn prefix_teardown_still_removes_the_prefix_dir_inside_a_volume() {
     b.annotate(PREFIX, "app1").annotate(RUNTIME_DIR, "/vol/rt").bind(&vol.0, "/vol");
     let id = unique("pfx-vol");
     run_to_end(&r, &b, &id);
-    assert!(vol.0.join("rt/app1/sub/f").exists(), "precondition: the container made its prefix dir");
+    assert!(
+        vol.0.join("rt/app1/sub/f").exists(),
+        "precondition: the container made its prefix dir"
+    );
     let o = r.delete(&id);
     assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(!vol.0.join("rt/app1").exists(), "prefix dir removed: {:?}\nlog: {}", walk(&vol.0), env.log_text());
+    assert!(
+        !vol.0.join("rt/app1").exists(),
+        "prefix dir removed: {:?}\nlog: {}",
+        walk(&vol.0),
+        env.log_text()
+    );
     assert!(vol.0.join("rt/other").exists(), "another prefix's dir untouched");
     assert!(env.records().is_empty());
 }
@@ -151,11 +191,19 @@ fn prefix_teardown_never_cleans_a_hugetlbfs_reached_through_a_volume_symlink() {
     b.annotate(PREFIX, "leaky").bind(&vol.0, "/vol");
     let id = unique("pfx-hugelink");
     run_to_end(&r, &b, &id);
-    assert_eq!(std::fs::read_link(vol.0.join("hp")).ok().as_deref(), Some(other.path()), "precondition: /vol/hp -> the other hugetlbfs");
+    assert_eq!(
+        std::fs::read_link(vol.0.join("hp")).ok().as_deref(),
+        Some(other.path()),
+        "precondition: /vol/hp -> the other hugetlbfs"
+    );
     assert!(vol.0.join("hp/leakymap_0").exists(), "precondition: the link reaches its file");
     let o = r.delete(&id);
     assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(other.path().join("leakymap_0").exists(), "a file of another hugetlbfs was removed through the symlink\nlog: {}", env.log_text());
+    assert!(
+        other.path().join("leakymap_0").exists(),
+        "a file of another hugetlbfs was removed through the symlink\nlog: {}",
+        env.log_text()
+    );
     assert!(env.records().is_empty());
 }
 
@@ -202,7 +250,10 @@ fn a_fifo_in_hugetlbfs_neither_stalls_poststop_nor_the_next_create() {
     run_to_end(&r, &b, &id);
     let meta = std::fs::symlink_metadata(&fifo).expect("precondition: the container made the FIFO");
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&meta.file_type()), "precondition: a FIFO");
-    assert!(blocking_open_blocks(&fifo), "precondition: a blocking O_RDONLY open of the FIFO blocks");
+    assert!(
+        blocking_open_blocks(&fifo),
+        "precondition: a blocking O_RDONLY open of the FIFO blocks"
+    );
 
     let took = delete_bounded(&r, &id, Duration::from_secs(10));
     // Right after: another container's create on the node (the state-dir lock must be free).
@@ -213,11 +264,23 @@ fn a_fifo_in_hugetlbfs_neither_stalls_poststop_nor_the_next_create() {
     release_readers(&fifo);
     let _ = delete_bounded(&r, &id2, Duration::from_secs(10));
 
-    assert!(took.is_some_and(|t| t < Duration::from_secs(3)), "delete (poststop) took {took:?}\nlog: {}", env.log_text());
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(3)),
+        "delete (poststop) took {took:?}\nlog: {}",
+        env.log_text()
+    );
     let created = created.expect("the next create hung");
-    assert!(created.status.success(), "the next create failed: {}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "the next create failed: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
     assert!(fifo.exists(), "a FIFO is not a hugepage file: left alone");
-    assert!(env.log_text().contains("not a regular file"), "the skip is logged: {}", env.log_text());
+    assert!(
+        env.log_text().contains("not a regular file"),
+        "the skip is logged: {}",
+        env.log_text()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,7 +297,10 @@ fn testpmd_no_huge(prefix: &str) -> TestBundle {
 fn fcntl_locked(file: &Path) -> bool {
     let Ok(m) = std::fs::metadata(file) else { return false };
     let ino = std::os::unix::fs::MetadataExt::ino(&m);
-    std::fs::read_to_string("/proc/locks").unwrap().lines().any(|l| l.contains("POSIX") && l.contains(&format!(":{ino} ")))
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("POSIX") && l.contains(&format!(":{ino} ")))
 }
 
 #[test]
@@ -247,9 +313,17 @@ fn prefix_teardown_leaves_the_runtime_dir_of_a_live_unmanaged_primary() {
     primary.bind(&rt.0, "/var/run/dpdk");
     let pid_p = unique("primary");
     runc.launch(&primary, &pid_p);
-    assert!(wait_for(Duration::from_secs(30), || stdout_of(&primary).contains(FORWARDING)), "primary: {}", stdout_of(&primary));
+    assert!(
+        wait_for(Duration::from_secs(30), || stdout_of(&primary).contains(FORWARDING)),
+        "primary: {}",
+        stdout_of(&primary)
+    );
     let config = rt.0.join("rte/config");
-    assert!(fcntl_locked(&config), "precondition: the primary holds an fcntl lock on {}", config.display());
+    assert!(
+        fcntl_locked(&config),
+        "precondition: the primary holds an fcntl lock on {}",
+        config.display()
+    );
 
     // A product container with the same explicit prefix and runtime dir stops.
     let env = ProductEnv::new("");
@@ -261,28 +335,59 @@ fn prefix_teardown_leaves_the_runtime_dir_of_a_live_unmanaged_primary() {
     let o = r.delete(&id);
     assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
 
-    assert!(config.exists(), "the live primary's runtime dir was removed: {:?}\nlog: {}", walk(&rt.0), env.log_text());
-    assert!(rt.0.join("rte/mp_socket").exists(), "its multi-process socket stays: {:?}", walk(&rt.0));
+    assert!(
+        config.exists(),
+        "the live primary's runtime dir was removed: {:?}\nlog: {}",
+        walk(&rt.0),
+        env.log_text()
+    );
+    assert!(
+        rt.0.join("rte/mp_socket").exists(),
+        "its multi-process socket stays: {:?}",
+        walk(&rt.0)
+    );
     assert_eq!(runc.status(&pid_p).as_deref(), Some("running"), "the primary survives");
     assert!(env.log_text().contains("locked"), "the skip is logged: {}", env.log_text());
-    assert!(env.records().is_empty(), "the record goes (nothing of ours to retry): {:?}", env.records());
+    assert!(
+        env.records().is_empty(),
+        "the record goes (nothing of ours to retry): {:?}",
+        env.records()
+    );
 
     // G3 keeps working: a prefix dir nobody locks any more (its primary was killed) goes.
     let mut stale = testpmd_no_huge("$DPDK_FILE_PREFIX");
-    let cmd = stale.spec["process"]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect::<Vec<_>>().join(" ");
+    let cmd = stale.spec["process"]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     stale.spec["process"]["args"] = serde_json::json!(["sh", "-c", format!("exec {cmd}")]);
     stale.save();
     stale.annotate(PREFIX, "stale").bind(&rt.0, "/var/run/dpdk");
     let ids = unique("pfx-stale");
     r.launch(&stale, &ids);
-    assert!(wait_for(Duration::from_secs(30), || stdout_of(&stale).contains(FORWARDING)), "stale: {}", stdout_of(&stale));
+    assert!(
+        wait_for(Duration::from_secs(30), || stdout_of(&stale).contains(FORWARDING)),
+        "stale: {}",
+        stdout_of(&stale)
+    );
     assert!(rt.0.join("stale/config").exists(), "precondition: the killed primary's dir");
     r.kill(&ids, "KILL");
     assert!(r.wait_stopped(&ids, Duration::from_secs(10)));
     let o = r.delete(&ids);
     assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(!rt.0.join("stale").exists(), "an unlocked prefix dir is removed: {:?}\nlog: {}", walk(&rt.0), env.log_text());
-    assert!(config.exists() && runc.status(&pid_p).as_deref() == Some("running"), "the primary is still untouched");
+    assert!(
+        !rt.0.join("stale").exists(),
+        "an unlocked prefix dir is removed: {:?}\nlog: {}",
+        walk(&rt.0),
+        env.log_text()
+    );
+    assert!(
+        config.exists() && runc.status(&pid_p).as_deref() == Some("running"),
+        "the primary is still untouched"
+    );
 
     runc.kill(&pid_p, "KILL");
     assert!(runc.wait_stopped(&pid_p, Duration::from_secs(10)));
@@ -304,8 +409,13 @@ fn a_runtime_dir_under_proc_sys_or_dev_is_refused_at_create() {
         let id = unique("pfx-kernfs");
         let o = r.create(&b, &id);
         assert!(!o.status.success(), "{dir}: create must fail");
-        let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{dir}: no product error in {}", String::from_utf8_lossy(&o.stderr)));
-        assert!(msg.starts_with(&format!("dataplane-hook: invalid annotation {RUNTIME_DIR}=\"{dir}\"")), "{msg}");
+        let msg = product_error(&o.stderr).unwrap_or_else(|| {
+            panic!("{dir}: no product error in {}", String::from_utf8_lossy(&o.stderr))
+        });
+        assert!(
+            msg.starts_with(&format!("dataplane-hook: invalid annotation {RUNTIME_DIR}=\"{dir}\"")),
+            "{msg}"
+        );
         assert_spec_form(dir, &msg);
         assert!(env.records().is_empty(), "{dir}: nothing left behind: {:?}", env.records());
     }
@@ -348,10 +458,18 @@ fn a_tampered_record_never_makes_teardown_write_or_delete_outside_cgroupfs_and_t
     let path = env.state_dir.join("containers/tampered.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&rec).unwrap()).unwrap();
     let o = env.hook(&["gc"]);
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), "root:x:0:0\n", "a host file was written as a cgroup value");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "root:x:0:0\n",
+        "a host file was written as a cgroup value"
+    );
     assert!(empty.exists(), "a host directory was removed as a cgroup");
     assert!(tree.join("a/f").exists(), "a host tree was removed as a state dir");
     assert!(path.exists(), "the refused entries stay in the record for a human");
     let log = env.log_text();
-    assert!(log.contains("refused"), "the refusal is logged: {log}\ngc: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        log.contains("refused"),
+        "the refusal is logged: {log}\ngc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -39,7 +39,10 @@ struct Seen {
 
 fn seen(out: &str) -> Seen {
     let pick = |prefix: &str| {
-        let l = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} line in: {out}"));
+        let l = out
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in: {out}"));
         let f: Vec<&str> = l[prefix.len()..].split_whitespace().collect();
         (f[0].to_string(), f[1].to_string())
     };
@@ -68,7 +71,12 @@ fn node_like_limits() {
             if l.rlim_max > cap {
                 l.rlim_max = cap;
                 l.rlim_cur = l.rlim_cur.min(cap);
-                assert_eq!(libc::setrlimit(libc::RLIMIT_MEMLOCK, &l), 0, "{}", std::io::Error::last_os_error());
+                assert_eq!(
+                    libc::setrlimit(libc::RLIMIT_MEMLOCK, &l),
+                    0,
+                    "{}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
     });
@@ -100,7 +108,8 @@ fn grantable(want: u64, r: libc::__rlimit_resource_t) -> u64 {
 }
 
 fn host_can_grant() -> bool {
-    grantable(u64::MAX, libc::RLIMIT_MEMLOCK) == u64::MAX && grantable(NOFILE_WANTED, libc::RLIMIT_NOFILE) == NOFILE_WANTED
+    grantable(u64::MAX, libc::RLIMIT_MEMLOCK) == u64::MAX
+        && grantable(NOFILE_WANTED, libc::RLIMIT_NOFILE) == NOFILE_WANTED
 }
 
 /// A container with a uverbs node (no hardware needed) that prints its limits and GID env.
@@ -175,12 +184,19 @@ fn rdma_containers_get_memlock_unlimited_and_high_nofile_or_a_clear_refusal() {
         let o = create_with_timeout(&p, &b, &id, Duration::from_secs(30)).expect("create hung");
         assert!(!o.status.success(), "the create must be refused: {}", out_of(&o));
         let line = assert_one_line("limits refusal", &o.stderr);
-        assert!(line.starts_with(&format!("dataplane-hook: cannot give RDMA container {id} its resource limits: ")), "{line}");
+        assert!(
+            line.starts_with(&format!(
+                "dataplane-hook: cannot give RDMA container {id} its resource limits: "
+            )),
+            "{line}"
+        );
         for part in expected_unmet_parts() {
             assert!(line.contains(&part), "missing {part:?} in {line}");
         }
         assert!(line.ends_with("or set [rdma] on_unmet_limits = \"warn\")"), "{line}");
-        assert!(env.log_text().contains(&format!("cannot give RDMA container {id} its resource limits")));
+        assert!(env
+            .log_text()
+            .contains(&format!("cannot give RDMA container {id} its resource limits")));
         assert_gone(&p, &env, &id);
     }
 }
@@ -199,9 +215,20 @@ fn warn_policy_gives_rdma_containers_what_the_host_can_and_says_so() {
     let m = show(grantable(u64::MAX, libc::RLIMIT_MEMLOCK));
     let n = grantable(NOFILE_WANTED, libc::RLIMIT_NOFILE).to_string();
     assert_eq!(s.memlock, (m.clone(), m), "memlock: the most the host can give");
-    assert_eq!(s.nofile, (n.clone(), n), "nofile raised from the spec's 1024 to the most the host can give");
-    let warned = String::from_utf8_lossy(&o.stderr).contains(&format!("dataplane-hook: warning: container {id}: RDMA limits not fully granted: "));
-    assert_eq!(warned, !host_can_grant(), "a warning exactly when the host cannot grant: {}", out_of(&o));
+    assert_eq!(
+        s.nofile,
+        (n.clone(), n),
+        "nofile raised from the spec's 1024 to the most the host can give"
+    );
+    let warned = String::from_utf8_lossy(&o.stderr).contains(&format!(
+        "dataplane-hook: warning: container {id}: RDMA limits not fully granted: "
+    ));
+    assert_eq!(
+        warned,
+        !host_can_grant(),
+        "a warning exactly when the host cannot grant: {}",
+        out_of(&o)
+    );
     p.delete(&id);
 }
 
@@ -251,8 +278,14 @@ fn hooks_d_path_raises_the_init_limits_and_reports_what_the_spec_pins() {
     let id = unique("rdma-hooksd-pinned");
     let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(30)).expect("create hung");
     assert!(!o.status.success(), "{}", out_of(&o));
-    let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("no product error: {}", out_of(&o)));
-    assert!(msg.starts_with(&format!("dataplane-hook: cannot give RDMA container {id} its resource limits: ")), "{msg}");
+    let msg =
+        product_error(&o.stderr).unwrap_or_else(|| panic!("no product error: {}", out_of(&o)));
+    assert!(
+        msg.starts_with(&format!(
+            "dataplane-hook: cannot give RDMA container {id} its resource limits: "
+        )),
+        "{msg}"
+    );
     assert!(
         msg.contains("RLIMIT_NOFILE 1048576: the spec's process.rlimits sets 1024:1024, which the runtime applies after hooks"),
         "{msg}"
@@ -284,7 +317,11 @@ fn hooks_d_path_raises_the_init_limits_and_reports_what_the_spec_pins() {
     assert_eq!(s.memlock.0, m, "memlock soft raised by prlimit on the init: {s:?}");
     assert_eq!(s.nofile.0, n, "nofile soft raised by prlimit on the init: {s:?}");
     if !host_can_grant() {
-        assert!(env.log_text().contains("RDMA limits not fully granted"), "warning logged: {}", env.log_text());
+        assert!(
+            env.log_text().contains("RDMA limits not fully granted"),
+            "warning logged: {}",
+            env.log_text()
+        );
     }
     assert!(env.records().is_empty(), "poststop released the record: {:?}", env.records());
 }
@@ -302,8 +339,15 @@ struct Rxe {
 
 fn rxe() -> Rxe {
     node_like_limits();
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} unset: run through integration/vm/payloads/rdma"));
-    Rxe { netns: var("DPH_RXE_NETNS"), pod_dev: var("DPH_RXE_POD_DEV"), host_dev: var("DPH_RXE_HOST_DEV") }
+    let var = |k: &str| {
+        std::env::var(k)
+            .unwrap_or_else(|_| panic!("{k} unset: run through integration/vm/payloads/rdma"))
+    };
+    Rxe {
+        netns: var("DPH_RXE_NETNS"),
+        pod_dev: var("DPH_RXE_POD_DEV"),
+        host_dev: var("DPH_RXE_HOST_DEV"),
+    }
 }
 
 /// (uverbs name, major, minor) of verbs device `dev`.
@@ -321,27 +365,32 @@ fn uverbs_of(dev: &str) -> (String, i64, i64) {
 
 fn gid_slots(dev: &str) -> Vec<(u32, String, Option<String>, Option<String>)> {
     let p = Path::new("/sys/class/infiniband").join(dev).join("ports/1");
-    let read = |q: std::path::PathBuf| std::fs::read_to_string(q).ok().map(|s| s.trim().to_string());
-    let mut v: Vec<(u32, String, Option<String>, Option<String>)> = std::fs::read_dir(p.join("gids"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .map(|i| {
-            (
-                i,
-                read(p.join("gids").join(i.to_string())).unwrap_or_default(),
-                read(p.join("gid_attrs/types").join(i.to_string())),
-                read(p.join("gid_attrs/ndevs").join(i.to_string())),
-            )
-        })
-        .collect();
+    let read =
+        |q: std::path::PathBuf| std::fs::read_to_string(q).ok().map(|s| s.trim().to_string());
+    let mut v: Vec<(u32, String, Option<String>, Option<String>)> =
+        std::fs::read_dir(p.join("gids"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .map(|i| {
+                (
+                    i,
+                    read(p.join("gids").join(i.to_string())).unwrap_or_default(),
+                    read(p.join("gid_attrs/types").join(i.to_string())),
+                    read(p.join("gid_attrs/ndevs").join(i.to_string())),
+                )
+            })
+            .collect();
     v.sort();
     v
 }
 
 /// Index of the RoCE v2 GID `::ffff:a.b.c.d` on `dev`.
 fn ipv4_gid_index(dev: &str, ip: [u8; 4]) -> u32 {
-    let want = format!("0000:0000:0000:0000:0000:ffff:{:02x}{:02x}:{:02x}{:02x}", ip[0], ip[1], ip[2], ip[3]);
+    let want = format!(
+        "0000:0000:0000:0000:0000:ffff:{:02x}{:02x}:{:02x}{:02x}",
+        ip[0], ip[1], ip[2], ip[3]
+    );
     gid_slots(dev)
         .into_iter()
         .find(|(_, g, t, _)| *g == want && t.as_deref() == Some("RoCE v2"))
@@ -353,13 +402,21 @@ fn ipv4_gid_index(dev: &str, ip: [u8; 4]) -> u32 {
 fn valid_on(dev: &str, ndev: &str) -> Vec<u32> {
     gid_slots(dev)
         .into_iter()
-        .filter(|(_, g, t, n)| !g.chars().all(|c| c == '0' || c == ':') && t.as_deref() == Some("RoCE v2") && n.as_deref() == Some(ndev))
+        .filter(|(_, g, t, n)| {
+            !g.chars().all(|c| c == '0' || c == ':')
+                && t.as_deref() == Some("RoCE v2")
+                && n.as_deref() == Some(ndev)
+        })
         .map(|x| x.0)
         .collect()
 }
 
 fn first_empty(dev: &str) -> u32 {
-    gid_slots(dev).into_iter().find(|(_, g, _, _)| g.chars().all(|c| c == '0' || c == ':')).unwrap().0
+    gid_slots(dev)
+        .into_iter()
+        .find(|(_, g, _, _)| g.chars().all(|c| c == '0' || c == ':'))
+        .unwrap()
+        .0
 }
 
 fn drop_cap(v: &mut Value, cap: &str) {
@@ -379,7 +436,9 @@ fn rdma_bundle(netns: Option<&str>, dev: &str, script: &str) -> TestBundle {
     allow_device(&mut b.spec, major, minor);
     let nss = b.spec["linux"]["namespaces"].as_array_mut().unwrap();
     match netns {
-        Some(path) => nss.iter_mut().filter(|n| n["type"] == "network").for_each(|n| n["path"] = json!(path)),
+        Some(path) => {
+            nss.iter_mut().filter(|n| n["type"] == "network").for_each(|n| n["path"] = json!(path))
+        }
         None => nss.retain(|n| n["type"] != "network"),
     }
     b.spec["process"].as_object_mut().unwrap().remove("rlimits");
@@ -415,15 +474,24 @@ fn rxe_auto_sets_the_ipv4_roce_v2_index_and_qps_connect_on_it() {
     b.annotate(ANN_GID, "auto");
     let o = p.run(&b, &unique("rxe-auto-pod"));
     let out = out_of(&o);
-    assert!(o.status.success() && out.contains(&format!("GIDENV MC={want} NCCL={want}")), "MC_GID_INDEX and NCCL_IB_GID_INDEX set to {want}: {out}");
+    assert!(
+        o.status.success() && out.contains(&format!("GIDENV MC={want} NCCL={want}")),
+        "MC_GID_INDEX and NCCL_IB_GID_INDEX set to {want}: {out}"
+    );
     // In the host's namespace on rxe0, where rxe carries traffic: RC QPs connect on the choice.
     let want = ipv4_gid_index(&r.host_dev, [10, 77, 0, 1]);
     let mut b = rdma_bundle(None, &r.host_dev, &pingpong(&r.host_dev, ""));
     b.annotate(ANN_GID, "auto");
     let o = p.run(&b, &unique("rxe-auto"));
     let out = out_of(&o);
-    assert!(out.contains(&format!("GIDENV MC={want} NCCL={want}")), "MC_GID_INDEX and NCCL_IB_GID_INDEX set to {want}: {out}");
-    assert!(o.status.success() && pingpong_ok(&out), "RC QPs must connect on the chosen index: {out}");
+    assert!(
+        out.contains(&format!("GIDENV MC={want} NCCL={want}")),
+        "MC_GID_INDEX and NCCL_IB_GID_INDEX set to {want}: {out}"
+    );
+    assert!(
+        o.status.success() && pingpong_ok(&out),
+        "RC QPs must connect on the chosen index: {out}"
+    );
 }
 
 #[test]
@@ -442,7 +510,9 @@ fn rxe_an_empty_gid_index_fails_qp_setup_without_the_product_and_the_create_with
 
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
-    for (netns, dev, ndev) in [(None, &r.host_dev, "dph-vh"), (Some(r.netns.as_str()), &r.pod_dev, "dph-vc")] {
+    for (netns, dev, ndev) in
+        [(None, &r.host_dev, "dph-vh"), (Some(r.netns.as_str()), &r.pod_dev, "dph-vc")]
+    {
         let bad = first_empty(dev);
         let mut b = rdma_bundle(netns, dev, &pingpong(dev, ""));
         b.env(&format!("MC_GID_INDEX={bad}"));
@@ -506,7 +576,10 @@ fn rxe_memlock_unlimited_lets_a_16mib_memory_region_register() {
     let o = runc.run(&c, &unique("rxe-mr-ctl"));
     let out = out_of(&o);
     assert_eq!(seen(&out).memlock, ("8388608".into(), "8388608".into()), "{out}");
-    assert!(!o.status.success() && out.contains("Couldn't register MR"), "control: a 16 MiB MR must not register under 8 MiB memlock: {out}");
+    assert!(
+        !o.status.success() && out.contains("Couldn't register MR"),
+        "control: a 16 MiB MR must not register under 8 MiB memlock: {out}"
+    );
 
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
@@ -514,7 +587,10 @@ fn rxe_memlock_unlimited_lets_a_16mib_memory_region_register() {
     let o = p.run(&b, &unique("rxe-mr"));
     let out = out_of(&o);
     assert_eq!(seen(&out).memlock, ("unlimited".into(), "unlimited".into()), "{out}");
-    assert!(o.status.success() && pingpong_ok(&out), "16 MiB MRs register and RC QPs connect: {out}");
+    assert!(
+        o.status.success() && pingpong_ok(&out),
+        "16 MiB MRs register and RC QPs connect: {out}"
+    );
 }
 
 #[test]
@@ -531,7 +607,10 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
     let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(120)).expect("create hung");
     assert!(!o.status.success());
     let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", out_of(&o)));
-    assert!(msg.contains(&format!("on {} port 1 index {bad} is empty; valid indexes:", r.pod_dev)), "{msg}");
+    assert!(
+        msg.contains(&format!("on {} port 1 index {bad} is empty; valid indexes:", r.pod_dev)),
+        "{msg}"
+    );
     assert_gone(&runc, &env, &id);
 
     // The host's IPv4 index in the pod: its netdev is not in the init's namespace.
@@ -543,7 +622,10 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
     let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(120)).expect("create hung");
     assert!(!o.status.success());
     let msg = product_error(&o.stderr).unwrap_or_else(|| panic!("{}", out_of(&o)));
-    assert!(msg.contains("belongs to dph-vh, which is not in the container's network namespace"), "{msg}");
+    assert!(
+        msg.contains("belongs to dph-vh, which is not in the container's network namespace"),
+        "{msg}"
+    );
     assert_gone(&runc, &env, &id);
 
     // A valid index passes, and auto logs what a hook cannot put in the environment.
@@ -555,7 +637,11 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
     let o = runc.run(&b, &unique("rxe-hooksd"));
     let out = out_of(&o);
     assert!(o.status.success() && out.contains(&format!("GIDENV MC={good} NCCL=unset")), "{out}");
-    assert!(env.log_text().contains(&format!("a hook cannot set NCCL_IB_GID_INDEX={good}")), "{}", env.log_text());
+    assert!(
+        env.log_text().contains(&format!("a hook cannot set NCCL_IB_GID_INDEX={good}")),
+        "{}",
+        env.log_text()
+    );
 }
 
 /// Prints the rxe GID tables (the VM payload keeps them as the recorded fixture).
@@ -564,7 +650,9 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
 fn rxe_dump_gid_tables() {
     let r = rxe();
     for dev in [&r.host_dev, &r.pod_dev] {
-        for (i, g, t, n) in gid_slots(dev).into_iter().filter(|x| !x.1.chars().all(|c| c == '0' || c == ':')) {
+        for (i, g, t, n) in
+            gid_slots(dev).into_iter().filter(|x| !x.1.chars().all(|c| c == '0' || c == ':'))
+        {
             println!("gid {dev} 1 {i} {g} {} {}", t.unwrap_or("-".into()), n.unwrap_or("-".into()));
         }
         println!("table {dev} {}", gid_slots(dev).len());

@@ -105,76 +105,122 @@ fn cases() -> Vec<Case> {
     let inside = |sub: &'static str| {
         move |v: &Victim| Expect::MountedAt(format!("{}/{sub}", v.p()), "tmpfs")
     };
-    let refused = |path: &'static str, why: &'static [&'static str]| move |_: &Victim| Expect::Refused { path: path.into(), why };
+    let refused = |path: &'static str, why: &'static [&'static str]| {
+        move |_: &Victim| Expect::Refused { path: path.into(), why }
+    };
     vec![
-        case("var/run -> /../../../../<host dir> (dot-dot chain in an absolute link)",
+        case(
+            "var/run -> /../../../../<host dir> (dot-dot chain in an absolute link)",
             |b, v| {
                 mirror(b, v);
                 symlink(&b.rootfs(), "var/run", &format!("/../../../..{}", v.p()));
             },
-            inside("dpdk")),
-        case("var/run -> <host dir> (absolute link)",
+            inside("dpdk"),
+        ),
+        case(
+            "var/run -> <host dir> (absolute link)",
             |b, v| {
                 mirror(b, v);
                 symlink(&b.rootfs(), "var/run", &v.p());
             },
-            inside("dpdk")),
-        case("var/run -> ../../../../../../../../<host dir> (relative dot-dot chain)",
+            inside("dpdk"),
+        ),
+        case(
+            "var/run -> ../../../../../../../../<host dir> (relative dot-dot chain)",
             |b, v| {
                 mirror(b, v);
                 symlink(&b.rootfs(), "var/run", &format!("../../../../../../../..{}", v.p()));
             },
-            inside("dpdk")),
-        case("var/run -> <host dir> that the container lacks (dangling inside the rootfs)",
-            |b, v| symlink(&b.rootfs(), "var/run", &v.p()), refused("/var/run/dpdk", &["dangling symlink"])),
-        case("var/run/dpdk -> /proc/self/root/<host dir> (magic link)",
+            inside("dpdk"),
+        ),
+        case(
+            "var/run -> <host dir> that the container lacks (dangling inside the rootfs)",
+            |b, v| symlink(&b.rootfs(), "var/run", &v.p()),
+            refused("/var/run/dpdk", &["dangling symlink"]),
+        ),
+        case(
+            "var/run/dpdk -> /proc/self/root/<host dir> (magic link)",
             |b, v| symlink(&b.rootfs(), "var/run/dpdk", &format!("/proc/self/root{}/dpdk", v.p())),
-            refused("/var/run/dpdk", MAGIC_OR_MISSING)),
-        case("var/run/dpdk -> /proc/1/root/<host dir> (magic link)",
+            refused("/var/run/dpdk", MAGIC_OR_MISSING),
+        ),
+        case(
+            "var/run/dpdk -> /proc/1/root/<host dir> (magic link)",
             |b, v| symlink(&b.rootfs(), "var/run/dpdk", &format!("/proc/1/root{}/dpdk", v.p())),
-            refused("/var/run/dpdk", MAGIC)),
-        case("var/run/dpdk -> /proc/1/cwd (magic link to the rootfs itself)",
-            |b, _| symlink(&b.rootfs(), "var/run/dpdk", "/proc/1/cwd"), refused("/var/run/dpdk", MAGIC)),
-        case("var/run/dpdk -> itself (symlink loop)",
-            |b, _| symlink(&b.rootfs(), "var/run/dpdk", "dpdk"), refused("/var/run/dpdk", &["loop"])),
-        case("var/run/dpdk -> dangling absolute link",
+            refused("/var/run/dpdk", MAGIC),
+        ),
+        case(
+            "var/run/dpdk -> /proc/1/cwd (magic link to the rootfs itself)",
+            |b, _| symlink(&b.rootfs(), "var/run/dpdk", "/proc/1/cwd"),
+            refused("/var/run/dpdk", MAGIC),
+        ),
+        case(
+            "var/run/dpdk -> itself (symlink loop)",
+            |b, _| symlink(&b.rootfs(), "var/run/dpdk", "dpdk"),
+            refused("/var/run/dpdk", &["loop"]),
+        ),
+        case(
+            "var/run/dpdk -> dangling absolute link",
             |b, v| symlink(&b.rootfs(), "var/run/dpdk", &format!("/{}-nonexistent/dpdk", v.name())),
-            refused("/var/run/dpdk", &["dangling symlink"])),
-        case("var/run/dpdk -> a file",
-            |b, _| symlink(&b.rootfs(), "var/run/dpdk", "/etc/passwd"), refused("/var/run/dpdk", &["not a directory"])),
-        case("dev/hugepages -> <host dir> with /dev not a tmpfs mount",
+            refused("/var/run/dpdk", &["dangling symlink"]),
+        ),
+        case(
+            "var/run/dpdk -> a file",
+            |b, _| symlink(&b.rootfs(), "var/run/dpdk", "/etc/passwd"),
+            refused("/var/run/dpdk", &["not a directory"]),
+        ),
+        case(
+            "dev/hugepages -> <host dir> with /dev not a tmpfs mount",
             |b, v| {
                 unmount_in_spec(b, "/dev");
                 mirror(b, v);
                 symlink(&b.rootfs(), "dev/hugepages", &v.p());
             },
-            |v| Expect::MountedAt(v.p(), "hugetlbfs")),
-        case("dev/hugepages -> /proc/1/root/<host dir> with /dev not a tmpfs mount",
+            |v| Expect::MountedAt(v.p(), "hugetlbfs"),
+        ),
+        case(
+            "dev/hugepages -> /proc/1/root/<host dir> with /dev not a tmpfs mount",
             |b, v| {
                 unmount_in_spec(b, "/dev");
                 symlink(&b.rootfs(), "dev/hugepages", &format!("/proc/1/root{}/hugepages", v.p()));
             },
-            refused("/dev/hugepages", MAGIC)),
-        case("dev/hugepages -> /proc/self/root/<host dir> with /dev not a tmpfs mount",
+            refused("/dev/hugepages", MAGIC),
+        ),
+        case(
+            "dev/hugepages -> /proc/self/root/<host dir> with /dev not a tmpfs mount",
             |b, v| {
                 unmount_in_spec(b, "/dev");
-                symlink(&b.rootfs(), "dev/hugepages", &format!("/proc/self/root{}/hugepages", v.p()));
+                symlink(
+                    &b.rootfs(),
+                    "dev/hugepages",
+                    &format!("/proc/self/root{}/hugepages", v.p()),
+                );
             },
-            refused("/dev/hugepages", MAGIC_OR_MISSING)),
-        case("sys -> <host dir holding kernel/mm/hugepages/...> with /sys not mounted",
+            refused("/dev/hugepages", MAGIC_OR_MISSING),
+        ),
+        case(
+            "sys -> <host dir holding kernel/mm/hugepages/...> with /sys not mounted",
             |b, v| {
                 unmount_in_spec(b, "/sys");
                 mirror(b, v);
                 symlink(&b.rootfs(), "sys", &v.p());
             },
-            |_| Expect::NoViews),
-        case("annotation dpdk-runtime-dir=/proc/1/root/<host dir> (magic link)",
+            |_| Expect::NoViews,
+        ),
+        case(
+            "annotation dpdk-runtime-dir=/proc/1/root/<host dir> (magic link)",
             |b, v| {
-                b.annotate("dataplane-hook.io/dpdk-runtime-dir", &format!("/proc/1/root{}/dpdk", v.p()));
+                b.annotate(
+                    "dataplane-hook.io/dpdk-runtime-dir",
+                    &format!("/proc/1/root{}/dpdk", v.p()),
+                );
             },
             // Issue 13: refused at parse now (no runtime dir under /proc); the magic-link
             // refusal at mount time is the rootfs-symlink cases' above.
-            |v| Expect::Refused { path: format!("/proc/1/root{}/dpdk", v.p()), why: &["must not be under /proc"] }),
+            |v| Expect::Refused {
+                path: format!("/proc/1/root{}/dpdk", v.p()),
+                why: &["must not be under /proc"],
+            },
+        ),
     ]
 }
 
@@ -184,7 +230,11 @@ fn suspicious_host_mounts(before: &[MountEntry], v: &Victim, b: &TestBundle) -> 
     let bundle = b.path().display().to_string();
     new_mounts(before, &host_mounts())
         .into_iter()
-        .filter(|m| m.fstype == "hugetlbfs" || m.mount_point.starts_with(&v.p()) || m.mount_point.starts_with(&bundle))
+        .filter(|m| {
+            m.fstype == "hugetlbfs"
+                || m.mount_point.starts_with(&v.p())
+                || m.mount_point.starts_with(&bundle)
+        })
         .collect()
 }
 
@@ -217,21 +267,33 @@ fn hostile_rootfs_symlinks_never_reach_the_host() {
                 let pid = p.pid(&id).unwrap().to_string();
                 let mi = mountinfo(&pid);
                 if !mi.iter().any(|m| &m.mount_point == at && m.fstype == *fstype) {
-                    problems.push(format!("no {fstype} at {at} inside the container: {:?}", mi.iter().map(|m| &m.mount_point).collect::<Vec<_>>()));
+                    problems.push(format!(
+                        "no {fstype} at {at} inside the container: {:?}",
+                        mi.iter().map(|m| &m.mount_point).collect::<Vec<_>>()
+                    ));
                 }
             }
             (Expect::NoViews, true) => {
                 let pid = p.pid(&id).unwrap().to_string();
-                let views: Vec<_> = mountinfo(&pid).into_iter().filter(|m| m.mount_point.contains("hugepages-")).collect();
+                let views: Vec<_> = mountinfo(&pid)
+                    .into_iter()
+                    .filter(|m| m.mount_point.contains("hugepages-"))
+                    .collect();
                 if !views.is_empty() {
                     problems.push(format!("views attached somewhere: {views:?}"));
                 }
             }
             (Expect::Refused { path, why }, false) => match product_error(&o.stderr) {
-                Some(msg) if msg.contains(path.as_str()) && why.iter().any(|w| msg.contains(w)) && msg.ends_with(')') => {}
-                other => problems.push(format!("refusal must name {path} and say one of {why:?}: {other:?}")),
+                Some(msg)
+                    if msg.contains(path.as_str())
+                        && why.iter().any(|w| msg.contains(w))
+                        && msg.ends_with(')') => {}
+                other => problems
+                    .push(format!("refusal must name {path} and say one of {why:?}: {other:?}")),
             },
-            (_, ok) => problems.push(format!("create success={ok}, not what was expected: {stderr}")),
+            (_, ok) => {
+                problems.push(format!("create success={ok}, not what was expected: {stderr}"))
+            }
         }
         if o.status.success() {
             let d = reap.delete(&id);
@@ -241,7 +303,9 @@ fn hostile_rootfs_symlinks_never_reach_the_host() {
         } else if p.status(&id).is_some() {
             problems.push("refused container left in runc".into());
         }
-        if walk(&v.path) != tree || std::fs::read_to_string(v.path.join("canary")).unwrap() != "host data\n" {
+        if walk(&v.path) != tree
+            || std::fs::read_to_string(v.path.join("canary")).unwrap() != "host data\n"
+        {
             problems.push(format!("host dir changed: {:?} -> {:?}", tree, walk(&v.path)));
         }
         if Path::new(&format!("/{}-nonexistent", v.name())).exists() {
@@ -260,7 +324,12 @@ fn hostile_rootfs_symlinks_never_reach_the_host() {
             failures.push(format!("{}: {}", c.name, problems.join("; ")));
         }
     }
-    assert!(failures.is_empty(), "hostile rootfs cases failed:\n{}\nlog: {}", failures.join("\n"), env.log_text());
+    assert!(
+        failures.is_empty(),
+        "hostile rootfs cases failed:\n{}\nlog: {}",
+        failures.join("\n"),
+        env.log_text()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,18 +433,38 @@ fn malformed_annotations_are_refused_naming_the_key() {
         b.annotate(&full, value);
         refused_by_wrapper(&env, &p, &b, &[&format!("invalid annotation {full}=")], &what);
         let state = state_json(&unique("bad"), Some(stand.pid()), b.path(), "creating");
-        refused_by_hook(&env, "createRuntime", &state, &[&format!("invalid annotation {full}=")], &what);
+        refused_by_hook(
+            &env,
+            "createRuntime",
+            &state,
+            &[&format!("invalid annotation {full}=")],
+            &what,
+        );
         refused_by_hook(&env, "prestart", &state, &[&format!("invalid annotation {full}=")], &what);
     }
     // Annotations that only the runtime's state carries (CRI-O hooks.d) are checked too.
     let b = TestBundle::new(&["true"]);
-    let mut state: serde_json::Value = serde_json::from_str(&state_json("via-state", Some(stand.pid()), b.path(), "creating")).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_str(&state_json("via-state", Some(stand.pid()), b.path(), "creating"))
+            .unwrap();
     state["annotations"] = serde_json::json!({"dataplane-hook.io/hugepages-2Mi": "3Mi"});
-    refused_by_hook(&env, "createRuntime", &state.to_string(), &["dataplane-hook.io/hugepages-2Mi"], "annotation in the state");
+    refused_by_hook(
+        &env,
+        "createRuntime",
+        &state.to_string(),
+        &["dataplane-hook.io/hugepages-2Mi"],
+        "annotation in the state",
+    );
     // The spec's hugepageLimits are validated as the annotation they stand for.
     let mut b = TestBundle::new(&["true"]);
     b.hugepage_limit("2MB", 3 << 20);
-    refused_by_wrapper(&env, &p, &b, &["dataplane-hook.io/hugepages-2Mi", "hugepageLimits"], "hugepageLimits not a page multiple");
+    refused_by_wrapper(
+        &env,
+        &p,
+        &b,
+        &["dataplane-hook.io/hugepages-2Mi", "hugepageLimits"],
+        "hugepageLimits not a page multiple",
+    );
 }
 
 #[test]
@@ -395,11 +484,23 @@ fn broken_specs_states_and_configs_give_one_clear_line() {
         std::fs::write(b.path().join("config.json"), text).unwrap();
         refused_by_wrapper(&env, &p, &b, &["config.json"], &format!("config.json {what}"));
         let state = state_json(&unique("spec"), Some(stand.pid()), b.path(), "creating");
-        refused_by_hook(&env, "createRuntime", &state, &["config.json"], &format!("config.json {what} (hook)"));
+        refused_by_hook(
+            &env,
+            "createRuntime",
+            &state,
+            &["config.json"],
+            &format!("config.json {what} (hook)"),
+        );
     }
     let gone = tempfile::tempdir().unwrap();
     let state = state_json("nobundle", Some(stand.pid()), &gone.path().join("missing"), "creating");
-    refused_by_hook(&env, "createRuntime", &state, &["config.json", "cannot read"], "missing bundle");
+    refused_by_hook(
+        &env,
+        "createRuntime",
+        &state,
+        &["config.json", "cannot read"],
+        "missing bundle",
+    );
 
     // Garbage state JSON on stdin, for every stage.
     for (what, state) in [
@@ -408,12 +509,24 @@ fn broken_specs_states_and_configs_give_one_clear_line() {
         ("not an object", "[1,2]".to_string()),
         ("no bundle", r#"{"ociVersion":"1.0.2","id":"x"}"#.to_string()),
         ("no id", r#"{"ociVersion":"1.0.2","bundle":"/tmp"}"#.to_string()),
-        ("id with a slash", r#"{"ociVersion":"1.0.2","id":"../../etc","bundle":"/tmp"}"#.to_string()),
+        (
+            "id with a slash",
+            r#"{"ociVersion":"1.0.2","id":"../../etc","bundle":"/tmp"}"#.to_string(),
+        ),
         ("relative bundle", r#"{"ociVersion":"1.0.2","id":"x","bundle":"rel"}"#.to_string()),
-        ("pid not a number", r#"{"ociVersion":"1.0.2","id":"x","pid":"1","bundle":"/tmp"}"#.to_string()),
+        (
+            "pid not a number",
+            r#"{"ociVersion":"1.0.2","id":"x","pid":"1","bundle":"/tmp"}"#.to_string(),
+        ),
     ] {
         for stage in ["createRuntime", "prestart", "poststop"] {
-            refused_by_hook(&env, stage, &state, &["container state"], &format!("state {what} ({stage})"));
+            refused_by_hook(
+                &env,
+                stage,
+                &state,
+                &["container state"],
+                &format!("state {what} ({stage})"),
+            );
         }
     }
 

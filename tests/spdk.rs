@@ -67,7 +67,10 @@ fn sim_binary() -> std::path::PathBuf {
             let dir = std::env::temp_dir().join(format!("dph-iobuf-sim-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("sim.c"), SIM_C).unwrap();
-            let flags = Command::new("pkg-config").args(["--cflags", "--libs", "libdpdk"]).output().expect("pkg-config (dpdk-dev)");
+            let flags = Command::new("pkg-config")
+                .args(["--cflags", "--libs", "libdpdk"])
+                .output()
+                .expect("pkg-config (dpdk-dev)");
             assert!(flags.status.success(), "pkg-config libdpdk: install dpdk-dev");
             let flags = String::from_utf8(flags.stdout).unwrap();
             let o = Command::new("gcc")
@@ -77,7 +80,11 @@ fn sim_binary() -> std::path::PathBuf {
                 .args(flags.split_whitespace())
                 .output()
                 .expect("gcc");
-            assert!(o.status.success(), "building iobuf-sim: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "building iobuf-sim: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             dir.join("iobuf-sim")
         })
         .clone()
@@ -85,7 +92,18 @@ fn sim_binary() -> std::path::PathBuf {
 
 /// A bundle running iobuf-sim with the pools of [`IOBUF`].
 fn sim_bundle() -> TestBundle {
-    let b = TestBundle::new(&["/iobuf-sim", "-l", "0", "--no-pci", "--no-telemetry", "--", "2048", "512", "8192", "135168"]);
+    let b = TestBundle::new(&[
+        "/iobuf-sim",
+        "-l",
+        "0",
+        "--no-pci",
+        "--no-telemetry",
+        "--",
+        "2048",
+        "512",
+        "8192",
+        "135168",
+    ]);
     std::fs::copy(sim_binary(), b.rootfs().join("iobuf-sim")).unwrap();
     b
 }
@@ -112,7 +130,13 @@ fn expected_refusal(id: &str, have: u64) -> String {
     )
 }
 
-fn assert_nothing_left(r: &Runner, env: &ProductEnv, id: &str, pool: &PoolGuard, mounts_before: &[MountEntry]) {
+fn assert_nothing_left(
+    r: &Runner,
+    env: &ProductEnv,
+    id: &str,
+    pool: &PoolGuard,
+    mounts_before: &[MountEntry],
+) {
     assert_eq!(r.status(id), None, "runc must not know {id} after the failed create");
     assert!(!r.runc_root.path().join(id).exists(), "runc state dir of {id} left");
     pool.assert_baseline("after the refused create");
@@ -120,7 +144,9 @@ fn assert_nothing_left(r: &Runner, env: &ProductEnv, id: &str, pool: &PoolGuard,
     let new = new_mounts(mounts_before, &host_mounts());
     assert!(new.is_empty(), "mounts left on the host: {new:?}");
     for m in host_mounts().iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2") {
-        for d in [format!("{}/{id}", m.mount_point), format!("{}/dataplane-hook/{id}", m.mount_point)] {
+        for d in
+            [format!("{}/{id}", m.mount_point), format!("{}/dataplane-hook/{id}", m.mount_point)]
+        {
             assert!(!Path::new(&d).exists(), "cgroup {d} left behind");
         }
     }
@@ -141,7 +167,10 @@ fn iobuf_pools_larger_than_the_hugepages_are_refused_at_create_with_both_numbers
     let o = runc.run(&c, &idc);
     let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "control: the pools cannot fit 64 MiB, the app must fail: {out}");
-    assert!(out.contains("Unable to allocate requested large iobuf pool size"), "control failure is the pool allocation: {out}");
+    assert!(
+        out.contains("Unable to allocate requested large iobuf pool size"),
+        "control failure is the pool allocation: {out}"
+    );
     runc.delete(&idc);
     drop(host_fs);
     pool.assert_baseline("after the control");
@@ -157,7 +186,10 @@ fn iobuf_pools_larger_than_the_hugepages_are_refused_at_create_with_both_numbers
     assert!(!o.status.success(), "a create whose hugepages cannot hold the pools must fail");
     let line = assert_one_line("wrapper refusal", &o.stderr);
     assert_eq!(line, expected_refusal(&id, 64 << 20));
-    assert!(env.log_text().contains(&format!("cannot start SPDK container {id}")), "refusal logged");
+    assert!(
+        env.log_text().contains(&format!("cannot start SPDK container {id}")),
+        "refusal logged"
+    );
     assert_nothing_left(&p, &env, &id, &pool, &mounts_before);
 
     // hooks.d path (CRI-O, podman): the hook refuses at createRuntime, before any reservation.
@@ -169,7 +201,12 @@ fn iobuf_pools_larger_than_the_hugepages_are_refused_at_create_with_both_numbers
     let id = unique("spdk-hooksd");
     let o = create_with_timeout(&runc, &h, &id, Duration::from_secs(60)).expect("create hung");
     assert!(!o.status.success(), "the hook must fail the create");
-    assert_eq!(product_error(&o.stderr).as_deref(), Some(expected_refusal(&id, 64 << 20).as_str()), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        product_error(&o.stderr).as_deref(),
+        Some(expected_refusal(&id, 64 << 20).as_str()),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_nothing_left(&runc, &env, &id, &pool, &mounts_before);
 }
 
@@ -183,9 +220,16 @@ fn iobuf_pools_that_fit_the_reservation_run() {
     b.annotate(ANN_2MI, "112Mi").annotate(ANN_IOBUF, IOBUF);
     let id = unique("spdk-fits");
     p.launch(&b, &id);
-    assert!(p.wait_stopped(&id, Duration::from_secs(60)), "iobuf-sim did not finish: {}", output_of(&b));
+    assert!(
+        p.wait_stopped(&id, Duration::from_secs(60)),
+        "iobuf-sim did not finish: {}",
+        output_of(&b)
+    );
     let out = output_of(&b);
-    assert!(out.contains(&format!("IOBUF-OK {}", 2048 * 8192 + 512 * 135168)), "the pools must be allocated: {out}");
+    assert!(
+        out.contains(&format!("IOBUF-OK {}", 2048 * 8192 + 512 * 135168)),
+        "the pools must be allocated: {out}"
+    );
     p.delete(&id);
     pool.assert_baseline("after the SPDK container");
     assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());

@@ -9,8 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dataplane_tests::*;
 use dataplane_tests::watch::*;
+use dataplane_tests::*;
 
 /// Grows 8 pages (16 MiB) every 50 ms to 640 MiB: past a 256Mi headroom in ~0.9 s.
 const GROW: Grow = Grow { step: 8, every_ms: 50, max: 320 };
@@ -31,10 +31,18 @@ fn control_uncharged_memory_grows_past_the_memory_limit_and_nothing_stops_it() {
     b.save();
     let id = unique("ctl-grower");
     runc.launch(&b, &id);
-    assert!(wait_stdout(&b, "grown", Duration::from_secs(20)), "the grower did not finish: {}", stdout_of(&b));
+    assert!(
+        wait_stdout(&b, "grown", Duration::from_secs(20)),
+        "the grower did not finish: {}",
+        stdout_of(&b)
+    );
     assert_eq!(pool_pages(), GROW.max, "the container took 640 MiB from the node");
     let pid = runc.pid(&id).unwrap();
-    assert!(memory_usage(pid) < 64 * MI, "none of it is charged to the container: {}", memory_usage(pid));
+    assert!(
+        memory_usage(pid) < 64 * MI,
+        "none of it is charged to the container: {}",
+        memory_usage(pid)
+    );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(runc.status(&id).as_deref(), Some("running"), "nothing stopped it");
     runc.delete(&id);
@@ -56,32 +64,70 @@ fn a_gpu_container_past_its_headroom_is_killed_within_a_second_and_a_charged_nei
     p.launch(&hog, &hog_id);
     assert!(wait_stdout(&hog, "filled", Duration::from_secs(30)), "hog: {}", stdout_of(&hog));
     let hog_pid = p.pid(&hog_id).unwrap();
-    assert!(memory_usage(hog_pid) >= 1 << 30, "the hog's memory is charged: {}", memory_usage(hog_pid));
+    assert!(
+        memory_usage(hog_pid) >= 1 << 30,
+        "the hog's memory is charged: {}",
+        memory_usage(hog_pid)
+    );
 
     let g = gpu_container(Some(GROW), None);
     let gid = unique("gpu-grower");
     p.launch(&g, &gid);
     let gpid = p.pid(&gid).unwrap();
-    let obs = Observer::start(HEADROOM_PAGES + TOLERANCE_PAGES, vec![("grower".into(), gpid)], vec!["grower".into()], 0);
-    assert!(obs.wait_death("grower", Duration::from_secs(20)), "the grower was never killed:\n{}", watch.text());
+    let obs = Observer::start(
+        HEADROOM_PAGES + TOLERANCE_PAGES,
+        vec![("grower".into(), gpid)],
+        vec!["grower".into()],
+        0,
+    );
+    assert!(
+        obs.wait_death("grower", Duration::from_secs(20)),
+        "the grower was never killed:\n{}",
+        watch.text()
+    );
     std::thread::sleep(Duration::from_millis(300));
     let seen = obs.finish();
 
     let (_, pages_at_death) = seen.death("grower").unwrap();
-    let reaction = seen.reaction("grower").unwrap_or_else(|| panic!("killed before crossing? {seen:?}\n{}", watch.text()));
-    eprintln!("reaction {reaction:?}, pool at death {} MiB, at crossing {} MiB", pages_at_death * 2, seen.pages_at_cross * 2);
-    assert!(reaction < Duration::from_secs(1), "killed {reaction:?} after crossing its budget:\n{}", watch.text());
-    assert!(pages_at_death > HEADROOM_PAGES, "killed at {} MiB, before it used its 256Mi headroom", pages_at_death * 2);
+    let reaction = seen
+        .reaction("grower")
+        .unwrap_or_else(|| panic!("killed before crossing? {seen:?}\n{}", watch.text()));
+    eprintln!(
+        "reaction {reaction:?}, pool at death {} MiB, at crossing {} MiB",
+        pages_at_death * 2,
+        seen.pages_at_cross * 2
+    );
+    assert!(
+        reaction < Duration::from_secs(1),
+        "killed {reaction:?} after crossing its budget:\n{}",
+        watch.text()
+    );
+    assert!(
+        pages_at_death > HEADROOM_PAGES,
+        "killed at {} MiB, before it used its 256Mi headroom",
+        pages_at_death * 2
+    );
     let text = watch.text();
-    let line = text.lines().find(|l| l.contains(&format!("killed GPU container {gid}"))).unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains("exceeds the 256Mi of headroom granted to 1 GPU containers") && line.contains("youngest GPU container first"), "{line}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("killed GPU container {gid}")))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("exceeds the 256Mi of headroom granted to 1 GPU containers")
+            && line.contains("youngest GPU container first"),
+        "{line}"
+    );
     assert_eq!(watch.kills(), 1, "{text}");
 
     // The neighbour was never a candidate and is untouched.
     assert_eq!(p.status(&hog_id).as_deref(), Some("running"));
     assert!(memory_usage(hog_pid) >= 1 << 30);
     // The node is back under budget (the emulated driver freed the pool): no further kill.
-    assert!(wait_for(Duration::from_secs(5), || metric(&env, "kills_total") == Some(1.0)), "metrics: {:?}", std::fs::read_to_string(metrics_path(&env)));
+    assert!(
+        wait_for(Duration::from_secs(5), || metric(&env, "kills_total") == Some(1.0)),
+        "metrics: {:?}",
+        std::fs::read_to_string(metrics_path(&env))
+    );
     assert!(metric(&env, "last_reaction_seconds").unwrap() < 1.0);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(watch.kills(), 1);
@@ -115,7 +161,10 @@ fn uncharged_growth_without_gpu_containers_kills_nothing() {
 }
 
 /// Two or three GPU containers, one growing: returns (watch log, seen) after the episode.
-fn episode(grower_is_youngest: bool, extra_idle: bool) -> (String, Seen, Vec<(String, Option<String>)>) {
+fn episode(
+    grower_is_youngest: bool,
+    extra_idle: bool,
+) -> (String, Seen, Vec<(String, Option<String>)>) {
     let env = watch_env("");
     let watch = Watchdog::start(&env);
     let p = Runner::product(&env);
@@ -141,8 +190,17 @@ fn episode(grower_is_youngest: bool, extra_idle: bool) -> (String, Seen, Vec<(St
         (a, launch("idle", None))
     };
     let n = watched.len() as u64;
-    let obs = Observer::start(n * HEADROOM_PAGES + TOLERANCE_PAGES, watched.clone(), vec!["grower".into()], 0);
-    assert!(obs.wait_death("grower", Duration::from_secs(20)), "the grower was never killed:\n{}", watch.text());
+    let obs = Observer::start(
+        n * HEADROOM_PAGES + TOLERANCE_PAGES,
+        watched.clone(),
+        vec!["grower".into()],
+        0,
+    );
+    assert!(
+        obs.wait_death("grower", Duration::from_secs(20)),
+        "the grower was never killed:\n{}",
+        watch.text()
+    );
     // Let the policy settle and re-measure: nothing more may die.
     std::thread::sleep(Duration::from_secs(3));
     let seen = obs.finish();
@@ -185,8 +243,15 @@ fn without_attribution_the_youngest_goes_first_then_the_grower_and_it_stops_unde
     assert_eq!(order, vec!["idle", "grower"], "{seen:?}\n{text}");
     assert!(seen.reaction("idle").unwrap() < Duration::from_secs(1), "{seen:?}");
     let gap = seen.death("grower").unwrap().0 - seen.death("idle").unwrap().0;
-    assert!(gap >= Duration::from_millis(900) && gap < Duration::from_secs(3), "re-measured after settling ({gap:?})");
-    assert_eq!(state(&states, "oldest-idle"), Some("running"), "it stopped once back under budget:\n{text}");
+    assert!(
+        gap >= Duration::from_millis(900) && gap < Duration::from_secs(3),
+        "re-measured after settling ({gap:?})"
+    );
+    assert_eq!(
+        state(&states, "oldest-idle"),
+        Some("running"),
+        "it stopped once back under budget:\n{text}"
+    );
     assert_eq!(text.lines().filter(|l| l.contains("killed GPU container")).count(), 2, "{text}");
     assert!(text.contains("back under budget"), "{text}");
     set_pool(0);
@@ -204,20 +269,31 @@ fn dry_run_reports_the_kill_with_its_numbers_and_kills_nothing() {
     let id = unique("gpu-dry");
     p.launch(&g, &id);
     assert!(wait_stdout(&g, "grown", Duration::from_secs(20)), "{}", stdout_of(&g));
-    assert!(wait_for(Duration::from_secs(5), || watch.text().contains("dry run: would kill")), "{}", watch.text());
+    assert!(
+        wait_for(Duration::from_secs(5), || watch.text().contains("dry run: would kill")),
+        "{}",
+        watch.text()
+    );
     assert_eq!(p.status(&id).as_deref(), Some("running"));
     assert_eq!(watch.kills(), 0);
-    assert!(wait_for(Duration::from_secs(3), || metric(&env, "dry_run_kills_total").unwrap_or(0.0) >= 1.0));
+    assert!(wait_for(Duration::from_secs(3), || metric(&env, "dry_run_kills_total")
+        .unwrap_or(0.0)
+        >= 1.0));
     let text = watch.text();
     let line = text.lines().find(|l| l.contains("would kill")).unwrap();
-    assert!(line.contains(&format!("would kill GPU container {id}")) && line.contains("above the baseline exceeds the 256Mi"), "{line}");
+    assert!(
+        line.contains(&format!("would kill GPU container {id}"))
+            && line.contains("above the baseline exceeds the 256Mi"),
+        "{line}"
+    );
     p.delete(&id);
     set_pool(0);
     pool.assert_baseline("dry run");
 }
 
 #[test]
-fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_tolerance_or_sustain() {
+fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_tolerance_or_sustain(
+) {
     // Tolerance 512Mi and sustain 60 s: the budget rule alone cannot kill within this test.
     // The GPU container sits 64 MiB over its 256Mi headroom (within the tolerance). Then a
     // non-GPU container makes the node stall on memory: the PSI trigger fires and the GPU
@@ -233,7 +309,11 @@ fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_t
     assert!(wait_stdout(&g, "grown", Duration::from_secs(20)), "{}", stdout_of(&g));
     let gpid = p.pid(&gid).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
-    assert!(pid_alive(gpid), "over its headroom but within the tolerance, and no pressure: it lives:\n{}", watch.text());
+    assert!(
+        pid_alive(gpid),
+        "over its headroom but within the tolerance, and no pressure: it lives:\n{}",
+        watch.text()
+    );
     assert_eq!(watch.kills(), 0);
 
     let t = thrasher();
@@ -243,7 +323,10 @@ fn memory_pressure_kills_a_gpu_container_over_its_headroom_without_waiting_for_t
     let text = watch.text();
     let pressure = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
     assert!(killed, "the pressure trigger never killed it (node pressure: {pressure}):\n{text}");
-    let line = text.lines().find(|l| l.contains(&format!("killed GPU container {gid}"))).unwrap_or_else(|| panic!("{text}"));
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("killed GPU container {gid}")))
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("over while memory pressure fired"), "{line}");
     assert_eq!(p.status(&tid).as_deref(), Some("running"), "the thrasher is not a GPU container");
     p.delete(&tid);
@@ -303,7 +386,11 @@ fn a_huge_grant_in_the_ledger_never_kills_another_tenants_gpu_container() {
     let id = unique("gpu-victim");
     p.launch(&g, &id);
     let pid = p.pid(&id).unwrap();
-    assert!(wait_for(Duration::from_secs(5), || watch.text().contains("2 GPU containers")), "watch saw both: {}", watch.text());
+    assert!(
+        wait_for(Duration::from_secs(5), || watch.text().contains("2 GPU containers")),
+        "watch saw both: {}",
+        watch.text()
+    );
     // Nothing grows: sustain (200 ms) and settle (1 s) pass several times over.
     std::thread::sleep(Duration::from_secs(4));
     let text = watch.text();
@@ -337,7 +424,10 @@ fn a_gpu_container_whose_init_moved_its_cgroup_is_not_killed_elsewhere() {
     let env = watch_env("");
     let watch = Watchdog::start(&env);
     let p = Runner::product(&env);
-    let g = gpu_container_with(&format!("while [ ! -e /dph-go ]; do sleep 0.05; done; {}", grow_script(GROW)), None);
+    let g = gpu_container_with(
+        &format!("while [ ! -e /dph-go ]; do sleep 0.05; done; {}", grow_script(GROW)),
+        None,
+    );
     let gid = unique("gpu-mover");
     p.launch(&g, &gid);
     let gpid = p.pid(&gid).unwrap();
@@ -347,13 +437,18 @@ fn a_gpu_container_whose_init_moved_its_cgroup_is_not_killed_elsewhere() {
     let bystander = HostSleep::start();
     std::fs::write(bystander_dir.join("cgroup.procs"), bystander.pid().to_string()).unwrap();
     std::fs::write(bystander_dir.join("cgroup.procs"), gpid.to_string()).unwrap();
-    assert_eq!(memory_dir(gpid), bystander_dir, "precondition: the init moved into the bystander's cgroup");
+    assert_eq!(
+        memory_dir(gpid),
+        bystander_dir,
+        "precondition: the init moved into the bystander's cgroup"
+    );
     assert_eq!(memory_dir(bystander.pid()), bystander_dir);
     std::fs::write(g.rootfs().join("dph-go"), "").unwrap();
     // The grower crosses its budget within ~1 s; the watchdog then decides (kill or refusal).
     let decided = || {
         let t = watch.text();
-        t.contains(&format!("refusing to kill container {gid}")) || t.contains(&format!("killed GPU container {gid}"))
+        t.contains(&format!("refusing to kill container {gid}"))
+            || t.contains(&format!("killed GPU container {gid}"))
     };
     let refused = wait_for(Duration::from_secs(20), || decided() || !pid_alive(bystander.pid()));
     std::thread::sleep(Duration::from_millis(300));
@@ -365,10 +460,18 @@ fn a_gpu_container_whose_init_moved_its_cgroup_is_not_killed_elsewhere() {
     drop(bystander);
     let _ = wait_for(Duration::from_secs(5), || std::fs::remove_dir(&bystander_dir).is_ok());
     set_pool(0);
-    assert!(bystander_alive, "the watchdog killed a process outside the GPU container's recorded cgroup:\n{text}");
+    assert!(
+        bystander_alive,
+        "the watchdog killed a process outside the GPU container's recorded cgroup:\n{text}"
+    );
     assert!(refused, "no decision was logged:\n{text}");
-    let line = text.lines().find(|l| l.contains(&format!("refusing to kill container {gid}"))).unwrap();
-    assert!(line.contains("recorded at create") && line.contains(bystander_dir.file_name().unwrap().to_str().unwrap()), "{line}");
+    let line =
+        text.lines().find(|l| l.contains(&format!("refusing to kill container {gid}"))).unwrap();
+    assert!(
+        line.contains("recorded at create")
+            && line.contains(bystander_dir.file_name().unwrap().to_str().unwrap()),
+        "{line}"
+    );
     assert_eq!(watch.kills(), 0, "{text}");
     pool.assert_baseline("moved init");
 }

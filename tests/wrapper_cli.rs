@@ -50,7 +50,8 @@ exec '{real}' "$@"
         );
         let path = dir.path().join("runc-1.2");
         std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         StandIn { dir }
     }
     fn path(&self) -> PathBuf {
@@ -85,8 +86,14 @@ fn snapshot(dir: &Path) -> Option<(Vec<u8>, i64, i64, u64)> {
 }
 
 fn spec_env(b: &TestBundle) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
-    v["process"]["env"].as_array().unwrap().iter().filter_map(|e| e.as_str().map(String::from)).collect()
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    v["process"]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str().map(String::from))
+        .collect()
 }
 
 /// runc >= 1.2 (containerd 2's shim) passes `create --pidfd-socket PATH --bundle B ID`: the
@@ -102,9 +109,13 @@ fn pidfd_socket_is_a_value_and_the_bundle_is_edited_for_the_container_id() {
     let reap = Reaper::new(&r);
     let sock = runtime.dir.path().join("pidfd.sock");
     let sock = sock.display().to_string();
-    for (n, form) in [vec!["--pidfd-socket".to_string(), sock.clone()], vec![format!("--pidfd-socket={sock}")], vec!["-pidfd-socket".into(), sock.clone()]]
-        .into_iter()
-        .enumerate()
+    for (n, form) in [
+        vec!["--pidfd-socket".to_string(), sock.clone()],
+        vec![format!("--pidfd-socket={sock}")],
+        vec!["-pidfd-socket".into(), sock.clone()],
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut b = TestBundle::new(&["sh", "-c", "echo prefix=$DPDK_FILE_PREFIX"]);
         b.annotate(PREFIX_ANN, "auto");
@@ -118,16 +129,28 @@ fn pidfd_socket_is_a_value_and_the_bundle_is_edited_for_the_container_id() {
         let stderr = std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default();
         assert!(st.success(), "{form:?}: create failed: {stderr}\nlog: {}", env.log_text());
         // Precondition: the runtime got the flag unchanged (the wrapper passes argv on).
-        assert!(runtime.args_log().lines().any(|l| l.contains(&form.join(" ")) && l.ends_with(&id)), "{}", runtime.args_log());
+        assert!(
+            runtime.args_log().lines().any(|l| l.contains(&form.join(" ")) && l.ends_with(&id)),
+            "{}",
+            runtime.args_log()
+        );
         let want = format!("DPDK_FILE_PREFIX={}", prefix_for(&id, &FilePrefix::Auto));
         let wrong = format!("DPDK_FILE_PREFIX={}", prefix_for(&sock, &FilePrefix::Auto));
         let got = spec_env(&b);
         assert!(got.contains(&want), "{form:?}: config.json edited for {id}: want {want} in {got:?} (the socket path's would be {wrong})");
-        assert!(env.records().contains(&format!("{id}.json")), "the hook ran for {id}: {:?}", env.records());
+        assert!(
+            env.records().contains(&format!("{id}.json")),
+            "the hook ran for {id}: {:?}",
+            env.records()
+        );
         let o = r.start(&id);
         assert!(o.status.success(), "start: {}", String::from_utf8_lossy(&o.stderr));
         assert!(r.wait_stopped(&id, Duration::from_secs(10)));
-        assert_eq!(stdout_of(&b).trim(), format!("prefix={}", prefix_for(&id, &FilePrefix::Auto)), "the container saw its own prefix");
+        assert_eq!(
+            stdout_of(&b).trim(),
+            format!("prefix={}", prefix_for(&id, &FilePrefix::Auto)),
+            "the container saw its own prefix"
+        );
         let o = reap.delete(&id);
         assert!(o.status.success(), "delete: {}", String::from_utf8_lossy(&o.stderr));
         assert!(env.records().is_empty(), "poststop released {id}: {:?}", env.records());
@@ -160,7 +183,10 @@ fn an_unknown_flag_is_refused_before_anything_is_touched_or_run() {
         let o = r.command().args(*args).stdin(Stdio::null()).output().unwrap();
         assert!(!o.status.success(), "{args:?} must fail");
         let line = assert_one_line(&format!("{args:?}"), &o.stderr);
-        assert!(line.contains(&format!("{flag} ")) || line.contains(&format!("{flag}:")), "{args:?}: the message names {flag}: {line}");
+        assert!(
+            line.contains(&format!("{flag} ")) || line.contains(&format!("{flag}:")),
+            "{args:?}: the message names {flag}: {line}"
+        );
         assert_eq!(snapshot(b.path()).as_ref(), Some(&before), "{args:?}: config.json untouched");
         assert_eq!(list_dir(b.path()), files, "{args:?}: nothing left in the bundle");
         assert!(!runtime.ran(), "{args:?}: the runtime was exec'd: {}", runtime.args_log());
@@ -210,12 +236,29 @@ fn help_goes_straight_to_the_runtime_and_touches_nothing() {
             let want = run(&runtime, false, cwd, args);
             let got = run(&runtime_bin(), true, cwd, args);
             assert_eq!(
-                (got.status.code(), String::from_utf8_lossy(&got.stdout), String::from_utf8_lossy(&got.stderr)),
-                (want.status.code(), String::from_utf8_lossy(&want.stdout), String::from_utf8_lossy(&want.stderr)),
-                "{args:?} in {}: the runtime's own help", cwd.display()
+                (
+                    got.status.code(),
+                    String::from_utf8_lossy(&got.stdout),
+                    String::from_utf8_lossy(&got.stderr)
+                ),
+                (
+                    want.status.code(),
+                    String::from_utf8_lossy(&want.stdout),
+                    String::from_utf8_lossy(&want.stderr)
+                ),
+                "{args:?} in {}: the runtime's own help",
+                cwd.display()
             );
-            assert!(String::from_utf8_lossy(&want.stdout).contains("USAGE") || is_crun(), "precondition: runc printed help");
-            assert_eq!(snapshot(b.path()), before, "{args:?} in {}: config.json untouched", cwd.display());
+            assert!(
+                String::from_utf8_lossy(&want.stdout).contains("USAGE") || is_crun(),
+                "precondition: runc printed help"
+            );
+            assert_eq!(
+                snapshot(b.path()),
+                before,
+                "{args:?} in {}: config.json untouched",
+                cwd.display()
+            );
             assert!(!empty.path().join("config.json").exists(), "no config.json appeared");
         }
     }
@@ -234,7 +277,11 @@ fn a_symlink_at_the_old_temp_name_does_not_get_the_spec_written_through_it() {
     std::fs::write(&victim, "host data\n").unwrap();
     let planted = b.path().join(".config.json.dataplane-hook.tmp");
     std::os::unix::fs::symlink(&victim, &planted).unwrap();
-    assert_eq!(std::fs::read_link(&planted).unwrap(), victim, "precondition: the symlink points at the host file");
+    assert_eq!(
+        std::fs::read_link(&planted).unwrap(),
+        victim,
+        "precondition: the symlink points at the host file"
+    );
     let id = unique("tmpname");
     reap.add(&id);
     let o = r.create(&b, &id);
@@ -244,10 +291,18 @@ fn a_symlink_at_the_old_temp_name_does_not_get_the_spec_written_through_it() {
     assert_eq!(host, "host data\n", "the host file behind the planted symlink was written");
     let cfg = std::fs::symlink_metadata(b.path().join("config.json")).unwrap();
     assert!(cfg.file_type().is_file(), "config.json is a plain file, not the planted symlink");
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
-    assert_eq!(spec["mounts"].as_array().unwrap().last().unwrap()["destination"], "/var/run/dpdk", "the edit landed in config.json");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        spec["mounts"].as_array().unwrap().last().unwrap()["destination"],
+        "/var/run/dpdk",
+        "the edit landed in config.json"
+    );
     assert_eq!(std::fs::read_link(&planted).unwrap(), victim, "the planted link is left as it was");
-    let left: Vec<String> = list_dir(b.path()).into_iter().filter(|n| n.contains(".tmp") && n != ".config.json.dataplane-hook.tmp").collect();
+    let left: Vec<String> = list_dir(b.path())
+        .into_iter()
+        .filter(|n| n.contains(".tmp") && n != ".config.json.dataplane-hook.tmp")
+        .collect();
     assert!(left.is_empty(), "no temp file left: {left:?}");
 }
 
@@ -267,7 +322,8 @@ fn userns_bundle() -> TestBundle {
     b.spec["linux"]["uidMappings"] = map.clone();
     b.spec["linux"]["gidMappings"] = map;
     b.save();
-    std::fs::set_permissions(b.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(b.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
     b
 }
 
@@ -282,7 +338,11 @@ fn readonly_bundle() -> TestBundle {
 fn run_to_end(r: &Runner, b: &TestBundle, id: &str) -> (bool, String, String) {
     let o = r.run(b, id);
     let _ = r.delete(id);
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// A user-namespaced container whose rootfs has no /var/run runs under the product as it
@@ -294,14 +354,26 @@ fn a_user_namespaced_container_runs_through_the_product_as_under_plain_runc() {
     let env = ProductEnv::new("");
     let (runc, product) = (Runner::runc(), Runner::product(&env));
     let control = run_to_end(&runc, &userns_bundle(), &unique("userns-ctl"));
-    assert!(control.0 && control.1.contains("done"), "precondition: plain runc runs it: {control:?}");
+    assert!(
+        control.0 && control.1.contains("done"),
+        "precondition: plain runc runs it: {control:?}"
+    );
     assert_eq!(control.1.lines().next(), Some("0"), "{control:?}");
     let b = userns_bundle();
     assert!(!b.rootfs().join("var/run").exists(), "precondition: no /var/run in the image");
     let got = run_to_end(&product, &b, &unique("userns"));
-    assert_eq!((got.0, got.1.as_str()), (control.0, control.1.as_str()), "the product runs it like plain runc: {got:?}\nlog: {}", env.log_text());
+    assert_eq!(
+        (got.0, got.1.as_str()),
+        (control.0, control.1.as_str()),
+        "the product runs it like plain runc: {got:?}\nlog: {}",
+        env.log_text()
+    );
     assert!(!b.rootfs().join("var/run").exists(), "nothing was created in the image");
-    assert!(env.log_text().contains("no private runtime dir at /var/run/dpdk"), "the log says why: {}", env.log_text());
+    assert!(
+        env.log_text().contains("no private runtime dir at /var/run/dpdk"),
+        "the log says why: {}",
+        env.log_text()
+    );
     // The dir exists in the image: mounting over it creates nothing, so it is added.
     let b = userns_bundle();
     std::fs::create_dir_all(b.rootfs().join("var/run/dpdk")).unwrap();
@@ -320,11 +392,19 @@ fn a_read_only_rootfs_is_not_written_through_the_product() {
     let b = readonly_bundle();
     let before = walk(&b.rootfs());
     let control = run_to_end(&runc, &b, &unique("ro-ctl"));
-    assert!(control.0 && control.1.contains("done"), "precondition: plain runc runs it: {control:?}");
+    assert!(
+        control.0 && control.1.contains("done"),
+        "precondition: plain runc runs it: {control:?}"
+    );
     assert_eq!(walk(&b.rootfs()), before, "precondition: plain runc leaves the image as it was");
     let b = readonly_bundle();
     let got = run_to_end(&product, &b, &unique("ro"));
-    assert_eq!((got.0, got.1.as_str()), (control.0, control.1.as_str()), "{got:?}\nlog: {}", env.log_text());
+    assert_eq!(
+        (got.0, got.1.as_str()),
+        (control.0, control.1.as_str()),
+        "{got:?}\nlog: {}",
+        env.log_text()
+    );
     assert_eq!(walk(&b.rootfs()), before, "the product created nothing in the read-only image");
     // The dir exists in the image: the private tmpfs goes over it, the image stays as it was.
     let b = readonly_bundle();

@@ -15,10 +15,14 @@ const PER_WORKER: usize = 6;
 const REPS: usize = 5;
 
 /// Runs `work(w, bundle)` for every worker at once, one thread each; their results in order.
-fn on_workers<T: Send>(bundles: &[PathBuf], work: impl Fn(usize, &PathBuf) -> Result<T> + Sync) -> Result<Vec<T>> {
+fn on_workers<T: Send>(
+    bundles: &[PathBuf],
+    work: impl Fn(usize, &PathBuf) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let work = &work;
     std::thread::scope(|s| {
-        let handles: Vec<_> = bundles.iter().enumerate().map(|(w, b)| s.spawn(move || work(w, b))).collect();
+        let handles: Vec<_> =
+            bundles.iter().enumerate().map(|(w, b)| s.spawn(move || work(w, b))).collect();
         handles.into_iter().map(|h| h.join().expect("worker panicked")).collect()
     })
 }
@@ -26,7 +30,10 @@ fn on_workers<T: Send>(bundles: &[PathBuf], work: impl Fn(usize, &PathBuf) -> Re
 /// Every worker runs PER_WORKER full lifecycles back to back.
 fn batch(runner: &Runner, bundles: &[PathBuf], tag: &str) -> Result<Duration> {
     let t = Instant::now();
-    on_workers(bundles, |w, b| (0..PER_WORKER).try_for_each(|i| runner.lifecycle(b, &format!("cc-{tag}-{w}-{i}")).map(drop)))?;
+    on_workers(bundles, |w, b| {
+        (0..PER_WORKER)
+            .try_for_each(|i| runner.lifecycle(b, &format!("cc-{tag}-{w}-{i}")).map(drop))
+    })?;
     Ok(t.elapsed())
 }
 
@@ -63,10 +70,16 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
         let runc = ctx.runc(&format!("{prefix}cc-runc"))?;
         let product = ctx.product(&format!("{prefix}cc-product"))?;
         let bundles = |name: &str, ann: &[(&str, &str)]| -> Result<Vec<PathBuf>> {
-            (0..WORKERS).map(|w| make_bundle(&ctx.path(&format!("{prefix}cc-{name}-{w}")), NOOP, ann)).collect()
+            (0..WORKERS)
+                .map(|w| make_bundle(&ctx.path(&format!("{prefix}cc-{name}-{w}")), NOOP, ann))
+                .collect()
         };
         variants.push((format!("{storage}: runc"), runc, bundles("runc", &[])?));
-        variants.push((format!("{storage}: dataplane-runtime, nothing requested"), product.clone(), bundles("none", &[])?));
+        variants.push((
+            format!("{storage}: dataplane-runtime, nothing requested"),
+            product.clone(),
+            bundles("none", &[])?,
+        ));
         variants.push((
             format!("{storage}: dataplane-runtime, 16Mi of 2Mi hugepages each"),
             product,
@@ -105,7 +118,11 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
         let base = rate(stats(&samples[k - k % 3]).median);
         let r = rate(stats(s).median);
         body += &format!("| {label} | {r:.1} | {:.2}x |\n", r / base);
-        summary.push((format!("concurrent throughput, {label}"), format!("{r:.1}/s ({:.2}x runc)", r / base), "reported".into()));
+        summary.push((
+            format!("concurrent throughput, {label}"),
+            format!("{r:.1}/s ({:.2}x runc)", r / base),
+            "reported".into(),
+        ));
     }
     body += &format!(
         "\n**Creates only.** The same workers each create {PER_WORKER} containers back to back (`create` with \
@@ -117,7 +134,11 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
         let base = rate(stats(&creates[k - k % 3]).median);
         let r = rate(stats(s).median);
         body += &format!("| {label} | {r:.1} | {:.2}x |\n", r / base);
-        summary.push((format!("concurrent creates, {label}"), format!("{r:.1}/s ({:.2}x runc)", r / base), "reported".into()));
+        summary.push((
+            format!("concurrent creates, {label}"),
+            format!("{r:.1}/s ({:.2}x runc)", r / base),
+            "reported".into(),
+        ));
     }
     Ok(Report { body, summary })
 }

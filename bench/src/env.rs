@@ -37,11 +37,17 @@ impl Ctx {
                 bail!("{} not found (run `make build` or pass --bin-dir)", b.display());
             }
         }
-        let work = tempfile::Builder::new().prefix("dph-bench-").tempdir_in("/run").context("temp dir in /run")?;
+        let work = tempfile::Builder::new()
+            .prefix("dph-bench-")
+            .tempdir_in("/run")
+            .context("temp dir in /run")?;
         let tmpfs = work.path().join("tmpfs");
         std::fs::create_dir_all(&tmpfs)?;
         std::fs::create_dir_all(work.path().join("run"))?;
-        let st = Command::new("mount").args(["-t", "tmpfs", "-o", "mode=0700,size=512m", "dph-bench"]).arg(&tmpfs).status()?;
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0700,size=512m", "dph-bench"])
+            .arg(&tmpfs)
+            .status()?;
         if !st.success() {
             bail!("cannot mount a tmpfs on {}", tmpfs.display());
         }
@@ -122,15 +128,31 @@ pub fn make_bundle(dir: &Path, args: &[&str], annotations: &[(&str, &str)]) -> R
     for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
-    for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+    for (l, t) in
+        [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
+    {
         let _ = std::os::unix::fs::symlink(t, rootfs.join(l));
     }
     std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
-    let caps = json!(["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
-        "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD",
-        "CAP_AUDIT_WRITE", "CAP_SETFCAP"]);
-    let ann: serde_json::Map<String, Value> = annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let caps = json!([
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+        "CAP_SYS_CHROOT",
+        "CAP_MKNOD",
+        "CAP_AUDIT_WRITE",
+        "CAP_SETFCAP"
+    ]);
+    let ann: serde_json::Map<String, Value> =
+        annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -169,7 +191,10 @@ pub const NOOP: &[&str] = &["/usr/bin/true"];
 #[derive(Debug, Clone)]
 pub enum Kind {
     Runc,
-    Product { runtime: PathBuf, config: PathBuf },
+    Product {
+        runtime: PathBuf,
+        config: PathBuf,
+    },
     /// The bench binary as a wrapper that only execs runc ([`EXEC_ONLY_FLAG`]): what any
     /// runc-compatible exec wrapper costs at the least.
     ExecOnly,
@@ -225,9 +250,20 @@ impl Runner {
     /// stdio, so a pipe would stay open as long as the container lives).
     pub fn run(&self, args: &[&str], err_file: &Path) -> Result<()> {
         let err = File::create(err_file)?;
-        let st = self.command().args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).status()?;
+        let st = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .status()?;
         if !st.success() {
-            bail!("{} {}: {st}: {}", self.name(), args.join(" "), std::fs::read_to_string(err_file).unwrap_or_default().trim());
+            bail!(
+                "{} {}: {st}: {}",
+                self.name(),
+                args.join(" "),
+                std::fs::read_to_string(err_file).unwrap_or_default().trim()
+            );
         }
         Ok(())
     }
@@ -245,7 +281,10 @@ impl Runner {
         let pid_file = bundle.join(format!("{id}.pid"));
         let b = bundle.display().to_string();
         let p = pid_file.display().to_string();
-        self.run(&["create", "--bundle", &b, "--pid-file", &p, id], &bundle.join(format!("{id}.err")))?;
+        self.run(
+            &["create", "--bundle", &b, "--pid-file", &p, id],
+            &bundle.join(format!("{id}.err")),
+        )?;
         let pid = std::fs::read_to_string(&pid_file)?.trim().parse()?;
         let _ = std::fs::remove_file(&pid_file);
         Ok(pid)
@@ -307,7 +346,9 @@ pub fn wait_exit(pid: i32) -> Result<()> {
             while Instant::now() < deadline {
                 match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                     Err(_) => return Ok(()),
-                    Ok(s) if s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) => return Ok(()),
+                    Ok(s) if s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')) => {
+                        return Ok(())
+                    }
                     Ok(_) => std::thread::sleep(Duration::from_millis(1)),
                 }
             }
@@ -341,7 +382,8 @@ pub struct Measured {
 pub fn measure(cmd: &mut Command, stdin: &[u8]) -> Result<(Measured, String)> {
     let err_file = tempfile::NamedTempFile::new()?;
     let t = Instant::now();
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(err_file.reopen()?).spawn()?;
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(err_file.reopen()?).spawn()?;
     {
         let mut si = child.stdin.take().expect("piped");
         si.write_all(stdin)?;
@@ -360,7 +402,6 @@ pub fn measure(cmd: &mut Command, stdin: &[u8]) -> Result<(Measured, String)> {
     let cpu = timeval(ru.ru_utime) + timeval(ru.ru_stime);
     Ok((Measured { wall, cpu, max_rss_kib: ru.ru_maxrss as u64, success }, err))
 }
-
 
 /// Exclusive use of the host's 2Mi pool, sized to `pages`; restores the size on drop.
 pub struct PoolGuard {
@@ -424,7 +465,8 @@ pub fn stats(sample: &[Duration]) -> Stats {
     let mut v = sample.to_vec();
     v.sort();
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2 };
+    let median =
+        if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2 };
     Stats { median, p10: q(0.1), p90: q(0.9), min: v[0] }
 }
 
@@ -437,7 +479,8 @@ pub fn ratio_ci(sample: &[Duration], base: &[Duration]) -> (f64, f64) {
         let r: Vec<Duration> = (0..v.len()).map(|_| v[rng.usize(..v.len())]).collect();
         stats(&r).median
     };
-    let mut ratios: Vec<f64> = (0..2000).map(|_| resample(sample).as_secs_f64() / resample(base).as_secs_f64()).collect();
+    let mut ratios: Vec<f64> =
+        (0..2000).map(|_| resample(sample).as_secs_f64() / resample(base).as_secs_f64()).collect();
     ratios.sort_by(f64::total_cmp);
     (ratios[ratios.len() * 25 / 1000], ratios[ratios.len() * 975 / 1000 - 1])
 }
@@ -461,19 +504,32 @@ pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_else(|| "?".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|k| k.parse::<u64>().ok())
         .map(|k| format!("{:.1} GiB", k as f64 / 1048576.0))
         .unwrap_or_else(|| "?".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let os = std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())
+            })
+        })
         .unwrap_or_else(|| "?".into());
     let runc = first_line("runc", &["--version"]);
     let cgroups = match dataplane_hook::host::cgroup::hugetlb_hierarchy() {
@@ -499,7 +555,16 @@ pub fn machine() -> String {
     let commit = first_line("git", &["rev-parse", "--short", "HEAD"]);
     // Only the code measured counts (others may be editing other parts of a shared tree).
     let dirty = Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no", "--", "hook", "bench", "Cargo.toml", "Cargo.lock"])
+        .args([
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            "hook",
+            "bench",
+            "Cargo.toml",
+            "Cargo.lock",
+        ])
         .output()
         .ok()
         .map(|o| !o.stdout.is_empty());
@@ -548,9 +613,23 @@ pub fn hook_shim(args: &[String]) -> i32 {
     match measure(Command::new(hook).args(&args[2..]), &state) {
         Ok((m, err)) => {
             eprint!("{err}");
-            let line = format!("{stage} {} {} {} {}\n", m.wall.as_nanos(), m.max_rss_kib, m.success, m.cpu.as_nanos());
-            let _ = std::fs::OpenOptions::new().create(true).append(true).open(out).and_then(|mut f| f.write_all(line.as_bytes()));
-            if m.success { 0 } else { 1 }
+            let line = format!(
+                "{stage} {} {} {} {}\n",
+                m.wall.as_nanos(),
+                m.max_rss_kib,
+                m.success,
+                m.cpu.as_nanos()
+            );
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(out)
+                .and_then(|mut f| f.write_all(line.as_bytes()));
+            if m.success {
+                0
+            } else {
+                1
+            }
         }
         Err(e) => {
             eprintln!("dataplane-bench: hook shim: {e}");
@@ -593,7 +672,8 @@ pub fn add_shimmed_hooks(bundle: &Path, hook: &Path, config: &Path, out: &Path) 
         json!({"path": me, "args": ["dataplane-bench", SHIM_FLAG, out.display().to_string(), hook.display().to_string(),
                                     "--config", config.display().to_string(), stage]})
     };
-    spec["hooks"] = json!({"createRuntime": [entry("createRuntime")], "poststop": [entry("poststop")]});
+    spec["hooks"] =
+        json!({"createRuntime": [entry("createRuntime")], "poststop": [entry("poststop")]});
     std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
     Ok(())
 }

@@ -23,7 +23,8 @@ const SIZES: &[usize] = &[1, 100, 10_000];
 fn write_records(state_dir: &Path, n: usize, init: ProcessId) -> Result<()> {
     let dir = state_dir.join("containers");
     std::fs::DirBuilder::new().mode(0o700).recursive(true).create(&dir)?;
-    let reserved: BTreeMap<PageSize, Bytes> = [(PageSize::Size2Mi, Bytes(16 << 20))].into_iter().collect();
+    let reserved: BTreeMap<PageSize, Bytes> =
+        [(PageSize::Size2Mi, Bytes(16 << 20))].into_iter().collect();
     for i in 0..n {
         let id = format!("gc-bench-{i:05}");
         let rec = ContainerRecord {
@@ -112,10 +113,26 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
     let mut summary = vec![];
     for (i, &n) in SIZES.iter().enumerate() {
         let ((rt, st), (rr, sr)) = (tmpfs[i], run[i]);
-        body += &format!("| {n} | {} | {} | {} | {} | {} | {} |\n", ms(rt), per(rt, n), ms(rr), per(rr, n), ms(st), ms(sr));
+        body += &format!(
+            "| {n} | {} | {} | {} | {} | {} | {} |\n",
+            ms(rt),
+            per(rt, n),
+            ms(rr),
+            per(rr, n),
+            ms(st),
+            ms(sr)
+        );
         if n == 100 || n == 10_000 {
-            summary.push((format!("gc: release {n} dead records (tmpfs / /run)"), format!("{} / {} ms", ms(rt), ms(rr)), "reported".into()));
-            summary.push((format!("gc: scan {n} live records (tmpfs / /run)"), format!("{} / {} ms", ms(st), ms(sr)), "reported".into()));
+            summary.push((
+                format!("gc: release {n} dead records (tmpfs / /run)"),
+                format!("{} / {} ms", ms(rt), ms(rr)),
+                "reported".into(),
+            ));
+            summary.push((
+                format!("gc: scan {n} live records (tmpfs / /run)"),
+                format!("{} / {} ms", ms(st), ms(sr)),
+                "reported".into(),
+            ));
         }
     }
     Ok(Report { body, summary })

@@ -57,9 +57,19 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
         vs.push(v("runc", &runc, make_bundle(&p("lc-runc-bundle"), NOOP, &[])?, None));
         vs.push(Variant {
             reference: true,
-            ..v("reference: a wrapper that only execs runc", &exec_only, make_bundle(&p("lc-exec-only-bundle"), NOOP, &[])?, None)
+            ..v(
+                "reference: a wrapper that only execs runc",
+                &exec_only,
+                make_bundle(&p("lc-exec-only-bundle"), NOOP, &[])?,
+                None,
+            )
         });
-        vs.push(v("dataplane-runtime, nothing requested", &product, make_bundle(&p("lc-none-bundle"), NOOP, &[])?, Some(1.10)));
+        vs.push(v(
+            "dataplane-runtime, nothing requested",
+            &product,
+            make_bundle(&p("lc-none-bundle"), NOOP, &[])?,
+            Some(1.10),
+        ));
         vs.push(v(
             "dataplane-runtime, 16Mi of 2Mi hugepages reserved",
             &product,
@@ -73,7 +83,10 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
         for k in 0..n {
             let i = (round + k) % n;
             let v = &mut vs[i];
-            let (d, cpu) = v.runner.lifecycle_cpu(&v.bundle, &format!("lc-{round}-{i}")).with_context(|| format!("lifecycle of {}", v.label))?;
+            let (d, cpu) = v
+                .runner
+                .lifecycle_cpu(&v.bundle, &format!("lc-{round}-{i}"))
+                .with_context(|| format!("lifecycle of {}", v.label))?;
             if round >= WARMUP {
                 v.sample.push(d);
                 v.cpu.push(cpu);
@@ -85,7 +98,9 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
         bail!("the pool is not back at its baseline after the lifecycle runs: total {t}, free {f}, reserved {r}");
     }
     for (prefix, _) in groups() {
-        let records = std::fs::read_dir(ctx.path(&format!("{prefix}lc-product/state/containers"))).map(|d| d.count()).unwrap_or(0);
+        let records = std::fs::read_dir(ctx.path(&format!("{prefix}lc-product/state/containers")))
+            .map(|d| d.count())
+            .unwrap_or(0);
         if records != 0 {
             bail!("{records} ledger records left after the lifecycle runs");
         }
@@ -114,7 +129,10 @@ pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
              | variant | median ms | p10 ms | p90 ms | min ms | vs runc | 95% CI | target | CPU ms (median) | CPU vs runc |\n\
              |---|---:|---:|---:|---:|---:|---|---|---:|---:|\n"
         );
-        let base_v = vs.iter().find(|v| v.group == g && v.target.is_none() && !v.reference).expect("a runc variant per group");
+        let base_v = vs
+            .iter()
+            .find(|v| v.group == g && v.target.is_none() && !v.reference)
+            .expect("a runc variant per group");
         let base = stats(&base_v.sample).median;
         let base_cpu = stats(&base_v.cpu).median;
         for v in vs.iter().filter(|v| v.group == g) {
@@ -183,7 +201,8 @@ struct Parts {
     hooks: Vec<[(Duration, Duration, u64); 2]>,
 }
 
-const REQUESTS: [(&str, &[(&str, &str)]); 2] = [("nothing requested", &[]), ("16Mi of 2Mi hugepages", &[(RESERVATION_KEY, RESERVE)])];
+const REQUESTS: [(&str, &[(&str, &str)]); 2] =
+    [("nothing requested", &[]), ("16Mi of 2Mi hugepages", &[(RESERVATION_KEY, RESERVE)])];
 
 fn parts(ctx: &Ctx, prefix: &str) -> Result<Parts> {
     let n = ctx.runs;
@@ -201,7 +220,9 @@ fn parts(ctx: &Ctx, prefix: &str) -> Result<Parts> {
     for i in 0..WARMUP + n {
         let (m0, _) = measure(Command::new(true_bin).args(["--root", "/x", "state", "x"]), b"")?;
         let (m1, e1) = measure(
-            Command::new(&ctx.runtime).env("DATAPLANE_HOOK_CONFIG", &cfg_true).args(["--root", "/x", "state", "x"]),
+            Command::new(&ctx.runtime)
+                .env("DATAPLANE_HOOK_CONFIG", &cfg_true)
+                .args(["--root", "/x", "state", "x"]),
             b"",
         )?;
         let (m2, e2) = measure(
@@ -284,11 +305,17 @@ pub fn breakdown(ctx: &Ctx) -> Result<Report> {
         "storage on tmpfs",
         "storage on /run"
     );
-    let row = |label: String, f: &dyn Fn(&Parts) -> String| format!("| {label} | {} | {} |\n", f(&all[0]), f(&all[1]));
-    body += &row("exec `/bin/true` (the floor for any process spawn): wall (CPU)".into(), &|p| format!("{} ({})", ms(p.exec_true), ms(p.cpu[0])));
-    body += &row("wrapper pass-through (`start`, `delete`: config lookup, exec), over the floor: wall (CPU)".into(), &|p| {
-        format!("{} ({})", ms(p.pass_cost), ms(p.cpu[1].saturating_sub(p.cpu[0])))
+    let row = |label: String, f: &dyn Fn(&Parts) -> String| {
+        format!("| {label} | {} | {} |\n", f(&all[0]), f(&all[1]))
+    };
+    body += &row("exec `/bin/true` (the floor for any process spawn): wall (CPU)".into(), &|p| {
+        format!("{} ({})", ms(p.exec_true), ms(p.cpu[0]))
     });
+    body += &row(
+        "wrapper pass-through (`start`, `delete`: config lookup, exec), over the floor: wall (CPU)"
+            .into(),
+        &|p| format!("{} ({})", ms(p.pass_cost), ms(p.cpu[1].saturating_sub(p.cpu[0]))),
+    );
     body += &row("wrapper `create` (parse config.json, edit, rewrite atomically, exec), over the floor: wall (CPU)".into(), &|p| {
         format!("{} ({})", ms(p.edit_cost), ms(p.cpu[2].saturating_sub(p.cpu[0])))
     });
@@ -316,8 +343,14 @@ pub fn breakdown(ctx: &Ctx) -> Result<Report> {
             });
         }
         if notes.contains_key(&format!("{key}_0")) {
-            let g = |i: usize| notes.get(&format!("{key}_{i}")).map(|d| ms(*d)).unwrap_or_else(|| "?".into());
-            body += &format!("| measured overhead in the lifecycle section, {label} | {} | {} |\n", g(0), g(1));
+            let g = |i: usize| {
+                notes.get(&format!("{key}_{i}")).map(|d| ms(*d)).unwrap_or_else(|| "?".into())
+            };
+            body += &format!(
+                "| measured overhead in the lifecycle section, {label} | {} | {} |\n",
+                g(0),
+                g(1)
+            );
         }
     }
 

@@ -31,8 +31,16 @@ pub struct Section {
 }
 
 pub const SECTIONS: &[Section] = &[
-    Section { key: "lifecycle", title: "Container lifecycle overhead vs plain runc", run: lifecycle::lifecycle },
-    Section { key: "breakdown", title: "Where the time goes, and the hook's peak RSS", run: lifecycle::breakdown },
+    Section {
+        key: "lifecycle",
+        title: "Container lifecycle overhead vs plain runc",
+        run: lifecycle::lifecycle,
+    },
+    Section {
+        key: "breakdown",
+        title: "Where the time goes, and the hook's peak RSS",
+        run: lifecycle::breakdown,
+    },
     Section { key: "concurrency", title: "Concurrent lifecycle throughput", run: concurrency::run },
     Section { key: "gc", title: "gc time against the number of ledger records", run: gc::run },
     Section { key: "watchdog", title: "Watchdog reaction time and idle cost", run: watchdog::run },
@@ -55,7 +63,12 @@ Needs root: it runs real containers with runc and sizes the 2Mi hugepage pool (r
 
 fn parse_args() -> Result<Args> {
     let exe = std::env::current_exe()?;
-    let mut a = Args { bin_dir: exe.parent().context("exe dir")?.to_path_buf(), out: None, runs: 200, only: vec![] };
+    let mut a = Args {
+        bin_dir: exe.parent().context("exe dir")?.to_path_buf(),
+        out: None,
+        runs: 200,
+        only: vec![],
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
@@ -108,7 +121,9 @@ fn real_main() -> Result<()> {
     let mut sections = String::new();
     let mut summary = vec![];
     let mut number = 0;
-    for s in SECTIONS.iter().filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s.key)) {
+    for s in
+        SECTIONS.iter().filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s.key))
+    {
         eprintln!("bench: {} ...", s.title);
         let t = Instant::now();
         let r = (s.run)(&ctx).with_context(|| format!("section {}", s.key))?;

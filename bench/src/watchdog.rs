@@ -76,8 +76,12 @@ fn measure(runs: usize, idle_secs: u64) -> Figures {
         let id = unique("bench-grower");
         p.launch(&g, &id);
         let pid = p.pid(&id).unwrap();
-        let obs = Observer::start(BUDGET_PAGES, vec![("grower".into(), pid)], vec!["grower".into()], 0);
-        assert!(!stdout_of(&g).contains("jump"), "run {i}: the observer started late (slow host): raise the hold time");
+        let obs =
+            Observer::start(BUDGET_PAGES, vec![("grower".into(), pid)], vec!["grower".into()], 0);
+        assert!(
+            !stdout_of(&g).contains("jump"),
+            "run {i}: the observer started late (slow host): raise the hold time"
+        );
         let died = obs.wait_death("grower", Duration::from_secs(30));
         let seen = obs.finish();
         p.delete(&id);
@@ -109,19 +113,31 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub fn run(ctx: &Ctx) -> Result<Report> {
     // The harness finds the binaries through DPH_BIN_DIR (set before any thread starts).
     std::env::set_var("DPH_BIN_DIR", ctx.hook.parent().expect("bin dir"));
-    let idle_secs = std::env::var("DPH_WATCH_BENCH_IDLE").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let idle_secs =
+        std::env::var("DPH_WATCH_BENCH_IDLE").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let runs = ctx.runs.min(MAX_RUNS);
     // The harness reports a failed measurement by panicking; here it fails the section.
     let f = match std::panic::catch_unwind(|| measure(runs, idle_secs)) {
         Ok(f) => f,
-        Err(p) => bail!("{}", p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()),
+        Err(p) => bail!(
+            "{}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        ),
     };
     let mut sorted = f.reaction.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let (median, p90, max) = (percentile(&sorted, 0.5), percentile(&sorted, 0.9), sorted[sorted.len() - 1]);
+    let (median, p90, max) =
+        (percentile(&sorted, 0.5), percentile(&sorted, 0.9), sorted[sorted.len() - 1]);
     let mut reported = f.reported.clone();
     reported.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let reported_median = if reported.is_empty() { "-".to_string() } else { format!("{:.0} ms", percentile(&reported, 0.5)) };
+    let reported_median = if reported.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{:.0} ms", percentile(&reported, 0.5))
+    };
     let per_min = |i: &Idle| i.cpu_percent / 100.0 * 60e3;
     let mib = |k: u64| k as f64 / 1024.0;
     let peak = f.idle_none.peak_rss_kib.max(f.idle_one.peak_rss_kib);
@@ -159,7 +175,13 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
         mib(f.idle_one.rss_kib),
         mib(peak),
     );
-    let verdict = |ok: bool, target: &str| if ok { target.to_string() } else { format!("{target}: **missed**") };
+    let verdict = |ok: bool, target: &str| {
+        if ok {
+            target.to_string()
+        } else {
+            format!("{target}: **missed**")
+        }
+    };
     let worst_cpu = f.idle_none.cpu_percent.max(f.idle_one.cpu_percent);
     let summary = vec![
         (
@@ -172,7 +194,11 @@ pub fn run(ctx: &Ctx) -> Result<Report> {
             format!("{:.3}% / {:.3}% of one core", f.idle_none.cpu_percent, f.idle_one.cpu_percent),
             verdict(worst_cpu <= 0.2, "<= 0.2% of a core"),
         ),
-        ("watchdog RSS (peak)".into(), format!("{:.1} MiB", mib(peak)), verdict(mib(peak) <= 10.0, "<= 10 MiB")),
+        (
+            "watchdog RSS (peak)".into(),
+            format!("{:.1} MiB", mib(peak)),
+            verdict(mib(peak) <= 10.0, "<= 10 MiB"),
+        ),
     ];
     Ok(Report { body, summary })
 }

@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else { return };
     let Ok(s) = std::str::from_utf8(rest) else { return };
-    let one_line = |e: &str| assert!(!e.contains(['\n', '\r']), "multi-line error for {s:?}: {e:?}");
+    let one_line =
+        |e: &str| assert!(!e.contains(['\n', '\r']), "multi-line error for {s:?}: {e:?}");
     match which % 5 {
         0 => match FilePrefix::parse(s) {
             Ok(FilePrefix::Auto) => assert_eq!(s, "auto"),
@@ -36,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
                 // Absolute, normal components only (mounted at rootfs.join(relative())).
                 assert!(p.as_path().is_absolute() && p.as_path() != Path::new("/"), "{p:?}");
                 assert!(!p.relative().is_absolute() && p.relative().as_os_str().len() > 0, "{p:?}");
-                assert!(p.relative().components().all(|c| matches!(c, Component::Normal(_))), "{p:?}");
+                assert!(
+                    p.relative().components().all(|c| matches!(c, Component::Normal(_))),
+                    "{p:?}"
+                );
                 assert!(!p.to_string().contains('\0'));
                 // Normalising is idempotent.
                 assert_eq!(ContainerPath::parse(&p.to_string()), Ok(p.clone()), "{s:?}");
@@ -46,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
         3 => match SpdkIobuf::parse(s) {
             Ok(io) => {
                 assert!(io.small_count > 0 && io.large_count > 0);
-                assert!(io.small_bufsize.is_none_or(|b| b > 0) && io.large_bufsize.is_none_or(|b| b > 0));
+                assert!(
+                    io.small_bufsize.is_none_or(|b| b > 0)
+                        && io.large_bufsize.is_none_or(|b| b > 0)
+                );
                 let mut again = format!("small={},large={}", io.small_count, io.large_count);
                 if let Some(b) = io.small_bufsize {
                     again.push_str(&format!(",small-bufsize={b}"));

@@ -12,8 +12,9 @@ where
 {
     let Ok(rec) = serde_json::from_slice::<T>(data) else { return };
     let bytes = serde_json::to_vec(&rec).unwrap();
-    let back: T = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("a written record does not read back: {e}: {}", String::from_utf8_lossy(&bytes)));
+    let back: T = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!("a written record does not read back: {e}: {}", String::from_utf8_lossy(&bytes))
+    });
     assert_eq!(back, rec);
     assert_eq!(serde_json::to_vec(&back).unwrap(), bytes, "serializing is stable");
 }

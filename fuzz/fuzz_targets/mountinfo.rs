@@ -40,7 +40,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = cgroup::find_hierarchy(text, ctrl, |_| true);
             let _ = cgroup::find_hierarchy(text, ctrl, |m| m.as_os_str().len() % 2 == 0);
         }
-        let v2: BTreeMap<PathBuf, String> = [(PathBuf::from("/sys/fs/cgroup/unified"), "hugetlb memory".to_string())].into();
+        let v2: BTreeMap<PathBuf, String> =
+            [(PathBuf::from("/sys/fs/cgroup/unified"), "hugetlb memory".to_string())].into();
         let (layout, desc) = doctor::cgroup_layout(text, &v2);
         assert!(["v1", "v2", "hybrid", "none"].contains(&layout));
         let _ = desc;

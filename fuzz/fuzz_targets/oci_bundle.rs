@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
     if let (Ok(mut req), Ok(g)) = (Request::parse(&annotations, &limits), inspected) {
         // The GPU decision on what the spec says (its arithmetic meets the pod's numbers).
         req.gpu = g;
-        for policy in [UnlimitedPolicy::Allow, UnlimitedPolicy::Refuse, UnlimitedPolicy::LimitToNode] {
+        for policy in
+            [UnlimitedPolicy::Allow, UnlimitedPolicy::Refuse, UnlimitedPolicy::LimitToNode]
+        {
             let mut cfg = Config::default();
             cfg.gpu.unlimited_policy = policy;
             for mem_total in [0, 64 << 30, u64::MAX] {
@@ -41,17 +43,23 @@ fuzz_target!(|data: &[u8]| {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => assert!(!e.to_string().contains(['\n', '\r']), "multi-line error: {e}"),
+                    Err(e) => {
+                        assert!(!e.to_string().contains(['\n', '\r']), "multi-line error: {e}")
+                    }
                 }
             }
         }
         // The whole (pure) plan on a node with some pages free: what the hook would do.
         let pool = |total, free, reserved| Pool { total, free, reserved, surplus: 0 };
         let facts = NodeFacts {
-            pools: [(PageSize::Size2Mi, pool(1024, 1000, 10)), (PageSize::Size1Gi, pool(4, 4, 0))].into(),
+            pools: [(PageSize::Size2Mi, pool(1024, 1000, 10)), (PageSize::Size1Gi, pool(4, 4, 0))]
+                .into(),
             node_pools: [(
                 PageSize::Size2Mi,
-                vec![NodePool { node: 0, total: 512, free: 500, surplus: 0 }, NodePool { node: 1, total: 512, free: 500, surplus: 0 }],
+                vec![
+                    NodePool { node: 0, total: 512, free: 500, surplus: 0 },
+                    NodePool { node: 1, total: 512, free: 500, surplus: 0 },
+                ],
             )]
             .into(),
             ours: [(PageSize::Size2Mi, (10, 1))].into(),
@@ -73,7 +81,12 @@ fuzz_target!(|data: &[u8]| {
     // The wrapper's edit: idempotent, and the edited spec is still a valid one.
     let hook = Path::new("/usr/bin/dataplane-hook");
     for stage in ["createRuntime", "poststop"] {
-        runtime::inject_hook(&mut b, hook, Some(Path::new("/etc/dataplane-hook/config.toml")), stage);
+        runtime::inject_hook(
+            &mut b,
+            hook,
+            Some(Path::new("/etc/dataplane-hook/config.toml")),
+            stage,
+        );
     }
     let once = b.raw.clone();
     for stage in ["createRuntime", "poststop"] {

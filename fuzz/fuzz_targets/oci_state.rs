@@ -9,7 +9,11 @@ fuzz_target!(|data: &[u8]| {
     match State::from_reader(data) {
         Ok(s) => {
             // The id names ledger records and directories under the state dir.
-            assert!(!s.id.is_empty() && !s.id.contains(['/', '\0']) && s.id != "." && s.id != "..", "{:?}", s.id);
+            assert!(
+                !s.id.is_empty() && !s.id.contains(['/', '\0']) && s.id != "." && s.id != "..",
+                "{:?}",
+                s.id
+            );
             assert!(s.bundle.is_absolute(), "{:?}", s.bundle);
         }
         Err(e) => {

@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     match Bytes::parse_quantity(s) {
         Ok(b) => {
             let printed = b.to_string();
-            assert_eq!(Bytes::parse_quantity(&printed), Ok(b), "{s:?} -> {b:?} prints as {printed:?}");
+            assert_eq!(
+                Bytes::parse_quantity(&printed),
+                Ok(b),
+                "{s:?} -> {b:?} prints as {printed:?}"
+            );
             // Surrounding whitespace is ignored, nothing else about the spelling is.
             assert_eq!(Bytes::parse_quantity(&format!(" {s}\t")), Ok(b));
         }

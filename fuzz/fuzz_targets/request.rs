@@ -34,14 +34,24 @@ fuzz_target!(|data: &[u8]| {
     match parsed {
         Ok(r) => {
             for (size, b) in &r.hugepages {
-                assert!(b.0 > 0 && b.0 % size.bytes() == 0, "{size}: {b:?} is not a positive page multiple");
+                assert!(
+                    b.0 > 0 && b.0 % size.bytes() == 0,
+                    "{size}: {b:?} is not a positive page multiple"
+                );
             }
             for size in PageSize::ALL {
                 if let Some(v) = annotations.get(&format!("{PREFIX}{}", size.annotation())) {
-                    assert_eq!(Some(&Bytes::parse_quantity(v).unwrap()), r.hugepages.get(&size), "the annotation wins over hugepageLimits");
+                    assert_eq!(
+                        Some(&Bytes::parse_quantity(v).unwrap()),
+                        r.hugepages.get(&size),
+                        "the annotation wins over hugepageLimits"
+                    );
                 }
             }
-            assert!(!(r.group.is_some() && r.file_prefix.is_some()), "group and prefix mode together");
+            assert!(
+                !(r.group.is_some() && r.file_prefix.is_some()),
+                "group and prefix mode together"
+            );
             if let Some(h) = r.gpu_headroom {
                 assert!(h.0 > 0);
             }

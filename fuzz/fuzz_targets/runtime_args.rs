@@ -13,7 +13,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let args: Vec<String> = if text.is_empty() { vec![] } else { text.split('\0').map(String::from).collect() };
+    let args: Vec<String> =
+        if text.is_empty() { vec![] } else { text.split('\0').map(String::from).collect() };
     let cwd = Path::new("/run/containerd/bundle");
 
     let i = runtime::command_index(&args);
@@ -43,7 +44,8 @@ fuzz_target!(|data: &[u8]| {
         let stage = hook_argv.last().unwrap();
         assert!(["createRuntime", "prestart", "poststop"].contains(&stage.as_str()));
         // The fast path reads a stage exactly as clap would (clap reads everything else).
-        let clap = Cli::try_parse_from(&hook_argv).unwrap_or_else(|e| panic!("{hook_argv:?}: fast path took what clap refuses: {e}"));
+        let clap = Cli::try_parse_from(&hook_argv)
+            .unwrap_or_else(|e| panic!("{hook_argv:?}: fast path took what clap refuses: {e}"));
         assert_eq!(format!("{c:?}"), format!("{clap:?}"), "{hook_argv:?}");
     }
 });

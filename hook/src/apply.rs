@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::host::cgroup::{self, CgroupError, Hierarchy, Version};
-use crate::host::mount::{self, Attachment, Detached, MountError, Missing, Source};
+use crate::host::mount::{self, Attachment, Detached, Missing, MountError, Source};
 use crate::host::proc::{self, ProcessId};
 use crate::host::sysfs::Sysfs;
 use crate::ledger::{now_unix, ContainerRecord, Effect, Entry, Ledger, LedgerError, LockGuard};
@@ -80,7 +80,10 @@ impl Recorder<'_> {
         let first = self.rec.entries.len();
         for (file, value) in values {
             let previous = cgroup::read(file).ok();
-            self.rec.entries.push(Entry { effect: Effect::CgroupValue { file: file.clone(), value: value.clone(), previous }, done: false });
+            self.rec.entries.push(Entry {
+                effect: Effect::CgroupValue { file: file.clone(), value: value.clone(), previous },
+                done: false,
+            });
         }
         self.save()?;
         for (i, (file, value)) in values.iter().enumerate() {
@@ -144,13 +147,24 @@ pub fn create(
     }
 }
 
-fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan, admission: Option<LockGuard>) -> Result<(), ApplyError> {
+fn create_steps(
+    r: &mut Recorder,
+    pid: i32,
+    rootfs: &Path,
+    plan: &Plan,
+    admission: Option<LockGuard>,
+) -> Result<(), ApplyError> {
     let id = r.rec.id.clone();
     for s in &plan.rlimits {
         if let Err(source) = crate::host::rlimit::set(pid, s.resource, s.limit) {
             let value = crate::host::rlimit::show(s.limit.hard);
             if s.required {
-                return Err(ApplyError::Rlimit { id, resource: s.resource.oci_name(), value, source });
+                return Err(ApplyError::Rlimit {
+                    id,
+                    resource: s.resource.oci_name(),
+                    value,
+                    source,
+                });
             }
             tracing::warn!(container = %id, "cannot raise {} to {value}: {source}", s.resource.oci_name());
         }
@@ -162,7 +176,8 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan, admissio
         drop(admission);
         // Mounts live and die with the container's mount namespace: nothing to undo on the
         // host, so no intent first (the record already carries the reservations).
-        let done = mount::attach_in_container(pid, rootfs, attachments).map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
+        let done = mount::attach_in_container(pid, rootfs, attachments)
+            .map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
         let targets = done.iter().map(|t| t.to_string()).collect();
         r.record(Effect::ContainerMounts { targets, reserved: plan.reservations.clone() });
     }
@@ -170,11 +185,10 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan, admissio
         r.record(Effect::PrefixFiles(pc.clone()));
     }
     if !plan.hugetlb_limits.is_empty() {
-        set_hugetlb_limits(r, pid, &plan.hugetlb_limits)
-            .map_err(|e| match e {
-                StepError::Ledger(l) => ApplyError::Ledger(l),
-                StepError::Cgroup(source) => ApplyError::Cgroup { id: id.clone(), source },
-            })?;
+        set_hugetlb_limits(r, pid, &plan.hugetlb_limits).map_err(|e| match e {
+            StepError::Ledger(l) => ApplyError::Ledger(l),
+            StepError::Cgroup(source) => ApplyError::Cgroup { id: id.clone(), source },
+        })?;
     }
     if let Some(g) = &plan.gpu {
         // The init's memory cgroup now, before the container runs anything: `watch` kills only
@@ -198,17 +212,28 @@ fn create_steps(r: &mut Recorder, pid: i32, rootfs: &Path, plan: &Plan, admissio
 /// G10 on the hooks.d path (no wrapper lowered the spec): the lowered limit written to the
 /// container's own memory cgroup — v2 `memory.max` and `memory.high` below it, v1
 /// `memory.limit_in_bytes` — with the previous values in the ledger for teardown.
-fn set_memory_limit(r: &mut Recorder, pid: i32, limit: Bytes, high: Option<Bytes>) -> Result<(), StepError> {
+fn set_memory_limit(
+    r: &mut Recorder,
+    pid: i32,
+    limit: Bytes,
+    high: Option<Bytes>,
+) -> Result<(), StepError> {
     let h = cgroup::memory_hierarchy()?;
-    let lines = proc::cgroups(pid).map_err(|e| CgroupError::NoCgroup { pid, why: e.to_string() })?;
+    let lines =
+        proc::cgroups(pid).map_err(|e| CgroupError::NoCgroup { pid, why: e.to_string() })?;
     let line = h
         .line(&lines, "memory")
         .ok_or_else(|| CgroupError::NoCgroup { pid, why: "not in the memory hierarchy".into() })?;
-    let dir = h
-        .dir_of(&line.path)
-        .ok_or_else(|| CgroupError::NoCgroup { pid, why: format!("cgroup {} is outside the mount", line.path.display()) })?;
+    let dir = h.dir_of(&line.path).ok_or_else(|| CgroupError::NoCgroup {
+        pid,
+        why: format!("cgroup {} is outside the mount", line.path.display()),
+    })?;
     if !is_dedicated(&h, &dir, pid)? {
-        return Err(CgroupError::NoCgroup { pid, why: format!("its memory cgroup {} is shared with other processes", dir.display()) }.into());
+        return Err(CgroupError::NoCgroup {
+            pid,
+            why: format!("its memory cgroup {} is shared with other processes", dir.display()),
+        }
+        .into());
     }
     let mut values = vec![];
     match h.version {
@@ -235,7 +260,10 @@ fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, Apply
                             id: id.into(),
                             size: *size,
                             bytes: *bytes,
-                            why: format!("the kernel refused: {} pages free, {} already reserved", p.free, p.reserved),
+                            why: format!(
+                                "the kernel refused: {} pages free, {} already reserved",
+                                p.free, p.reserved
+                            ),
                         }
                     }
                     source => ApplyError::Mount { id: id.into(), source },
@@ -243,7 +271,8 @@ fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, Apply
                 (d, target.clone(), Missing::Create)
             }
             MountPlan::EmptyDir { target } => {
-                let d = Detached::tmpfs(crate::plan::EMPTY_DIR_BYTES, crate::plan::EMPTY_DIR_MODE).map_err(|source| ApplyError::Mount { id: id.into(), source })?;
+                let d = Detached::tmpfs(crate::plan::EMPTY_DIR_BYTES, crate::plan::EMPTY_DIR_MODE)
+                    .map_err(|source| ApplyError::Mount { id: id.into(), source })?;
                 (d, target.clone(), Missing::Create)
             }
             MountPlan::FromNamespace { pid, path, target } => {
@@ -255,7 +284,8 @@ fn build_mounts(id: &str, mounts: &[MountPlan]) -> Result<Vec<Attachment>, Apply
                 continue;
             }
             MountPlan::View { target, files } => {
-                let d = Detached::tmpfs(64 << 10, "0555").map_err(|source| ApplyError::Mount { id: id.into(), source })?;
+                let d = Detached::tmpfs(64 << 10, "0555")
+                    .map_err(|source| ApplyError::Mount { id: id.into(), source })?;
                 for (name, content) in files {
                     d.write_file(Path::new(name), content)
                         .map_err(|source| ApplyError::Mount { id: id.into(), source })?;
@@ -290,15 +320,21 @@ impl From<CgroupError> for StepError {
 pub const OWN_CGROUP_PARENT: &str = "dataplane-hook";
 
 /// G7: `hugetlb.<size>.max` and `.rsvd.max` (v1: `limit_in_bytes`) equal to the reservation.
-fn set_hugetlb_limits(r: &mut Recorder, pid: i32, limits: &[(PageSize, Bytes)]) -> Result<(), StepError> {
+fn set_hugetlb_limits(
+    r: &mut Recorder,
+    pid: i32,
+    limits: &[(PageSize, Bytes)],
+) -> Result<(), StepError> {
     let h = cgroup::hugetlb_hierarchy()?;
-    let lines = proc::cgroups(pid).map_err(|e| CgroupError::NoCgroup { pid, why: e.to_string() })?;
+    let lines =
+        proc::cgroups(pid).map_err(|e| CgroupError::NoCgroup { pid, why: e.to_string() })?;
     let line = h
         .line(&lines, "hugetlb")
         .ok_or_else(|| CgroupError::NoCgroup { pid, why: "not in the hugetlb hierarchy".into() })?;
-    let mut dir = h
-        .dir_of(&line.path)
-        .ok_or_else(|| CgroupError::NoCgroup { pid, why: format!("cgroup {} is outside the mount", line.path.display()) })?;
+    let mut dir = h.dir_of(&line.path).ok_or_else(|| CgroupError::NoCgroup {
+        pid,
+        why: format!("cgroup {} is outside the mount", line.path.display()),
+    })?;
     if h.version == Version::V2 {
         if !is_dedicated(&h, &dir, pid)? {
             dir = own_cgroup(r, &h, pid)?;
@@ -308,7 +344,13 @@ fn set_hugetlb_limits(r: &mut Recorder, pid: i32, limits: &[(PageSize, Bytes)]) 
                 Effect::ControllerEnabled { dir: parent.clone(), controller: "hugetlb".into() },
                 || {
                     cgroup::enable_controller(&parent, "hugetlb")?;
-                    Ok::<_, StepError>(((), Effect::ControllerEnabled { dir: parent.clone(), controller: "hugetlb".into() }))
+                    Ok::<_, StepError>((
+                        (),
+                        Effect::ControllerEnabled {
+                            dir: parent.clone(),
+                            controller: "hugetlb".into(),
+                        },
+                    ))
                 },
             )?;
         }
@@ -346,14 +388,27 @@ fn own_cgroup(r: &mut Recorder, h: &Hierarchy, pid: i32) -> Result<PathBuf, Step
         }
         if d == &dir {
             for p in cgroup::v2_missing_controller(&h.mount, &dir, "hugetlb") {
-                r.step(Effect::ControllerEnabled { dir: p.clone(), controller: "hugetlb".into() }, || {
-                    cgroup::enable_controller(&p, "hugetlb")?;
-                    Ok::<_, StepError>(((), Effect::ControllerEnabled { dir: p.clone(), controller: "hugetlb".into() }))
-                })?;
+                r.step(
+                    Effect::ControllerEnabled { dir: p.clone(), controller: "hugetlb".into() },
+                    || {
+                        cgroup::enable_controller(&p, "hugetlb")?;
+                        Ok::<_, StepError>((
+                            (),
+                            Effect::ControllerEnabled {
+                                dir: p.clone(),
+                                controller: "hugetlb".into(),
+                            },
+                        ))
+                    },
+                )?;
             }
         }
         r.step(Effect::CgroupCreated { dir: d.clone(), shared }, || {
-            std::fs::create_dir(d).map_err(|e| CgroupError::Io { op: "mkdir", path: d.clone(), source: e })?;
+            std::fs::create_dir(d).map_err(|e| CgroupError::Io {
+                op: "mkdir",
+                path: d.clone(),
+                source: e,
+            })?;
             Ok::<_, StepError>(((), Effect::CgroupCreated { dir: d.clone(), shared }))
         })?;
     }
@@ -369,7 +424,9 @@ fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
             let shared = ledger.containers().0.iter().any(|r| {
                 r.id != id
                     && r.init.is_alive()
-                    && r.entries.iter().any(|e| matches!(&e.effect, Effect::PrefixFiles(o) if o.prefix == pc.prefix))
+                    && r.entries.iter().any(
+                        |e| matches!(&e.effect, Effect::PrefixFiles(o) if o.prefix == pc.prefix),
+                    )
             });
             crate::features::prefix::undo(id, pc, shared)
         }
@@ -381,7 +438,14 @@ fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
         // (kept in the record, logged) instead.
         Effect::CgroupValue { file, previous, .. } => {
             let Some(prev) = previous else { return Ok(()) };
-            let f = match open_on_cgroupfs(file, OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC) {
+            let f = match open_on_cgroupfs(
+                file,
+                OFlags::WRONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
+                    | OFlags::CLOEXEC,
+            ) {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
                 Err(why) => return Err(refused(id, "restore", file, &why)),
@@ -396,7 +460,10 @@ fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
             let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
                 return Err(refused(id, "rmdir", dir, "not a cgroup directory"));
             };
-            let p = match open_on_cgroupfs(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC) {
+            let p = match open_on_cgroupfs(
+                parent,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            ) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
                 Err(why) => return Err(refused(id, "rmdir", dir, &why)),
@@ -404,24 +471,50 @@ fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
             // rmdir of an entry of a cgroupfs directory: a cgroup (or a mount point, EBUSY).
             match rustix::fs::unlinkat(&p, name, rustix::fs::AtFlags::REMOVEDIR) {
                 Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-                Err(rustix::io::Errno::BUSY) | Err(rustix::io::Errno::NOTEMPTY) if *shared => Ok(()),
+                Err(rustix::io::Errno::BUSY) | Err(rustix::io::Errno::NOTEMPTY) if *shared => {
+                    Ok(())
+                }
                 Err(e) => Err(format!("rmdir {}: {e}", dir.display())),
             }
         }
         Effect::StateDir { path } => {
             let below = match path.strip_prefix(ledger.dir()) {
-                Ok(b) if b.components().count() > 0 && b.components().all(|c| matches!(c, std::path::Component::Normal(_))) => b,
-                _ => return Err(refused(id, "remove", path, &format!("not below the state dir {}", ledger.dir().display()))),
+                Ok(b)
+                    if b.components().count() > 0
+                        && b.components().all(|c| matches!(c, std::path::Component::Normal(_))) =>
+                {
+                    b
+                }
+                _ => {
+                    return Err(refused(
+                        id,
+                        "remove",
+                        path,
+                        &format!("not below the state dir {}", ledger.dir().display()),
+                    ))
+                }
             };
-            let (parent, name) = (below.parent().unwrap_or(Path::new("")), below.file_name().expect("a normal last component"));
+            let (parent, name) = (
+                below.parent().unwrap_or(Path::new("")),
+                below.file_name().expect("a normal last component"),
+            );
             use crate::features::prefix::{open_host_dir, remove_beneath, Opened, BOUNDS};
-            let hd = crate::plan::HostDir { source: ledger.dir().to_path_buf(), below: parent.to_path_buf(), identity: None };
+            let hd = crate::plan::HostDir {
+                source: ledger.dir().to_path_buf(),
+                below: parent.to_path_buf(),
+                identity: None,
+            };
             let d = match open_host_dir(&hd) {
                 Opened::Dir(d) => d,
                 Opened::Gone => return Ok(()),
                 Opened::Refused(why) => return Err(refused(id, "remove", path, &why)),
             };
-            match remove_beneath(std::os::fd::AsFd::as_fd(&d), &name.to_string_lossy(), path, BOUNDS) {
+            match remove_beneath(
+                std::os::fd::AsFd::as_fd(&d),
+                &name.to_string_lossy(),
+                path,
+                BOUNDS,
+            ) {
                 Ok(_) => Ok(()),
                 Err(e) => Err(format!("remove {}: {e}", path.display())),
             }
@@ -442,7 +535,11 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
 /// opened lies on a cgroup filesystem (v1 or v2). `Ok(None)`: it is gone. The check is on the
 /// open file itself, so no path trick in between can point the write or rmdir elsewhere.
 fn open_on_cgroupfs(path: &Path, flags: OFlags) -> Result<Option<std::os::fd::OwnedFd>, String> {
-    if !path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir)) {
+    if !path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir | std::path::Component::CurDir))
+    {
         return Err("not a plain absolute path".into());
     }
     let f = match rustix::fs::open(path, flags, rustix::fs::Mode::empty()) {
@@ -454,7 +551,8 @@ fn open_on_cgroupfs(path: &Path, flags: OFlags) -> Result<Option<std::os::fd::Ow
     // cgroup file takes a write as the whole new value anyway). The tests' plain files are cut
     // here instead, once they are known to be the tests'.
     #[cfg(test)]
-    if tests::FAKE_CGROUPFS.with(|r| r.borrow().as_ref().is_some_and(|root| path.starts_with(root))) {
+    if tests::FAKE_CGROUPFS.with(|r| r.borrow().as_ref().is_some_and(|root| path.starts_with(root)))
+    {
         if flags.contains(OFlags::WRONLY) {
             let _ = rustix::fs::ftruncate(&f, 0);
         }
@@ -490,7 +588,10 @@ pub fn teardown(ledger: &Ledger, mut rec: ContainerRecord) -> Result<(), ApplyEr
         ledger.remove(&rec.id)?;
         tracing::info!(container = %rec.id, "released");
         for (size, bytes) in &rec.reservations {
-            crate::metrics::note(crate::metrics::Event::Released { size: *size, pages: bytes.pages(*size) });
+            crate::metrics::note(crate::metrics::Event::Released {
+                size: *size,
+                pages: bytes.pages(*size),
+            });
         }
         crate::metrics::note(crate::metrics::Event::Teardown { complete: true });
         Ok(())
@@ -526,8 +627,10 @@ mod tests {
     fn setup(t: &Path) -> (Ledger, Vec<(PathBuf, String)>) {
         fake_cgroupfs(t);
         let ledger = Ledger::open(&t.join("state")).unwrap();
-        let values: Vec<(PathBuf, String)> =
-            ["hugetlb.2MB.max", "hugetlb.2MB.rsvd.max"].iter().map(|n| (t.join(n), NEW.to_string())).collect();
+        let values: Vec<(PathBuf, String)> = ["hugetlb.2MB.max", "hugetlb.2MB.rsvd.max"]
+            .iter()
+            .map(|n| (t.join(n), NEW.to_string()))
+            .collect();
         for (f, _) in &values {
             std::fs::write(f, "max").unwrap();
         }
@@ -552,7 +655,14 @@ mod tests {
     }
 
     fn intent(file: &Path, done: bool) -> Entry {
-        Entry { effect: Effect::CgroupValue { file: file.into(), value: NEW.into(), previous: Some("max".into()) }, done }
+        Entry {
+            effect: Effect::CgroupValue {
+                file: file.into(),
+                value: NEW.into(),
+                previous: Some("max".into()),
+            },
+            done,
+        }
     }
 
     #[test]
@@ -560,18 +670,35 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let (ledger, values) = setup(t.path());
         let mut r = recorder(&ledger);
-        r.record(Effect::ContainerMounts { targets: vec!["/dev/hugepages".into()], reserved: Default::default() });
+        r.record(Effect::ContainerMounts {
+            targets: vec!["/dev/hugepages".into()],
+            reserved: Default::default(),
+        });
         r.cgroup_values(&values, |f, v| {
             let on_disk = ledger.load("c").unwrap().unwrap();
-            assert!(matches!(on_disk.entries[0], Entry { effect: Effect::ContainerMounts { .. }, done: true }), "the unsaved entry went with the intents");
+            assert!(
+                matches!(
+                    on_disk.entries[0],
+                    Entry { effect: Effect::ContainerMounts { .. }, done: true }
+                ),
+                "the unsaved entry went with the intents"
+            );
             for (e, (file, _)) in on_disk.entries[1..].iter().zip(&values) {
-                assert_eq!(e, &intent(file, false), "intent on disk before writing {}", f.display());
+                assert_eq!(
+                    e,
+                    &intent(file, false),
+                    "intent on disk before writing {}",
+                    f.display()
+                );
             }
             cgroup::write(f, v)
         })
         .unwrap();
         let on_disk = ledger.load("c").unwrap().unwrap();
-        assert_eq!(on_disk.entries[1..], values.iter().map(|(f, _)| intent(f, true)).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            on_disk.entries[1..],
+            values.iter().map(|(f, _)| intent(f, true)).collect::<Vec<_>>()[..]
+        );
         assert!(values.iter().all(|(f, _)| content(f) == NEW));
     }
 
@@ -587,12 +714,19 @@ mod tests {
         let crashed = r.cgroup_values(&values, |f, v| {
             writes.set(writes.get() + 1);
             if writes.get() == 2 {
-                return Err(CgroupError::Io { op: "write", path: f.into(), source: std::io::Error::other("the hook died here") });
+                return Err(CgroupError::Io {
+                    op: "write",
+                    path: f.into(),
+                    source: std::io::Error::other("the hook died here"),
+                });
             }
             cgroup::write(f, v)
         });
         assert!(crashed.is_err());
-        assert_eq!((content(&values[0].0), content(&values[1].0)), (NEW.to_string(), "max".to_string()));
+        assert_eq!(
+            (content(&values[0].0), content(&values[1].0)),
+            (NEW.to_string(), "max".to_string())
+        );
         let left = ledger.load("c").unwrap().unwrap();
         assert_eq!(left.entries, values.iter().map(|(f, _)| intent(f, false)).collect::<Vec<_>>());
 
@@ -611,18 +745,46 @@ mod tests {
         let ledger = Ledger::open(&t.path().join("state")).unwrap();
         let file = t.path().join("passwd");
         std::fs::write(&file, "root:x:0:0\n").unwrap();
-        let e = undo_one(&ledger, Effect::CgroupValue { file: file.clone(), value: "1".into(), previous: Some("x".into()) }).unwrap_err();
+        let e = undo_one(
+            &ledger,
+            Effect::CgroupValue {
+                file: file.clone(),
+                value: "1".into(),
+                previous: Some("x".into()),
+            },
+        )
+        .unwrap_err();
         assert!(e.contains("refused") && e.contains("not on a cgroup filesystem"), "{e}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "root:x:0:0\n");
         // `..` is refused before anything is opened, even below a cgroup mount.
-        let e = undo_one(&ledger, Effect::CgroupValue { file: "/sys/fs/cgroup/../../etc/passwd".into(), value: "1".into(), previous: Some("x".into()) }).unwrap_err();
+        let e = undo_one(
+            &ledger,
+            Effect::CgroupValue {
+                file: "/sys/fs/cgroup/../../etc/passwd".into(),
+                value: "1".into(),
+                previous: Some("x".into()),
+            },
+        )
+        .unwrap_err();
         assert!(e.contains("not a plain absolute path"), "{e}");
         // A FIFO there is never waited on (O_NONBLOCK: no reader means ENXIO, not a hang).
         let fifo = t.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        assert!(undo_one(&ledger, Effect::CgroupValue { file: fifo, value: "1".into(), previous: Some("x".into()) }).is_err());
+        assert!(undo_one(
+            &ledger,
+            Effect::CgroupValue { file: fifo, value: "1".into(), previous: Some("x".into()) }
+        )
+        .is_err());
         // Gone is fine.
-        undo_one(&ledger, Effect::CgroupValue { file: t.path().join("gone"), value: "1".into(), previous: Some("x".into()) }).unwrap();
+        undo_one(
+            &ledger,
+            Effect::CgroupValue {
+                file: t.path().join("gone"),
+                value: "1".into(),
+                previous: Some("x".into()),
+            },
+        )
+        .unwrap();
     }
 
     #[test]
@@ -631,7 +793,8 @@ mod tests {
         let ledger = Ledger::open(&t.path().join("state")).unwrap();
         let dir = t.path().join("empty");
         std::fs::create_dir(&dir).unwrap();
-        let e = undo_one(&ledger, Effect::CgroupCreated { dir: dir.clone(), shared: false }).unwrap_err();
+        let e = undo_one(&ledger, Effect::CgroupCreated { dir: dir.clone(), shared: false })
+            .unwrap_err();
         assert!(e.contains("refused") && e.contains("cgroup"), "{e}");
         assert!(dir.exists());
         // Through the (test) cgroupfs the same rmdir is done.
@@ -648,17 +811,23 @@ mod tests {
         let host = t.path().join("host");
         std::fs::create_dir_all(host.join("a")).unwrap();
         std::fs::write(host.join("a/f"), "data").unwrap();
-        for p in [host.clone(), state.join("../host"), state.clone(), state.join("groups/../../host")] {
+        for p in
+            [host.clone(), state.join("../host"), state.clone(), state.join("groups/../../host")]
+        {
             let e = undo_one(&ledger, Effect::StateDir { path: p.clone() }).unwrap_err();
             assert!(e.contains("refused"), "{}: {e}", p.display());
             assert!(host.join("a/f").exists(), "{}", p.display());
         }
         // A symlink inside the state dir pointing out is not followed either.
         std::os::unix::fs::symlink(&host, state.join("groups/link")).unwrap();
-        let e = undo_one(&ledger, Effect::StateDir { path: state.join("groups/link/a") }).unwrap_err();
+        let e =
+            undo_one(&ledger, Effect::StateDir { path: state.join("groups/link/a") }).unwrap_err();
         assert!(e.contains("symlink"), "{e}");
         undo_one(&ledger, Effect::StateDir { path: state.join("groups/link") }).unwrap();
-        assert!(!state.join("groups/link").exists() && host.join("a/f").exists(), "the link goes, its target stays");
+        assert!(
+            !state.join("groups/link").exists() && host.join("a/f").exists(),
+            "the link goes, its target stays"
+        );
         // A real dir below the state dir is removed.
         std::fs::create_dir_all(state.join("groups/g.d/sub")).unwrap();
         std::fs::write(state.join("groups/g.d/sub/x"), "x").unwrap();

@@ -121,8 +121,14 @@ pub enum Command {
 pub fn hook_stage(args: &[String]) -> Option<Cli> {
     let (config, stage) = match args {
         [_, stage] => (None, stage),
-        [_, flag, path, stage] if flag == "--config" && !path.is_empty() && !path.starts_with('-') => (Some(PathBuf::from(path)), stage),
-        [_, flag, stage] => (Some(PathBuf::from(flag.strip_prefix("--config=").filter(|p| !p.is_empty())?)), stage),
+        [_, flag, path, stage]
+            if flag == "--config" && !path.is_empty() && !path.starts_with('-') =>
+        {
+            (Some(PathBuf::from(path)), stage)
+        }
+        [_, flag, stage] => {
+            (Some(PathBuf::from(flag.strip_prefix("--config=").filter(|p| !p.is_empty())?)), stage)
+        }
         _ => return None,
     };
     let command = match stage.as_str() {
@@ -164,7 +170,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = &loaded.config;
     let bound = std::time::Duration::from_secs(cfg.hook_timeout_secs);
     match &cli.command {
-        Command::CreateRuntime | Command::Prestart => crate::deadline::arm(bound, "createRuntime".into()),
+        Command::CreateRuntime | Command::Prestart => {
+            crate::deadline::arm(bound, "createRuntime".into())
+        }
         Command::Poststop => crate::deadline::arm(bound, "poststop".into()),
         Command::Gc { .. } => crate::deadline::arm(bound, "gc".into()),
         _ => {}
@@ -200,7 +208,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("dataplane-hook: gc: {e}");
             }
             if !r.errors.is_empty() {
-                anyhow::bail!("gc could not release everything ({} problems above)", r.errors.len());
+                anyhow::bail!(
+                    "gc could not release everything ({} problems above)",
+                    r.errors.len()
+                );
             }
         }
         Command::Status { json } => {
@@ -212,7 +223,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", status::render_text(&s));
             }
         }
-        Command::Doctor | Command::Completions { .. } | Command::Manpage => unreachable!("handled before the config is loaded"),
+        Command::Doctor | Command::Completions { .. } | Command::Manpage => {
+            unreachable!("handled before the config is loaded")
+        }
         Command::Configure(args) => crate::configure::run(&loaded, &args)?,
         Command::Watch => crate::watch::run(&loaded)?,
     }

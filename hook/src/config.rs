@@ -15,7 +15,9 @@ pub const CONFIG_ENV: &str = "DATAPLANE_HOOK_CONFIG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source} (check the path given by --config or ${CONFIG_ENV})")]
+    #[error(
+        "cannot read config {path}: {source} (check the path given by --config or ${CONFIG_ENV})"
+    )]
     Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config {path}: {message} (fix the key named above; see the Configuration section of the README)")]
     Parse { path: PathBuf, message: String },
@@ -137,8 +139,9 @@ mod quantity {
         }
         match Q::deserialize(d)? {
             Q::N(n) => Ok(Bytes(n)),
-            Q::S(s) => Bytes::parse_quantity(&s)
-                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e} (write a quantity such as 2Gi)"))),
+            Q::S(s) => Bytes::parse_quantity(&s).map_err(|e| {
+                serde::de::Error::custom(format!("{s:?}: {e} (write a quantity such as 2Gi)"))
+            }),
         }
     }
 }
@@ -185,7 +188,12 @@ pub enum OnUnmet {
 
 impl Default for RdmaConfig {
     fn default() -> Self {
-        RdmaConfig { memlock: "unlimited".into(), nofile: 1 << 20, on_unmet_limits: OnUnmet::Error, allow_roce_v1: false }
+        RdmaConfig {
+            memlock: "unlimited".into(),
+            nofile: 1 << 20,
+            on_unmet_limits: OnUnmet::Error,
+            allow_roce_v1: false,
+        }
     }
 }
 
@@ -247,7 +255,8 @@ impl Default for WatchConfig {
             settle_ms: 1000,
             pressure_trigger: "some 150000 1000000".into(),
             dry_run: false,
-            metrics_file: "/var/lib/node_exporter/textfile_collector/dataplane_hook_watch.prom".into(),
+            metrics_file: "/var/lib/node_exporter/textfile_collector/dataplane_hook_watch.prom"
+                .into(),
             metrics_interval_ms: 10_000,
             count_hugetlb: true,
         }
@@ -258,16 +267,21 @@ impl Default for WatchConfig {
 /// 500ms..10s and a stall no longer than the window.
 pub fn parse_pressure_trigger(s: &str) -> Result<(bool, u64, u64), String> {
     let f: Vec<&str> = s.split_whitespace().collect();
-    let bad = || format!("{s:?} is not \"some|full <stall us> <window us>\" (e.g. \"some 150000 1000000\"; \"\" disables)");
+    let bad = || {
+        format!("{s:?} is not \"some|full <stall us> <window us>\" (e.g. \"some 150000 1000000\"; \"\" disables)")
+    };
     let [kind, stall, window] = f.as_slice() else { return Err(bad()) };
     let full = match *kind {
         "some" => false,
         "full" => true,
         _ => return Err(bad()),
     };
-    let (stall, window): (u64, u64) = (stall.parse().map_err(|_| bad())?, window.parse().map_err(|_| bad())?);
+    let (stall, window): (u64, u64) =
+        (stall.parse().map_err(|_| bad())?, window.parse().map_err(|_| bad())?);
     if !(500_000..=10_000_000).contains(&window) || stall == 0 || stall > window {
-        return Err(format!("{s:?}: the window must be 500000..10000000 us and the stall 1..window us"));
+        return Err(format!(
+            "{s:?}: the window must be 500000..10000000 us and the stall 1..window us"
+        ));
     }
     Ok((full, stall, window))
 }
@@ -386,12 +400,18 @@ impl Config {
         if self.gpu.headroom_per_gpu.0 > self.gpu.max_headroom_per_gpu.0 {
             return Err(bad(
                 "gpu.headroom_per_gpu",
-                &format!("must not be more than gpu.max_headroom_per_gpu ({})", self.gpu.max_headroom_per_gpu),
+                &format!(
+                    "must not be more than gpu.max_headroom_per_gpu ({})",
+                    self.gpu.max_headroom_per_gpu
+                ),
             ));
         }
         let f = self.gpu.memory_high_fraction;
         if !(f >= 0.5 && f <= 1.0) {
-            return Err(bad("gpu.memory_high_fraction", "must be in [0.5, 1] (1 leaves memory.high unset)"));
+            return Err(bad(
+                "gpu.memory_high_fraction",
+                "must be in [0.5, 1] (1 leaves memory.high unset)",
+            ));
         }
         let w = &self.watch;
         for (key, v, lo, hi) in [
@@ -410,11 +430,17 @@ impl Config {
             }
         }
         if !w.metrics_file.as_os_str().is_empty() && !w.metrics_file.is_absolute() {
-            return Err(bad("watch.metrics_file", "must be an absolute path (or \"\" to write none)"));
+            return Err(bad(
+                "watch.metrics_file",
+                "must be an absolute path (or \"\" to write none)",
+            ));
         }
         let t = &self.metrics.textfile_dir;
         if !t.as_os_str().is_empty() && !t.is_absolute() {
-            return Err(bad("metrics.textfile_dir", "must be an absolute path (or \"\" to write no textfile)"));
+            return Err(bad(
+                "metrics.textfile_dir",
+                "must be an absolute path (or \"\" to write no textfile)",
+            ));
         }
         Ok(())
     }
@@ -436,7 +462,19 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
             }
             let key = if section.is_empty() { key.to_string() } else { format!("{section}.{key}") };
             // Named inside a one-line error: control characters written as escapes.
-            return Some(key.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect());
+            return Some(
+                key.chars()
+                    .map(
+                        |c| {
+                            if c.is_control() {
+                                c.escape_debug().to_string()
+                            } else {
+                                c.to_string()
+                            }
+                        },
+                    )
+                    .collect(),
+            );
         }
         pos += line.len();
     }
@@ -543,9 +581,17 @@ runtime_dir = "/var/run/dpdk"
         assert_eq!(c.gpu.unlimited_policy, UnlimitedPolicy::LimitToNode);
         assert_eq!(c.gpu.min_memory_limit, Bytes(1 << 20));
         assert_eq!(c.gpu.max_headroom_per_gpu, Bytes(32 << 30), "default");
-        let tight = parse("[gpu]\nheadroom_per_gpu = \"1Gi\"\nmax_headroom_per_gpu = \"1Gi\"\n").unwrap();
-        assert_eq!(tight.gpu.max_headroom_per_gpu, Bytes(1 << 30), "equal to headroom_per_gpu is fine");
-        assert_eq!((c.watch.tolerance, c.watch.sustain_ms, c.watch.dry_run), (Bytes(64 << 20), 0, true));
+        let tight =
+            parse("[gpu]\nheadroom_per_gpu = \"1Gi\"\nmax_headroom_per_gpu = \"1Gi\"\n").unwrap();
+        assert_eq!(
+            tight.gpu.max_headroom_per_gpu,
+            Bytes(1 << 30),
+            "equal to headroom_per_gpu is fine"
+        );
+        assert_eq!(
+            (c.watch.tolerance, c.watch.sustain_ms, c.watch.dry_run),
+            (Bytes(64 << 20), 0, true)
+        );
         assert_eq!(parse_pressure_trigger("full 100000 2000000"), Ok((true, 100000, 2000000)));
         // Defaults round-trip through TOML (quantities serialize as strings).
         let text = toml::to_string(&Config::default()).unwrap();

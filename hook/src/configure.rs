@@ -55,7 +55,11 @@ pub struct ConfigureError {
     pub fix: String,
 }
 
-fn fail(what: impl Into<String>, why: impl std::fmt::Display, fix: impl Into<String>) -> ConfigureError {
+fn fail(
+    what: impl Into<String>,
+    why: impl std::fmt::Display,
+    fix: impl Into<String>,
+) -> ConfigureError {
     ConfigureError { what: what.into(), why: why.to_string(), fix: fix.into() }
 }
 
@@ -65,12 +69,16 @@ fn fail(what: impl Into<String>, why: impl std::fmt::Display, fix: impl Into<Str
 pub const CONTAINERD_V2: &str = include_str!("../../shim-config/containerd/dataplane-v2.toml");
 pub const CONTAINERD_V3: &str = include_str!("../../shim-config/containerd/dataplane-v3.toml");
 pub const CRIO_DROPIN: &str = include_str!("../../shim-config/crio/crio.conf.d/99-dataplane.conf");
-pub const HOOK_CREATE: &str = include_str!("../../shim-config/podman/hooks.d/dataplane-hook-createruntime.json");
-pub const HOOK_POSTSTOP: &str = include_str!("../../shim-config/podman/hooks.d/dataplane-hook-poststop.json");
+pub const HOOK_CREATE: &str =
+    include_str!("../../shim-config/podman/hooks.d/dataplane-hook-createruntime.json");
+pub const HOOK_POSTSTOP: &str =
+    include_str!("../../shim-config/podman/hooks.d/dataplane-hook-poststop.json");
 
 /// hooks.d file names (CRI-O and podman use the same files).
-pub const HOOK_FILES: [(&str, &str); 2] =
-    [("dataplane-hook-createruntime.json", HOOK_CREATE), ("dataplane-hook-poststop.json", HOOK_POSTSTOP)];
+pub const HOOK_FILES: [(&str, &str); 2] = [
+    ("dataplane-hook-createruntime.json", HOOK_CREATE),
+    ("dataplane-hook-poststop.json", HOOK_POSTSTOP),
+];
 
 pub const CONTAINERD_DROPIN_NAME: &str = "dataplane.toml";
 pub const CRIO_DROPIN_NAME: &str = "99-dataplane.conf";
@@ -97,14 +105,23 @@ pub struct Install {
 impl Install {
     /// The install the shipped files describe: /usr/bin, default config.
     pub fn shipped() -> Install {
-        Install { hook: TEMPLATE_HOOK.into(), wrapper: TEMPLATE_WRAPPER.into(), config: None, timeout_secs: crate::deadline::DEFAULT_SECS }
+        Install {
+            hook: TEMPLATE_HOOK.into(),
+            wrapper: TEMPLATE_WRAPPER.into(),
+            config: None,
+            timeout_secs: crate::deadline::DEFAULT_SECS,
+        }
     }
 
     /// This binary and the wrapper beside it.
     pub fn current(loaded: &Loaded) -> Result<Install, ConfigureError> {
-        let exe = std::env::current_exe()
-            .and_then(|p| p.canonicalize())
-            .map_err(|e| fail("cannot configure", format!("cannot find this executable: {e}"), "run dataplane-hook from its install path"))?;
+        let exe = std::env::current_exe().and_then(|p| p.canonicalize()).map_err(|e| {
+            fail(
+                "cannot configure",
+                format!("cannot find this executable: {e}"),
+                "run dataplane-hook from its install path",
+            )
+        })?;
         let wrapper = exe.with_file_name("dataplane-runtime");
         let config = loaded.path.clone().filter(|p| p != Path::new(DEFAULT_CONFIG_PATH));
         Ok(Install { hook: exe, wrapper, config, timeout_secs: loaded.config.hook_timeout_secs })
@@ -145,7 +162,11 @@ pub fn render_hook(template: &str, install: &Install) -> String {
 
 /// The CRI-O runtime handler drop-in.
 pub fn render_crio(install: &Install) -> String {
-    replace_once(CRIO_DROPIN, &toml_str(TEMPLATE_WRAPPER), &toml_str(&install.wrapper.display().to_string()))
+    replace_once(
+        CRIO_DROPIN,
+        &toml_str(TEMPLATE_WRAPPER),
+        &toml_str(&install.wrapper.display().to_string()),
+    )
 }
 
 fn replace_once(text: &str, from: &str, to: &str) -> String {
@@ -173,7 +194,11 @@ pub fn render_containerd(kind: &ContainerdDropin, install: &Install, options: &T
         _ => CONTAINERD_V2,
     };
     let binary_line = format!("BinaryName = {}", toml_str(TEMPLATE_WRAPPER));
-    let mut out = replace_once(template, &binary_line, &format!("BinaryName = {}", toml_str(&install.wrapper.display().to_string())));
+    let mut out = replace_once(
+        template,
+        &binary_line,
+        &format!("BinaryName = {}", toml_str(&install.wrapper.display().to_string())),
+    );
     if !options.is_empty() {
         let at = out.find("BinaryName = ").expect("template has BinaryName");
         let line_start = out[..at].rfind('\n').map_or(0, |i| i + 1);
@@ -187,11 +212,15 @@ pub fn render_containerd(kind: &ContainerdDropin, install: &Install, options: &T
     }
     if let ContainerdDropin::V2Copy { cri } = kind {
         let runtimes = get_path(cri, &["containerd", "runtimes"]).and_then(|v| v.as_table());
-        let default = get_path(cri, &["containerd", "default_runtime_name"]).and_then(|v| v.as_str()).unwrap_or("runc");
+        let default = get_path(cri, &["containerd", "default_runtime_name"])
+            .and_then(|v| v.as_str())
+            .unwrap_or("runc");
         if runtimes.is_some_and(|r| r.contains_key("runc") || r.contains_key(default)) {
             // The copy has the user's own runc (or default) handler: drop the restated one.
             let start = out.find(RESTATED_RUNC).expect("template restates runc");
-            let end = out.find(&format!("[plugins.\"{CRI_V2}\".containerd.runtimes.{HANDLER}]")).expect("template has the handler");
+            let end = out
+                .find(&format!("[plugins.\"{CRI_V2}\".containerd.runtimes.{HANDLER}]"))
+                .expect("template has the handler");
             out.replace_range(start..end, "");
         }
         if !cri.is_empty() {
@@ -270,10 +299,19 @@ fn glob_match(pattern: &str, name: &str) -> bool {
 /// (sorted, like Go's filepath.Glob). containerd 1.x globs a relative pattern against its working
 /// directory instead (`/` under systemd): `globs_from_cwd`.
 /// `also`: a file that does not exist yet but is listed when the pattern matches it (our drop-in).
-pub fn resolve_import(parent: &Path, import: &str, globs_from_cwd: bool, also: Option<&Path>) -> Vec<PathBuf> {
+pub fn resolve_import(
+    parent: &Path,
+    import: &str,
+    globs_from_cwd: bool,
+    also: Option<&Path>,
+) -> Vec<PathBuf> {
     let p = Path::new(import);
     let glob = import.contains(['*', '?']);
-    let base = if glob && globs_from_cwd { Path::new("/") } else { parent.parent().unwrap_or(Path::new("/")) };
+    let base = if glob && globs_from_cwd {
+        Path::new("/")
+    } else {
+        parent.parent().unwrap_or(Path::new("/"))
+    };
     let p = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
     let p = normalize(&p);
     if !import.contains(['*', '?']) {
@@ -309,7 +347,9 @@ pub fn resolve_import(parent: &Path, import: &str, globs_from_cwd: bool, also: O
         let pc: Vec<_> = p.components().collect();
         let ac: Vec<_> = a.components().collect();
         let matches = pc.len() == ac.len()
-            && pc.iter().zip(&ac).all(|(x, y)| glob_match(&x.as_os_str().to_string_lossy(), &y.as_os_str().to_string_lossy()));
+            && pc.iter().zip(&ac).all(|(x, y)| {
+                glob_match(&x.as_os_str().to_string_lossy(), &y.as_os_str().to_string_lossy())
+            });
         if matches && !found.iter().any(|f| f == a) {
             found.push(a.to_path_buf());
             found.sort();
@@ -340,10 +380,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn read_toml(path: &Path) -> Result<Table, ConfigureError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read {}", path.display()), e, "check the path and its permissions"))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(format!("cannot read {}", path.display()), e, "check the path and its permissions")
+    })?;
     text.parse::<Table>().map_err(|e| {
-        fail(format!("cannot parse {}", path.display()), e.message().replace('\n', " "), "fix the TOML syntax first")
+        fail(
+            format!("cannot parse {}", path.display()),
+            e.message().replace('\n', " "),
+            "fix the TOML syntax first",
+        )
     })
 }
 
@@ -415,14 +460,16 @@ impl ContainerdFiles {
         let runtimes = ct.get("runtimes")?.as_table()?;
         let pick = |name: &str| -> Option<(String, Table)> {
             let r = runtimes.get(name)?.as_table()?;
-            let ty = r.get("runtime_type").and_then(|v| v.as_str()).unwrap_or("io.containerd.runc.v2");
+            let ty =
+                r.get("runtime_type").and_then(|v| v.as_str()).unwrap_or("io.containerd.runc.v2");
             if ty != "io.containerd.runc.v2" {
                 return None;
             }
             let o = r.get("options").and_then(|v| v.as_table()).cloned().unwrap_or_default();
             Some((name.to_string(), o))
         };
-        pick("runc").or_else(|| ct.get("default_runtime_name").and_then(|v| v.as_str()).and_then(pick))
+        pick("runc")
+            .or_else(|| ct.get("default_runtime_name").and_then(|v| v.as_str()).and_then(pick))
     }
 
     /// Files loaded after the drop-in that set the CRI section (containerd 1.x would then drop
@@ -443,13 +490,21 @@ impl ContainerdFiles {
 
 /// Walks the main config and its imports like containerd does (breadth first, each file once).
 /// `v1x`: containerd 1.x rules (relative glob imports are taken from its working directory).
-pub fn read_containerd_files(main: &Path, dropin: &Path, v1x: bool) -> Result<ContainerdFiles, ConfigureError> {
+pub fn read_containerd_files(
+    main: &Path,
+    dropin: &Path,
+    v1x: bool,
+) -> Result<ContainerdFiles, ConfigureError> {
     let mut f = ContainerdFiles::default();
     let root = read_toml(main)?;
     f.version = match root.get("version") {
         None => 1,
         Some(v) => v.as_integer().ok_or_else(|| {
-            fail(format!("cannot configure containerd from {}", main.display()), "`version` is not an integer", "set version = 2 (containerd 1.x) or 3 (2.x)")
+            fail(
+                format!("cannot configure containerd from {}", main.display()),
+                "`version` is not an integer",
+                "set version = 2 (containerd 1.x) or 3 (2.x)",
+            )
         })?,
     };
     let plugin = f.cri_plugin();
@@ -478,7 +533,11 @@ pub fn read_containerd_files(main: &Path, dropin: &Path, v1x: bool) -> Result<Co
         f.order.push(path.clone());
         if let Some(imports) = t.get("imports") {
             let arr = imports.as_array().ok_or_else(|| {
-                fail(format!("cannot configure containerd from {}", path.display()), "`imports` is not an array", "make imports a list of paths")
+                fail(
+                    format!("cannot configure containerd from {}", path.display()),
+                    "`imports` is not an array",
+                    "make imports a list of paths",
+                )
             })?;
             for i in arr.iter().filter_map(|v| v.as_str()) {
                 if v1x && i.contains(['*', '?']) && !Path::new(i).is_absolute() {
@@ -509,7 +568,8 @@ pub fn cri_copy(cri: Option<&Table>) -> Table {
 /// new text differs from `text` only inside the imports array (or by one new line after the
 /// `version` line when there is no imports key).
 pub fn splice_import(text: &str, entry: &str) -> Result<String, String> {
-    let doc = toml_edit::ImDocument::parse(text.to_string()).map_err(|e| e.message().replace('\n', " "))?;
+    let doc = toml_edit::ImDocument::parse(text.to_string())
+        .map_err(|e| e.message().replace('\n', " "))?;
     let quoted = toml_str(entry);
     match doc.as_table().get("imports") {
         Some(item) => {
@@ -555,14 +615,19 @@ pub fn running(name: &str) -> Vec<Daemon> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else { return out };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
         if comm.trim_end() != name {
             continue;
         }
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let mut args: Vec<String> =
-            cmdline.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+        let mut args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
         if !args.is_empty() {
             args.remove(0);
         }
@@ -575,7 +640,8 @@ pub fn running(name: &str) -> Vec<Daemon> {
 
 /// Distinct installed binaries called `name` (PATH first, then the usual dirs).
 pub fn installed(name: &str) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     for d in ["/usr/local/bin", "/usr/bin", "/usr/local/sbin", "/usr/sbin", "/opt/bin", "/bin"] {
         dirs.push(d.into());
     }
@@ -616,9 +682,14 @@ pub fn choose_containerd(explicit: Option<&Path>) -> Result<ContainerdChoice, Co
     let procs: Vec<(Daemon, PathBuf)> = running("containerd")
         .into_iter()
         .map(|d| {
-            let c = config_flag(&d.args, "--config", "-c").unwrap_or_else(|| CONTAINERD_DEFAULT_CONFIG.into());
+            let c = config_flag(&d.args, "--config", "-c")
+                .unwrap_or_else(|| CONTAINERD_DEFAULT_CONFIG.into());
             // A relative --config is relative to the daemon's working directory.
-            let c = if c.is_relative() { std::fs::read_link(format!("/proc/{}/cwd", d.pid)).unwrap_or_default().join(c) } else { c };
+            let c = if c.is_relative() {
+                std::fs::read_link(format!("/proc/{}/cwd", d.pid)).unwrap_or_default().join(c)
+            } else {
+                c
+            };
             (d, c)
         })
         .collect();
@@ -629,12 +700,23 @@ pub fn choose_containerd(explicit: Option<&Path>) -> Result<ContainerdChoice, Co
     };
     if bins.len() > 1 {
         let list: Vec<String> = bins.iter().map(|b| describe(b)).collect();
-        notes.push(format!("warning: several containerd binaries are installed: {}", list.join(", ")));
+        notes.push(format!(
+            "warning: several containerd binaries are installed: {}",
+            list.join(", ")
+        ));
     }
     let (config, bin, how) = if let Some(c) = explicit {
         match procs.iter().find(|(_, pc)| same_file(pc, c)) {
-            Some((d, _)) => (c.to_path_buf(), Some(d.exe.clone()), format!("running as pid {} with this config", d.pid)),
-            None => (c.to_path_buf(), bins.first().cloned(), "given by --containerd-config; no running containerd uses it".to_string()),
+            Some((d, _)) => (
+                c.to_path_buf(),
+                Some(d.exe.clone()),
+                format!("running as pid {} with this config", d.pid),
+            ),
+            None => (
+                c.to_path_buf(),
+                bins.first().cloned(),
+                "given by --containerd-config; no running containerd uses it".to_string(),
+            ),
         }
     } else {
         let mut configs: Vec<&PathBuf> = Vec::new();
@@ -644,7 +726,11 @@ pub fn choose_containerd(explicit: Option<&Path>) -> Result<ContainerdChoice, Co
             }
         }
         match configs.len() {
-            0 => (CONTAINERD_DEFAULT_CONFIG.into(), bins.first().cloned(), "containerd is not running; its default config".to_string()),
+            0 => (
+                CONTAINERD_DEFAULT_CONFIG.into(),
+                bins.first().cloned(),
+                "containerd is not running; its default config".to_string(),
+            ),
             1 => {
                 let (d, c) = &procs[0];
                 let how = if procs.len() > 1 {
@@ -655,11 +741,18 @@ pub fn choose_containerd(explicit: Option<&Path>) -> Result<ContainerdChoice, Co
                 (c.clone(), Some(d.exe.clone()), how)
             }
             _ => {
-                let list: Vec<String> =
-                    procs.iter().map(|(d, c)| format!("pid {} {} --config {}", d.pid, d.exe.display(), c.display())).collect();
+                let list: Vec<String> = procs
+                    .iter()
+                    .map(|(d, c)| {
+                        format!("pid {} {} --config {}", d.pid, d.exe.display(), c.display())
+                    })
+                    .collect();
                 return Err(fail(
                     "cannot configure containerd",
-                    format!("several containerd daemons run with different configs: {}", list.join("; ")),
+                    format!(
+                        "several containerd daemons run with different configs: {}",
+                        list.join("; ")
+                    ),
                     "pick one with --containerd-config FILE",
                 ));
             }
@@ -674,7 +767,9 @@ pub fn choose_containerd(explicit: Option<&Path>) -> Result<ContainerdChoice, Co
     }
     match (&bin, &version) {
         (Some(b), Some(v)) => notes.push(format!("containerd: {} {} ({how})", b.display(), v.text)),
-        (Some(b), None) => notes.push(format!("containerd: {} (version unknown; {how})", b.display())),
+        (Some(b), None) => {
+            notes.push(format!("containerd: {} (version unknown; {how})", b.display()))
+        }
         (None, _) => notes.push(format!("containerd: no binary found ({how})")),
     }
     Ok(ContainerdChoice { config, version, notes })
@@ -699,7 +794,10 @@ impl FileChange {
     fn new(path: PathBuf, content: String, why: impl Into<String>) -> FileChange {
         let current = std::fs::read_to_string(&path).ok();
         // A file of the same name that we did not write (ours all name dataplane-hook) is kept.
-        let backup = current.as_ref().filter(|c| !c.contains("dataplane-hook") && **c != content).map(|_| backup_path(&path));
+        let backup = current
+            .as_ref()
+            .filter(|c| !c.contains("dataplane-hook") && **c != content)
+            .map(|_| backup_path(&path));
         FileChange { path, content, current, backup, why: why.into() }
     }
     pub fn is_noop(&self) -> bool {
@@ -738,10 +836,19 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
         out.notes.extend(files.warnings.iter().cloned());
         let kind = match (files.version, major) {
             (2, Some(m)) if m >= 2 => ContainerdDropin::V2,
-            (2, _) => ContainerdDropin::V2Copy { cri: cri_copy(files.effective_cri(false).as_ref()) },
+            (2, _) => {
+                ContainerdDropin::V2Copy { cri: cri_copy(files.effective_cri(false).as_ref()) }
+            }
             (3, Some(m)) if m < 2 => {
                 let v = choice.version.as_ref().map(|v| v.text.clone()).unwrap_or_default();
-                return Err(fail(what, format!("{} is config version 3, which containerd {v} cannot read", main.display()), "use version = 2 with containerd 1.x"));
+                return Err(fail(
+                    what,
+                    format!(
+                        "{} is config version 3, which containerd {v} cannot read",
+                        main.display()
+                    ),
+                    "use version = 2 with containerd 1.x",
+                ));
             }
             (3, _) => ContainerdDropin::V3,
             (v, _) => {
@@ -752,17 +859,26 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
                 ));
             }
         };
-        out.notes.push(format!("containerd config: {} (version {})", main.display(), files.version));
+        out.notes.push(format!(
+            "containerd config: {} (version {})",
+            main.display(),
+            files.version
+        ));
         (files, kind)
     } else {
-        let kind = if major.unwrap_or(1) >= 2 { ContainerdDropin::V3 } else { ContainerdDropin::V2Copy { cri: Table::new() } };
+        let kind = if major.unwrap_or(1) >= 2 {
+            ContainerdDropin::V3
+        } else {
+            ContainerdDropin::V2Copy { cri: Table::new() }
+        };
         out.notes.push(format!("containerd config: {} does not exist; a minimal one importing the drop-in will be created", main.display()));
         (ContainerdFiles::default(), kind)
     };
     let merge = !matches!(kind, ContainerdDropin::V2Copy { .. });
     if let ContainerdDropin::V2Copy { cri } = &kind {
         if !cri.is_empty() {
-            let from: Vec<String> = files.cri_sections.iter().map(|(p, _, _)| p.display().to_string()).collect();
+            let from: Vec<String> =
+                files.cri_sections.iter().map(|(p, _, _)| p.display().to_string()).collect();
             out.notes.push(format!(
                 "containerd 1.x replaces a whole plugin section on import: the drop-in carries a copy of your CRI section (from {}); run configure again after editing it",
                 from.last().cloned().unwrap_or_default()
@@ -772,7 +888,9 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
     let carried = files.runc_options(merge);
     let mut options = carried.as_ref().map(|(_, o)| o.clone()).unwrap_or_default();
     if let (Some((from, _)), Some(binary)) = (&carried, options.remove("BinaryName")) {
-        if let Some(w) = binary.as_str().and_then(|b| runtime_mismatch(from, b, install.config.as_deref())) {
+        if let Some(w) =
+            binary.as_str().and_then(|b| runtime_mismatch(from, b, install.config.as_deref()))
+        {
             out.notes.push(w);
         }
     }
@@ -785,7 +903,10 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
         }
     }
     for p in files.other_handlers() {
-        out.notes.push(format!("warning: {} also defines a runtime `{HANDLER}`; the drop-in's replaces it", p.display()));
+        out.notes.push(format!(
+            "warning: {} also defines a runtime `{HANDLER}`; the drop-in's replaces it",
+            p.display()
+        ));
     }
     if !merge {
         for p in files.after_dropin_with_cri() {
@@ -799,18 +920,37 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
     }
 
     let content = render_containerd(&kind, install, &options);
-    out.changes.push(FileChange::new(dropin.clone(), content, format!("runtime handler `{HANDLER}`")));
+    out.changes.push(FileChange::new(
+        dropin.clone(),
+        content,
+        format!("runtime handler `{HANDLER}`"),
+    ));
 
     let entry = dropin.display().to_string();
     if !exists {
         let version = if matches!(kind, ContainerdDropin::V3) { 3 } else { 2 };
         let text = format!("version = {version}\nimports = [{}]\n", toml_str(&entry));
-        out.changes.push(FileChange::new(main.clone(), text, "create containerd's config, importing the drop-in"));
+        out.changes.push(FileChange::new(
+            main.clone(),
+            text,
+            "create containerd's config, importing the drop-in",
+        ));
     } else if !files.imports_dropin {
-        let text = std::fs::read_to_string(&main).map_err(|e| fail(format!("cannot read {}", main.display()), e, "check its permissions"))?;
-        let new = splice_import(&text, &entry)
-            .map_err(|e| fail(format!("cannot add an import to {}", main.display()), e, format!("add {entry:?} to its imports by hand")))?;
-        let mut c = FileChange::new(main.clone(), new, format!("add {entry} to imports (nothing else changes)"));
+        let text = std::fs::read_to_string(&main).map_err(|e| {
+            fail(format!("cannot read {}", main.display()), e, "check its permissions")
+        })?;
+        let new = splice_import(&text, &entry).map_err(|e| {
+            fail(
+                format!("cannot add an import to {}", main.display()),
+                e,
+                format!("add {entry:?} to its imports by hand"),
+            )
+        })?;
+        let mut c = FileChange::new(
+            main.clone(),
+            new,
+            format!("add {entry} to imports (nothing else changes)"),
+        );
         c.backup = Some(backup_path(&main));
         out.changes.push(c);
     } else {
@@ -835,7 +975,9 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
 fn runtime_mismatch(from: &str, binary: &str, config: Option<&Path>) -> Option<String> {
     let loaded = crate::config::Loaded::resolve(config).ok()?;
     let ours = &loaded.config.runtime_path;
-    let file_id = |p: &Path| crate::runtime::real_runtime(p).ok().and_then(|found| crate::runtime::file_id(&found));
+    let file_id = |p: &Path| {
+        crate::runtime::real_runtime(p).ok().and_then(|found| crate::runtime::file_id(&found))
+    };
     let same = match (file_id(Path::new(binary)), file_id(ours)) {
         (Some(a), Some(b)) => a == b,
         _ => Path::new(binary) == ours.as_path(),
@@ -843,7 +985,10 @@ fn runtime_mismatch(from: &str, binary: &str, config: Option<&Path>) -> Option<S
     if same {
         return None;
     }
-    let cfg = loaded.path.map(|p| p.display().to_string()).unwrap_or_else(|| format!("built-in default; the config is {DEFAULT_CONFIG_PATH}"));
+    let cfg = loaded
+        .path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("built-in default; the config is {DEFAULT_CONFIG_PATH}"));
     Some(format!(
         "warning: runtime `{from}` runs {binary} (its BinaryName) but dataplane-runtime runs runtime_path = {} ({cfg}): set runtime_path = {} there, or `{HANDLER}` pods run another runtime than the node's",
         toml_str(&ours.display().to_string()),
@@ -852,13 +997,20 @@ fn runtime_mismatch(from: &str, binary: &str, config: Option<&Path>) -> Option<S
 }
 
 fn backup_path(p: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let name = p.file_name().unwrap_or(OsStr::new("config")).to_string_lossy();
     p.with_file_name(format!("{name}.bak-dataplane-hook-{secs}"))
 }
 
 fn install_problem(install: &Install, need_wrapper: bool) -> Option<String> {
-    let exec = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    let exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
     if need_wrapper && !exec(&install.wrapper) {
         return Some(format!("{} is missing or not executable", install.wrapper.display()));
     }
@@ -881,9 +1033,17 @@ fn hook_changes(dir: &Path, install: &Install, out: &mut Outcome) {
 
 /// containers.conf `[engine] hooks_dir`, in the files podman reads (later wins).
 fn containers_conf_hooks_dir() -> Option<(Vec<PathBuf>, PathBuf)> {
-    let mut files: Vec<PathBuf> = vec!["/usr/share/containers/containers.conf".into(), "/etc/containers/containers.conf".into()];
+    let mut files: Vec<PathBuf> = vec![
+        "/usr/share/containers/containers.conf".into(),
+        "/etc/containers/containers.conf".into(),
+    ];
     let mut dropins: Vec<PathBuf> = std::fs::read_dir("/etc/containers/containers.conf.d")
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension() == Some(OsStr::new("conf"))).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension() == Some(OsStr::new("conf")))
+                .collect()
+        })
         .unwrap_or_default();
     dropins.sort();
     files.extend(dropins);
@@ -921,7 +1081,11 @@ pub fn plan_podman(args: &ConfigureArgs, install: &Install) -> Result<Outcome, C
         }
         None => match containers_conf_hooks_dir() {
             Some((dirs, from)) if !dirs.is_empty() => {
-                out.notes.push(format!("hooks dir: {} (hooks_dir in {})", dirs[0].display(), from.display()));
+                out.notes.push(format!(
+                    "hooks dir: {} (hooks_dir in {})",
+                    dirs[0].display(),
+                    from.display()
+                ));
                 dirs[0].clone()
             }
             _ => {
@@ -938,40 +1102,71 @@ pub fn plan_podman(args: &ConfigureArgs, install: &Install) -> Result<Outcome, C
 pub fn plan_crio(args: &ConfigureArgs, install: &Install) -> Result<Outcome, ConfigureError> {
     let mut out = Outcome::default();
     if let Some(t) = install_problem(install, true) {
-        return Err(fail("cannot configure CRI-O", t, "install dataplane-runtime beside dataplane-hook"));
+        return Err(fail(
+            "cannot configure CRI-O",
+            t,
+            "install dataplane-runtime beside dataplane-hook",
+        ));
     }
     let procs = running("crio");
     if procs.len() > 1 {
-        out.notes.push(format!("warning: {} crio processes run; using the first (pid {})", procs.len(), procs[0].pid));
+        out.notes.push(format!(
+            "warning: {} crio processes run; using the first (pid {})",
+            procs.len(),
+            procs[0].pid
+        ));
     }
     let proc_ = procs.first();
-    let main = proc_.and_then(|d| config_flag(&d.args, "--config", "-c")).unwrap_or_else(|| CRIO_CONFIG.into());
-    let (conf_dir, how) = match (&args.crio_config_dir, proc_.and_then(|d| config_flag(&d.args, "--config-dir", "-d"))) {
+    let main = proc_
+        .and_then(|d| config_flag(&d.args, "--config", "-c"))
+        .unwrap_or_else(|| CRIO_CONFIG.into());
+    let (conf_dir, how) = match (
+        &args.crio_config_dir,
+        proc_.and_then(|d| config_flag(&d.args, "--config-dir", "-d")),
+    ) {
         (Some(d), _) => (d.clone(), "--crio-config-dir".to_string()),
-        (None, Some(d)) => (d, format!("--config-dir of the running crio (pid {})", proc_.unwrap().pid)),
-        (None, None) => (CRIO_CONFIG_DIR.into(), match proc_ {
-            Some(d) => format!("default; crio runs as pid {}", d.pid),
-            None => "default; crio is not running".into(),
-        }),
+        (None, Some(d)) => {
+            (d, format!("--config-dir of the running crio (pid {})", proc_.unwrap().pid))
+        }
+        (None, None) => (
+            CRIO_CONFIG_DIR.into(),
+            match proc_ {
+                Some(d) => format!("default; crio runs as pid {}", d.pid),
+                None => "default; crio is not running".into(),
+            },
+        ),
     };
     out.notes.push(format!("CRI-O drop-in dir: {} ({how})", conf_dir.display()));
     let dropin = conf_dir.join(CRIO_DROPIN_NAME);
     // hooks_dir: crio.conf then its drop-ins in order (later wins), excluding ours.
     let mut files = vec![main.clone()];
-    let mut d: Vec<PathBuf> = std::fs::read_dir(&conf_dir).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut d: Vec<PathBuf> = std::fs::read_dir(&conf_dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     d.sort();
     files.extend(d.into_iter().filter(|p| !same_file(p, &dropin)));
     let mut hooks_dir: Option<(PathBuf, PathBuf)> = None;
     for f in files {
         let Ok(text) = std::fs::read_to_string(&f) else { continue };
-        let t = text.parse::<Table>().map_err(|e| fail(format!("cannot parse {}", f.display()), e.message().replace('\n', " "), "fix the TOML syntax first"))?;
-        if let Some(a) = get_path(&t, &["crio", "runtime", "hooks_dir"]).and_then(|v| v.as_array()) {
+        let t = text.parse::<Table>().map_err(|e| {
+            fail(
+                format!("cannot parse {}", f.display()),
+                e.message().replace('\n', " "),
+                "fix the TOML syntax first",
+            )
+        })?;
+        if let Some(a) = get_path(&t, &["crio", "runtime", "hooks_dir"]).and_then(|v| v.as_array())
+        {
             if let Some(first) = a.iter().filter_map(|v| v.as_str()).next() {
                 hooks_dir = Some((first.into(), f.clone()));
             }
         }
         if get_path(&t, &["crio", "runtime", "runtimes", HANDLER]).is_some() {
-            out.notes.push(format!("warning: {} also defines runtime `{HANDLER}`; {} is read later and wins", f.display(), dropin.display()));
+            out.notes.push(format!(
+                "warning: {} also defines runtime `{HANDLER}`; {} is read later and wins",
+                f.display(),
+                dropin.display()
+            ));
         }
     }
     let hooks = match (&args.hooks_dir, hooks_dir) {
@@ -988,7 +1183,11 @@ pub fn plan_crio(args: &ConfigureArgs, install: &Install) -> Result<Outcome, Con
             CRIO_HOOKS_DIR.into()
         }
     };
-    out.changes.push(FileChange::new(dropin, render_crio(install), format!("runtime handler `{HANDLER}`")));
+    out.changes.push(FileChange::new(
+        dropin,
+        render_crio(install),
+        format!("runtime handler `{HANDLER}`"),
+    ));
     hook_changes(&hooks, install, &mut out);
     out.next.push(format!("restart CRI-O (or send it SIGHUP) to load the runtime handler `{HANDLER}`; hooks.d files apply to pods annotated dataplane-hook.io/enabled=true"));
     Ok(out)
@@ -1004,7 +1203,8 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(content)?;
-        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+        let mode =
+            std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -1028,7 +1228,8 @@ fn show_diff(old: &str, new: &str) -> String {
         pre += 1;
     }
     let mut suf = 0;
-    while suf < a.len() - pre && suf < b.len() - pre && a[a.len() - 1 - suf] == b[b.len() - 1 - suf] {
+    while suf < a.len() - pre && suf < b.len() - pre && a[a.len() - 1 - suf] == b[b.len() - 1 - suf]
+    {
         suf += 1;
     }
     let mut s = String::new();
@@ -1071,11 +1272,21 @@ pub fn execute(outcome: &Outcome, dry_run: bool) -> Result<String, ConfigureErro
             continue;
         }
         if let (Some(b), Some(old)) = (&c.backup, &c.current) {
-            write_atomic(b, old.as_bytes())
-                .map_err(|e| fail(format!("cannot back up {} to {}", c.path.display(), b.display()), e, "check the directory's permissions; nothing was changed"))?;
+            write_atomic(b, old.as_bytes()).map_err(|e| {
+                fail(
+                    format!("cannot back up {} to {}", c.path.display(), b.display()),
+                    e,
+                    "check the directory's permissions; nothing was changed",
+                )
+            })?;
         }
-        write_atomic(&c.path, c.content.as_bytes())
-            .map_err(|e| fail(format!("cannot write {}", c.path.display()), e, "check the directory's permissions (run as root)"))?;
+        write_atomic(&c.path, c.content.as_bytes()).map_err(|e| {
+            fail(
+                format!("cannot write {}", c.path.display()),
+                e,
+                "check the directory's permissions (run as root)",
+            )
+        })?;
     }
     if pending.is_empty() {
         s.push_str("nothing to change: already configured\n");
@@ -1094,7 +1305,11 @@ pub fn plan(args: &ConfigureArgs, install: &Install) -> Result<Outcome, Configur
         "containerd" => plan_containerd(args, install),
         "crio" => plan_crio(args, install),
         "podman" => plan_podman(args, install),
-        other => Err(fail("cannot configure", format!("unknown runtime {other:?}"), "use containerd, crio or podman")),
+        other => Err(fail(
+            "cannot configure",
+            format!("unknown runtime {other:?}"),
+            "use containerd, crio or podman",
+        )),
     }
 }
 
@@ -1125,17 +1340,34 @@ mod tests {
         }
         assert_eq!(render_crio(&i), shipped("crio/crio.conf.d/99-dataplane.conf"));
         let none = Table::new();
-        assert_eq!(render_containerd(&ContainerdDropin::V2Copy { cri: Table::new() }, &i, &none), shipped("containerd/dataplane-v2.toml"));
-        assert_eq!(render_containerd(&ContainerdDropin::V2, &i, &none), shipped("containerd/dataplane-v2.toml"));
-        assert_eq!(render_containerd(&ContainerdDropin::V3, &i, &none), shipped("containerd/dataplane-v3.toml"));
+        assert_eq!(
+            render_containerd(&ContainerdDropin::V2Copy { cri: Table::new() }, &i, &none),
+            shipped("containerd/dataplane-v2.toml")
+        );
+        assert_eq!(
+            render_containerd(&ContainerdDropin::V2, &i, &none),
+            shipped("containerd/dataplane-v2.toml")
+        );
+        assert_eq!(
+            render_containerd(&ContainerdDropin::V3, &i, &none),
+            shipped("containerd/dataplane-v3.toml")
+        );
     }
 
     #[test]
     fn hooks_carry_the_real_path_and_config() {
-        let i = Install { hook: "/opt/dp/bin/dataplane-hook".into(), wrapper: "/opt/dp/bin/dataplane-runtime".into(), config: Some("/etc/dp.toml".into()), timeout_secs: 10 };
+        let i = Install {
+            hook: "/opt/dp/bin/dataplane-hook".into(),
+            wrapper: "/opt/dp/bin/dataplane-runtime".into(),
+            config: Some("/etc/dp.toml".into()),
+            timeout_secs: 10,
+        };
         let v: Value = serde_json::from_str(&render_hook(HOOK_POSTSTOP, &i)).unwrap();
         assert_eq!(v["hook"]["path"], "/opt/dp/bin/dataplane-hook");
-        assert_eq!(v["hook"]["args"], json!(["dataplane-hook", "--config", "/etc/dp.toml", "poststop"]));
+        assert_eq!(
+            v["hook"]["args"],
+            json!(["dataplane-hook", "--config", "/etc/dp.toml", "poststop"])
+        );
         assert_eq!(v["stages"], json!(["poststop"]));
         assert_eq!(v["when"]["annotations"]["^dataplane-hook\\.io/enabled$"], "^true$");
     }
@@ -1162,37 +1394,69 @@ runtime_type = "io.containerd.runc.v2"
         );
         let mut opts = Table::new();
         opts.insert("SystemdCgroup".into(), toml::Value::Boolean(true));
-        let i = Install { hook: "/x/dataplane-hook".into(), wrapper: "/x/dataplane-runtime".into(), config: None, timeout_secs: 10 };
-        let text = render_containerd(&ContainerdDropin::V2Copy { cri: cri_copy(Some(&user)) }, &i, &opts);
+        let i = Install {
+            hook: "/x/dataplane-hook".into(),
+            wrapper: "/x/dataplane-runtime".into(),
+            config: None,
+            timeout_secs: 10,
+        };
+        let text =
+            render_containerd(&ContainerdDropin::V2Copy { cri: cri_copy(Some(&user)) }, &i, &opts);
         let t = parse(&text);
         assert_eq!(t["version"].as_integer(), Some(2));
         let cri = get_path(&t, &["plugins", CRI_V2]).unwrap().as_table().unwrap();
         assert_eq!(cri["sandbox_image"].as_str(), Some("my/pause:3.9"));
         assert_eq!(get_path(cri, &["cni", "bin_dir"]).unwrap().as_str(), Some("/opt/cni/bin"));
-        assert_eq!(get_path(cri, &["containerd", "runtimes", "runc", "options", "SystemdCgroup"]).unwrap().as_bool(), Some(true));
-        let dp = get_path(cri, &["containerd", "runtimes", "dataplane"]).unwrap().as_table().unwrap();
+        assert_eq!(
+            get_path(cri, &["containerd", "runtimes", "runc", "options", "SystemdCgroup"])
+                .unwrap()
+                .as_bool(),
+            Some(true)
+        );
+        let dp =
+            get_path(cri, &["containerd", "runtimes", "dataplane"]).unwrap().as_table().unwrap();
         assert_eq!(dp["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
-        assert_eq!(dp["pod_annotations"].as_array().unwrap()[0].as_str(), Some("dataplane-hook.io/*"));
-        assert_eq!(get_path(dp, &["options", "BinaryName"]).unwrap().as_str(), Some("/x/dataplane-runtime"));
+        assert_eq!(
+            dp["pod_annotations"].as_array().unwrap()[0].as_str(),
+            Some("dataplane-hook.io/*")
+        );
+        assert_eq!(
+            get_path(dp, &["options", "BinaryName"]).unwrap().as_str(),
+            Some("/x/dataplane-runtime")
+        );
         assert_eq!(get_path(dp, &["options", "SystemdCgroup"]).unwrap().as_bool(), Some(true));
         assert!(!text.contains(RESTATED_RUNC), "the user's runc replaces the restated one");
 
         // A CRI section without runtimes: containerd's built-in runc is restated (1.x would
         // otherwise lose it and refuse default_runtime_name = "runc").
         let user = parse("sandbox_image = \"my/pause:3.9\"\n");
-        let text = render_containerd(&ContainerdDropin::V2Copy { cri: cri_copy(Some(&user)) }, &i, &Table::new());
+        let text = render_containerd(
+            &ContainerdDropin::V2Copy { cri: cri_copy(Some(&user)) },
+            &i,
+            &Table::new(),
+        );
         let t = parse(&text);
-        let r = get_path(&t, &["plugins", CRI_V2, "containerd", "runtimes"]).unwrap().as_table().unwrap();
+        let r = get_path(&t, &["plugins", CRI_V2, "containerd", "runtimes"])
+            .unwrap()
+            .as_table()
+            .unwrap();
         assert_eq!(r.keys().collect::<Vec<_>>(), vec!["dataplane", "runc"]);
-        assert_eq!(get_path(&t, &["plugins", CRI_V2, "sandbox_image"]).unwrap().as_str(), Some("my/pause:3.9"));
+        assert_eq!(
+            get_path(&t, &["plugins", CRI_V2, "sandbox_image"]).unwrap().as_str(),
+            Some("my/pause:3.9")
+        );
     }
 
     #[test]
     fn v3_dropin_uses_the_cri_runtime_plugin() {
-        let t = parse(&render_containerd(&ContainerdDropin::V3, &Install::shipped(), &Table::new()));
+        let t =
+            parse(&render_containerd(&ContainerdDropin::V3, &Install::shipped(), &Table::new()));
         assert_eq!(t["version"].as_integer(), Some(3));
         let dp = get_path(&t, &["plugins", CRI_V3, "containerd", "runtimes", "dataplane"]).unwrap();
-        assert_eq!(get_path(dp.as_table().unwrap(), &["options", "BinaryName"]).unwrap().as_str(), Some(TEMPLATE_WRAPPER));
+        assert_eq!(
+            get_path(dp.as_table().unwrap(), &["options", "BinaryName"]).unwrap().as_str(),
+            Some(TEMPLATE_WRAPPER)
+        );
     }
 
     #[test]
@@ -1212,20 +1476,33 @@ runtime_type = "io.containerd.runc.v2"
             let got = splice_import(before, "/d/x.toml").unwrap();
             assert_eq!(got, after, "from {before:?}");
             let t = parse(&got);
-            assert!(t["imports"].as_array().unwrap().iter().any(|v| v.as_str() == Some("/d/x.toml")));
+            assert!(t["imports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v.as_str() == Some("/d/x.toml")));
         }
         assert!(splice_import("version = 2\nimports = \"x\"\n", "/d").is_err());
     }
 
     #[test]
     fn containerd_versions_and_flags() {
-        let v = parse_containerd_version("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n").unwrap();
+        let v = parse_containerd_version(
+            "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n",
+        )
+        .unwrap();
         assert_eq!((v.major, v.minor), (1, 6));
-        let v = parse_containerd_version("containerd github.com/containerd/containerd/v2 v2.0.2 c507a0257\n").unwrap();
+        let v = parse_containerd_version(
+            "containerd github.com/containerd/containerd/v2 v2.0.2 c507a0257\n",
+        )
+        .unwrap();
         assert_eq!((v.major, v.minor, v.text.as_str()), (2, 0, "2.0.2"));
         assert!(parse_containerd_version("").is_none());
         let a = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(config_flag(&a(&["--log-level", "info", "--config", "/c.toml"]), "--config", "-c"), Some("/c.toml".into()));
+        assert_eq!(
+            config_flag(&a(&["--log-level", "info", "--config", "/c.toml"]), "--config", "-c"),
+            Some("/c.toml".into())
+        );
         assert_eq!(config_flag(&a(&["-c=/k3s.toml"]), "--config", "-c"), Some("/k3s.toml".into()));
         assert_eq!(config_flag(&a(&["-c", "/x"]), "--config", "-c"), Some("/x".into()));
         assert_eq!(config_flag(&a(&["--address", "/s"]), "--config", "-c"), None);
@@ -1242,9 +1519,17 @@ runtime_type = "io.containerd.runc.v2"
             format!("version = 2\nimports = [\"{}/conf.d/*.toml\"]\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"main\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\nSystemdCgroup = true\n", d.path().display()),
         )
         .unwrap();
-        std::fs::write(d.path().join("conf.d/a.toml"), "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"a\"\n").unwrap();
+        std::fs::write(
+            d.path().join("conf.d/a.toml"),
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\nsandbox_image = \"a\"\n",
+        )
+        .unwrap();
         std::fs::write(&dropin, "version = 2\n").unwrap();
-        std::fs::write(d.path().join("conf.d/z.toml"), "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/z\"\n").unwrap();
+        std::fs::write(
+            d.path().join("conf.d/z.toml"),
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path = \"/z\"\n",
+        )
+        .unwrap();
         let f = read_containerd_files(&main, &dropin, true).unwrap();
         assert!(f.imports_dropin);
         assert_eq!(f.version, 2);
@@ -1295,12 +1580,23 @@ runtime_type = "io.containerd.runc.v2"
     fn a_foreign_file_in_the_way_is_backed_up_ours_is_not() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("99-dataplane.conf");
-        std::fs::write(&p, "[crio.runtime.runtimes.dataplane]\nruntime_path = \"/opt/other\"\n").unwrap();
+        std::fs::write(&p, "[crio.runtime.runtimes.dataplane]\nruntime_path = \"/opt/other\"\n")
+            .unwrap();
         let c = FileChange::new(p.clone(), render_crio(&Install::shipped()), "x");
         assert!(c.backup.is_some());
         execute(&Outcome { changes: vec![c.clone()], ..Default::default() }, false).unwrap();
-        assert_eq!(std::fs::read_to_string(c.backup.as_ref().unwrap()).unwrap(), c.current.clone().unwrap());
-        let again = FileChange::new(p.clone(), render_crio(&Install { wrapper: "/opt/x/dataplane-runtime".into(), ..Install::shipped() }), "x");
+        assert_eq!(
+            std::fs::read_to_string(c.backup.as_ref().unwrap()).unwrap(),
+            c.current.clone().unwrap()
+        );
+        let again = FileChange::new(
+            p.clone(),
+            render_crio(&Install {
+                wrapper: "/opt/x/dataplane-runtime".into(),
+                ..Install::shipped()
+            }),
+            "x",
+        );
         assert!(again.backup.is_none(), "our own file is replaced without a backup");
     }
 

@@ -177,7 +177,9 @@ pub fn parse_version(out: &str) -> Option<(u32, u32, u32)> {
 }
 
 fn version_text(out: &str) -> String {
-    parse_version(out).map(|(a, b, c)| format!("{a}.{b}.{c}")).unwrap_or_else(|| out.lines().next().unwrap_or("").trim().to_string())
+    parse_version(out)
+        .map(|(a, b, c)| format!("{a}.{b}.{c}"))
+        .unwrap_or_else(|| out.lines().next().unwrap_or("").trim().to_string())
 }
 
 /// The `dataplane` handler of a containerd config dump: (runtime_type, BinaryName, pod_annotations).
@@ -185,10 +187,21 @@ pub fn containerd_handler(dump: &str) -> Option<(String, Option<String>, Vec<Str
     let t: toml::Table = dump.parse().ok()?;
     let plugins = t.get("plugins")?.as_table()?;
     let h = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"].iter().find_map(|p| {
-        plugins.get(*p)?.get("containerd")?.get("runtimes")?.get(crate::configure::HANDLER)?.as_table().cloned()
+        plugins
+            .get(*p)?
+            .get("containerd")?
+            .get("runtimes")?
+            .get(crate::configure::HANDLER)?
+            .as_table()
+            .cloned()
     })?;
     let rt = h.get("runtime_type").and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let bin = h.get("options").and_then(|o| o.get("BinaryName")).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from);
+    let bin = h
+        .get("options")
+        .and_then(|o| o.get("BinaryName"))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     let ann = h
         .get("pod_annotations")
         .and_then(|v| v.as_array())
@@ -201,23 +214,37 @@ pub fn containerd_handler(dump: &str) -> Option<(String, Option<String>, Vec<Str
 pub fn containerd_systemd_cgroup(dump: &str) -> Option<bool> {
     let t: toml::Table = dump.parse().ok()?;
     let plugins = t.get("plugins")?.as_table()?;
-    ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"]
-        .iter()
-        .find_map(|p| plugins.get(*p)?.get("containerd")?.get("runtimes")?.get("runc")?.get("options")?.get("SystemdCgroup")?.as_bool())
+    ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"].iter().find_map(|p| {
+        plugins
+            .get(*p)?
+            .get("containerd")?
+            .get("runtimes")?
+            .get("runc")?
+            .get("options")?
+            .get("SystemdCgroup")?
+            .as_bool()
+    })
 }
 
 /// The hook binary a hooks.d file runs, and its stages. None: not valid oci-hooks JSON.
 pub fn hooks_d_entry(content: &str) -> Option<(String, Vec<String>)> {
     let v: serde_json::Value = serde_json::from_str(content).ok()?;
     let path = v.get("hook")?.get("path")?.as_str()?.to_string();
-    let stages = v.get("stages")?.as_array()?.iter().filter_map(|s| s.as_str().map(String::from)).collect();
+    let stages =
+        v.get("stages")?.as_array()?.iter().filter_map(|s| s.as_str().map(String::from)).collect();
     Some((path, stages))
 }
 
 /// `runtime_path` of CRI-O's `dataplane` handler in a drop-in.
 pub fn crio_handler(content: &str) -> Option<String> {
     let t: toml::Table = content.parse().ok()?;
-    t.get("crio")?.get("runtime")?.get("runtimes")?.get(crate::configure::HANDLER)?.get("runtime_path")?.as_str().map(String::from)
+    t.get("crio")?
+        .get("runtime")?
+        .get("runtimes")?
+        .get(crate::configure::HANDLER)?
+        .get("runtime_path")?
+        .as_str()
+        .map(String::from)
 }
 
 /// cgroup mounts from mountinfo: (fstype, mount point, super options).
@@ -231,31 +258,50 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<(String, PathBuf, String)> {
             let fstype = post.next()?;
             let _ = post.next();
             let sopts = post.next().unwrap_or("");
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| (fstype.to_string(), PathBuf::from(mount), sopts.to_string()))
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| (fstype.to_string(), PathBuf::from(mount), sopts.to_string()))
         })
         .collect()
 }
 
 /// The cgroup layout: ("v1" | "v2" | "hybrid", description).
-pub fn cgroup_layout(mountinfo: &str, v2_controllers: &BTreeMap<PathBuf, String>) -> (&'static str, String) {
+pub fn cgroup_layout(
+    mountinfo: &str,
+    v2_controllers: &BTreeMap<PathBuf, String>,
+) -> (&'static str, String) {
     let mounts = cgroup_mounts(mountinfo);
     let mut v1: Vec<String> = Vec::new();
     let mut v2: Vec<String> = Vec::new();
     for (fstype, mount, sopts) in &mounts {
         if fstype == "cgroup" {
-            let ctrls: Vec<&str> = sopts.split(',').filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("name=") && !o.contains('=')).collect();
+            let ctrls: Vec<&str> = sopts
+                .split(',')
+                .filter(|o| {
+                    !matches!(*o, "rw" | "ro") && !o.starts_with("name=") && !o.contains('=')
+                })
+                .collect();
             if !ctrls.is_empty() {
                 v1.push(ctrls.join(","));
             }
         } else {
-            let c = v2_controllers.get(mount).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default();
-            v2.push(format!("{} ({})", mount.display(), if c.is_empty() { "no controllers".into() } else { c }));
+            let c = v2_controllers
+                .get(mount)
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default();
+            v2.push(format!(
+                "{} ({})",
+                mount.display(),
+                if c.is_empty() { "no controllers".into() } else { c }
+            ));
         }
     }
     match (v1.is_empty(), v2.is_empty()) {
         (true, false) => ("v2", format!("cgroup v2 only: {}", v2.join(", "))),
         (false, true) => ("v1", format!("cgroup v1 only: {}", v1.join(" "))),
-        (false, false) => ("hybrid", format!("hybrid: v1 controllers {} and cgroup2 at {}", v1.join(" "), v2.join(", "))),
+        (false, false) => (
+            "hybrid",
+            format!("hybrid: v1 controllers {} and cgroup2 at {}", v1.join(" "), v2.join(", ")),
+        ),
         (true, true) => ("none", "no cgroup filesystem is mounted".to_string()),
     }
 }
@@ -277,20 +323,45 @@ pub fn checks(f: &Facts) -> Vec<Check> {
 
     // Configuration and binaries.
     match (&f.config_error, &f.config_path) {
-        (Some(e), _) => out.push(Check::new(Fail, "config", e.clone()).fix("fix the file; the checks below use the built-in defaults")),
+        (Some(e), _) => out.push(
+            Check::new(Fail, "config", e.clone())
+                .fix("fix the file; the checks below use the built-in defaults"),
+        ),
         (None, Some(p)) => out.push(Check::new(Pass, "config", p.display().to_string())),
-        (None, None) => out.push(Check::new(Pass, "config", format!("built-in defaults ({} does not exist)", crate::config::DEFAULT_CONFIG_PATH))),
+        (None, None) => out.push(Check::new(
+            Pass,
+            "config",
+            format!("built-in defaults ({} does not exist)", crate::config::DEFAULT_CONFIG_PATH),
+        )),
     }
     if f.wrapper_exists {
-        out.push(Check::new(Pass, "binaries", format!("{} and {} beside it", f.hook_exe.display(), f.wrapper.display())));
+        out.push(Check::new(
+            Pass,
+            "binaries",
+            format!("{} and {} beside it", f.hook_exe.display(), f.wrapper.display()),
+        ));
     } else {
-        out.push(Check::new(Fail, "binaries", format!("{} is missing", f.wrapper.display())).fix("install dataplane-runtime beside dataplane-hook"));
+        out.push(
+            Check::new(Fail, "binaries", format!("{} is missing", f.wrapper.display()))
+                .fix("install dataplane-runtime beside dataplane-hook"),
+        );
     }
     match &f.real_runtime {
-        Some(p) => out.push(Check::new(Pass, "runtime_path", format!("{} -> {}", cfg.runtime_path.display(), p.display()))),
+        Some(p) => out.push(Check::new(
+            Pass,
+            "runtime_path",
+            format!("{} -> {}", cfg.runtime_path.display(), p.display()),
+        )),
         None => out.push(
-            Check::new(Fail, "runtime_path", format!("{} not found: dataplane-runtime cannot start any container", cfg.runtime_path.display()))
-                .fix("install runc or set runtime_path in the config to the real OCI runtime"),
+            Check::new(
+                Fail,
+                "runtime_path",
+                format!(
+                    "{} not found: dataplane-runtime cannot start any container",
+                    cfg.runtime_path.display()
+                ),
+            )
+            .fix("install runc or set runtime_path in the config to the real OCI runtime"),
         ),
     }
 
@@ -301,16 +372,35 @@ pub fn checks(f: &Facts) -> Vec<Check> {
         match pool {
             None => out.push(Check::new(Skip, name, "this kernel or CPU has no such page size")),
             Some(p) if p.total == 0 => out.push(
-                Check::new(Warn, name, format!("the pool is empty: containers asking for {}{} are refused", crate::request::PREFIX, size.annotation())).fix(set),
+                Check::new(
+                    Warn,
+                    name,
+                    format!(
+                        "the pool is empty: containers asking for {}{} are refused",
+                        crate::request::PREFIX,
+                        size.annotation()
+                    ),
+                )
+                .fix(set),
             ),
             Some(p) => {
-                let mut d = format!("{} pages ({}), {} free, {} reserved", p.total, crate::request::Bytes(p.total * size.bytes()), p.free, p.reserved);
+                let mut d = format!(
+                    "{} pages ({}), {} free, {} reserved",
+                    p.total,
+                    crate::request::Bytes(p.total * size.bytes()),
+                    p.free,
+                    p.reserved
+                );
                 if p.surplus > 0 {
                     d.push_str(&format!(", {} surplus", p.surplus));
                 }
                 out.push(Check::new(Pass, name, d));
                 let nodes = f.node_pools.get(size).cloned().unwrap_or_default();
-                let empty_nodes: Vec<String> = nodes.iter().filter(|n| n.total == 0).map(|n| format!("node{}", n.node)).collect();
+                let empty_nodes: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n.total == 0)
+                    .map(|n| format!("node{}", n.node))
+                    .collect();
                 for n in &nodes {
                     let nm = format!("hugepages {size} node{}", n.node);
                     if n.total == 0 && nodes.len() > 1 {
@@ -319,7 +409,11 @@ pub fn checks(f: &Facts) -> Vec<Check> {
                                 .fix(format!("echo N > /sys/devices/system/node/node{}/hugepages/{}/nr_hugepages", n.node, size.sysfs_dir())),
                         );
                     } else {
-                        out.push(Check::new(Pass, nm, format!("{} pages, {} free", n.total, n.free)));
+                        out.push(Check::new(
+                            Pass,
+                            nm,
+                            format!("{} pages, {} free", n.total, n.free),
+                        ));
                     }
                 }
                 let _ = empty_nodes;
@@ -330,7 +424,9 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     // cgroups: layout, the hugetlb controller, the driver.
     let (layout, desc) = cgroup_layout(&f.mountinfo, &f.v2_controllers);
     out.push(Check::new(if layout == "none" { Fail } else { Pass }, "cgroup layout", desc));
-    let has = |m: &Path, c: &str| f.v2_controllers.get(m).is_some_and(|s| s.split_whitespace().any(|x| x == c));
+    let has = |m: &Path, c: &str| {
+        f.v2_controllers.get(m).is_some_and(|s| s.split_whitespace().any(|x| x == c))
+    };
     match find_hierarchy(&f.mountinfo, "hugetlb", |m| has(m, "hugetlb")) {
         Some(h) if h.version == CgVersion::V1 => out.push(Check::new(Pass, "hugetlb controller", format!("cgroup v1 at {}", h.mount.display()))),
         Some(h) => {
@@ -357,7 +453,12 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     let mut d = format!("{driver} (PID 1 is {}systemd)", if f.systemd_pid1 { "" } else { "not " });
     let mut status = Pass;
     let mut fix = None;
-    if let Some(sc) = f.containerd.as_ref().and_then(|c| c.dump.as_ref().ok()).and_then(|d| containerd_systemd_cgroup(d)) {
+    if let Some(sc) = f
+        .containerd
+        .as_ref()
+        .and_then(|c| c.dump.as_ref().ok())
+        .and_then(|d| containerd_systemd_cgroup(d))
+    {
         d.push_str(&format!("; containerd runc SystemdCgroup = {sc}"));
         if sc && !f.systemd_pid1 {
             status = Fail;
@@ -371,7 +472,9 @@ pub fn checks(f: &Facts) -> Vec<Check> {
         d.push_str(&format!("; kubelet cgroupDriver = {k}"));
         if k != driver && status == Pass {
             status = Warn;
-            fix = Some(format!("make kubelet's cgroupDriver ({k}) and the runtime's agree ({driver})"));
+            fix = Some(format!(
+                "make kubelet's cgroupDriver ({k}) and the runtime's agree ({driver})"
+            ));
         }
     }
     let mut c = Check::new(status, "cgroup driver", d);
@@ -388,13 +491,22 @@ pub fn checks(f: &Facts) -> Vec<Check> {
             out.push(Check::new(st, name, "not installed"));
             continue;
         };
-        let text = r.version.as_deref().map(version_text).unwrap_or_else(|| "version unknown".into());
+        let text =
+            r.version.as_deref().map(version_text).unwrap_or_else(|| "version unknown".into());
         let mut d = format!("{} {text}", first.display());
         if r.paths.len() > 1 {
-            let others: Vec<String> = r.paths[1..].iter().map(|p| p.display().to_string()).collect();
+            let others: Vec<String> =
+                r.paths[1..].iter().map(|p| p.display().to_string()).collect();
             out.push(
-                Check::new(Warn, name.clone(), format!("{d}; also installed: {}", others.join(", ")))
-                    .fix(format!("remove the copies you do not use, so every tool runs the same {}", r.name)),
+                Check::new(
+                    Warn,
+                    name.clone(),
+                    format!("{d}; also installed: {}", others.join(", ")),
+                )
+                .fix(format!(
+                    "remove the copies you do not use, so every tool runs the same {}",
+                    r.name
+                )),
             );
             continue;
         }
@@ -423,10 +535,18 @@ pub fn checks(f: &Facts) -> Vec<Check> {
             Some(c) if c == want => (Pass, format!("{what} {p}"), None),
             Some(c) => (
                 Warn,
-                format!("{what} {p}, which is {} — another install than this one ({})", c.display(), want.display()),
+                format!(
+                    "{what} {p}, which is {} — another install than this one ({})",
+                    c.display(),
+                    want.display()
+                ),
                 Some("run `dataplane-hook configure` from the install you mean to use".to_string()),
             ),
-            None => (Fail, format!("{what} {p}, which does not exist"), Some("reinstall, or run `dataplane-hook configure` again".to_string())),
+            None => (
+                Fail,
+                format!("{what} {p}, which does not exist"),
+                Some("reinstall, or run `dataplane-hook configure` again".to_string()),
+            ),
         }
     };
     if let Some(c) = &f.containerd {
@@ -479,10 +599,18 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     for file in &f.hook_files {
         let name = format!("hooks.d {}", file.path.display());
         match hooks_d_entry(&file.content) {
-            None => out.push(Check::new(Fail, name, "not valid oci-hooks 1.0.0 JSON: podman and CRI-O refuse to start containers").fix("dataplane-hook configure --runtime podman|crio")),
+            None => out.push(
+                Check::new(
+                    Fail,
+                    name,
+                    "not valid oci-hooks 1.0.0 JSON: podman and CRI-O refuse to start containers",
+                )
+                .fix("dataplane-hook configure --runtime podman|crio"),
+            ),
             Some((path, stages)) => {
                 configured += 1;
-                let (st, d, fix) = point(&format!("runs at {} the hook", stages.join(",")), &path, &f.hook_exe);
+                let (st, d, fix) =
+                    point(&format!("runs at {} the hook", stages.join(",")), &path, &f.hook_exe);
                 let mut ch = Check::new(st, name, d);
                 ch.fix = fix;
                 out.push(ch);
@@ -499,19 +627,61 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     // State dir and log.
     let sd = cfg.state_dir.display().to_string();
     match &f.state_dir {
-        None => out.push(Check::new(Pass, "state dir", format!("{sd} does not exist yet (created root-only, 0700, at the first create)"))),
-        Some(m) if m.is_symlink || !m.is_dir => out.push(Check::new(Fail, "state dir", format!("{sd} is not a directory")).fix(format!("remove {sd}; the hook recreates it"))),
-        Some(m) if m.uid != 0 => out.push(Check::new(Fail, "state dir", format!("{sd} is owned by uid {}: another user could forge ledger records", m.uid)).fix(format!("chown root:root {sd}"))),
-        Some(m) if m.mode & 0o077 != 0 => out.push(Check::new(Warn, "state dir", format!("{sd} has mode {:o} (the next hook run tightens it to 0700)", m.mode & 0o7777)).fix(format!("chmod 0700 {sd}"))),
+        None => out.push(Check::new(
+            Pass,
+            "state dir",
+            format!("{sd} does not exist yet (created root-only, 0700, at the first create)"),
+        )),
+        Some(m) if m.is_symlink || !m.is_dir => out.push(
+            Check::new(Fail, "state dir", format!("{sd} is not a directory"))
+                .fix(format!("remove {sd}; the hook recreates it")),
+        ),
+        Some(m) if m.uid != 0 => out.push(
+            Check::new(
+                Fail,
+                "state dir",
+                format!("{sd} is owned by uid {}: another user could forge ledger records", m.uid),
+            )
+            .fix(format!("chown root:root {sd}")),
+        ),
+        Some(m) if m.mode & 0o077 != 0 => out.push(
+            Check::new(
+                Warn,
+                "state dir",
+                format!(
+                    "{sd} has mode {:o} (the next hook run tightens it to 0700)",
+                    m.mode & 0o7777
+                ),
+            )
+            .fix(format!("chmod 0700 {sd}")),
+        ),
         Some(m) => {
-            let where_ = if m.fs_type == Some(TMPFS_MAGIC) { "tmpfs: gone at reboot with the containers" } else { "persistent storage: records outlive a reboot, gc releases them" };
+            let where_ = if m.fs_type == Some(TMPFS_MAGIC) {
+                "tmpfs: gone at reboot with the containers"
+            } else {
+                "persistent storage: records outlive a reboot, gc releases them"
+            };
             out.push(Check::new(Pass, "state dir", format!("{sd}, root-only (0700), on {where_}")));
         }
     }
     match (&f.log, cfg.log_file.as_os_str().is_empty()) {
-        (_, true) => out.push(Check::new(Warn, "log file", "log_file = \"\": hook errors only reach the runtime, which often swallows them").fix("set log_file in the config")),
-        (Ok(()), false) => out.push(Check::new(Pass, "log file", format!("{} can be written", cfg.log_file.display()))),
-        (Err(e), false) => out.push(Check::new(Fail, "log file", format!("cannot write {}: {e}", cfg.log_file.display())).fix("make its directory writable by root, or change log_file")),
+        (_, true) => out.push(
+            Check::new(
+                Warn,
+                "log file",
+                "log_file = \"\": hook errors only reach the runtime, which often swallows them",
+            )
+            .fix("set log_file in the config"),
+        ),
+        (Ok(()), false) => out.push(Check::new(
+            Pass,
+            "log file",
+            format!("{} can be written", cfg.log_file.display()),
+        )),
+        (Err(e), false) => out.push(
+            Check::new(Fail, "log file", format!("cannot write {}: {e}", cfg.log_file.display()))
+                .fix("make its directory writable by root, or change log_file"),
+        ),
     }
 
     // Kernel features the hook uses.
@@ -519,20 +689,53 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     let feature = |name: &str, probe: &Probe, what: &str, since: &str| -> Check {
         match probe {
             Ok(()) => Check::new(Pass, format!("kernel {name}"), format!("available ({what})")),
-            Err(e) if *e == libc::ENOSYS => Check::new(Fail, format!("kernel {name}"), format!("missing: {what}")).fix(format!("use Linux {since} or later")),
-            Err(e) if *e == libc::EPERM => Check::new(Warn, format!("kernel {name}"), format!("cannot probe: {}", errno_text(*e))).fix("run doctor as root"),
-            Err(e) => Check::new(Fail, format!("kernel {name}"), format!("unusable: {}", errno_text(*e))).fix(format!("use Linux {since} or later")),
+            Err(e) if *e == libc::ENOSYS => {
+                Check::new(Fail, format!("kernel {name}"), format!("missing: {what}"))
+                    .fix(format!("use Linux {since} or later"))
+            }
+            Err(e) if *e == libc::EPERM => Check::new(
+                Warn,
+                format!("kernel {name}"),
+                format!("cannot probe: {}", errno_text(*e)),
+            )
+            .fix("run doctor as root"),
+            Err(e) => {
+                Check::new(Fail, format!("kernel {name}"), format!("unusable: {}", errno_text(*e)))
+                    .fix(format!("use Linux {since} or later"))
+            }
         }
     };
-    out.push(feature("openat2", &k.openat2, "resolving paths inside an untrusted rootfs (RESOLVE_IN_ROOT)", "5.6"));
-    out.push(feature("fsopen/fsmount", &k.fsopen, "detached mounts, nothing mounted on the host", "5.2"));
+    out.push(feature(
+        "openat2",
+        &k.openat2,
+        "resolving paths inside an untrusted rootfs (RESOLVE_IN_ROOT)",
+        "5.6",
+    ));
+    out.push(feature(
+        "fsopen/fsmount",
+        &k.fsopen,
+        "detached mounts, nothing mounted on the host",
+        "5.2",
+    ));
     out.push(feature("open_tree", &k.open_tree, "cloning a group's mounts", "5.2"));
     out.push(feature("move_mount", &k.move_mount, "attaching mounts inside the container", "5.2"));
     out.push(feature("mount_setattr", &k.mount_setattr, "read-only sysfs views", "5.12"));
     match &k.hugetlbfs {
-        Ok(()) => out.push(Check::new(Pass, "kernel hugetlbfs", "available (private hugetlbfs with min_size reservations)")),
-        Err(e) if *e == libc::ENODEV => out.push(Check::new(Fail, "kernel hugetlbfs", "not in this kernel").fix("use a kernel with CONFIG_HUGETLBFS")),
-        Err(e) => out.push(feature("hugetlbfs", &Err(*e), "private hugetlbfs with min_size reservations", "5.2")),
+        Ok(()) => out.push(Check::new(
+            Pass,
+            "kernel hugetlbfs",
+            "available (private hugetlbfs with min_size reservations)",
+        )),
+        Err(e) if *e == libc::ENODEV => out.push(
+            Check::new(Fail, "kernel hugetlbfs", "not in this kernel")
+                .fix("use a kernel with CONFIG_HUGETLBFS"),
+        ),
+        Err(e) => out.push(feature(
+            "hugetlbfs",
+            &Err(*e),
+            "private hugetlbfs with min_size reservations",
+            "5.2",
+        )),
     }
     out.push(feature("pidfd_open", &k.pidfd_open, "watch's race-free kills", "5.3"));
     match &k.psi {
@@ -542,15 +745,39 @@ pub fn checks(f: &Facts) -> Vec<Check> {
                 .fix("boot with psi=1 (CONFIG_PSI)"),
         ),
     }
-    let mem_v2 = find_hierarchy(&f.mountinfo, "memory", |m| has(m, "memory")).map(|h| h.version == CgVersion::V2);
+    let mem_v2 = find_hierarchy(&f.mountinfo, "memory", |m| has(m, "memory"))
+        .map(|h| h.version == CgVersion::V2);
     match (k.cgroup_kill, mem_v2) {
-        (_, Some(false)) => out.push(Check::new(Pass, "kernel cgroup.kill", "not needed: the memory controller is on cgroup v1, watch kills through pidfds")),
-        (Some(true), _) => out.push(Check::new(Pass, "kernel cgroup.kill", "available (watch kills a container's whole cgroup at once)")),
-        (Some(false), _) => out.push(Check::new(Warn, "kernel cgroup.kill", "missing: watch kills process by process (a forking victim takes longer)").fix("use Linux 5.14 or later")),
-        (None, _) => out.push(Check::new(Skip, "kernel cgroup.kill", "no child cgroup on a cgroup2 mount to look at")),
+        (_, Some(false)) => out.push(Check::new(
+            Pass,
+            "kernel cgroup.kill",
+            "not needed: the memory controller is on cgroup v1, watch kills through pidfds",
+        )),
+        (Some(true), _) => out.push(Check::new(
+            Pass,
+            "kernel cgroup.kill",
+            "available (watch kills a container's whole cgroup at once)",
+        )),
+        (Some(false), _) => out.push(
+            Check::new(
+                Warn,
+                "kernel cgroup.kill",
+                "missing: watch kills process by process (a forking victim takes longer)",
+            )
+            .fix("use Linux 5.14 or later"),
+        ),
+        (None, _) => out.push(Check::new(
+            Skip,
+            "kernel cgroup.kill",
+            "no child cgroup on a cgroup2 mount to look at",
+        )),
     }
     if f.cap_sys_resource {
-        out.push(Check::new(Pass, "CAP_SYS_RESOURCE", "held: RDMA containers can be given higher memlock/nofile limits (G11)"));
+        out.push(Check::new(
+            Pass,
+            "CAP_SYS_RESOURCE",
+            "held: RDMA containers can be given higher memlock/nofile limits (G11)",
+        ));
     } else {
         out.push(
             Check::new(Warn, "CAP_SYS_RESOURCE", "not held by root here: hard rlimits cannot be raised, so RDMA containers asking for more memlock/nofile are refused")
@@ -562,7 +789,11 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     if f.gpus.is_empty() {
         out.push(Check::new(Skip, "watch", "no GPU device nodes (/dev/nvidia*, /dev/kfd)"));
     } else if let Some(pid) = f.watch_pids.first() {
-        out.push(Check::new(Pass, "watch", format!("running (pid {pid}) for {}", f.gpus.join(", "))));
+        out.push(Check::new(
+            Pass,
+            "watch",
+            format!("running (pid {pid}) for {}", f.gpus.join(", ")),
+        ));
     } else {
         out.push(
             Check::new(Warn, "watch", format!("GPUs found ({}) but `dataplane-hook watch` is not running: driver memory can exhaust the node", f.gpus.join(", ")))
@@ -573,7 +804,11 @@ pub fn checks(f: &Facts) -> Vec<Check> {
     // Metrics.
     let td = &cfg.metrics.textfile_dir;
     if td.as_os_str().is_empty() {
-        out.push(Check::new(Skip, "metrics", "[metrics] textfile_dir = \"\": no textfile is written"));
+        out.push(Check::new(
+            Skip,
+            "metrics",
+            "[metrics] textfile_dir = \"\": no textfile is written",
+        ));
     } else {
         match &f.textfile_dir {
             Ok(true) => out.push(Check::new(Pass, "metrics", format!("{}/{} (point node_exporter's --collector.textfile.directory here)", td.display(), crate::metrics::TEXTFILE_NAME))),
@@ -586,8 +821,16 @@ pub fn checks(f: &Facts) -> Vec<Check> {
         let wf = &cfg.watch.metrics_file;
         if !wf.as_os_str().is_empty() && wf.parent() != Some(td.as_path()) {
             out.push(
-                Check::new(Warn, "metrics watch", format!("[watch] metrics_file {} is not in [metrics] textfile_dir {}", wf.display(), td.display()))
-                    .fix("put both in the directory node_exporter reads"),
+                Check::new(
+                    Warn,
+                    "metrics watch",
+                    format!(
+                        "[watch] metrics_file {} is not in [metrics] textfile_dir {}",
+                        wf.display(),
+                        td.display()
+                    ),
+                )
+                .fix("put both in the directory node_exporter reads"),
             );
         }
     }
@@ -613,7 +856,12 @@ fn capture(cmd: &Path, args: &[&str], timeout: Duration) -> Result<String, Strin
             Ok(None) if start.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{} {} did not answer in {}s", cmd.display(), args.join(" "), timeout.as_secs()));
+                return Err(format!(
+                    "{} {} did not answer in {}s",
+                    cmd.display(),
+                    args.join(" "),
+                    timeout.as_secs()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(e.to_string()),
@@ -631,7 +879,13 @@ fn capture(cmd: &Path, args: &[&str], timeout: Duration) -> Result<String, Strin
 fn meta(p: &Path) -> Option<Meta> {
     let m = std::fs::symlink_metadata(p).ok()?;
     let fs_type = rustix::fs::statfs(p).ok().map(|s| s.f_type as i64);
-    Some(Meta { is_dir: m.is_dir(), is_symlink: m.file_type().is_symlink(), uid: m.uid(), mode: m.mode(), fs_type })
+    Some(Meta {
+        is_dir: m.is_dir(),
+        is_symlink: m.file_type().is_symlink(),
+        uid: m.uid(),
+        mode: m.mode(),
+        fs_type,
+    })
 }
 
 fn probe<T>(r: rustix::io::Result<T>) -> Probe {
@@ -656,23 +910,46 @@ fn kernel_facts(v2_mounts: &[PathBuf]) -> Kernel {
     use rustix::mount::{fsopen, open_tree, FsOpenFlags, OpenTreeFlags};
     let release = rustix::system::uname().release().to_string_lossy().into_owned();
     // SAFETY: invalid fds and empty paths: the kernel validates and returns EBADF.
-    let move_mount = raw_probe(unsafe { libc::syscall(libc::SYS_move_mount, -1, c"".as_ptr(), -1, c"".as_ptr(), 0) });
+    let move_mount = raw_probe(unsafe {
+        libc::syscall(libc::SYS_move_mount, -1, c"".as_ptr(), -1, c"".as_ptr(), 0)
+    });
     // SAFETY: as above; a null attr with size 0 is rejected after the fd check.
-    let mount_setattr = raw_probe(unsafe { libc::syscall(libc::SYS_mount_setattr, -1, c"".as_ptr(), libc::AT_EMPTY_PATH, std::ptr::null::<u8>(), 0usize) });
+    let mount_setattr = raw_probe(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            std::ptr::null::<u8>(),
+            0usize,
+        )
+    });
     let cgroup_kill = v2_mounts.iter().find_map(|m| {
-        let child = std::fs::read_dir(m).ok()?.flatten().find(|e| e.file_type().is_ok_and(|t| t.is_dir()))?;
+        let child = std::fs::read_dir(m)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_type().is_ok_and(|t| t.is_dir()))?;
         Some(child.path().join("cgroup.kill").exists())
     });
     Kernel {
         release,
-        openat2: probe(rustix::fs::openat2(CWD, "/", OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS)),
+        openat2: probe(rustix::fs::openat2(
+            CWD,
+            "/",
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )),
         fsopen: probe(fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)),
         hugetlbfs: probe(fsopen("hugetlbfs", FsOpenFlags::FSOPEN_CLOEXEC)),
         // Without OPEN_TREE_CLONE: an O_PATH handle on a mount, nothing is copied.
         open_tree: probe(open_tree(CWD, "/", OpenTreeFlags::OPEN_TREE_CLOEXEC)),
         move_mount,
         mount_setattr,
-        pidfd_open: probe(rustix::process::pidfd_open(rustix::process::getpid(), rustix::process::PidfdFlags::empty())),
+        pidfd_open: probe(rustix::process::pidfd_open(
+            rustix::process::getpid(),
+            rustix::process::PidfdFlags::empty(),
+        )),
         psi: std::fs::read_to_string("/proc/pressure/memory").ok(),
         cgroup_kill,
     }
@@ -682,12 +959,16 @@ fn resolve_in_path(p: &Path) -> Option<PathBuf> {
     if p.components().count() > 1 || p.is_absolute() {
         return p.is_file().then(|| p.to_path_buf());
     }
-    let paths = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let paths = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     std::env::split_paths(&paths).map(|d| d.join(p)).find(|c| c.is_file())
 }
 
 fn boot_time() -> Option<u64> {
-    std::fs::read_to_string("/proc/stat").ok()?.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
 fn mtime(p: &Path) -> Option<u64> {
@@ -703,7 +984,12 @@ fn containerd_facts() -> Option<Containerd> {
     let choice = match crate::configure::choose_containerd(None) {
         Ok(c) => c,
         Err(e) => {
-            return Some(Containerd { config: crate::configure::CONTAINERD_DEFAULT_CONFIG.into(), dump: Err(e.to_string()), running: None, config_mtime: None })
+            return Some(Containerd {
+                config: crate::configure::CONTAINERD_DEFAULT_CONFIG.into(),
+                dump: Err(e.to_string()),
+                running: None,
+                config_mtime: None,
+            })
         }
     };
     let exe = procs.first().map(|d| d.exe.clone()).or(bin)?;
@@ -713,13 +999,24 @@ fn containerd_facts() -> Option<Containerd> {
     } else {
         Err(format!("{cfg} does not exist"))
     };
-    let running = procs.iter().find(|d| crate::configure::config_flag(&d.args, "--config", "-c").map_or(true, |c| c == choice.config)).and_then(|d| {
-        let ticks = crate::host::proc::start_time(d.pid)?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Some((d.pid, boot_time()? + ticks / hz))
-    });
-    let dropin = choice.config.parent().unwrap_or(Path::new("/")).join("conf.d").join(crate::configure::CONTAINERD_DROPIN_NAME);
+    let running = procs
+        .iter()
+        .find(|d| {
+            crate::configure::config_flag(&d.args, "--config", "-c")
+                .map_or(true, |c| c == choice.config)
+        })
+        .and_then(|d| {
+            let ticks = crate::host::proc::start_time(d.pid)?;
+            // SAFETY: sysconf has no preconditions.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            Some((d.pid, boot_time()? + ticks / hz))
+        });
+    let dropin = choice
+        .config
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join("conf.d")
+        .join(crate::configure::CONTAINERD_DROPIN_NAME);
     let config_mtime = [mtime(&choice.config), mtime(&dropin)].into_iter().flatten().max();
     Some(Containerd { config: choice.config, dump, running, config_mtime })
 }
@@ -728,7 +1025,11 @@ fn read_configs(dirs: &[&str], ext: &str, want: impl Fn(&str) -> bool) -> Vec<Co
     let mut out = Vec::new();
     for d in dirs {
         let Ok(rd) = std::fs::read_dir(d) else { continue };
-        let mut paths: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect();
+        let mut paths: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect();
         paths.sort();
         for p in paths {
             if let Ok(content) = std::fs::read_to_string(&p) {
@@ -745,7 +1046,9 @@ fn watch_pids() -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else { return out };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
         let is_hook = args.first().is_some_and(|a| a.ends_with(b"dataplane-hook"));
@@ -762,7 +1065,11 @@ fn gpus() -> Vec<String> {
         .map(|rd| {
             rd.flatten()
                 .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| n == "kfd" || n.strip_prefix("nvidia").is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())))
+                .filter(|n| {
+                    n == "kfd"
+                        || n.strip_prefix("nvidia")
+                            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+                })
                 .map(|n| format!("/dev/{n}"))
                 .collect()
         })
@@ -777,25 +1084,40 @@ fn writable_dir(d: &Path) -> Result<bool, String> {
     if !d.exists() {
         return Ok(false);
     }
-    rustix::fs::access(d, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).map(|()| true).map_err(|e| std::io::Error::from(e).to_string())
+    rustix::fs::access(d, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK)
+        .map(|()| true)
+        .map_err(|e| std::io::Error::from(e).to_string())
 }
 
 /// The log file: writable if it exists, else its directory must let the hook create it.
 fn log_writable(p: &Path) -> Result<(), String> {
     if p.exists() {
-        return rustix::fs::access(p, rustix::fs::Access::WRITE_OK).map_err(|e| std::io::Error::from(e).to_string());
+        return rustix::fs::access(p, rustix::fs::Access::WRITE_OK)
+            .map_err(|e| std::io::Error::from(e).to_string());
     }
     let mut dir = p.parent().unwrap_or(Path::new("/"));
     // The hook creates missing parents: the first existing ancestor must be writable.
     while !dir.exists() {
         dir = dir.parent().unwrap_or(Path::new("/"));
     }
-    writable_dir(dir).and_then(|w| if w { Ok(()) } else { Err(format!("{} does not exist", dir.display())) })
+    writable_dir(dir).and_then(|w| {
+        if w {
+            Ok(())
+        } else {
+            Err(format!("{} does not exist", dir.display()))
+        }
+    })
 }
 
 impl Facts {
-    pub fn gather(config_path: Option<PathBuf>, config_error: Option<String>, config: Config) -> Facts {
-        let hook_exe = std::env::current_exe().and_then(|p| p.canonicalize()).unwrap_or_else(|_| PathBuf::from("dataplane-hook"));
+    pub fn gather(
+        config_path: Option<PathBuf>,
+        config_error: Option<String>,
+        config: Config,
+    ) -> Facts {
+        let hook_exe = std::env::current_exe()
+            .and_then(|p| p.canonicalize())
+            .unwrap_or_else(|_| PathBuf::from("dataplane-hook"));
         let wrapper = hook_exe.with_file_name("dataplane-runtime");
         let sysfs = Sysfs::default();
         let mut pools = BTreeMap::new();
@@ -805,28 +1127,53 @@ impl Facts {
             node_pools.insert(size, sysfs.node_pools(size));
         }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let v2: Vec<PathBuf> = cgroup_mounts(&mountinfo).into_iter().filter(|(t, _, _)| t == "cgroup2").map(|(_, m, _)| m).collect();
-        let v2_controllers = v2.iter().map(|m| (m.clone(), std::fs::read_to_string(m.join("cgroup.controllers")).unwrap_or_default())).collect();
+        let v2: Vec<PathBuf> = cgroup_mounts(&mountinfo)
+            .into_iter()
+            .filter(|(t, _, _)| t == "cgroup2")
+            .map(|(_, m, _)| m)
+            .collect();
+        let v2_controllers = v2
+            .iter()
+            .map(|m| {
+                (
+                    m.clone(),
+                    std::fs::read_to_string(m.join("cgroup.controllers")).unwrap_or_default(),
+                )
+            })
+            .collect();
         let runtimes = ["runc", "crun", "containerd", "podman", "crio"]
             .into_iter()
             .map(|name| {
                 let paths = crate::configure::installed(name);
-                let version = paths.first().and_then(|p| capture(p, &["--version"], Duration::from_secs(5)).ok());
+                let version = paths
+                    .first()
+                    .and_then(|p| capture(p, &["--version"], Duration::from_secs(5)).ok());
                 RuntimeBin { name, paths, version }
             })
             .collect();
         let containerd = containerd_facts();
-        let kubelet_driver = std::fs::read_to_string("/var/lib/kubelet/config.yaml").ok().and_then(|t| {
-            t.lines().find_map(|l| l.trim().strip_prefix("cgroupDriver:").map(|v| v.trim().trim_matches('"').to_string()))
-        });
+        let kubelet_driver =
+            std::fs::read_to_string("/var/lib/kubelet/config.yaml").ok().and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.trim()
+                        .strip_prefix("cgroupDriver:")
+                        .map(|v| v.trim().trim_matches('"').to_string())
+                })
+            });
         let hook_files = read_configs(
             &[crate::configure::PODMAN_HOOKS_DIR, "/etc/containers/oci/hooks.d"],
             "json",
-            |c| hooks_d_entry(c).map_or(c.contains("dataplane-hook"), |(p, _)| p.ends_with("dataplane-hook")),
+            |c| {
+                hooks_d_entry(c)
+                    .map_or(c.contains("dataplane-hook"), |(p, _)| p.ends_with("dataplane-hook"))
+            },
         );
-        let crio_dropins = read_configs(&[crate::configure::CRIO_CONFIG_DIR], "conf", |c| crio_handler(c).is_some());
+        let crio_dropins = read_configs(&[crate::configure::CRIO_CONFIG_DIR], "conf", |c| {
+            crio_handler(c).is_some()
+        });
         let mut resolved = BTreeMap::new();
-        let mut named: Vec<String> = hook_files.iter().filter_map(|f| hooks_d_entry(&f.content).map(|(p, _)| p)).collect();
+        let mut named: Vec<String> =
+            hook_files.iter().filter_map(|f| hooks_d_entry(&f.content).map(|(p, _)| p)).collect();
         named.extend(crio_dropins.iter().filter_map(|f| crio_handler(&f.content)));
         if let Some(Ok(d)) = containerd.as_ref().map(|c| &c.dump) {
             named.extend(containerd_handler(d).and_then(|(_, b, _)| b));
@@ -835,8 +1182,16 @@ impl Facts {
             let pb = PathBuf::from(&p);
             resolved.insert(pb.clone(), pb.canonicalize().ok());
         }
-        let log = if config.log_file.as_os_str().is_empty() { Ok(()) } else { log_writable(&config.log_file) };
-        let textfile_dir = if config.metrics.textfile_dir.as_os_str().is_empty() { Ok(false) } else { writable_dir(&config.metrics.textfile_dir) };
+        let log = if config.log_file.as_os_str().is_empty() {
+            Ok(())
+        } else {
+            log_writable(&config.log_file)
+        };
+        let textfile_dir = if config.metrics.textfile_dir.as_os_str().is_empty() {
+            Ok(false)
+        } else {
+            writable_dir(&config.metrics.textfile_dir)
+        };
         Facts {
             config_path,
             config_error,
@@ -880,9 +1235,18 @@ pub fn run(explicit: Option<&Path>) -> anyhow::Result<()> {
         println!("{}", c.render());
     }
     let n = |s: Status| all.iter().filter(|c| c.status == s).count();
-    println!("doctor: {} pass, {} warn, {} fail, {} skip", n(Status::Pass), n(Status::Warn), n(Status::Fail), n(Status::Skip));
+    println!(
+        "doctor: {} pass, {} warn, {} fail, {} skip",
+        n(Status::Pass),
+        n(Status::Warn),
+        n(Status::Fail),
+        n(Status::Skip)
+    );
     if n(Status::Fail) > 0 {
-        anyhow::bail!("this node is not ready: {} failing checks (fix them as shown above)", n(Status::Fail));
+        anyhow::bail!(
+            "this node is not ready: {} failing checks (fix them as shown above)",
+            n(Status::Fail)
+        );
     }
     Ok(())
 }
@@ -903,8 +1267,10 @@ mod tests {
     // Recorded `--version` outputs (Debian 12, Ubuntu 24.04, upstream).
     const RUNC_115: &str = "runc version 1.1.5+ds1\ncommit: 1.1.5+ds1-1+deb12u1\nspec: 1.0.2-dev\ngo: go1.19.8\nlibseccomp: 2.5.4\n";
     const RUNC_1112: &str = "runc version 1.1.12\ncommit: v1.1.12-0-g51d5e946\nspec: 1.0.2-dev\n";
-    const CRUN: &str = "crun version 1.8.1\ncommit: f8a096be060b22ccd3d5f3ebe44108517fbf6c30\nrundir: /run/crun\n";
-    const CONTAINERD: &str = "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n";
+    const CRUN: &str =
+        "crun version 1.8.1\ncommit: f8a096be060b22ccd3d5f3ebe44108517fbf6c30\nrundir: /run/crun\n";
+    const CONTAINERD: &str =
+        "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n";
     const CONTAINERD2: &str = "containerd github.com/containerd/containerd/v2 v2.0.2 c507a0257ea6462fbd6f5ba4f5c74facb04021f4\n";
 
     /// A containerd 1.6 config dump with the handler as `configure` writes it.
@@ -934,24 +1300,55 @@ mod tests {
             wrapper: "/usr/bin/dataplane-runtime".into(),
             wrapper_exists: true,
             real_runtime: Some("/usr/sbin/runc".into()),
-            pools: [(PageSize::Size2Mi, pool(512, 500, 12)), (PageSize::Size1Gi, pool(2, 2, 0))].into_iter().collect(),
-            node_pools: [(PageSize::Size2Mi, vec![NodePool { node: 0, total: 512, free: 500, surplus: 0 }]), (PageSize::Size1Gi, vec![NodePool { node: 0, total: 2, free: 2, surplus: 0 }])]
+            pools: [(PageSize::Size2Mi, pool(512, 500, 12)), (PageSize::Size1Gi, pool(2, 2, 0))]
                 .into_iter()
                 .collect(),
+            node_pools: [
+                (PageSize::Size2Mi, vec![NodePool { node: 0, total: 512, free: 500, surplus: 0 }]),
+                (PageSize::Size1Gi, vec![NodePool { node: 0, total: 2, free: 2, surplus: 0 }]),
+            ]
+            .into_iter()
+            .collect(),
             mountinfo: HYBRID.into(),
-            v2_controllers: [(PathBuf::from("/sys/fs/cgroup/unified"), "hugetlb\n".to_string())].into_iter().collect(),
+            v2_controllers: [(PathBuf::from("/sys/fs/cgroup/unified"), "hugetlb\n".to_string())]
+                .into_iter()
+                .collect(),
             systemd_pid1: false,
             runtimes: vec![
-                RuntimeBin { name: "runc", paths: vec!["/usr/sbin/runc".into()], version: Some(RUNC_1112.into()) },
+                RuntimeBin {
+                    name: "runc",
+                    paths: vec!["/usr/sbin/runc".into()],
+                    version: Some(RUNC_1112.into()),
+                },
                 RuntimeBin { name: "crun", paths: vec![], version: None },
-                RuntimeBin { name: "containerd", paths: vec!["/usr/bin/containerd".into()], version: Some(CONTAINERD.into()) },
+                RuntimeBin {
+                    name: "containerd",
+                    paths: vec!["/usr/bin/containerd".into()],
+                    version: Some(CONTAINERD.into()),
+                },
             ],
-            containerd: Some(Containerd { config: "/etc/containerd/config.toml".into(), dump: Ok(dump("/usr/bin/dataplane-runtime", false)), running: Some((10, 2000)), config_mtime: Some(1000) }),
+            containerd: Some(Containerd {
+                config: "/etc/containerd/config.toml".into(),
+                dump: Ok(dump("/usr/bin/dataplane-runtime", false)),
+                running: Some((10, 2000)),
+                config_mtime: Some(1000),
+            }),
             kubelet_driver: None,
             hook_files: vec![],
             crio_dropins: vec![],
-            resolved: [(PathBuf::from("/usr/bin/dataplane-runtime"), Some(PathBuf::from("/usr/bin/dataplane-runtime")))].into_iter().collect(),
-            state_dir: Some(Meta { is_dir: true, is_symlink: false, uid: 0, mode: 0o40700, fs_type: Some(TMPFS_MAGIC) }),
+            resolved: [(
+                PathBuf::from("/usr/bin/dataplane-runtime"),
+                Some(PathBuf::from("/usr/bin/dataplane-runtime")),
+            )]
+            .into_iter()
+            .collect(),
+            state_dir: Some(Meta {
+                is_dir: true,
+                is_symlink: false,
+                uid: 0,
+                mode: 0o40700,
+                fs_type: Some(TMPFS_MAGIC),
+            }),
             log: ok,
             kernel: Kernel {
                 release: "6.1.0-18-amd64".into(),
@@ -983,14 +1380,28 @@ mod tests {
             assert!(c.status != Status::Fail && c.status != Status::Warn, "{}", c.render());
             assert!(!c.render().contains('\n'));
         }
-        assert!(find(&cs, "hugetlb controller").detail.starts_with("cgroup v2 at /sys/fs/cgroup/unified (hybrid host"), "{cs:#?}");
-        assert!(find(&cs, "cgroup layout").detail.starts_with("hybrid: v1 controllers cpu memory"), "{cs:#?}");
+        assert!(
+            find(&cs, "hugetlb controller")
+                .detail
+                .starts_with("cgroup v2 at /sys/fs/cgroup/unified (hybrid host"),
+            "{cs:#?}"
+        );
+        assert!(
+            find(&cs, "cgroup layout").detail.starts_with("hybrid: v1 controllers cpu memory"),
+            "{cs:#?}"
+        );
         assert_eq!(find(&cs, "hugepages 2Mi").detail, "512 pages (1Gi), 500 free, 12 reserved");
         assert_eq!(find(&cs, "hugepages 2Mi node0").detail, "512 pages, 500 free");
         assert_eq!(find(&cs, "containerd handler").detail, "BinaryName /usr/bin/dataplane-runtime");
         assert_eq!(find(&cs, "runtime containerd").detail, "/usr/bin/containerd 1.6.20");
-        assert_eq!(find(&cs, "cgroup driver").detail, "cgroupfs (PID 1 is not systemd); containerd runc SystemdCgroup = false");
-        assert!(find(&cs, "kernel cgroup.kill").detail.starts_with("not needed"), "memory is on v1 here");
+        assert_eq!(
+            find(&cs, "cgroup driver").detail,
+            "cgroupfs (PID 1 is not systemd); containerd runc SystemdCgroup = false"
+        );
+        assert!(
+            find(&cs, "kernel cgroup.kill").detail.starts_with("not needed"),
+            "memory is on v1 here"
+        );
     }
 
     #[test]
@@ -1009,17 +1420,29 @@ mod tests {
     fn old_runc_warns_about_rsvd_and_crun_on_hybrid_warns_or_fails() {
         let mut f = healthy();
         f.runtimes[0].version = Some(RUNC_115.into());
-        f.runtimes[1] = RuntimeBin { name: "crun", paths: vec!["/usr/bin/crun".into()], version: Some(CRUN.into()) };
+        f.runtimes[1] = RuntimeBin {
+            name: "crun",
+            paths: vec!["/usr/bin/crun".into()],
+            version: Some(CRUN.into()),
+        };
         let cs = checks(&f);
         let runc = find(&cs, "runtime runc");
         assert_eq!(runc.status, Status::Warn);
-        assert!(runc.detail.contains("1.1.5") && runc.detail.contains("rsvd") && runc.fix.as_deref() == Some("upgrade runc to 1.1.10 or later"), "{runc:?}");
+        assert!(
+            runc.detail.contains("1.1.5")
+                && runc.detail.contains("rsvd")
+                && runc.fix.as_deref() == Some("upgrade runc to 1.1.10 or later"),
+            "{runc:?}"
+        );
         assert_eq!(find(&cs, "runtime crun").status, Status::Warn);
         f.config.runtime_path = "crun".into();
         assert_eq!(find(&checks(&f), "runtime crun").status, Status::Fail);
         // On a v2 host crun is fine.
         f.mountinfo = V2.into();
-        f.v2_controllers = [(PathBuf::from("/sys/fs/cgroup"), "cpu memory hugetlb pids".to_string())].into_iter().collect();
+        f.v2_controllers =
+            [(PathBuf::from("/sys/fs/cgroup"), "cpu memory hugetlb pids".to_string())]
+                .into_iter()
+                .collect();
         assert_eq!(find(&checks(&f), "runtime crun").status, Status::Pass);
     }
 
@@ -1032,13 +1455,16 @@ mod tests {
         assert_eq!(find(&cs, "hugetlb controller").detail, "cgroup v1 at /sys/fs/cgroup/hugetlb");
         assert!(find(&cs, "cgroup layout").detail.starts_with("cgroup v1 only"));
         f.mountinfo = V2.into();
-        f.v2_controllers = [(PathBuf::from("/sys/fs/cgroup"), "cpu memory hugetlb".to_string())].into_iter().collect();
+        f.v2_controllers = [(PathBuf::from("/sys/fs/cgroup"), "cpu memory hugetlb".to_string())]
+            .into_iter()
+            .collect();
         let cs = checks(&f);
         assert_eq!(find(&cs, "hugetlb controller").detail, "cgroup v2 at /sys/fs/cgroup");
         assert_eq!(find(&cs, "kernel cgroup.kill").status, Status::Pass);
         // The unified mount without hugetlb (hybrid systemd default): nothing has it.
         f.mountinfo = HYBRID.into();
-        f.v2_controllers = [(PathBuf::from("/sys/fs/cgroup/unified"), String::new())].into_iter().collect();
+        f.v2_controllers =
+            [(PathBuf::from("/sys/fs/cgroup/unified"), String::new())].into_iter().collect();
         let c = find(&checks(&f), "hugetlb controller").clone();
         assert_eq!(c.status, Status::Fail);
         assert!(c.fix.unwrap().contains("CONFIG_CGROUP_HUGETLB"));
@@ -1048,14 +1474,31 @@ mod tests {
     fn empty_pools_and_empty_numa_nodes_warn_with_the_command_to_fix() {
         let mut f = healthy();
         f.pools.insert(PageSize::Size1Gi, pool(0, 0, 0));
-        f.node_pools.insert(PageSize::Size2Mi, vec![NodePool { node: 0, total: 512, free: 500, surplus: 0 }, NodePool { node: 1, total: 0, free: 0, surplus: 0 }]);
+        f.node_pools.insert(
+            PageSize::Size2Mi,
+            vec![
+                NodePool { node: 0, total: 512, free: 500, surplus: 0 },
+                NodePool { node: 1, total: 0, free: 0, surplus: 0 },
+            ],
+        );
         let cs = checks(&f);
         let g = find(&cs, "hugepages 1Gi");
         assert_eq!(g.status, Status::Warn);
-        assert!(g.fix.as_ref().unwrap().contains("/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages") && g.fix.as_ref().unwrap().contains("hugepagesz=1G"), "{g:?}");
+        assert!(
+            g.fix
+                .as_ref()
+                .unwrap()
+                .contains("/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages")
+                && g.fix.as_ref().unwrap().contains("hugepagesz=1G"),
+            "{g:?}"
+        );
         let n1 = find(&cs, "hugepages 2Mi node1");
         assert_eq!(n1.status, Status::Warn);
-        assert!(n1.fix.as_ref().unwrap().contains("/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages"));
+        assert!(n1
+            .fix
+            .as_ref()
+            .unwrap()
+            .contains("/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages"));
         f.pools.insert(PageSize::Size1Gi, None);
         assert_eq!(find(&checks(&f), "hugepages 1Gi").status, Status::Skip);
     }
@@ -1065,7 +1508,8 @@ mod tests {
         let mut f = healthy();
         // Another install's wrapper.
         f.containerd.as_mut().unwrap().dump = Ok(dump("/opt/old/dataplane-runtime", false));
-        f.resolved.insert("/opt/old/dataplane-runtime".into(), Some("/opt/old/dataplane-runtime".into()));
+        f.resolved
+            .insert("/opt/old/dataplane-runtime".into(), Some("/opt/old/dataplane-runtime".into()));
         assert_eq!(find(&checks(&f), "containerd handler").status, Status::Warn);
         // A wrapper that is gone.
         f.containerd.as_mut().unwrap().dump = Ok(dump("/usr/local/bin/dataplane-runtime", false));
@@ -1074,7 +1518,11 @@ mod tests {
         // No handler at all: configure is the fix.
         f.containerd.as_mut().unwrap().dump = Ok("version = 2\n".into());
         let cs = checks(&f);
-        assert!(find(&cs, "containerd handler").fix.as_ref().unwrap().contains("dataplane-hook configure --runtime containerd"));
+        assert!(find(&cs, "containerd handler")
+            .fix
+            .as_ref()
+            .unwrap()
+            .contains("dataplane-hook configure --runtime containerd"));
         assert_eq!(find(&cs, "runtime integration").status, Status::Warn);
         // Config changed after containerd started: restart it.
         f.containerd.as_mut().unwrap().dump = Ok(dump("/usr/bin/dataplane-runtime", false));
@@ -1085,16 +1533,39 @@ mod tests {
         // hooks.d: the shipped file points at /usr/bin/dataplane-hook.
         f.hook_files = vec![ConfigFile {
             path: "/usr/share/containers/oci/hooks.d/dataplane-hook-poststop.json".into(),
-            content: crate::configure::render_hook(crate::configure::HOOK_POSTSTOP, &crate::configure::Install::shipped()),
+            content: crate::configure::render_hook(
+                crate::configure::HOOK_POSTSTOP,
+                &crate::configure::Install::shipped(),
+            ),
         }];
         f.resolved.insert("/usr/bin/dataplane-hook".into(), Some("/usr/bin/dataplane-hook".into()));
-        let c = find(&checks(&f), "hooks.d /usr/share/containers/oci/hooks.d/dataplane-hook-poststop.json").clone();
-        assert_eq!((c.status, c.detail.as_str()), (Status::Pass, "runs at poststop the hook /usr/bin/dataplane-hook"));
+        let c = find(
+            &checks(&f),
+            "hooks.d /usr/share/containers/oci/hooks.d/dataplane-hook-poststop.json",
+        )
+        .clone();
+        assert_eq!(
+            (c.status, c.detail.as_str()),
+            (Status::Pass, "runs at poststop the hook /usr/bin/dataplane-hook")
+        );
         f.hook_files[0].content = "{".into();
-        assert_eq!(find(&checks(&f), "hooks.d /usr/share/containers/oci/hooks.d/dataplane-hook-poststop.json").status, Status::Fail);
+        assert_eq!(
+            find(
+                &checks(&f),
+                "hooks.d /usr/share/containers/oci/hooks.d/dataplane-hook-poststop.json"
+            )
+            .status,
+            Status::Fail
+        );
         // CRI-O's drop-in as configure writes it.
-        f.crio_dropins = vec![ConfigFile { path: "/etc/crio/crio.conf.d/99-dataplane.conf".into(), content: crate::configure::render_crio(&crate::configure::Install::shipped()) }];
-        assert_eq!(find(&checks(&f), "crio handler /etc/crio/crio.conf.d/99-dataplane.conf").status, Status::Pass);
+        f.crio_dropins = vec![ConfigFile {
+            path: "/etc/crio/crio.conf.d/99-dataplane.conf".into(),
+            content: crate::configure::render_crio(&crate::configure::Install::shipped()),
+        }];
+        assert_eq!(
+            find(&checks(&f), "crio handler /etc/crio/crio.conf.d/99-dataplane.conf").status,
+            Status::Pass
+        );
     }
 
     #[test]
@@ -1112,13 +1583,15 @@ mod tests {
     #[test]
     fn state_dir_log_and_kernel_problems_fail_with_fixes() {
         let mut f = healthy();
-        f.state_dir = Some(Meta { is_dir: true, is_symlink: false, uid: 1000, mode: 0o40700, fs_type: None });
+        f.state_dir =
+            Some(Meta { is_dir: true, is_symlink: false, uid: 1000, mode: 0o40700, fs_type: None });
         f.log = Err("Permission denied (os error 13)".into());
         f.kernel.openat2 = Err(libc::ENOSYS);
         f.kernel.hugetlbfs = Err(libc::ENODEV);
         f.kernel.psi = None;
         f.kernel.release = "5.4.0".into();
-        f.config_error = Some("invalid config /etc/x.toml: key `state_dir`: must be an absolute path".into());
+        f.config_error =
+            Some("invalid config /etc/x.toml: key `state_dir`: must be an absolute path".into());
         let cs = checks(&f);
         for (name, st) in [
             ("state dir", Status::Fail),
@@ -1137,7 +1610,8 @@ mod tests {
         }
         assert!(find(&cs, "kernel openat2").fix.as_deref() == Some("use Linux 5.6 or later"));
         f.kernel.release = "5.4.0".into();
-        f.state_dir = Some(Meta { is_dir: true, is_symlink: false, uid: 0, mode: 0o40755, fs_type: None });
+        f.state_dir =
+            Some(Meta { is_dir: true, is_symlink: false, uid: 0, mode: 0o40755, fs_type: None });
         assert_eq!(find(&checks(&f), "state dir").status, Status::Warn);
         f.state_dir = None;
         assert_eq!(find(&checks(&f), "state dir").status, Status::Pass);
@@ -1150,7 +1624,8 @@ mod tests {
         assert_eq!(find(&checks(&f), "watch").status, Status::Warn);
         f.watch_pids = vec![42];
         assert_eq!(find(&checks(&f), "watch").status, Status::Pass);
-        f.config.watch.metrics_file = "/var/lib/prometheus/node-exporter/dataplane_hook_watch.prom".into();
+        f.config.watch.metrics_file =
+            "/var/lib/prometheus/node-exporter/dataplane_hook_watch.prom".into();
         assert_eq!(find(&checks(&f), "metrics watch").status, Status::Warn);
         f.config.metrics.textfile_dir = "/var/lib/prometheus/node-exporter".into();
         assert!(checks(&f).iter().all(|c| c.name != "metrics watch"));

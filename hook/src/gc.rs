@@ -52,7 +52,12 @@ pub fn run_within(ledger: &Ledger, dry_run: bool, budget: Duration) -> GcReport 
     let start = std::time::Instant::now();
     let mut report = GcReport::default();
     let (records, corrupt) = ledger.containers();
-    report.errors.extend(corrupt.iter().filter(|e| dry_run || !crate::ledger::remove_if_torn(e)).map(|e| e.to_string()));
+    report.errors.extend(
+        corrupt
+            .iter()
+            .filter(|e| dry_run || !crate::ledger::remove_if_torn(e))
+            .map(|e| e.to_string()),
+    );
     for rec in records {
         if !is_dead(&rec) {
             report.live.push(rec.id.clone());

@@ -105,7 +105,11 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         let key = GroupKey::new(name, &annotations)?;
         group::check_new(&ledger, &key, &state.id, &req, cfg)?;
         let hook_bin = std::env::current_exe()?;
-        let sizing = group::Sizing { want: &req.hugepages, reserve: cfg.hugepages.reserve, hook_bin: &hook_bin };
+        let sizing = group::Sizing {
+            want: &req.hugepages,
+            reserve: cfg.hugepages.reserve,
+            hook_bin: &hook_bin,
+        };
         let g = group::admit(&ledger, &key, &state.id, pid, &sizing)?;
         facts.group_dir = ledger.group_dir(&g.key);
         group_key = Some(g.key.clone());
@@ -116,7 +120,8 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     // reserved in the kernel; without one the kernel's own min_size reservation decides.
     let admission = if needs_admission(cfg, &req) && group_key.is_none() {
         let l = ledger.lock_admission()?;
-        let live: Vec<ContainerRecord> = ledger.containers().0.into_iter().filter(|r| r.init.is_alive()).collect();
+        let live: Vec<ContainerRecord> =
+            ledger.containers().0.into_iter().filter(|r| r.init.is_alive()).collect();
         let fresh = node_facts_of(&live);
         facts.pools = fresh.pools;
         facts.node_pools = fresh.node_pools;
@@ -139,7 +144,16 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
-    match apply::create(&ledger, &state.id, pid, &state.bundle, &bundle.rootfs(), group_key, &plan, admission) {
+    match apply::create(
+        &ledger,
+        &state.id,
+        pid,
+        &state.bundle,
+        &bundle.rootfs(),
+        group_key,
+        &plan,
+        admission,
+    ) {
         Ok(_) => {}
         Err(e) => {
             // The rollback removed the record: nothing is left for the lock to guard.

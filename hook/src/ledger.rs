@@ -35,7 +35,9 @@ use crate::request::{Bytes, PageSize};
 pub enum LedgerError {
     #[error("cannot use state dir {path}: {source} (check `state_dir` in the config; it must be writable by root)")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("state dir {path} is not safe: {why} (it must be a root-owned directory with mode 0700)")]
+    #[error(
+        "state dir {path} is not safe: {why} (it must be a root-owned directory with mode 0700)"
+    )]
     Unsafe { path: PathBuf, why: String },
     #[error("{what} is held by another dataplane-hook for more than {secs}s (look for a hung dataplane-hook process with `ps`; the log names what it waits on)")]
     LockTimeout { what: String, secs: u64 },
@@ -61,7 +63,11 @@ pub enum Effect {
     /// configuration that other containers may rely on, and it limits nothing by itself.
     ControllerEnabled { dir: PathBuf, controller: String },
     /// A cgroup directory we created. Undo: rmdir (a `shared` parent may stay busy).
-    CgroupCreated { dir: PathBuf, #[serde(default)] shared: bool },
+    CgroupCreated {
+        dir: PathBuf,
+        #[serde(default)]
+        shared: bool,
+    },
     /// A control file value we wrote. Undo: write `previous` back if the file still exists.
     CgroupValue { file: PathBuf, value: String, previous: Option<String> },
     /// A directory we created under the state dir. Undo: remove it recursively.
@@ -166,7 +172,11 @@ fn ensure_private_dir(path: &Path) -> Result<(), LedgerError> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => meta,
         _ => {
-            std::fs::DirBuilder::new().mode(0o700).recursive(true).create(path).map_err(io(path))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(path)
+                .map_err(io(path))?;
             std::fs::symlink_metadata(path).map_err(io(path))?
         }
     };
@@ -174,7 +184,10 @@ fn ensure_private_dir(path: &Path) -> Result<(), LedgerError> {
         return Err(LedgerError::Unsafe { path: path.into(), why: "not a directory".into() });
     }
     if meta.uid() != 0 && nix::unistd::geteuid().is_root() {
-        return Err(LedgerError::Unsafe { path: path.into(), why: format!("owned by uid {}", meta.uid()) });
+        return Err(LedgerError::Unsafe {
+            path: path.into(),
+            why: format!("owned by uid {}", meta.uid()),
+        });
     }
     if meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))?;
@@ -200,7 +213,11 @@ fn check_name(id: &str) -> Result<&str, LedgerError> {
 
 /// Takes the flock on `path` (created root-only, never through a symlink). A lock file
 /// unlinked by its holder while we waited ([`LockGuard::remove`]) is opened again.
-fn acquire(path: &Path, what: impl Fn() -> String, wait: Wait) -> Result<Option<LockGuard>, LedgerError> {
+fn acquire(
+    path: &Path,
+    what: impl Fn() -> String,
+    wait: Wait,
+) -> Result<Option<LockGuard>, LedgerError> {
     let start = Instant::now();
     // Give up a little before the run's deadline, so the caller still says what it waited on
     // (rather than the deadline guard's general message).
@@ -217,7 +234,10 @@ fn acquire(path: &Path, what: impl Fn() -> String, wait: Wait) -> Result<Option<
                         return Ok(None);
                     }
                     if start.elapsed() >= bound {
-                        return Err(LedgerError::LockTimeout { what: what(), secs: bound.as_secs().max(1) });
+                        return Err(LedgerError::LockTimeout {
+                            what: what(),
+                            secs: bound.as_secs().max(1),
+                        });
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(5));
@@ -228,7 +248,9 @@ fn acquire(path: &Path, what: impl Fn() -> String, wait: Wait) -> Result<Option<
         // Still the file at `path`? (Not unlinked, nor replaced, while we waited.)
         let held = rustix::fs::fstat(&file).map_err(|e| io(path)(e.into()))?;
         match rustix::fs::lstat(path) {
-            Ok(now) if now.st_ino == held.st_ino && now.st_dev == held.st_dev && held.st_nlink > 0 => {
+            Ok(now)
+                if now.st_ino == held.st_ino && now.st_dev == held.st_dev && held.st_nlink > 0 =>
+            {
                 return Ok(Some(LockGuard { _file: file, path: path.to_path_buf() }))
             }
             Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
@@ -254,7 +276,9 @@ impl Ledger {
     /// Container `id`'s lock: held by the run that creates, updates or releases its record.
     /// Waits at most until the run's deadline.
     pub fn lock_container(&self, id: &str) -> Result<LockGuard, LedgerError> {
-        Ok(self.container_lock(id, Wait::Bounded)?.expect("a bounded wait returns a lock or an error"))
+        Ok(self
+            .container_lock(id, Wait::Bounded)?
+            .expect("a bounded wait returns a lock or an error"))
     }
 
     /// [`Ledger::lock_container`] only if nobody holds it.
@@ -287,7 +311,8 @@ impl Ledger {
     /// container's files.
     pub fn lock_admission(&self) -> Result<LockGuard, LedgerError> {
         let p = self.dir.join("locks").join("admission");
-        Ok(acquire(&p, || "the hugepage admission lock".to_string(), Wait::Bounded)?.expect("a bounded wait returns a lock or an error"))
+        Ok(acquire(&p, || "the hugepage admission lock".to_string(), Wait::Bounded)?
+            .expect("a bounded wait returns a lock or an error"))
     }
 
     /// Removes lock files that lock nothing: no record of theirs exists and nobody holds them
@@ -295,7 +320,12 @@ impl Ledger {
     pub fn sweep_locks(&self) {
         let names = |sub: &str| -> std::collections::HashSet<String> {
             std::fs::read_dir(self.dir.join(sub))
-                .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter_map(|n| n.strip_suffix(".json").map(str::to_string)).collect())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let Ok(rd) = std::fs::read_dir(self.dir.join("locks")) else { return };
@@ -321,10 +351,17 @@ impl Ledger {
     pub fn container_busy(&self, id: &str) -> bool {
         // Without creating a lock file for an id nobody locks.
         let Ok(id) = check_name(id) else { return false };
-        let Ok(f) = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(self.lock_path('c', id)) else {
+        let Ok(f) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(self.lock_path('c', id))
+        else {
             return false;
         };
-        matches!(rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared), Err(rustix::io::Errno::WOULDBLOCK))
+        matches!(
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockShared),
+            Err(rustix::io::Errno::WOULDBLOCK)
+        )
     }
 
     pub fn dir(&self) -> &Path {
@@ -345,7 +382,10 @@ impl Ledger {
     }
 
     pub fn save(&self, rec: &ContainerRecord) -> Result<(), LedgerError> {
-        atomic_write(&self.record_path(&rec.id)?, &serde_json::to_vec_pretty(rec).expect("serializes"))
+        atomic_write(
+            &self.record_path(&rec.id)?,
+            &serde_json::to_vec_pretty(rec).expect("serializes"),
+        )
     }
 
     pub fn remove(&self, id: &str) -> Result<(), LedgerError> {
@@ -442,9 +482,17 @@ fn boot_time() -> Option<u64> {
 pub fn remove_if_torn(err: &LedgerError) -> bool {
     let LedgerError::Corrupt { path, .. } = err else { return false };
     let Some(btime) = boot_time() else { return false };
-    let written = std::fs::symlink_metadata(path).ok().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    let parses = std::fs::read(path).ok().is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
-    if parses || !written.is_some_and(|w| w.as_secs() < btime) || std::fs::remove_file(path).is_err() {
+    let written = std::fs::symlink_metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let parses = std::fs::read(path)
+        .ok()
+        .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+    if parses
+        || !written.is_some_and(|w| w.as_secs() < btime)
+        || std::fs::remove_file(path).is_err()
+    {
         return false;
     }
     tracing::warn!("gc: removed {}: unreadable and written before this boot (a power loss tore it; what it described did not survive the reboot)", path.display());
@@ -506,7 +554,11 @@ mod tests {
             group: None,
             reservations: [(PageSize::Size2Mi, Bytes(8 << 20))].into_iter().collect(),
             entries: vec![Entry {
-                effect: Effect::CgroupValue { file: "/x".into(), value: "1".into(), previous: Some("max".into()) },
+                effect: Effect::CgroupValue {
+                    file: "/x".into(),
+                    value: "1".into(),
+                    previous: Some("max".into()),
+                },
                 done: false,
             }],
         }
@@ -527,7 +579,11 @@ mod tests {
         l.remove("a").unwrap();
         l.remove("a").unwrap();
         assert!(l.load("a").unwrap().is_none());
-        let leftovers: Vec<_> = std::fs::read_dir(sd.join("containers")).unwrap().flatten().map(|e| e.file_name()).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(sd.join("containers"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
     }
 
@@ -567,7 +623,11 @@ mod tests {
         assert_eq!(removed, vec![dir.join("torn.json")]);
         let (all, bad) = l.containers();
         assert_eq!(all.len(), 1, "a whole record is never removed here (gc decides by liveness)");
-        assert_eq!(bad.len(), 1, "a corrupt record written in this boot stays for a human: {bad:?}");
+        assert_eq!(
+            bad.len(),
+            1,
+            "a corrupt record written in this boot stays for a human: {bad:?}"
+        );
     }
 
     #[test]

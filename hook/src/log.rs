@@ -17,10 +17,19 @@ pub fn init(cfg: &Config, program: &'static str) {
     if cfg.log_file.as_os_str().is_empty() {
         return;
     }
-    let open = || OpenOptions::new().create(true).append(true).mode(0o640).custom_flags(libc::O_CLOEXEC).open(&cfg.log_file);
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&cfg.log_file)
+    };
     // The log's directory is made on the first run only (every hook and wrapper opens the log).
     let file = open().or_else(|e| match (e.kind(), cfg.log_file.parent()) {
-        (std::io::ErrorKind::NotFound, Some(dir)) => std::fs::create_dir_all(dir).and_then(|_| open()),
+        (std::io::ErrorKind::NotFound, Some(dir)) => {
+            std::fs::create_dir_all(dir).and_then(|_| open())
+        }
         _ => Err(e),
     });
     let Ok(file) = file else {

@@ -35,7 +35,8 @@ const LOCK_FILE: &str = "metrics.lock";
 
 /// Hook latency buckets (seconds): a create is milliseconds; a group's first member or a busy
 /// ledger lock can take a second or more.
-pub const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+pub const BUCKETS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// Something worth counting, noted where it happens.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +81,9 @@ fn pending() -> bool {
 pub fn refused_size(message: &str) -> Option<PageSize> {
     let i = message.find("cannot reserve ")?;
     let rest = &message[i..];
-    PageSize::ALL.into_iter().find(|s| rest.split(':').next().is_some_and(|head| head.contains(&format!(" of {s} hugepages"))))
+    PageSize::ALL.into_iter().find(|s| {
+        rest.split(':').next().is_some_and(|head| head.contains(&format!(" of {s} hugepages")))
+    })
 }
 
 /// Notes what a successful create was granted: its hugepage requests (prefix mode reserves
@@ -104,7 +107,11 @@ pub fn hook_done(cfg: &Config, stage: &str, elapsed: Duration, err: Option<&anyh
     if let Some(size) = err.and_then(|e| refused_size(&crate::log::one_line(e))) {
         note(Event::Request { size, granted: false });
     }
-    note(Event::Hook { stage: stage.to_string(), seconds: elapsed.as_secs_f64(), ok: err.is_none() });
+    note(Event::Hook {
+        stage: stage.to_string(),
+        seconds: elapsed.as_secs_f64(),
+        ok: err.is_none(),
+    });
     flush_logged(cfg);
 }
 
@@ -188,14 +195,26 @@ impl Counters {
             match e {
                 Event::Request { size, granted } => {
                     let result = if *granted { "granted" } else { "refused" };
-                    self.add("reservations_total", labels(&[("size", size.name()), ("result", result)]), 1);
+                    self.add(
+                        "reservations_total",
+                        labels(&[("size", size.name()), ("result", result)]),
+                        1,
+                    );
                 }
-                Event::Reserved { size, pages } => self.add("reserved_pages_total", labels(&[("size", size.name())]), *pages),
-                Event::Released { size, pages } => self.add("released_pages_total", labels(&[("size", size.name())]), *pages),
+                Event::Reserved { size, pages } => {
+                    self.add("reserved_pages_total", labels(&[("size", size.name())]), *pages)
+                }
+                Event::Released { size, pages } => {
+                    self.add("released_pages_total", labels(&[("size", size.name())]), *pages)
+                }
                 Event::Leaked { origin, size, files, pages } => {
                     self.add("leaked_files_reclaimed_total", labels(&[("origin", origin)]), *files);
                     if let Some(s) = size {
-                        self.add("leaked_pages_reclaimed_total", labels(&[("origin", origin), ("size", s.name())]), *pages);
+                        self.add(
+                            "leaked_pages_reclaimed_total",
+                            labels(&[("origin", origin), ("size", s.name())]),
+                            *pages,
+                        );
                     }
                 }
                 Event::Teardown { complete } => {
@@ -204,13 +223,22 @@ impl Counters {
                 }
                 Event::Gc { released, groups, errors } => {
                     self.add("gc_runs_total", String::new(), 1);
-                    self.add("gc_actions_total", labels(&[("action", "release_container")]), *released);
+                    self.add(
+                        "gc_actions_total",
+                        labels(&[("action", "release_container")]),
+                        *released,
+                    );
                     self.add("gc_actions_total", labels(&[("action", "release_group")]), *groups);
                     self.add("gc_errors_total", String::new(), *errors);
                 }
                 Event::Hook { stage, seconds, ok } => {
                     let l = labels(&[("stage", stage)]);
-                    self.histograms.entry("hook_duration_seconds".into()).or_default().entry(l.clone()).or_default().observe(*seconds);
+                    self.histograms
+                        .entry("hook_duration_seconds".into())
+                        .or_default()
+                        .entry(l.clone())
+                        .or_default()
+                        .observe(*seconds);
                     if !ok {
                         self.add("hook_failures_total", l, 1);
                     } else {
@@ -274,7 +302,9 @@ impl Gauges {
 fn read_groups_unlocked(state_dir: &Path) -> Vec<GroupRecord> {
     let Ok(rd) = std::fs::read_dir(state_dir.join("groups")) else { return vec![] };
     rd.flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.')))
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+        })
         .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
         .collect()
 }
@@ -324,7 +354,9 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
 
     let mut s = String::new();
     let header = |s: &mut String, name: &str, kind: &str, help: &str| {
-        s.push_str(&format!("# HELP dataplane_hook_{name} {help}\n# TYPE dataplane_hook_{name} {kind}\n"));
+        s.push_str(&format!(
+            "# HELP dataplane_hook_{name} {help}\n# TYPE dataplane_hook_{name} {kind}\n"
+        ));
     };
     let series = |s: &mut String, name: &str, l: &str, v: String| {
         if l.is_empty() {
@@ -341,14 +373,29 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
         }
     }
     if let Some(m) = c.histograms.get("hook_duration_seconds") {
-        header(&mut s, "hook_duration_seconds", "histogram", "Wall time of hook runs (createRuntime, poststop), from start to the state written.");
+        header(
+            &mut s,
+            "hook_duration_seconds",
+            "histogram",
+            "Wall time of hook runs (createRuntime, poststop), from start to the state written.",
+        );
         for (l, h) in m {
             let mut cum = 0;
             for (i, le) in BUCKETS.iter().enumerate() {
                 cum += h.buckets.get(i).copied().unwrap_or(0);
-                series(&mut s, "hook_duration_seconds_bucket", &format!("{l},le=\"{le}\""), cum.to_string());
+                series(
+                    &mut s,
+                    "hook_duration_seconds_bucket",
+                    &format!("{l},le=\"{le}\""),
+                    cum.to_string(),
+                );
             }
-            series(&mut s, "hook_duration_seconds_bucket", &format!("{l},le=\"+Inf\""), h.count.to_string());
+            series(
+                &mut s,
+                "hook_duration_seconds_bucket",
+                &format!("{l},le=\"+Inf\""),
+                h.count.to_string(),
+            );
             series(&mut s, "hook_duration_seconds_sum", l, format!("{:.6}", h.sum));
             series(&mut s, "hook_duration_seconds_count", l, h.count.to_string());
         }
@@ -358,20 +405,45 @@ pub fn render(c: &Counters, g: &Gauges) -> String {
     header(&mut s, "groups", "gauge", "Live DPDK groups.");
     series(&mut s, "groups", "", g.groups.to_string());
     if !g.reserved.is_empty() {
-        header(&mut s, "reserved_pages", "gauge", "Hugepages reserved now by live containers and groups.");
+        header(
+            &mut s,
+            "reserved_pages",
+            "gauge",
+            "Hugepages reserved now by live containers and groups.",
+        );
         for (size, p) in &g.reserved {
             series(&mut s, "reserved_pages", &labels(&[("size", size.name())]), p.to_string());
         }
     }
     if !g.pools.is_empty() {
-        header(&mut s, "pool_pages", "gauge", "The kernel's hugepage pool per page size (total, free, reserved, surplus).");
+        header(
+            &mut s,
+            "pool_pages",
+            "gauge",
+            "The kernel's hugepage pool per page size (total, free, reserved, surplus).",
+        );
         for (size, p) in &g.pools {
-            for (state, v) in [("total", p.total), ("free", p.free), ("reserved", p.reserved), ("surplus", p.surplus)] {
-                series(&mut s, "pool_pages", &labels(&[("size", size.name()), ("state", state)]), v.to_string());
+            for (state, v) in [
+                ("total", p.total),
+                ("free", p.free),
+                ("reserved", p.reserved),
+                ("surplus", p.surplus),
+            ] {
+                series(
+                    &mut s,
+                    "pool_pages",
+                    &labels(&[("size", size.name()), ("state", state)]),
+                    v.to_string(),
+                );
             }
         }
     }
-    header(&mut s, "metrics_updated_timestamp_seconds", "gauge", "When a hook or gc last wrote this file.");
+    header(
+        &mut s,
+        "metrics_updated_timestamp_seconds",
+        "gauge",
+        "When a hook or gc last wrote this file.",
+    );
     series(&mut s, "metrics_updated_timestamp_seconds", "", g.now_unix.to_string());
     s
 }
@@ -381,7 +453,10 @@ pub fn load_counters(state_dir: &Path) -> Counters {
     let p = state_dir.join(COUNTERS_FILE);
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-            tracing::warn!("metrics counters {} are corrupt ({e}); starting from zero", p.display());
+            tracing::warn!(
+                "metrics counters {} are corrupt ({e}); starting from zero",
+                p.display()
+            );
             Counters::default()
         }),
         Err(_) => Counters::default(),
@@ -429,13 +504,18 @@ pub fn flush_events(cfg: &Config, events: &[Event]) -> Result<(), MetricsError> 
     // A hook has made the state dir already (the ledger); make it here only when it is missing.
     let lock = match open_lock() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(sd).map_err(err("mkdir", sd))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(sd)
+                .map_err(err("mkdir", sd))?;
             open_lock()
         }
         r => r,
     }
     .map_err(err("open", &lock_path))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| err("lock", &lock_path)(e.into()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| err("lock", &lock_path)(e.into()))?;
     let mut c = load_counters(sd);
     c.apply(events);
     if !events.is_empty() {
@@ -476,9 +556,12 @@ mod tests {
 
     fn gauges() -> Gauges {
         Gauges {
-            pools: [(PageSize::Size2Mi, Pool { total: 64, free: 60, reserved: 8, surplus: 0 }), (PageSize::Size1Gi, Pool::default())]
-                .into_iter()
-                .collect(),
+            pools: [
+                (PageSize::Size2Mi, Pool { total: 64, free: 60, reserved: 8, surplus: 0 }),
+                (PageSize::Size1Gi, Pool::default()),
+            ]
+            .into_iter()
+            .collect(),
             containers: 2,
             groups: 1,
             reserved: [(PageSize::Size2Mi, 8), (PageSize::Size1Gi, 0)].into_iter().collect(),
@@ -505,7 +588,13 @@ mod tests {
             let name = series.split('{').next().unwrap();
             assert!(name.starts_with("dataplane_hook_"), "{l}");
             let fam = typed.last().unwrap_or_else(|| panic!("sample before TYPE: {l}"));
-            assert!(name == fam || name.strip_prefix(fam.as_str()).is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s)), "{l} under {fam}");
+            assert!(
+                name == fam
+                    || name
+                        .strip_prefix(fam.as_str())
+                        .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s)),
+                "{l} under {fam}"
+            );
             assert_eq!(series.matches('{').count(), series.matches('}').count(), "{l}");
         }
     }
@@ -603,7 +692,8 @@ mod tests {
                 let cfg = cfg.clone();
                 std::thread::spawn(move || {
                     for _ in 0..10 {
-                        flush_events(&cfg, &[Event::Gc { released: 1, groups: 0, errors: 0 }]).unwrap();
+                        flush_events(&cfg, &[Event::Gc { released: 1, groups: 0, errors: 0 }])
+                            .unwrap();
                     }
                 })
             })
@@ -615,9 +705,15 @@ mod tests {
         assert_eq!(c.get("gc_runs_total", ""), 80);
         let text = std::fs::read_to_string(cfg.metrics.textfile_dir.join(TEXTFILE_NAME)).unwrap();
         assert!(text.contains("dataplane_hook_gc_runs_total 80\n"), "{text}");
-        let names: Vec<String> = std::fs::read_dir(&cfg.metrics.textfile_dir).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).collect();
+        let names: Vec<String> = std::fs::read_dir(&cfg.metrics.textfile_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
         assert_eq!(names, vec![TEXTFILE_NAME.to_string()], "no temp files left");
-        let mode = std::fs::metadata(cfg.state_dir.join(COUNTERS_FILE)).unwrap().permissions().mode() & 0o777;
+        let mode =
+            std::fs::metadata(cfg.state_dir.join(COUNTERS_FILE)).unwrap().permissions().mode()
+                & 0o777;
         assert_eq!(mode, 0o600);
     }
 }

@@ -40,12 +40,21 @@ impl State {
         // Room for a typical state up front: read in one go, not probed 32 bytes at a time.
         let mut buf = String::with_capacity(4096);
         r.read_to_string(&mut buf).map_err(OciError::StateRead)?;
-        let s: State = serde_json::from_str(&buf).map_err(|e| OciError::StateParse(e.to_string()))?;
-        if s.id.is_empty() || s.id.contains('/') || s.id.contains('\0') || s.id == "." || s.id == ".." {
+        let s: State =
+            serde_json::from_str(&buf).map_err(|e| OciError::StateParse(e.to_string()))?;
+        if s.id.is_empty()
+            || s.id.contains('/')
+            || s.id.contains('\0')
+            || s.id == "."
+            || s.id == ".."
+        {
             return Err(OciError::StateParse(format!("unusable container id {:?}", s.id)));
         }
         if !s.bundle.is_absolute() {
-            return Err(OciError::StateParse(format!("bundle {:?} is not an absolute path", s.bundle)));
+            return Err(OciError::StateParse(format!(
+                "bundle {:?} is not an absolute path",
+                s.bundle
+            )));
         }
         Ok(s)
     }
@@ -69,8 +78,15 @@ pub const SANDBOX_ANNOTATIONS: &[(&str, &str)] = &[
 fn temp_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!(".config.json.dataplane-hook.{}.{}.{nanos}.tmp", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        ".config.json.dataplane-hook.{}.{}.{nanos}.tmp",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Bundle {
@@ -80,21 +96,27 @@ impl Bundle {
 
     pub fn load(dir: &Path) -> Result<Bundle, OciError> {
         let path = Self::config_path(dir);
-        let text = std::fs::read(&path).map_err(|source| OciError::SpecRead { path: path.clone(), source })?;
+        let text = std::fs::read(&path)
+            .map_err(|source| OciError::SpecRead { path: path.clone(), source })?;
         Self::parse(dir, &text)
     }
 
     /// A bundle from the bytes of its config.json (what [`Bundle::load`] read from `dir`).
     pub fn parse(dir: &Path, text: &[u8]) -> Result<Bundle, OciError> {
-        let raw: Value = serde_json::from_slice(text)
-            .map_err(|e| OciError::SpecParse { path: Self::config_path(dir), message: e.to_string() })?;
+        let raw: Value = serde_json::from_slice(text).map_err(|e| OciError::SpecParse {
+            path: Self::config_path(dir),
+            message: e.to_string(),
+        })?;
         Self::from_value(dir, raw)
     }
 
     pub fn from_value(dir: &Path, raw: Value) -> Result<Bundle, OciError> {
         let path = Self::config_path(dir);
         if !raw.is_object() {
-            return Err(OciError::SpecParse { path, message: "top level is not a JSON object".into() });
+            return Err(OciError::SpecParse {
+                path,
+                message: "top level is not a JSON object".into(),
+            });
         }
         // Read through a borrow: no deep copy of the document.
         let spec = <oci_spec::runtime::Spec as Deserialize>::deserialize(&raw)
@@ -113,7 +135,8 @@ impl Bundle {
         let err = |source| OciError::SpecWrite { path: path.clone(), source };
         let bytes = serde_json::to_vec(&self.raw).expect("a JSON value serializes");
         // Keep the original file mode (runtimes do not care, but people do).
-        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
+        let mode =
+            std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
         let (tmp, mut f) = (0..16)
             .find_map(|_| {
                 let tmp = self.dir.join(temp_name());
@@ -192,7 +215,12 @@ impl Bundle {
             .map(|ms| {
                 ms.iter()
                     .map(|m| {
-                        (m.destination().clone(), m.typ().clone(), m.source().clone(), m.options().clone().unwrap_or_default())
+                        (
+                            m.destination().clone(),
+                            m.typ().clone(),
+                            m.source().clone(),
+                            m.options().clone().unwrap_or_default(),
+                        )
                     })
                     .collect()
             })
@@ -204,7 +232,8 @@ impl Bundle {
         let mut cur = &mut self.raw;
         for key in path {
             let obj = cur.as_object_mut().expect("checked object");
-            let entry = obj.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()));
+            let entry =
+                obj.entry(key.to_string()).or_insert_with(|| Value::Object(Default::default()));
             if !entry.is_object() {
                 *entry = Value::Object(Default::default());
             }
@@ -222,7 +251,12 @@ mod tests {
     fn state_parses_and_rejects_garbage() {
         let s = State::from_reader(&br#"{"ociVersion":"1.0.2","id":"abc","status":"created","pid":42,"bundle":"/b","annotations":{"a":"b"}}"#[..]).unwrap();
         assert_eq!((s.id.as_str(), s.pid), ("abc", Some(42)));
-        for bad in [&b"garbage"[..], b"{}", br#"{"id":"../x","bundle":"/b"}"#, br#"{"id":"x","bundle":"rel"}"#] {
+        for bad in [
+            &b"garbage"[..],
+            b"{}",
+            br#"{"id":"../x","bundle":"/b"}"#,
+            br#"{"id":"x","bundle":"rel"}"#,
+        ] {
             let e = State::from_reader(bad).unwrap_err().to_string();
             assert!(e.contains("state") && !e.contains('\n'), "{e}");
         }
@@ -258,7 +292,10 @@ mod tests {
         let again = Bundle::load(dir.path()).unwrap();
         assert_eq!(again.raw, b.raw);
         assert_eq!(b.raw["x"][0].as_f64(), Some(1e25));
-        assert_eq!(b.raw, serde_json::from_str::<Value>(&serde_json::to_string(&b.raw).unwrap()).unwrap());
+        assert_eq!(
+            b.raw,
+            serde_json::from_str::<Value>(&serde_json::to_string(&b.raw).unwrap()).unwrap()
+        );
     }
 
     #[test]
@@ -281,19 +318,30 @@ mod tests {
         let victim = host.path().join("victim");
         std::fs::write(&victim, "host data\n").unwrap();
         std::fs::write(dir.path().join("config.json"), r#"{"ociVersion":"1.0.2"}"#).unwrap();
-        std::fs::set_permissions(dir.path().join("config.json"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("config.json"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
         let planted = dir.path().join(".config.json.dataplane-hook.tmp");
         std::os::unix::fs::symlink(&victim, &planted).unwrap();
         let mut b = Bundle::load(dir.path()).unwrap();
         b.raw["annotations"] = serde_json::json!({"a": "b"});
         b.save().unwrap();
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "host data\n", "the host file was written through the link");
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "host data\n",
+            "the host file was written through the link"
+        );
         assert_eq!(std::fs::read_link(&planted).unwrap(), victim, "the planted link is left alone");
         let meta = std::fs::symlink_metadata(dir.path().join("config.json")).unwrap();
         assert!(meta.file_type().is_file(), "config.json is a plain file");
         assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "the original mode is kept");
         assert_eq!(Bundle::load(dir.path()).unwrap().raw["annotations"]["a"], "b");
-        let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         names.sort();
         assert_eq!(names, [".config.json.dataplane-hook.tmp", "config.json"], "no temp file left");
     }
@@ -312,15 +360,21 @@ mod tests {
                         let b = Bundle::from_value(dir, d.clone()).unwrap();
                         b.save().unwrap();
                         let text = std::fs::read(dir.join("config.json")).unwrap();
-                        let v: Value = serde_json::from_slice(&text).expect("config.json is whole JSON at every moment");
+                        let v: Value = serde_json::from_slice(&text)
+                            .expect("config.json is whole JSON at every moment");
                         assert!(v["annotations"]["writer"].is_string());
                     }
                 });
             }
         });
-        let last: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        let last: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
         assert!(docs.contains(&last), "config.json is one writer's whole document");
-        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["config.json"], "no temp file left");
     }
 
@@ -335,7 +389,10 @@ mod tests {
         std::fs::write(dir.path().join("config.json/keep"), "x").unwrap();
         let e = b.save().unwrap_err().to_string();
         assert!(e.starts_with("cannot write") && e.contains("config.json"), "{e}");
-        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["config.json"], "the temp file was removed");
     }
 }

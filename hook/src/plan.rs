@@ -26,7 +26,8 @@ pub struct NodeFacts {
     pub group: Option<crate::ledger::GroupRecord>,
     pub group_dir: std::path::PathBuf,
     /// The container spec's mounts: (destination, type, source, options).
-    pub spec_mounts: Vec<(std::path::PathBuf, Option<String>, Option<std::path::PathBuf>, Vec<String>)>,
+    pub spec_mounts:
+        Vec<(std::path::PathBuf, Option<String>, Option<std::path::PathBuf>, Vec<String>)>,
 }
 
 /// Prefix mode's cleanup at teardown (G3).
@@ -122,7 +123,10 @@ pub struct PlanError {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.mounts.is_empty() && self.hugetlb_limits.is_empty() && self.gpu.is_none() && self.rlimits.is_empty()
+        self.mounts.is_empty()
+            && self.hugetlb_limits.is_empty()
+            && self.gpu.is_none()
+            && self.rlimits.is_empty()
     }
 }
 

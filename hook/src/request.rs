@@ -36,7 +36,9 @@ fn bad(key: &str, value: &str, why: impl Into<String>, fix: impl Into<String>) -
 }
 
 /// A hugepage size the product manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum PageSize {
     #[serde(rename = "2Mi")]
     Size2Mi,
@@ -91,7 +93,9 @@ impl fmt::Display for PageSize {
 }
 
 /// A byte quantity written the Kubernetes way (`256Mi`, `1Gi`, `268435456`, `1.5Gi`, `1e9`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Bytes(pub u64);
 
 impl Bytes {
@@ -100,12 +104,12 @@ impl Bytes {
         if s.is_empty() {
             return Err("empty quantity".into());
         }
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(s.len());
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, suffix) = s.split_at(split);
         if num.is_empty() || num.matches('.').count() > 1 || num == "." {
-            return Err("not a quantity: expected digits with an optional suffix like Mi or Gi".into());
+            return Err(
+                "not a quantity: expected digits with an optional suffix like Mi or Gi".into()
+            );
         }
         // Exact decimal arithmetic: mantissa as integer plus count of fraction digits. Every
         // step is checked: the input is an annotation, and an unchecked 10^digits or a scale
@@ -115,10 +119,10 @@ impl Bytes {
         let digits = format!("{int_part}{frac_part}");
         let mantissa: u128 = digits.parse().map_err(|_| too_large())?;
         let mut scale_num: u128 = 1;
-        let mut scale_den: u128 = u32::try_from(frac_part.len())
-            .ok()
-            .and_then(|n| 10u128.checked_pow(n))
-            .ok_or_else(|| "number too large: too many digits after the decimal point".to_string())?;
+        let mut scale_den: u128 =
+            u32::try_from(frac_part.len()).ok().and_then(|n| 10u128.checked_pow(n)).ok_or_else(
+                || "number too large: too many digits after the decimal point".to_string(),
+            )?;
         match suffix {
             "" => {}
             "Ki" => scale_num = 1 << 10,
@@ -135,9 +139,7 @@ impl Bytes {
             "E" => scale_num = 1_000_000_000_000_000_000,
             "m" => scale_den = scale_den.checked_mul(1000).ok_or_else(too_large)?,
             e if e.starts_with(['e', 'E']) => {
-                let exp: u32 = e[1..]
-                    .parse()
-                    .map_err(|_| format!("bad exponent {e:?}"))?;
+                let exp: u32 = e[1..].parse().map_err(|_| format!("bad exponent {e:?}"))?;
                 if exp > 30 {
                     return Err(too_large());
                 }
@@ -220,7 +222,9 @@ impl fmt::Display for ContainerPath {
 }
 
 /// A DPDK group name: a DNS label.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct GroupName(String);
 
 impl GroupName {
@@ -284,9 +288,8 @@ impl SpdkIobuf {
     pub fn parse(s: &str) -> Result<SpdkIobuf, String> {
         let (mut small, mut large, mut sb, mut lb) = (None, None, None, None);
         for part in s.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not key=value"))?;
+            let (k, v) =
+                part.split_once('=').ok_or_else(|| format!("{part:?} is not key=value"))?;
             // The field first, and named by its own spelling from then on: `k` is the
             // annotation's text (a newline in it made the error several lines).
             let (name, slot) = match k.trim() {
@@ -296,8 +299,8 @@ impl SpdkIobuf {
                 "large-bufsize" => ("large-bufsize", &mut lb),
                 other => {
                     return Err(format!(
-                        "unknown field {other:?} (fields: small, large, small-bufsize, large-bufsize)"
-                    ))
+                    "unknown field {other:?} (fields: small, large, small-bufsize, large-bufsize)"
+                ))
                 }
             };
             let n: u64 = if name.ends_with("-bufsize") {
@@ -364,15 +367,28 @@ impl Request {
                     r.enabled = Some(match v {
                         "true" => true,
                         "false" => false,
-                        _ => return Err(bad(key, v, "must be \"true\" or \"false\"", "use \"true\" or \"false\"")),
+                        _ => {
+                            return Err(bad(
+                                key,
+                                v,
+                                "must be \"true\" or \"false\"",
+                                "use \"true\" or \"false\"",
+                            ))
+                        }
                     })
                 }
                 "hugepages-2Mi" | "hugepages-1Gi" => {
-                    let size = if key.ends_with("2Mi") { PageSize::Size2Mi } else { PageSize::Size1Gi };
+                    let size =
+                        if key.ends_with("2Mi") { PageSize::Size2Mi } else { PageSize::Size1Gi };
                     let q = Bytes::parse_quantity(v)
                         .map_err(|e| bad(key, v, e, "write a quantity such as 256Mi or 2Gi"))?;
                     if q.0 == 0 {
-                        return Err(bad(key, v, "must be greater than 0", "remove the annotation to ask for no hugepages"));
+                        return Err(bad(
+                            key,
+                            v,
+                            "must be greater than 0",
+                            "remove the annotation to ask for no hugepages",
+                        ));
                     }
                     if q.0 % size.bytes() != 0 {
                         return Err(bad(
@@ -389,27 +405,51 @@ impl Request {
                         RuntimeDir::None
                     } else {
                         let p = ContainerPath::parse(v).map_err(|e| {
-                            bad(key, v, e, "give an absolute container path such as /var/run/dpdk, or none")
+                            bad(
+                                key,
+                                v,
+                                e,
+                                "give an absolute container path such as /var/run/dpdk, or none",
+                            )
                         })?;
                         // Prefix mode removes `<runtime dir>/<prefix>` from the host path behind
                         // it: never let that be a kernel filesystem (a bind of the host's /dev,
                         // /sys or /proc).
-                        if let Some(top) = ["proc", "sys", "dev"].into_iter().find(|t| p.relative().starts_with(t)) {
-                            return Err(bad(key, v, format!("must not be under /{top}"), "give a path such as /var/run/dpdk, or none"));
+                        if let Some(top) =
+                            ["proc", "sys", "dev"].into_iter().find(|t| p.relative().starts_with(t))
+                        {
+                            return Err(bad(
+                                key,
+                                v,
+                                format!("must not be under /{top}"),
+                                "give a path such as /var/run/dpdk, or none",
+                            ));
                         }
                         RuntimeDir::At(p)
                     })
                 }
                 "dpdk-group" => {
-                    r.group = Some(GroupName::parse(v).map_err(|e| bad(key, v, e, "use a name like pktgen-1"))?)
+                    r.group = Some(
+                        GroupName::parse(v)
+                            .map_err(|e| bad(key, v, e, "use a name like pktgen-1"))?,
+                    )
                 }
                 "dpdk-file-prefix" => {
-                    r.file_prefix = Some(FilePrefix::parse(v).map_err(|e| bad(key, v, e, "use auto or a short prefix like app1"))?)
+                    r.file_prefix = Some(
+                        FilePrefix::parse(v)
+                            .map_err(|e| bad(key, v, e, "use auto or a short prefix like app1"))?,
+                    )
                 }
                 "gpu-headroom" => {
-                    let q = Bytes::parse_quantity(v).map_err(|e| bad(key, v, e, "write a quantity such as 4Gi"))?;
+                    let q = Bytes::parse_quantity(v)
+                        .map_err(|e| bad(key, v, e, "write a quantity such as 4Gi"))?;
                     if q.0 == 0 {
-                        return Err(bad(key, v, "must be greater than 0", "remove the annotation to use the configured headroom"));
+                        return Err(bad(
+                            key,
+                            v,
+                            "must be greater than 0",
+                            "remove the annotation to use the configured headroom",
+                        ));
                     }
                     r.gpu_headroom = Some(q);
                 }
@@ -418,7 +458,12 @@ impl Request {
                         GidIndex::Auto
                     } else {
                         GidIndex::Index(v.parse().map_err(|_| {
-                            bad(key, v, "must be auto or a non-negative integer", "use auto to let dataplane-hook choose")
+                            bad(
+                                key,
+                                v,
+                                "must be auto or a non-negative integer",
+                                "use auto to let dataplane-hook choose",
+                            )
                         })?)
                     })
                 }
@@ -440,7 +485,10 @@ impl Request {
         if r.group.is_some() && r.file_prefix.is_some() {
             return Err(bad(
                 "dpdk-file-prefix",
-                annotations.get(&format!("{PREFIX}dpdk-file-prefix")).map(String::as_str).unwrap_or(""),
+                annotations
+                    .get(&format!("{PREFIX}dpdk-file-prefix"))
+                    .map(String::as_str)
+                    .unwrap_or(""),
                 "cannot be combined with dataplane-hook.io/dpdk-group",
                 "use a group (private shared dirs) or prefix mode (host dirs), not both",
             ));
@@ -454,7 +502,9 @@ impl Request {
                 return Err(bad(
                     &size.annotation(),
                     &limit.to_string(),
-                    format!("the spec's hugepageLimits for {size} is not a multiple of the page size"),
+                    format!(
+                        "the spec's hugepageLimits for {size} is not a multiple of the page size"
+                    ),
                     "fix resources.limits in the pod spec",
                 ));
             }
@@ -490,7 +540,9 @@ mod tests {
         ] {
             assert_eq!(Bytes::parse_quantity(s), Ok(Bytes(v)), "{s}");
         }
-        for s in ["", "Mi", "-1Gi", "1.2.3", "12XB", "0.3", "1.5", "99999999999999999999999Gi", "1 Gi"] {
+        for s in
+            ["", "Mi", "-1Gi", "1.2.3", "12XB", "0.3", "1.5", "99999999999999999999999Gi", "1 Gi"]
+        {
             assert!(Bytes::parse_quantity(s).is_err(), "{s}");
         }
     }
@@ -515,10 +567,20 @@ mod tests {
         // Right at the edges: u64::MAX is fine, one more is too large, as are products that
         // overflow u128 before the u64 check.
         assert_eq!(Bytes::parse_quantity("18446744073709551615"), Ok(Bytes(u64::MAX)));
-        for s in ["18446744073709551616", "16Ei", "340282366920938463463374607431768211455Ei", "9e30", "1e31", "1e4294967295"] {
+        for s in [
+            "18446744073709551616",
+            "16Ei",
+            "340282366920938463463374607431768211455Ei",
+            "9e30",
+            "1e31",
+            "1e4294967295",
+        ] {
             assert_eq!(Bytes::parse_quantity(s), Err("number too large".to_string()), "{s}");
         }
-        assert_eq!(Bytes::parse_quantity("1e99999999999"), Err("bad exponent \"e99999999999\"".to_string()));
+        assert_eq!(
+            Bytes::parse_quantity("1e99999999999"),
+            Err("bad exponent \"e99999999999\"".to_string())
+        );
         // The longest fraction that still fits is exact.
         assert_eq!(Bytes::parse_quantity(&format!("1.{}Ki", zeros(35))), Ok(Bytes(1024)));
         assert_eq!(Bytes::parse_quantity("1000m"), Ok(Bytes(1)));
@@ -536,7 +598,14 @@ mod tests {
         let msg = e.to_string();
         assert!(!msg.contains(['\n', '\r']) && msg.contains("unknown annotation key"), "{msg}");
         assert!(msg.starts_with(&format!("invalid annotation {PREFIX}\\nugTpages-2mi=")), "{msg}");
-        for v in ["sm\n\0\0\0\0\0\0\0\u{2}/hugepages-1Gi=l-/buv", "small=1,large=2,\r\nsmall=3", "small\n=0,large=1", "x\n=1", "large=1,small\n=2Ki", "small=1,large=1,\nlarge-bufsize=1Zi"] {
+        for v in [
+            "sm\n\0\0\0\0\0\0\0\u{2}/hugepages-1Gi=l-/buv",
+            "small=1,large=2,\r\nsmall=3",
+            "small\n=0,large=1",
+            "x\n=1",
+            "large=1,small\n=2Ki",
+            "small=1,large=1,\nlarge-bufsize=1Zi",
+        ] {
             let e = SpdkIobuf::parse(v).unwrap_err();
             assert!(!e.contains(['\n', '\r']), "{v:?}: {e:?}");
             let msg = Request::parse(&ann(&[("spdk-iobuf", v)]), &[]).unwrap_err().to_string();
@@ -544,12 +613,26 @@ mod tests {
         }
         // Fields are named as the SPEC spells them, whatever whitespace surrounds them.
         assert_eq!(SpdkIobuf::parse(" small =0,large=1"), Err("small must be > 0".to_string()));
-        assert_eq!(SpdkIobuf::parse("small=1,large=2, small=3"), Err("small given twice".to_string()));
+        assert_eq!(
+            SpdkIobuf::parse("small=1,large=2, small=3"),
+            Err("small given twice".to_string())
+        );
     }
 
     #[test]
     fn every_quantity_prints_as_one_that_parses_back_to_it() {
-        for v in [0u64, 1, 1000, 1023, 1024, 3 << 29, 256 << 20, u64::MAX, u64::MAX - (1 << 40) + 1, (u64::MAX >> 40) << 40] {
+        for v in [
+            0u64,
+            1,
+            1000,
+            1023,
+            1024,
+            3 << 29,
+            256 << 20,
+            u64::MAX,
+            u64::MAX - (1 << 40) + 1,
+            (u64::MAX >> 40) << 40,
+        ] {
             let b = Bytes(v);
             assert_eq!(Bytes::parse_quantity(&b.to_string()), Ok(b), "{b}");
         }
@@ -564,10 +647,16 @@ mod tests {
 
     #[test]
     fn hugepage_annotations_must_be_page_multiples() {
-        let r = Request::parse(&ann(&[("hugepages-2Mi", "16Mi"), ("hugepages-1Gi", "2Gi")]), &[]).unwrap();
+        let r = Request::parse(&ann(&[("hugepages-2Mi", "16Mi"), ("hugepages-1Gi", "2Gi")]), &[])
+            .unwrap();
         assert_eq!(r.hugepages[&PageSize::Size2Mi], Bytes(16 << 20));
         assert_eq!(r.hugepages[&PageSize::Size1Gi], Bytes(2 << 30));
-        for (k, v) in [("hugepages-2Mi", "3Mi"), ("hugepages-1Gi", "512Mi"), ("hugepages-2Mi", "0"), ("hugepages-2Mi", "lots")] {
+        for (k, v) in [
+            ("hugepages-2Mi", "3Mi"),
+            ("hugepages-1Gi", "512Mi"),
+            ("hugepages-2Mi", "0"),
+            ("hugepages-2Mi", "lots"),
+        ] {
             let e = Request::parse(&ann(&[(k, v)]), &[]).unwrap_err();
             assert_eq!(e.key, k);
             assert!(e.to_string().contains(&format!("{PREFIX}{k}")));
@@ -651,8 +740,15 @@ mod tests {
         assert_eq!(r.group.unwrap().as_str(), "grp-1");
         assert_eq!(r.rdma_gid_index, Some(GidIndex::Index(3)));
         let io = r.spdk_iobuf.unwrap();
-        assert_eq!((io.small_count, io.large_count, io.large_bufsize), (32767, 16383, Some(132 << 10)));
-        let r = Request::parse(&ann(&[("dpdk-runtime-dir", "none"), ("dpdk-file-prefix", "auto")]), &[]).unwrap();
+        assert_eq!(
+            (io.small_count, io.large_count, io.large_bufsize),
+            (32767, 16383, Some(132 << 10))
+        );
+        let r = Request::parse(
+            &ann(&[("dpdk-runtime-dir", "none"), ("dpdk-file-prefix", "auto")]),
+            &[],
+        )
+        .unwrap();
         assert_eq!(r.runtime_dir, Some(RuntimeDir::None));
         assert_eq!(r.file_prefix, Some(FilePrefix::Auto));
         // Only a whole first component counts: /devices, /system, /process are ordinary dirs.

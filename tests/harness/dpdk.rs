@@ -3,10 +3,11 @@
 /// A testpmd primary with two null ports, small enough for a small private hugetlbfs
 /// (`--total-num-mbufs=2048`), printing stats every second without stdin.
 pub fn testpmd_primary(extra_eal: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["dpdk-testpmd", "-l", "0-1", "--no-pci", "--vdev=net_null0", "--vdev=net_null1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> =
+        ["dpdk-testpmd", "-l", "0-1", "--no-pci", "--vdev=net_null0", "--vdev=net_null1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     v.extend(extra_eal.iter().map(|s| s.to_string()));
     v.extend(["--", "--total-num-mbufs=2048", "--stats-period", "1"].iter().map(|s| s.to_string()));
     v
@@ -18,10 +19,11 @@ pub const FORWARDING: &str = "Port statistics";
 /// Multi-process testpmd (seed 002): a primary that shares its ports' queues with
 /// `num_procs - 1` secondaries.
 pub fn testpmd_mp_primary(num_procs: u32, extra_eal: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["dpdk-testpmd", "-l", "0-1", "--no-pci", "--vdev=net_null0", "--vdev=net_null1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> =
+        ["dpdk-testpmd", "-l", "0-1", "--no-pci", "--vdev=net_null0", "--vdev=net_null1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     v.extend(extra_eal.iter().map(|s| s.to_string()));
     v.extend(mp_app_args(num_procs, 0));
     v
@@ -29,10 +31,17 @@ pub fn testpmd_mp_primary(num_procs: u32, extra_eal: &[&str]) -> Vec<String> {
 
 /// A testpmd secondary attaching to the primary's memory and ports.
 pub fn testpmd_secondary(num_procs: u32, proc_id: u32, extra_eal: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = ["dpdk-testpmd", "-l", "0-1", "--no-pci", "--proc-type=secondary", "--log-level=lib.eal:debug"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut v: Vec<String> = [
+        "dpdk-testpmd",
+        "-l",
+        "0-1",
+        "--no-pci",
+        "--proc-type=secondary",
+        "--log-level=lib.eal:debug",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     v.extend(extra_eal.iter().map(|s| s.to_string()));
     v.extend(mp_app_args(num_procs, proc_id));
     v

@@ -68,7 +68,10 @@ pub fn systemd_cgroup() -> bool {
 
 /// Panics unless root: these tests need real mounts, cgroups and runc.
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "integration tests must run as root (make test runs them with sudo when needed)");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "integration tests must run as root (make test runs them with sudo when needed)"
+    );
 }
 
 pub const HP2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
@@ -123,8 +126,14 @@ impl PoolGuard {
             c.free == c.total && c.reserved == 0
         });
         let baseline = counters();
-        assert_eq!(baseline.total, pages, "could not size the 2Mi pool to {pages} pages (memory fragmented?)");
-        assert_eq!(baseline.free, pages, "hugepages of the pool are in use by someone else: {baseline:?}");
+        assert_eq!(
+            baseline.total, pages,
+            "could not size the 2Mi pool to {pages} pages (memory fragmented?)"
+        );
+        assert_eq!(
+            baseline.free, pages,
+            "hugepages of the pool are in use by someone else: {baseline:?}"
+        );
         assert_eq!(baseline.reserved, 0, "hugepages are reserved by someone else: {baseline:?}");
         PoolGuard { lock, previous, baseline }
     }
@@ -177,7 +186,9 @@ impl TestBundle {
         for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        for (l, t) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        for (l, t) in
+            [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
+        {
             std::os::unix::fs::symlink(t, rootfs.join(l)).unwrap();
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
@@ -196,7 +207,11 @@ impl TestBundle {
     }
 
     pub fn save(&self) {
-        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+        std::fs::write(
+            self.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.spec).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn annotate(&mut self, key: &str, value: &str) -> &mut Self {
@@ -233,7 +248,9 @@ impl TestBundle {
 
     /// Reloads config.json from disk (after the wrapper edited it).
     pub fn reload(&mut self) -> &Value {
-        self.spec = serde_json::from_slice(&std::fs::read(self.path().join("config.json")).unwrap()).unwrap();
+        self.spec =
+            serde_json::from_slice(&std::fs::read(self.path().join("config.json")).unwrap())
+                .unwrap();
         &self.spec
     }
 }
@@ -276,9 +293,26 @@ pub fn default_spec(args: &[&str]) -> Value {
 }
 
 fn caps() -> Value {
-    json!(["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID",
-           "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_CHROOT", "CAP_MKNOD", "CAP_AUDIT_WRITE",
-           "CAP_SETFCAP", "CAP_IPC_LOCK", "CAP_SYS_ADMIN", "CAP_SYS_NICE", "CAP_SYS_RAWIO"])
+    json!([
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_FSETID",
+        "CAP_KILL",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_NET_RAW",
+        "CAP_SYS_CHROOT",
+        "CAP_MKNOD",
+        "CAP_AUDIT_WRITE",
+        "CAP_SETFCAP",
+        "CAP_IPC_LOCK",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_NICE",
+        "CAP_SYS_RAWIO"
+    ])
 }
 
 /// Which runtime a test drives.
@@ -327,7 +361,11 @@ impl ProductEnv {
                 state_dir.display(),
                 log.display(),
                 // A test that sets its own runtime_path keeps it (TOML forbids the key twice).
-                if extra.contains("runtime_path") { String::new() } else { format!("runtime_path = \"{}\"\n", oci_runtime()) }
+                if extra.contains("runtime_path") {
+                    String::new()
+                } else {
+                    format!("runtime_path = \"{}\"\n", oci_runtime())
+                }
             ),
         )
         .unwrap();
@@ -359,7 +397,12 @@ impl ProductEnv {
     /// Ledger records present.
     pub fn records(&self) -> Vec<String> {
         std::fs::read_dir(self.state_dir.join("containers"))
-            .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".json")).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n.ends_with(".json"))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -384,10 +427,18 @@ impl Drop for Runner {
 
 impl Runner {
     pub fn runc() -> Runner {
-        Runner { runtime: Runtime::Runc, runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap(), created: Default::default() }
+        Runner {
+            runtime: Runtime::Runc,
+            runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap(),
+            created: Default::default(),
+        }
     }
     pub fn product(env: &ProductEnv) -> Runner {
-        Runner { runtime: Runtime::Product(env.clone()), runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap(), created: Default::default() }
+        Runner {
+            runtime: Runtime::Product(env.clone()),
+            runc_root: tempfile::Builder::new().prefix("dph-runc-").tempdir().unwrap(),
+            created: Default::default(),
+        }
     }
 
     pub fn command(&self) -> Command {

@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 use crate::{Runner, TestBundle};
 
 /// `create` bounded by `timeout`: None when it hung (the runtime is killed then).
-pub fn create_with_timeout(r: &Runner, b: &TestBundle, id: &str, timeout: Duration) -> Option<Output> {
+pub fn create_with_timeout(
+    r: &Runner,
+    b: &TestBundle,
+    id: &str,
+    timeout: Duration,
+) -> Option<Output> {
     let out = std::fs::File::create(b.path().join("stdout.log")).unwrap();
     let err = std::fs::File::create(b.path().join("stderr.log")).unwrap();
     let mut c = r.command();
@@ -89,8 +94,16 @@ impl HostHugetlbfs {
     /// `options` as for `mount -o` (e.g. `pagesize=2M,min_size=128M`).
     pub fn mount(options: &str) -> HostHugetlbfs {
         let dir = tempfile::Builder::new().prefix("dph-hostfs-").tempdir().unwrap();
-        let o = Command::new("mount").args(["-t", "hugetlbfs", "-o", options, "nodev"]).arg(dir.path()).output().unwrap();
-        assert!(o.status.success(), "mount hugetlbfs -o {options}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", options, "nodev"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mount hugetlbfs -o {options}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         HostHugetlbfs { dir }
     }
     pub fn path(&self) -> &Path {
@@ -195,7 +208,8 @@ pub fn unified_cgroup_dir(pid: i32) -> PathBuf {
         .expect("a cgroup2 mount on the host")
         .mount_point;
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = text.lines().find_map(|l| l.strip_prefix("0::")).expect("a 0:: line in /proc/<pid>/cgroup");
+    let path =
+        text.lines().find_map(|l| l.strip_prefix("0::")).expect("a 0:: line in /proc/<pid>/cgroup");
     PathBuf::from(mount).join(path.trim_start_matches('/'))
 }
 
@@ -210,7 +224,9 @@ pub struct HugetlbCgroup {
 
 impl HugetlbCgroup {
     pub fn of(pid: i32) -> HugetlbCgroup {
-        let v1 = host_mounts().into_iter().find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "hugetlb"));
+        let v1 = host_mounts()
+            .into_iter()
+            .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == "hugetlb"));
         match v1 {
             Some(m) => {
                 let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -228,7 +244,11 @@ impl HugetlbCgroup {
                     rsvd: "hugetlb.2MB.rsvd.limit_in_bytes",
                 }
             }
-            None => HugetlbCgroup { dir: unified_cgroup_dir(pid), max: "hugetlb.2MB.max", rsvd: "hugetlb.2MB.rsvd.max" },
+            None => HugetlbCgroup {
+                dir: unified_cgroup_dir(pid),
+                max: "hugetlb.2MB.max",
+                rsvd: "hugetlb.2MB.rsvd.max",
+            },
         }
     }
     pub fn read(&self, file: &str) -> String {
@@ -261,7 +281,8 @@ pub fn cgroup_dirs(pid: i32) -> Vec<PathBuf> {
             mounts.iter().find(|m| m.fstype == "cgroup2")
         } else {
             mounts.iter().find(|m| {
-                m.fstype == "cgroup" && ctrls.split(',').all(|c| m.super_options.split(',').any(|o| o == c))
+                m.fstype == "cgroup"
+                    && ctrls.split(',').all(|c| m.super_options.split(',').any(|o| o == c))
             })
         };
         if let Some(m) = m {
@@ -284,7 +305,8 @@ pub fn state_json(id: &str, pid: Option<i32>, bundle: &Path, status: &str) -> St
 pub fn hook_with_stdin(env: &crate::ProductEnv, stage: &str, stdin: &str) -> Output {
     let mut c = Command::new(crate::hook_bin());
     c.arg("--config").arg(&env.config).arg(stage);
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child =
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // The hook may fail (bad config) before it reads its stdin: a broken pipe is not an error.
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
@@ -305,8 +327,14 @@ pub fn product_error(stderr: &[u8]) -> Option<String> {
 pub fn assert_one_line(what: &str, stderr: &[u8]) -> String {
     let s = String::from_utf8_lossy(stderr).to_string();
     let t = s.strip_suffix('\n').unwrap_or(&s);
-    assert!(!t.is_empty() && !t.contains('\n'), "{what}: stderr must be exactly one line, got {s:?}");
-    assert!(t.starts_with("dataplane-hook: "), "{what}: stderr must start with `dataplane-hook: `: {s:?}");
+    assert!(
+        !t.is_empty() && !t.contains('\n'),
+        "{what}: stderr must be exactly one line, got {s:?}"
+    );
+    assert!(
+        t.starts_with("dataplane-hook: "),
+        "{what}: stderr must start with `dataplane-hook: `: {s:?}"
+    );
     assert_spec_form(what, t);
     t.to_string()
 }
@@ -320,17 +348,17 @@ pub fn signal(pid: i32, sig: i32) {
 
 /// Waits until `pid` is gone (or a zombie) or the timeout passed.
 pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
-    crate::wait_for(timeout, || {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            Ok(s) => s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true),
-        }
+    crate::wait_for(timeout, || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true),
     })
 }
 
 /// The SPEC's form of an error: `dataplane-hook: <what could not be done>: <why> (<what to do>)`
 /// — the advice closes the line.
 pub fn assert_spec_form(what: &str, msg: &str) {
-    assert!(msg.starts_with("dataplane-hook: ") && msg.ends_with(')') && msg.contains(" ("),
-        "{what}: error must read `dataplane-hook: <what>: <why> (<what to do>)`: {msg:?}");
+    assert!(
+        msg.starts_with("dataplane-hook: ") && msg.ends_with(')') && msg.contains(" ("),
+        "{what}: error must read `dataplane-hook: <what>: <why> (<what to do>)`: {msg:?}"
+    );
 }

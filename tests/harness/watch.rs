@@ -53,7 +53,9 @@ pub fn metrics_path(env: &ProductEnv) -> PathBuf {
 /// A metric's value from the textfile (None if absent).
 pub fn metric(env: &ProductEnv, name: &str) -> Option<f64> {
     let text = std::fs::read_to_string(metrics_path(env)).ok()?;
-    text.lines().find_map(|l| l.strip_prefix(&format!("dataplane_hook_watch_{name} ")).and_then(|v| v.parse().ok()))
+    text.lines().find_map(|l| {
+        l.strip_prefix(&format!("dataplane_hook_watch_{name} ")).and_then(|v| v.parse().ok())
+    })
 }
 
 /// `dataplane-hook watch` as a child process; killed on drop.
@@ -76,7 +78,11 @@ impl Watchdog {
             .spawn()
             .unwrap();
         let w = Watchdog { child, log };
-        assert!(wait_for(Duration::from_secs(10), || w.text().contains("watching:")), "watch did not start: {}", w.text());
+        assert!(
+            wait_for(Duration::from_secs(10), || w.text().contains("watching:")),
+            "watch did not start: {}",
+            w.text()
+        );
         w
     }
     pub fn pid(&self) -> i32 {
@@ -136,9 +142,15 @@ pub struct CgroupParents(std::fs::File);
 
 impl CgroupParents {
     pub fn new() -> CgroupParents {
-        let f = std::fs::File::options().create(true).truncate(false).write(true).open("/run/lock/dataplane-tests.cgroups").expect("lock file");
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/lock/dataplane-tests.cgroups")
+            .expect("lock file");
         #[allow(deprecated)]
-        nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&f), nix::fcntl::FlockArg::LockShared).expect("flock");
+        nix::fcntl::flock(std::os::fd::AsRawFd::as_raw_fd(&f), nix::fcntl::FlockArg::LockShared)
+            .expect("flock");
         CgroupParents(f)
     }
 }
@@ -153,7 +165,9 @@ impl Drop for CgroupParents {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
         #[allow(deprecated)]
-        let last = nix::fcntl::flock(self.0.as_raw_fd(), nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok();
+        let last =
+            nix::fcntl::flock(self.0.as_raw_fd(), nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .is_ok();
         if last {
             remove_test_cgroup_parents();
         }
@@ -231,7 +245,8 @@ pub fn thrasher() -> TestBundle {
 /// A non-GPU container that fills `mib` of its /tmp (tmpfs: charged to its memory cgroup) and
 /// stays; prints `filled`.
 pub fn memory_hog(mib: u64) -> TestBundle {
-    let script = format!("head -c {} /dev/zero > /tmp/fill && echo filled; exec sleep 100000", mib * MI);
+    let script =
+        format!("head -c {} /dev/zero > /tmp/fill && echo filled; exec sleep 100000", mib * MI);
     let mut b = TestBundle::new(&["sh", "-c", &script]);
     cgroup_path(&mut b);
     b.spec["linux"]["resources"]["memory"] = json!({ "limit": (mib + 512) * MI });
@@ -285,7 +300,12 @@ pub struct Observer {
 }
 
 impl Observer {
-    pub fn start(threshold_pages: u64, watched: Vec<(String, i32)>, frees_on_exit: Vec<String>, base_pages: u64) -> Observer {
+    pub fn start(
+        threshold_pages: u64,
+        watched: Vec<(String, i32)>,
+        frees_on_exit: Vec<String>,
+        base_pages: u64,
+    ) -> Observer {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (s, st) = (seen.clone(), stop.clone());

@@ -10,7 +10,11 @@ fn main() {
     if matches!(args.as_slice(), [a] if a == "--help" || a == "-h" || a == "help") {
         // What this wrapper is, then the real runtime's own help (its command line is ours).
         use std::io::Write;
-        let cfg = loaded.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+        let cfg = loaded
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in defaults".into());
         let mut out = std::io::stdout();
         let _ = write!(
             out,

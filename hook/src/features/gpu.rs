@@ -80,10 +80,15 @@ impl HostGpus {
     pub fn probe_at(dev: &Path) -> HostGpus {
         let count = |dir: &Path, f: fn(&str) -> bool| {
             std::fs::read_dir(dir)
-                .map(|rd| rd.flatten().filter(|e| e.file_name().to_str().is_some_and(f)).count() as u32)
+                .map(|rd| {
+                    rd.flatten().filter(|e| e.file_name().to_str().is_some_and(f)).count() as u32
+                })
                 .unwrap_or(0)
         };
-        HostGpus { nvidia: count(dev, is_nvidia_gpu_name), render: count(&dev.join("dri"), is_render_name) }
+        HostGpus {
+            nvidia: count(dev, is_nvidia_gpu_name),
+            render: count(&dev.join("dri"), is_render_name),
+        }
     }
 
     pub fn probe() -> HostGpus {
@@ -116,13 +121,21 @@ pub struct GpuSpec {
 }
 
 /// Reads GPU facts from a spec (pure apart from the arguments).
-pub fn inspect(spec: &Value, annotations: &BTreeMap<String, String>, host: &HostGpus) -> Result<GpuSpec, PlanError> {
+pub fn inspect(
+    spec: &Value,
+    annotations: &BTreeMap<String, String>,
+    host: &HostGpus,
+) -> Result<GpuSpec, PlanError> {
     inspect_with(spec, annotations, || *host)
 }
 
 /// [`inspect`] asking `probe` for the host's GPUs only when the spec names `all` of them
 /// (probing lists the host's /dev), at most once.
-fn inspect_with(spec: &Value, annotations: &BTreeMap<String, String>, probe: impl Fn() -> HostGpus) -> Result<GpuSpec, PlanError> {
+fn inspect_with(
+    spec: &Value,
+    annotations: &BTreeMap<String, String>,
+    probe: impl Fn() -> HostGpus,
+) -> Result<GpuSpec, PlanError> {
     let probed = std::cell::OnceCell::new();
     let host = || *probed.get_or_init(&probe);
     let mut nvidia_nodes = BTreeSet::new();
@@ -169,7 +182,10 @@ fn inspect_with(spec: &Value, annotations: &BTreeMap<String, String>, probe: imp
     }
     let mut by_env = 0;
     let (all_nvidia, all_render) = (|| host().nvidia, || host().render);
-    for (var, all) in [("NVIDIA_VISIBLE_DEVICES", &all_nvidia as &dyn Fn() -> u32), ("AMD_VISIBLE_DEVICES", &all_render)] {
+    for (var, all) in [
+        ("NVIDIA_VISIBLE_DEVICES", &all_nvidia as &dyn Fn() -> u32),
+        ("AMD_VISIBLE_DEVICES", &all_render),
+    ] {
         let Some(v) = env.get(var) else { continue };
         let n = visible_devices(v, all);
         if n > 0 {
@@ -191,7 +207,8 @@ fn inspect_with(spec: &Value, annotations: &BTreeMap<String, String>, probe: imp
                 continue;
             }
             if name == "all" {
-                cdi_all = cdi_all.max(if vendor == "nvidia.com" { host().nvidia } else { host().render });
+                cdi_all =
+                    cdi_all.max(if vendor == "nvidia.com" { host().nvidia } else { host().render });
             } else {
                 cdi.insert(dev.to_string());
             }
@@ -233,14 +250,18 @@ fn wrapper_lowered_from(spec: &Value) -> Result<Option<Option<u64>>, PlanError> 
             n => Some(n.parse::<u64>().map_err(|_| PlanError {
                 what: "cannot set up a GPU container".into(),
                 why: format!("the hook entry's {LIMIT_ENV}={v:?} is not a byte count"),
-                fix: format!("remove {LIMIT_ENV} from the hook's env: only dataplane-runtime sets it"),
+                fix: format!(
+                    "remove {LIMIT_ENV} from the hook's env: only dataplane-runtime sets it"
+                ),
             })?),
         };
         if found.is_some_and(|f| f != parsed) {
             return Err(PlanError {
                 what: "cannot set up a GPU container".into(),
                 why: format!("hook entries disagree on {LIMIT_ENV}"),
-                fix: format!("remove {LIMIT_ENV} from the hooks' env: only dataplane-runtime sets it"),
+                fix: format!(
+                    "remove {LIMIT_ENV} from the hooks' env: only dataplane-runtime sets it"
+                ),
             });
         }
         found = Some(parsed);
@@ -253,12 +274,18 @@ fn visible_devices(v: &str, all: &dyn Fn() -> u32) -> u32 {
     match v.trim() {
         "" | "void" | "none" => 0,
         "all" => all(),
-        list => list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<BTreeSet<_>>().len() as u32,
+        list => {
+            list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect::<BTreeSet<_>>().len()
+                as u32
+        }
     }
 }
 
 /// Reads the GPU facts of a bundle on this host.
-pub fn inspect_bundle(b: &Bundle, annotations: &BTreeMap<String, String>) -> Result<GpuSpec, PlanError> {
+pub fn inspect_bundle(
+    b: &Bundle,
+    annotations: &BTreeMap<String, String>,
+) -> Result<GpuSpec, PlanError> {
     inspect_with(&b.raw, annotations, HostGpus::probe)
 }
 
@@ -305,7 +332,12 @@ pub fn max_headroom(cfg: &Config, gpus: u32, mem_total: u64) -> Bytes {
 }
 
 /// The one decision both paths share. `mem_total`: the node's MemTotal (0 if unknown).
-pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<Option<GpuPlan>, PlanError> {
+pub fn decide(
+    id: &str,
+    req: &Request,
+    cfg: &Config,
+    mem_total: u64,
+) -> Result<Option<GpuPlan>, PlanError> {
     let g = &req.gpu;
     if !is_gpu(req) {
         return Ok(None);
@@ -323,12 +355,17 @@ pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<O
     }
     let gpus = g.gpus;
     let evidence = g.evidence.clone();
-    let headroom = req.gpu_headroom.unwrap_or(Bytes(cfg.gpu.headroom_per_gpu.0.saturating_mul(gpus as u64)));
+    let headroom =
+        req.gpu_headroom.unwrap_or(Bytes(cfg.gpu.headroom_per_gpu.0.saturating_mul(gpus as u64)));
     let bound = max_headroom(cfg, gpus, mem_total);
     if headroom.0 > bound.0 {
         let per_gpu = cfg.gpu.max_headroom_per_gpu;
         let s = if gpus == 1 { "" } else { "s" };
-        let node = if mem_total > 0 && bound.0 == mem_total { format!(", capped at the node's memory {}", Bytes(mem_total)) } else { String::new() };
+        let node = if mem_total > 0 && bound.0 == mem_total {
+            format!(", capped at the node's memory {}", Bytes(mem_total))
+        } else {
+            String::new()
+        };
         return Err(PlanError {
             what: format!("cannot give GPU container {id} its driver-memory headroom"),
             why: format!(
@@ -347,7 +384,15 @@ pub fn decide(id: &str, req: &Request, cfg: &Config, mem_total: u64) -> Result<O
         None => g.limit,
     }
     .map(Bytes);
-    let (limit, high) = carve(&what, requested, headroom, &headroom_source(req, cfg, gpus), &format!(" or lower {PREFIX}gpu-headroom"), cfg, mem_total)?;
+    let (limit, high) = carve(
+        &what,
+        requested,
+        headroom,
+        &headroom_source(req, cfg, gpus),
+        &format!(" or lower {PREFIX}gpu-headroom"),
+        cfg,
+        mem_total,
+    )?;
     if let (Some(_), Some(want)) = (g.lowered_from, limit) {
         // The wrapper lowered the spec; it must agree with what we would have done.
         if g.limit != Some(want.0) {
@@ -434,18 +479,31 @@ fn carve(
 /// for the memory limit the update asks for — `requested` None: the update leaves the limit
 /// alone (the recorded request stands); Some(None): unlimited. The headroom is the one granted
 /// at create.
-pub fn replan(id: &str, g: &GpuPlan, requested: Option<Option<u64>>, cfg: &Config, mem_total: u64) -> Result<GpuPlan, PlanError> {
+pub fn replan(
+    id: &str,
+    g: &GpuPlan,
+    requested: Option<Option<u64>>,
+    cfg: &Config,
+    mem_total: u64,
+) -> Result<GpuPlan, PlanError> {
     let requested = match requested {
         Some(r) => r.map(Bytes),
         None => g.requested_limit,
     };
     let what = format!("cannot update GPU container {id} without its driver-memory headroom");
     let or_else = "; the headroom granted at create stays while the container runs";
-    let (limit, high) = carve(&what, requested, g.headroom, "granted at create", or_else, cfg, mem_total)?;
+    let (limit, high) =
+        carve(&what, requested, g.headroom, "granted at create", or_else, cfg, mem_total)?;
     Ok(GpuPlan { requested_limit: requested, limit, high, ..g.clone() })
 }
 
-pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
+pub fn plan(
+    id: &str,
+    req: &Request,
+    cfg: &Config,
+    facts: &NodeFacts,
+    p: &mut Plan,
+) -> Result<(), PlanError> {
     p.gpu = decide(id, req, cfg, facts.mem_total)?;
     Ok(())
 }
@@ -468,7 +526,9 @@ pub fn host_mem_total() -> u64 {
 /// (where runc applies `linux.resources.unified`).
 pub fn host_memory_is_v2() -> bool {
     crate::host::cgroup::memory_hierarchy()
-        .map(|h| h.version == crate::host::cgroup::Version::V2 && h.mount == Path::new("/sys/fs/cgroup"))
+        .map(|h| {
+            h.version == crate::host::cgroup::Version::V2 && h.mount == Path::new("/sys/fs/cgroup")
+        })
         .unwrap_or(false)
 }
 
@@ -480,7 +540,8 @@ pub fn host_memory_is_v2() -> bool {
 pub fn edit_memory(raw: &mut Value, g: &GpuPlan, memory_v2: bool, hook: &Path) -> bool {
     let obj = raw.as_object_mut().expect("spec is an object");
     let hook = hook.display().to_string();
-    let requested = g.requested_limit.map(|b| b.0.to_string()).unwrap_or_else(|| "unlimited".into());
+    let requested =
+        g.requested_limit.map(|b| b.0.to_string()).unwrap_or_else(|| "unlimited".into());
     let mut marked = false;
     if let Some(hooks) = obj.get_mut("hooks").and_then(Value::as_object_mut) {
         for stage in MARKED_STAGES {
@@ -494,7 +555,9 @@ pub fn edit_memory(raw: &mut Value, g: &GpuPlan, memory_v2: bool, hook: &Path) -
                     *env = json!([]);
                 }
                 let env = env.as_array_mut().expect("array");
-                env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with(&format!("{LIMIT_ENV}="))));
+                env.retain(|e| {
+                    !e.as_str().is_some_and(|e| e.starts_with(&format!("{LIMIT_ENV}=")))
+                });
                 env.push(json!(format!("{LIMIT_ENV}={requested}")));
                 marked = true;
             }
@@ -511,7 +574,10 @@ pub fn edit_memory(raw: &mut Value, g: &GpuPlan, memory_v2: bool, hook: &Path) -
 }
 
 /// `map[key]` as an object, made one if it is missing or something else.
-fn object_at<'a>(map: &'a mut serde_json::Map<String, Value>, key: &str) -> &'a mut serde_json::Map<String, Value> {
+fn object_at<'a>(
+    map: &'a mut serde_json::Map<String, Value>,
+    key: &str,
+) -> &'a mut serde_json::Map<String, Value> {
     let v = map.entry(key.to_string()).or_insert_with(|| json!({}));
     if !v.is_object() {
         *v = json!({});
@@ -563,7 +629,10 @@ pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(),
     if !edit_memory(&mut b.raw, &g, host_memory_is_v2(), hook) {
         return Err(PlanError {
             what: format!("cannot give GPU container {id} its driver-memory headroom"),
-            why: format!("the spec has no hook entry for {} to tell that the limit was lowered", hook.display()),
+            why: format!(
+                "the spec has no hook entry for {} to tell that the limit was lowered",
+                hook.display()
+            ),
             fix: "this is a bug in dataplane-runtime: report it with the log".into(),
         });
     }
@@ -603,27 +672,69 @@ mod tests {
 
     #[test]
     fn device_nodes_count_gpus_and_control_nodes_do_not() {
-        assert_eq!(count(&spec(&["/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"], &[], None), &[]), 2);
-        assert_eq!(count(&spec(&["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-modeset"], &[], None), &[]), 0);
+        assert_eq!(
+            count(
+                &spec(
+                    &["/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"],
+                    &[],
+                    None
+                ),
+                &[]
+            ),
+            2
+        );
+        assert_eq!(
+            count(
+                &spec(&["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-modeset"], &[], None),
+                &[]
+            ),
+            0
+        );
         assert_eq!(count(&spec(&["/dev/dri/renderD128", "/dev/kfd"], &[], None), &[]), 1);
         assert_eq!(count(&spec(&["/dev/kfd"], &[], None), &[]), 1);
         assert_eq!(count(&spec(&["/dev/dri/card0", "/dev/fuse"], &[], None), &[]), 0);
         let mut s = spec(&[], &[], None);
-        s["mounts"] = json!([{"destination": "/dev/nvidia3", "type": "bind", "source": "/dev/nvidia3"}]);
+        s["mounts"] =
+            json!([{"destination": "/dev/nvidia3", "type": "bind", "source": "/dev/nvidia3"}]);
         assert_eq!(count(&s, &[]), 1);
     }
 
     #[test]
     fn visible_devices_env_follows_the_toolkit_rules() {
-        for (v, n) in [("0", 1), ("0,1,2", 3), ("GPU-aaa,GPU-bbb", 2), ("0,0", 1), ("all", 8), ("void", 0), ("none", 0), ("", 0), ("MIG-x", 1)] {
-            assert_eq!(count(&spec(&[], &[&format!("NVIDIA_VISIBLE_DEVICES={v}")], None), &[]), n, "{v}");
+        for (v, n) in [
+            ("0", 1),
+            ("0,1,2", 3),
+            ("GPU-aaa,GPU-bbb", 2),
+            ("0,0", 1),
+            ("all", 8),
+            ("void", 0),
+            ("none", 0),
+            ("", 0),
+            ("MIG-x", 1),
+        ] {
+            assert_eq!(
+                count(&spec(&[], &[&format!("NVIDIA_VISIBLE_DEVICES={v}")], None), &[]),
+                n,
+                "{v}"
+            );
         }
         assert_eq!(count(&spec(&[], &["AMD_VISIBLE_DEVICES=all"], None), &[]), 2);
         // The last definition wins (execve semantics).
-        assert_eq!(count(&spec(&[], &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=void"], None), &[]), 0);
+        assert_eq!(
+            count(
+                &spec(&[], &["NVIDIA_VISIBLE_DEVICES=0", "NVIDIA_VISIBLE_DEVICES=void"], None),
+                &[]
+            ),
+            0
+        );
         // `all` on a host without GPUs: a CUDA base image on a CPU node is not a GPU container.
         let a = BTreeMap::new();
-        assert_eq!(inspect(&spec(&[], &["NVIDIA_VISIBLE_DEVICES=all"], None), &a, &HostGpus::default()).unwrap().gpus, 0);
+        assert_eq!(
+            inspect(&spec(&[], &["NVIDIA_VISIBLE_DEVICES=all"], None), &a, &HostGpus::default())
+                .unwrap()
+                .gpus,
+            0
+        );
     }
 
     #[test]
@@ -634,9 +745,19 @@ mod tests {
             host()
         };
         let none = BTreeMap::new();
-        assert_eq!(inspect_with(&spec(&["/dev/nvidia0"], &["NVIDIA_VISIBLE_DEVICES=0"], None), &none, probe).unwrap().gpus, 1);
+        assert_eq!(
+            inspect_with(
+                &spec(&["/dev/nvidia0"], &["NVIDIA_VISIBLE_DEVICES=0"], None),
+                &none,
+                probe
+            )
+            .unwrap()
+            .gpus,
+            1
+        );
         assert_eq!(probes.get(), 0, "no `all`: the host's /dev is not listed");
-        let cdi_all = [("cdi.k8s.io/x".to_string(), "amd.com/gpu=all".to_string())].into_iter().collect();
+        let cdi_all =
+            [("cdi.k8s.io/x".to_string(), "amd.com/gpu=all".to_string())].into_iter().collect();
         let s = spec(&[], &["NVIDIA_VISIBLE_DEVICES=all", "AMD_VISIBLE_DEVICES=all"], None);
         assert_eq!(inspect_with(&s, &cdi_all, probe).unwrap().gpus, 8);
         assert_eq!(probes.get(), 1);
@@ -645,8 +766,20 @@ mod tests {
     #[test]
     fn cdi_annotations_count_gpu_class_devices() {
         let s = spec(&[], &[], None);
-        assert_eq!(count(&s, &[("cdi.k8s.io/nvidia-device-plugin_uuid", "nvidia.com/gpu=0,nvidia.com/gpu=1")]), 2);
-        assert_eq!(count(&s, &[("cdi.k8s.io/a", "nvidia.com/gpu=0"), ("cdi.k8s.io/b", "nvidia.com/gpu=0")]), 1);
+        assert_eq!(
+            count(
+                &s,
+                &[("cdi.k8s.io/nvidia-device-plugin_uuid", "nvidia.com/gpu=0,nvidia.com/gpu=1")]
+            ),
+            2
+        );
+        assert_eq!(
+            count(
+                &s,
+                &[("cdi.k8s.io/a", "nvidia.com/gpu=0"), ("cdi.k8s.io/b", "nvidia.com/gpu=0")]
+            ),
+            1
+        );
         assert_eq!(count(&s, &[("cdi.k8s.io/x", "nvidia.com/gpu=all")]), 8);
         assert_eq!(count(&s, &[("cdi.k8s.io/x", "amd.com/gpu=all")]), 2);
         assert_eq!(count(&s, &[("cdi.k8s.io/x", "vendor.com/net=eth0")]), 0);
@@ -664,7 +797,8 @@ mod tests {
     }
 
     fn req(s: &Value, ann: &[(&str, &str)]) -> Request {
-        let a: BTreeMap<String, String> = ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let a: BTreeMap<String, String> =
+            ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut r = Request::parse(&a, &[]).unwrap();
         r.gpu = inspect(s, &a, &host()).unwrap();
         r
@@ -680,25 +814,48 @@ mod tests {
     fn the_limit_is_lowered_by_the_headroom_per_gpu_or_the_annotation() {
         let s = spec(&["/dev/nvidia0", "/dev/nvidia1"], &[], Some(40 * GI as i64));
         let g = decide("c", &req(&s, &[]), &cfg(2 * GI), 0).unwrap().unwrap();
-        assert_eq!((g.gpus, g.headroom, g.limit, g.requested_limit), (2, Bytes(4 * GI), Some(Bytes(36 * GI)), Some(Bytes(40 * GI))));
+        assert_eq!(
+            (g.gpus, g.headroom, g.limit, g.requested_limit),
+            (2, Bytes(4 * GI), Some(Bytes(36 * GI)), Some(Bytes(40 * GI)))
+        );
         assert!(g.set_cgroup);
         assert_eq!(g.high, Some(Bytes(((36 * GI) as f64 * 0.95) as u64 / PAGE * PAGE)));
-        let g = decide("c", &req(&s, &[("dataplane-hook.io/gpu-headroom", "6Gi")]), &cfg(2 * GI), 0).unwrap().unwrap();
+        let g =
+            decide("c", &req(&s, &[("dataplane-hook.io/gpu-headroom", "6Gi")]), &cfg(2 * GI), 0)
+                .unwrap()
+                .unwrap();
         assert_eq!((g.headroom, g.limit), (Bytes(6 * GI), Some(Bytes(34 * GI))));
         // Not a GPU container: nothing.
-        assert_eq!(decide("c", &req(&spec(&[], &[], Some(GI as i64)), &[]), &cfg(GI), 0).unwrap(), None);
+        assert_eq!(
+            decide("c", &req(&spec(&[], &[], Some(GI as i64)), &[]), &cfg(GI), 0).unwrap(),
+            None
+        );
     }
 
     #[test]
     fn the_annotation_alone_does_not_make_a_gpu_container() {
         // Before: it did (one GPU), so any container could be tolerated and killed by `watch`.
-        let e = decide("abc", &req(&spec(&[], &[], Some(GI as i64)), &[("dataplane-hook.io/gpu-headroom", "256Mi")]), &cfg(GI), 0)
-            .unwrap_err()
-            .to_string();
+        let e = decide(
+            "abc",
+            &req(&spec(&[], &[], Some(GI as i64)), &[("dataplane-hook.io/gpu-headroom", "256Mi")]),
+            &cfg(GI),
+            0,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("cannot give container abc a GPU driver-memory headroom: dataplane-hook.io/gpu-headroom is set but the spec gives it no GPU"), "{e}");
-        assert!(e.ends_with("(remove dataplane-hook.io/gpu-headroom, or give the container its GPU)"), "{e}");
+        assert!(
+            e.ends_with("(remove dataplane-hook.io/gpu-headroom, or give the container its GPU)"),
+            "{e}"
+        );
         // Unlimited too (the case where a headroom costs the container nothing).
-        assert!(decide("c", &req(&spec(&[], &[], None), &[("dataplane-hook.io/gpu-headroom", "1Gi")]), &cfg(GI), 0).is_err());
+        assert!(decide(
+            "c",
+            &req(&spec(&[], &[], None), &[("dataplane-hook.io/gpu-headroom", "1Gi")]),
+            &cfg(GI),
+            0
+        )
+        .is_err());
     }
 
     #[test]
@@ -713,13 +870,21 @@ mod tests {
             let a: Vec<(&str, &str)> = a.iter().map(|(k, v)| (*k, v.as_str())).collect();
             decide("abc", &req(s, &a), c, total)
         };
-        assert_eq!(d(&one, "8Gi", &c, 64 * GI).unwrap().unwrap().headroom, Bytes(8 * GI), "at the bound");
+        assert_eq!(
+            d(&one, "8Gi", &c, 64 * GI).unwrap().unwrap().headroom,
+            Bytes(8 * GI),
+            "at the bound"
+        );
         let e = d(&one, "8193Mi", &c, 64 * GI).unwrap_err().to_string();
         assert_eq!(
             e,
             "cannot give GPU container abc its driver-memory headroom: 8193Mi of headroom (dataplane-hook.io/gpu-headroom) is more than the 8Gi a container with 1 GPU may be granted (8Gi per GPU from [gpu] max_headroom_per_gpu) (lower dataplane-hook.io/gpu-headroom to at most 8Gi)"
         );
-        assert_eq!(d(&two, "16Gi", &c, 64 * GI).unwrap().unwrap().headroom, Bytes(16 * GI), "per GPU");
+        assert_eq!(
+            d(&two, "16Gi", &c, 64 * GI).unwrap().unwrap().headroom,
+            Bytes(16 * GI),
+            "per GPU"
+        );
         for v in ["1Ei", "9Ei", "15Ei", "18446744073709551615"] {
             let e = d(&one, v, &c, 64 * GI).unwrap_err().to_string();
             assert!(e.contains("is more than the 8Gi"), "{v}: {e}");
@@ -731,7 +896,11 @@ mod tests {
         let env = format!("NVIDIA_VISIBLE_DEVICES={}", many.join(","));
         let inflated = spec(&[], &[&env], None);
         let e = decide("abc", &req(&inflated, &[]), &cfg(2 * GI), 64 * GI).unwrap_err().to_string();
-        assert!(e.contains("(100000 GPU x 2Gi from [gpu] headroom_per_gpu) is more than the 64Gi") && e.contains("lower [gpu] headroom_per_gpu"), "{e}");
+        assert!(
+            e.contains("(100000 GPU x 2Gi from [gpu] headroom_per_gpu) is more than the 64Gi")
+                && e.contains("lower [gpu] headroom_per_gpu"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -749,20 +918,33 @@ mod tests {
         let s = spec(&["/dev/nvidia0"], &[], None);
         let mut c = cfg(GI);
         let g = decide("c", &req(&s, &[]), &c, 24 * GI).unwrap().unwrap();
-        assert_eq!((g.limit, g.headroom), (None, Bytes(GI)), "allow: no limit, headroom still granted");
+        assert_eq!(
+            (g.limit, g.headroom),
+            (None, Bytes(GI)),
+            "allow: no limit, headroom still granted"
+        );
         c.gpu.unlimited_policy = UnlimitedPolicy::Refuse;
         let e = decide("c", &req(&s, &[]), &c, 24 * GI).unwrap_err().to_string();
-        assert!(e.contains("no memory limit") && e.contains("\"refuse\"") && e.contains("at least 1088Mi"), "{e}");
+        assert!(
+            e.contains("no memory limit")
+                && e.contains("\"refuse\"")
+                && e.contains("at least 1088Mi"),
+            "{e}"
+        );
         c.gpu.unlimited_policy = UnlimitedPolicy::LimitToNode;
         let g = decide("c", &req(&s, &[]), &c, 24 * GI).unwrap().unwrap();
         assert_eq!(g.limit, Some(Bytes(23 * GI)));
-        assert!(decide("c", &req(&s, &[]), &c, 0).is_err(), "unknown node memory is refused, not guessed");
+        assert!(
+            decide("c", &req(&s, &[]), &c, 0).is_err(),
+            "unknown node memory is refused, not guessed"
+        );
     }
 
     const HOOK: &str = "/usr/bin/dataplane-hook";
     fn with_hooks(mut s: Value) -> Value {
         let entry = |stage: &str| json!([{"path": "/other"}, {"path": HOOK, "args": ["dataplane-hook", stage], "env": ["A=1"]}]);
-        s["hooks"] = json!({"createRuntime": entry("createRuntime"), "poststop": entry("poststop")});
+        s["hooks"] =
+            json!({"createRuntime": entry("createRuntime"), "poststop": entry("poststop")});
         s
     }
 
@@ -777,15 +959,24 @@ mod tests {
         assert_eq!(m["limit"], json!(6 * GI));
         assert_eq!(m["swap"], json!(8 * GI), "2Gi of swap before and after");
         assert_eq!(m["reservation"], json!(6 * GI));
-        assert_eq!(s["linux"]["resources"]["unified"]["memory.high"], json!(g.high.unwrap().0.to_string()));
+        assert_eq!(
+            s["linux"]["resources"]["unified"]["memory.high"],
+            json!(g.high.unwrap().0.to_string())
+        );
         assert!(s.get("annotations").is_none(), "no annotation: a pod could forge one");
         let mark = format!("{LIMIT_ENV}={}", 8 * GI);
         assert_eq!(s["hooks"]["createRuntime"][1]["env"], json!(["A=1", mark]));
-        assert!(s["hooks"]["createRuntime"][0].get("env").is_none(), "another hook is not ours to mark");
+        assert!(
+            s["hooks"]["createRuntime"][0].get("env").is_none(),
+            "another hook is not ours to mark"
+        );
         assert!(s["hooks"]["poststop"][1]["env"] == json!(["A=1"]), "poststop plans nothing");
         // The hook then reads its entry: same decision, nothing left for it to write.
         let h = decide("c", &req(&s, &[]), &cfg(2 * GI), 0).unwrap().unwrap();
-        assert_eq!((h.limit, h.requested_limit, h.set_cgroup), (Some(Bytes(6 * GI)), Some(Bytes(8 * GI)), false));
+        assert_eq!(
+            (h.limit, h.requested_limit, h.set_cgroup),
+            (Some(Bytes(6 * GI)), Some(Bytes(8 * GI)), false)
+        );
         // A retried edit replaces the mark, never stacks a second one.
         assert!(edit_memory(&mut s, &h, true, Path::new(HOOK)));
         assert_eq!(s["hooks"]["createRuntime"][1]["env"], json!(["A=1", mark]));
@@ -806,9 +997,15 @@ mod tests {
         // headroom.
         let s = spec(&["/dev/nvidia0"], &[], Some(8 * GI as i64));
         for v in [(8 * GI).to_string(), "unlimited".into(), "x".into()] {
-            let a: BTreeMap<String, String> = [(LIMIT_MARKER.to_string(), v.clone())].into_iter().collect();
+            let a: BTreeMap<String, String> =
+                [(LIMIT_MARKER.to_string(), v.clone())].into_iter().collect();
             let e = inspect(&s, &a, &host()).unwrap_err().to_string();
-            assert!(e.starts_with(&format!("cannot set up a GPU container: annotation {LIMIT_MARKER}={v:?} is reserved")), "{e}");
+            assert!(
+                e.starts_with(&format!(
+                    "cannot set up a GPU container: annotation {LIMIT_MARKER}={v:?} is reserved"
+                )),
+                "{e}"
+            );
             assert!(e.ends_with(&format!("(remove the annotation {LIMIT_MARKER})")), "{e}");
         }
         // The pod's env is not a hook entry's env either.
@@ -816,12 +1013,20 @@ mod tests {
         assert_eq!(inspect(&s, &BTreeMap::new(), &host()).unwrap().lowered_from, None);
         // A hook entry's env is (prestart too); a bad or contradictory one is an error.
         let mut s = spec(&["/dev/nvidia0"], &[], Some(6 * GI as i64));
-        s["hooks"] = json!({"prestart": [{"path": "/x", "env": [format!("{LIMIT_ENV}=unlimited")]}]});
+        s["hooks"] =
+            json!({"prestart": [{"path": "/x", "env": [format!("{LIMIT_ENV}=unlimited")]}]});
         assert_eq!(inspect(&s, &BTreeMap::new(), &host()).unwrap().lowered_from, Some(None));
         s["hooks"]["createRuntime"] = json!([{"path": "/y", "env": [format!("{LIMIT_ENV}=1")]}]);
-        assert!(inspect(&s, &BTreeMap::new(), &host()).unwrap_err().to_string().contains("disagree"));
-        s["hooks"] = json!({"createRuntime": [{"path": "/y", "env": [format!("{LIMIT_ENV}=lots")]}]});
-        assert!(inspect(&s, &BTreeMap::new(), &host()).unwrap_err().to_string().contains("not a byte count"));
+        assert!(inspect(&s, &BTreeMap::new(), &host())
+            .unwrap_err()
+            .to_string()
+            .contains("disagree"));
+        s["hooks"] =
+            json!({"createRuntime": [{"path": "/y", "env": [format!("{LIMIT_ENV}=lots")]}]});
+        assert!(inspect(&s, &BTreeMap::new(), &host())
+            .unwrap_err()
+            .to_string()
+            .contains("not a byte count"));
     }
 
     #[test]
@@ -835,7 +1040,10 @@ mod tests {
         let before = s["linux"].clone();
         assert!(edit_memory(&mut s, &g, true, Path::new(HOOK)));
         assert_eq!(s["linux"], before);
-        assert_eq!(s["hooks"]["createRuntime"][1]["env"][1], json!(format!("{LIMIT_ENV}=unlimited")));
+        assert_eq!(
+            s["hooks"]["createRuntime"][1]["env"][1],
+            json!(format!("{LIMIT_ENV}=unlimited"))
+        );
     }
 
     #[test]
@@ -845,10 +1053,17 @@ mod tests {
         // The config changed since create: the recorded headroom still rules.
         let c = cfg(GI);
         let u = replan("c", &g, Some(Some(16 * GI)), &c, 0).unwrap();
-        assert_eq!((u.headroom, u.requested_limit, u.limit), (Bytes(2 * GI), Some(Bytes(16 * GI)), Some(Bytes(14 * GI))));
+        assert_eq!(
+            (u.headroom, u.requested_limit, u.limit),
+            (Bytes(2 * GI), Some(Bytes(16 * GI)), Some(Bytes(14 * GI)))
+        );
         assert_eq!(u.high, Some(Bytes(((14 * GI) as f64 * 0.95) as u64 / PAGE * PAGE)));
         assert_eq!((u.gpus, &u.evidence, u.set_cgroup), (g.gpus, &g.evidence, g.set_cgroup));
-        assert_eq!(replan("c", &g, None, &c, 0).unwrap(), g, "no limit in the update: the recorded request stands");
+        assert_eq!(
+            replan("c", &g, None, &c, 0).unwrap(),
+            g,
+            "no limit in the update: the recorded request stands"
+        );
         assert_eq!(replan("c", &g, Some(None), &c, 0).unwrap().limit, None, "unlimited (allow)");
         let e = replan("abc", &g, Some(Some(2 * GI)), &c, 0).unwrap_err().to_string();
         assert_eq!(
@@ -858,7 +1073,10 @@ mod tests {
         // The update's resources JSON is lowered like the spec at create.
         let mut res = json!({"memory": {"limit": 16 * GI, "swap": 16 * GI, "reservation": 15 * GI}, "cpu": {"shares": 2}});
         lower_resources(res.as_object_mut().unwrap(), &u, true);
-        assert_eq!(res["memory"], json!({"limit": 14 * GI, "swap": 14 * GI, "reservation": 14 * GI}));
+        assert_eq!(
+            res["memory"],
+            json!({"limit": 14 * GI, "swap": 14 * GI, "reservation": 14 * GI})
+        );
         assert_eq!(res["unified"]["memory.high"], json!(u.high.unwrap().0.to_string()));
         assert_eq!(res["cpu"], json!({"shares": 2}));
     }

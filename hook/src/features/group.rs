@@ -12,7 +12,13 @@ use crate::oci::Bundle;
 use crate::plan::{MountPlan, NodeFacts, Plan, PlanError};
 use crate::request::Request;
 
-pub fn plan(_id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
+pub fn plan(
+    _id: &str,
+    req: &Request,
+    cfg: &Config,
+    facts: &NodeFacts,
+    p: &mut Plan,
+) -> Result<(), PlanError> {
     if req.group.is_none() {
         return Ok(());
     }
@@ -24,7 +30,11 @@ pub fn plan(_id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut P
         });
     };
     let Some(h) = g.holder else {
-        return Err(PlanError { what: format!("cannot join DPDK group {}", g.key), why: "its holder is not running".into(), fix: "retry; gc will clean it up".into() });
+        return Err(PlanError {
+            what: format!("cannot join DPDK group {}", g.key),
+            why: "its holder is not running".into(),
+            fix: "retry; gc will clean it up".into(),
+        });
     };
     // Paths inside the holder's own root.
     for (&size, &bytes) in &g.reservations {
@@ -49,19 +59,39 @@ pub fn plan(_id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut P
 pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(), PlanError> {
     let Some(name) = &req.group else { return Ok(()) };
     let (Some(id), Some(hook_bin)) = (ctx.container_id, ctx.hook_bin) else {
-        return Err(PlanError { what: "cannot join a DPDK group".into(), why: "no container id on the command line".into(), fix: "call dataplane-runtime like runc: create [flags] <id>".into() });
+        return Err(PlanError {
+            what: "cannot join a DPDK group".into(),
+            why: "no container id on the command line".into(),
+            fix: "call dataplane-runtime like runc: create [flags] <id>".into(),
+        });
     };
     let key = GroupKey::new(name, &b.annotations()).map_err(|e| match e {
-        group::GroupError::Scope { group, why, fix } => PlanError { what: format!("cannot scope DPDK group {group} by the pod's namespace"), why, fix },
-        other => PlanError { what: format!("cannot join DPDK group {}", name.as_str()), why: other.to_string(), fix: "see the log".into() },
+        group::GroupError::Scope { group, why, fix } => PlanError {
+            what: format!("cannot scope DPDK group {group} by the pod's namespace"),
+            why,
+            fix,
+        },
+        other => PlanError {
+            what: format!("cannot join DPDK group {}", name.as_str()),
+            why: other.to_string(),
+            fix: "see the log".into(),
+        },
     })?;
-    let err = |e: String| PlanError { what: format!("cannot prepare DPDK group {} for container {id}", key.display()), why: e, fix: "see the log".into() };
+    let err = |e: String| PlanError {
+        what: format!("cannot prepare DPDK group {} for container {id}", key.display()),
+        why: e,
+        fix: "see the log".into(),
+    };
     let ledger = Ledger::open(&ctx.config.state_dir).map_err(|e| err(e.to_string()))?;
     let _ = crate::gc::run_within(&ledger, false, crate::gc::budget_at_create());
     group::check_new(&ledger, &key, id, req, ctx.config)?;
-    let sizing = group::Sizing { want: &req.hugepages, reserve: ctx.config.hugepages.reserve, hook_bin };
-    let g = group::prepare(&ledger, &key, id, &sizing)
-        .map_err(|e| PlanError { what: format!("DPDK group {}", key.display()), why: e.to_string(), fix: "see the log".into() })?;
+    let sizing =
+        group::Sizing { want: &req.hugepages, reserve: ctx.config.hugepages.reserve, hook_bin };
+    let g = group::prepare(&ledger, &key, id, &sizing).map_err(|e| PlanError {
+        what: format!("DPDK group {}", key.display()),
+        why: e.to_string(),
+        fix: "see the log".into(),
+    })?;
     let holder = g.holder.expect("prepared groups have a holder");
     set_pid_namespace(b, &format!("/proc/{}/ns/pid", holder.pid));
     Ok(())

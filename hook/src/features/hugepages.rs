@@ -39,7 +39,11 @@ pub fn check_reservation(
     let want = bytes.pages(size);
     let (ours, n) = facts.ours.get(&size).copied().unwrap_or((0, 0));
     let reserved_by = if pool.reserved > ours {
-        format!("{} already reserved ({ours} by {n} containers, {} by other users)", pool.reserved, pool.reserved - ours)
+        format!(
+            "{} already reserved ({ours} by {n} containers, {} by other users)",
+            pool.reserved,
+            pool.reserved - ours
+        )
     } else {
         format!("{} already reserved by {n} containers", pool.reserved)
     };
@@ -49,7 +53,11 @@ pub fn check_reservation(
         } else {
             format!("free hugepages or lower {ann}")
         };
-        return Err(PlanError { what, why: format!("{} pages free, {reserved_by}", pool.free), fix });
+        return Err(PlanError {
+            what,
+            why: format!("{} pages free, {reserved_by}", pool.free),
+            fix,
+        });
     }
     let frac = cfg.hugepages.max_reserved_fraction;
     let cap = (pool.total as f64 * frac).floor() as u64;
@@ -109,7 +117,13 @@ fn node_view(pages: u64) -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
+pub fn plan(
+    id: &str,
+    req: &Request,
+    cfg: &Config,
+    facts: &NodeFacts,
+    p: &mut Plan,
+) -> Result<(), PlanError> {
     if !req.wants_hugepages() {
         return Ok(());
     }
@@ -126,7 +140,12 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Pl
         if cfg.hugepages.reserve {
             check_reservation(id, size, bytes, cfg, facts)?;
         }
-        p.mounts.push(MountPlan::Hugetlbfs { size, bytes, reserve: cfg.hugepages.reserve, target: mount_path(cfg, size) });
+        p.mounts.push(MountPlan::Hugetlbfs {
+            size,
+            bytes,
+            reserve: cfg.hugepages.reserve,
+            target: mount_path(cfg, size),
+        });
         p.reservations.insert(size, bytes);
     }
     if req.file_prefix.is_some() {
@@ -138,17 +157,26 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Pl
 }
 
 /// The container's view of every pool the kernel has: `reserved` pages of its own, or nothing.
-pub fn plan_views(reserved: &std::collections::BTreeMap<PageSize, Bytes>, facts: &NodeFacts, p: &mut Plan) {
+pub fn plan_views(
+    reserved: &std::collections::BTreeMap<PageSize, Bytes>,
+    facts: &NodeFacts,
+    p: &mut Plan,
+) {
     for &size in facts.pools.keys() {
         let pages = reserved.get(&size).map(|b| b.pages(size)).unwrap_or(0);
         p.mounts.push(MountPlan::View {
-            target: ContainerPath::parse(&format!("/sys/kernel/mm/hugepages/{}", size.sysfs_dir())).unwrap(),
+            target: ContainerPath::parse(&format!("/sys/kernel/mm/hugepages/{}", size.sysfs_dir()))
+                .unwrap(),
             files: global_view(pages),
         });
         let nodes = facts.node_pools.get(&size).map(Vec::as_slice).unwrap_or(&[]);
         for (node, n) in split_over_nodes(pages, nodes) {
             p.mounts.push(MountPlan::View {
-                target: ContainerPath::parse(&format!("/sys/devices/system/node/node{node}/hugepages/{}", size.sysfs_dir())).unwrap(),
+                target: ContainerPath::parse(&format!(
+                    "/sys/devices/system/node/node{node}/hugepages/{}",
+                    size.sysfs_dir()
+                ))
+                .unwrap(),
                 files: node_view(n),
             });
         }
@@ -177,11 +205,8 @@ pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(),
         let key = format!("{PREFIX}{}", size.annotation());
         annotations.entry(key).or_insert_with(|| serde_json::Value::String(bytes.0.to_string()));
     }
-    if let Some(res) = b
-        .raw
-        .get_mut("linux")
-        .and_then(|l| l.get_mut("resources"))
-        .and_then(|r| r.as_object_mut())
+    if let Some(res) =
+        b.raw.get_mut("linux").and_then(|l| l.get_mut("resources")).and_then(|r| r.as_object_mut())
     {
         res.remove("hugepageLimits");
     }
@@ -203,9 +228,15 @@ mod tests {
 
     #[test]
     fn refusal_message_matches_the_spec() {
-        let e = check_reservation("abc", PageSize::Size2Mi, Bytes(256 << 20), &Config::default(), &facts(64, 40, 30, (30, 2)))
-            .unwrap_err()
-            .to_string();
+        let e = check_reservation(
+            "abc",
+            PageSize::Size2Mi,
+            Bytes(256 << 20),
+            &Config::default(),
+            &facts(64, 40, 30, (30, 2)),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "cannot reserve 256Mi of 2Mi hugepages for container abc: 40 pages free, 30 already reserved by 2 containers (free hugepages or lower dataplane-hook.io/hugepages-2Mi)"
@@ -215,15 +246,29 @@ mod tests {
     #[test]
     fn request_that_fits_passes_and_one_page_more_does_not() {
         let f = facts(64, 40, 30, (30, 2));
-        check_reservation("a", PageSize::Size2Mi, Bytes(10 * (2 << 20)), &Config::default(), &f).unwrap();
-        assert!(check_reservation("a", PageSize::Size2Mi, Bytes(11 * (2 << 20)), &Config::default(), &f).is_err());
+        check_reservation("a", PageSize::Size2Mi, Bytes(10 * (2 << 20)), &Config::default(), &f)
+            .unwrap();
+        assert!(check_reservation(
+            "a",
+            PageSize::Size2Mi,
+            Bytes(11 * (2 << 20)),
+            &Config::default(),
+            &f
+        )
+        .is_err());
     }
 
     #[test]
     fn others_reservations_are_told_apart() {
-        let e = check_reservation("a", PageSize::Size2Mi, Bytes(64 << 20), &Config::default(), &facts(64, 40, 30, (10, 1)))
-            .unwrap_err()
-            .to_string();
+        let e = check_reservation(
+            "a",
+            PageSize::Size2Mi,
+            Bytes(64 << 20),
+            &Config::default(),
+            &facts(64, 40, 30, (10, 1)),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("30 already reserved (10 by 1 containers, 20 by other users)"), "{e}");
     }
 
@@ -233,19 +278,36 @@ mod tests {
         cfg.hugepages.max_reserved_fraction = 0.5;
         let f = facts(64, 64, 16, (16, 1));
         check_reservation("a", PageSize::Size2Mi, Bytes(16 * (2 << 20)), &cfg, &f).unwrap();
-        let e = check_reservation("a", PageSize::Size2Mi, Bytes(17 * (2 << 20)), &cfg, &f).unwrap_err().to_string();
-        assert!(e.contains("at most 32 of the 64 pages") && e.contains("max_reserved_fraction"), "{e}");
+        let e = check_reservation("a", PageSize::Size2Mi, Bytes(17 * (2 << 20)), &cfg, &f)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at most 32 of the 64 pages") && e.contains("max_reserved_fraction"),
+            "{e}"
+        );
     }
 
     #[test]
     fn missing_pool_and_missing_size_say_what_to_do() {
-        let e = check_reservation("a", PageSize::Size2Mi, Bytes(2 << 20), &Config::default(), &facts(0, 0, 0, (0, 0)))
-            .unwrap_err()
-            .to_string();
+        let e = check_reservation(
+            "a",
+            PageSize::Size2Mi,
+            Bytes(2 << 20),
+            &Config::default(),
+            &facts(0, 0, 0, (0, 0)),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no 2Mi pool"), "{e}");
-        let e = check_reservation("a", PageSize::Size1Gi, Bytes(1 << 30), &Config::default(), &facts(0, 0, 0, (0, 0)))
-            .unwrap_err()
-            .to_string();
+        let e = check_reservation(
+            "a",
+            PageSize::Size1Gi,
+            Bytes(1 << 30),
+            &Config::default(),
+            &facts(0, 0, 0, (0, 0)),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no 1Gi hugepage size"), "{e}");
     }
 
@@ -253,7 +315,10 @@ mod tests {
     fn plan_mounts_reserves_and_views_the_request() {
         let mut f = facts(64, 64, 0, (0, 0));
         f.pools.insert(PageSize::Size1Gi, Pool::default());
-        let req = Request { hugepages: [(PageSize::Size2Mi, Bytes(16 << 20))].into_iter().collect(), ..Default::default() };
+        let req = Request {
+            hugepages: [(PageSize::Size2Mi, Bytes(16 << 20))].into_iter().collect(),
+            ..Default::default()
+        };
         let mut p = Plan::default();
         plan("c", &req, &Config::default(), &f, &mut p).unwrap();
         assert_eq!(p.hugetlb_limits, vec![(PageSize::Size2Mi, Bytes(16 << 20))]);
@@ -271,18 +336,33 @@ mod tests {
                 _ => None,
             })
             .collect();
-        let g2 = &views.iter().find(|(t, _)| t == "/sys/kernel/mm/hugepages/hugepages-2048kB").unwrap().1;
+        let g2 = &views
+            .iter()
+            .find(|(t, _)| t == "/sys/kernel/mm/hugepages/hugepages-2048kB")
+            .unwrap()
+            .1;
         assert!(g2.contains(&("free_hugepages".into(), "8\n".into())));
         assert!(g2.contains(&("resv_hugepages".into(), "0\n".into())));
-        let g1 = &views.iter().find(|(t, _)| t == "/sys/kernel/mm/hugepages/hugepages-1048576kB").unwrap().1;
+        let g1 = &views
+            .iter()
+            .find(|(t, _)| t == "/sys/kernel/mm/hugepages/hugepages-1048576kB")
+            .unwrap()
+            .1;
         assert!(g1.contains(&("free_hugepages".into(), "0\n".into())));
-        let n0 = &views.iter().find(|(t, _)| t == "/sys/devices/system/node/node0/hugepages/hugepages-2048kB").unwrap().1;
+        let n0 = &views
+            .iter()
+            .find(|(t, _)| t == "/sys/devices/system/node/node0/hugepages/hugepages-2048kB")
+            .unwrap()
+            .1;
         assert!(n0.contains(&("free_hugepages".into(), "8\n".into())));
     }
 
     #[test]
     fn nodes_split_by_free_pages() {
-        let nodes = [NodePool { node: 0, total: 10, free: 2, surplus: 0 }, NodePool { node: 1, total: 10, free: 6, surplus: 0 }];
+        let nodes = [
+            NodePool { node: 0, total: 10, free: 2, surplus: 0 },
+            NodePool { node: 1, total: 10, free: 6, surplus: 0 },
+        ];
         assert_eq!(split_over_nodes(7, &nodes), vec![(0, 1), (1, 6)]);
         assert_eq!(split_over_nodes(10, &nodes), vec![(0, 4), (1, 6)]);
     }

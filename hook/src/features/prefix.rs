@@ -42,7 +42,10 @@ pub fn prefix_for(id: &str, fp: &FilePrefix) -> String {
 
 /// The host path behind container path `target`, through the spec's bind mounts (longest
 /// destination wins).
-pub fn host_path(mounts: &[(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)], target: &Path) -> Option<PathBuf> {
+pub fn host_path(
+    mounts: &[(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)],
+    target: &Path,
+) -> Option<PathBuf> {
     host_dir(mounts, target).map(|d| d.source.join(&d.below))
 }
 
@@ -52,14 +55,20 @@ fn is_bind(typ: &Option<String>, opts: &[String]) -> bool {
 
 /// [`host_path`] kept in its two parts: the bind mount's source (trusted, from the bundle) and
 /// the rest of `target` below the mount's destination (chosen by the container).
-pub fn host_dir(mounts: &[(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)], target: &Path) -> Option<HostDir> {
+pub fn host_dir(
+    mounts: &[(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)],
+    target: &Path,
+) -> Option<HostDir> {
     mounts
         .iter()
         .filter(|(_, typ, _, opts)| is_bind(typ, opts))
         .filter_map(|(dest, _, src, _)| {
             let rest = target.strip_prefix(dest).ok()?;
             let src = src.as_ref().filter(|s| s.is_absolute())?;
-            Some((dest.components().count(), HostDir { source: src.clone(), below: rest.to_path_buf(), identity: identity(src) }))
+            Some((
+                dest.components().count(),
+                HostDir { source: src.clone(), below: rest.to_path_buf(), identity: identity(src) },
+            ))
         })
         .max_by_key(|(n, _)| *n)
         .map(|(_, d)| d)
@@ -71,7 +80,13 @@ fn identity(p: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(p).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
 }
 
-pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
+pub fn plan(
+    id: &str,
+    req: &Request,
+    cfg: &Config,
+    facts: &NodeFacts,
+    p: &mut Plan,
+) -> Result<(), PlanError> {
     let Some(fp) = &req.file_prefix else { return Ok(()) };
     let mut dirs: Vec<HostDir> = Vec::new();
     for size in crate::request::PageSize::ALL {
@@ -82,16 +97,29 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Pl
     // Any other bind mount may be a hugetlbfs too (checked at cleanup by the filesystem type).
     for (_, typ, src, opts) in &facts.spec_mounts {
         if let Some(s) = src {
-            if s.is_absolute() && is_bind(typ, opts) && !dirs.iter().any(|d| &d.source == s && d.below.as_os_str().is_empty()) {
+            if s.is_absolute()
+                && is_bind(typ, opts)
+                && !dirs.iter().any(|d| &d.source == s && d.below.as_os_str().is_empty())
+            {
                 // Only directories (files such as /etc/resolv.conf are bound too).
                 if let Some(id) = identity(s) {
-                    dirs.push(HostDir { source: s.clone(), below: PathBuf::new(), identity: Some(id) });
+                    dirs.push(HostDir {
+                        source: s.clone(),
+                        below: PathBuf::new(),
+                        identity: Some(id),
+                    });
                 }
             }
         }
     }
     let rt = runtime_dir::target(req, cfg).and_then(|t| host_dir(&facts.spec_mounts, t.as_path()));
-    p.prefix = Some(PrefixCleanup { prefix: prefix_for(id, fp), hugetlbfs_dirs: vec![], runtime_dir: None, hugetlbfs: dirs, runtime: rt });
+    p.prefix = Some(PrefixCleanup {
+        prefix: prefix_for(id, fp),
+        hugetlbfs_dirs: vec![],
+        runtime_dir: None,
+        hugetlbfs: dirs,
+        runtime: rt,
+    });
     Ok(())
 }
 
@@ -99,7 +127,11 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Pl
 pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(), PlanError> {
     let Some(fp) = &req.file_prefix else { return Ok(()) };
     let Some(id) = ctx.container_id else {
-        return Err(PlanError { what: "cannot choose a DPDK file prefix".into(), why: "no container id on the command line".into(), fix: "call dataplane-runtime like runc: create [flags] <id>".into() });
+        return Err(PlanError {
+            what: "cannot choose a DPDK file prefix".into(),
+            why: "no container id on the command line".into(),
+            fix: "call dataplane-runtime like runc: create [flags] <id>".into(),
+        });
     };
     set_env(b, ENV, &prefix_for(id, fp));
     Ok(())
@@ -196,13 +228,24 @@ fn io_err(path: &Path) -> impl FnOnce(Errno) -> WalkError + '_ {
 /// into another mount (a directory on another device than `parent` is left and reported), and
 /// within `bounds`. `Ok(false)`: there was nothing to remove. `path` names `parent/name` for
 /// messages only.
-pub fn remove_beneath(parent: BorrowedFd<'_>, name: &str, path: &Path, bounds: Bounds) -> Result<bool, WalkError> {
+pub fn remove_beneath(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    path: &Path,
+    bounds: Bounds,
+) -> Result<bool, WalkError> {
     let dev = rustix::fs::fstat(parent).map_err(io_err(path))?.st_dev;
     let mut w = Walk::new(bounds, dev);
     remove_entry(&mut w, parent, &cstr(name), path, 0)
 }
 
-fn remove_entry(w: &mut Walk, parent: BorrowedFd<'_>, name: &CStr, path: &Path, depth: u32) -> Result<bool, WalkError> {
+fn remove_entry(
+    w: &mut Walk,
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    path: &Path,
+    depth: u32,
+) -> Result<bool, WalkError> {
     w.tick()?;
     let st = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
@@ -222,11 +265,23 @@ fn remove_entry(w: &mut Walk, parent: BorrowedFd<'_>, name: &CStr, path: &Path, 
     if depth >= w.bounds.depth {
         return Err(WalkError::TooDeep(w.bounds.depth));
     }
-    let d = match rustix::fs::openat(parent, name, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty()) {
+    let d = match rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY
+            | OFlags::DIRECTORY
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(d) => d,
         Err(Errno::NOENT) => return Ok(false),
         // Swapped for a symlink or a file since the stat: the container is still at work.
-        Err(Errno::LOOP) | Err(Errno::NOTDIR) => return Err(WalkError::Changed { path: path.to_path_buf() }),
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+            return Err(WalkError::Changed { path: path.to_path_buf() })
+        }
         Err(e) => return Err(io_err(path)(e)),
     };
     let now = rustix::fs::fstat(&d).map_err(io_err(path))?;
@@ -274,7 +329,11 @@ pub enum Opened {
 /// in the rest, or a `..`, refuses.
 pub fn open_host_dir(d: &HostDir) -> Opened {
     let shown = || d.source.join(&d.below).display().to_string();
-    let src = match rustix::fs::open(&d.source, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+    let src = match rustix::fs::open(
+        &d.source,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(f) => f,
         // Not there, or not a directory (any more): nothing of ours to clean in it.
         Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Opened::Gone,
@@ -283,14 +342,23 @@ pub fn open_host_dir(d: &HostDir) -> Opened {
     if let Some(id) = d.identity {
         match rustix::fs::fstat(&src) {
             Ok(st) if (st.st_dev, st.st_ino) == id => {}
-            _ => return Opened::Refused(format!("{} is not the directory the container was given at create (replaced since)", d.source.display())),
+            _ => {
+                return Opened::Refused(format!(
+                    "{} is not the directory the container was given at create (replaced since)",
+                    d.source.display()
+                ))
+            }
         }
     }
     if d.below.as_os_str().is_empty() {
         return Opened::Dir(src);
     }
     if !d.below.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Opened::Refused(format!("{}: the path below {} is not plain", shown(), d.source.display()));
+        return Opened::Refused(format!(
+            "{}: the path below {} is not plain",
+            shown(),
+            d.source.display()
+        ));
     }
     match crate::host::openat2(
         &src,
@@ -303,7 +371,11 @@ pub fn open_host_dir(d: &HostDir) -> Opened {
     ) {
         Ok(f) => Opened::Dir(f),
         Err(Errno::NOENT) => Opened::Gone,
-        Err(Errno::LOOP) => Opened::Refused(format!("{}: a symlink in the part below {} that the container controls", shown(), d.source.display())),
+        Err(Errno::LOOP) => Opened::Refused(format!(
+            "{}: a symlink in the part below {} that the container controls",
+            shown(),
+            d.source.display()
+        )),
         Err(Errno::XDEV) => Opened::Refused(format!("{}: leaves {}", shown(), d.source.display())),
         Err(Errno::NOTDIR) => Opened::Refused(format!("{}: not a directory", shown())),
         Err(e) => Opened::Refused(format!("cannot open {}: {e}", shown())),
@@ -314,7 +386,11 @@ pub fn open_host_dir(d: &HostDir) -> Opened {
 /// container-controlled (beneath `/`, no symlink anywhere), so a symlink the container planted
 /// is refused — and so, conservatively, is a host symlink such as `/var/run` (logged).
 fn legacy(p: &Path) -> HostDir {
-    HostDir { source: PathBuf::from("/"), below: p.strip_prefix("/").unwrap_or(p).to_path_buf(), identity: None }
+    HostDir {
+        source: PathBuf::from("/"),
+        below: p.strip_prefix("/").unwrap_or(p).to_path_buf(),
+        identity: None,
+    }
 }
 
 /// Undoes prefix mode for container `id`: cleans the prefix's hugepage files from every
@@ -333,7 +409,12 @@ pub fn undo(id: &str, pc: &PrefixCleanup, shared: bool) -> Result<(), String> {
             Ok(c) if c.files == 0 => {}
             Ok(c) => {
                 tracing::info!(container = id, prefix = %pc.prefix, "removed {} leaked hugepage files ({} pages) from {}", c.files, c.pages, shown.display());
-                crate::metrics::note(crate::metrics::Event::Leaked { origin: "prefix", size: c.size, files: c.files, pages: c.pages });
+                crate::metrics::note(crate::metrics::Event::Leaked {
+                    origin: "prefix",
+                    size: c.size,
+                    files: c.files,
+                    pages: c.pages,
+                });
             }
             Err(e) => return Err(format!("clean {}: {e}", shown.display())),
         }
@@ -358,7 +439,9 @@ pub fn undo(id: &str, pc: &PrefixCleanup, shared: bool) -> Result<(), String> {
     }
     match remove_beneath(dir.as_fd(), &pc.prefix, &shown, left()) {
         Ok(_) => Ok(()),
-        Err(WalkError::Io { path, errno }) if errno != Errno::NOTEMPTY => Err(format!("remove {}: {errno}", path.display())),
+        Err(WalkError::Io { path, errno }) if errno != Errno::NOTEMPTY => {
+            Err(format!("remove {}: {errno}", path.display()))
+        }
         Err(e) => {
             tracing::warn!(container = id, prefix = %pc.prefix, "did not remove all of the DPDK runtime dir {}: {e}", shown.display());
             Ok(())
@@ -371,10 +454,17 @@ pub fn undo(id: &str, pc: &PrefixCleanup, shared: bool) -> Result<(), String> {
 /// reached without a symlink is opened, non-blocking, and only to test the lock (F_OFD_GETLK
 /// over the whole file). Returns who holds it, for the log.
 pub fn primary_lock(dir: BorrowedFd<'_>, prefix: &str) -> Option<String> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let flags =
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let p = rustix::fs::openat(dir, cstr(prefix).as_c_str(), flags, Mode::empty()).ok()?;
     let f = open_regular(p.as_fd(), c"config")?;
-    let mut fl = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 0, l_len: 0, l_pid: 0 };
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
     match nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)) {
         Ok(_) if fl.l_type == libc::F_UNLCK as i16 => None,
         Ok(_) if fl.l_pid > 0 => Some(format!("pid {}", fl.l_pid)),
@@ -393,9 +483,17 @@ fn open_regular(dir: BorrowedFd<'_>, name: &CStr) -> Option<OwnedFd> {
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return None;
     }
-    let f = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let f = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     let now = rustix::fs::fstat(&f).ok()?;
-    (FileType::from_raw_mode(now.st_mode) == FileType::RegularFile && (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)).then_some(f)
+    (FileType::from_raw_mode(now.st_mode) == FileType::RegularFile
+        && (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino))
+        .then_some(f)
 }
 
 /// Removes `prefix`'s unlocked hugepage files from `dir` (only if it is a hugetlbfs). Returns
@@ -417,7 +515,11 @@ pub struct Cleaned {
 /// [`clean_hugetlbfs`], counting the pages the removed files held (for metrics). `dir` is
 /// trusted as a whole (a bind mount's source).
 pub fn clean_hugetlbfs_counted(dir: &Path, prefix: &str) -> std::io::Result<Cleaned> {
-    clean_hugetlbfs_dir(&HostDir { source: dir.to_path_buf(), below: PathBuf::new(), identity: None }, prefix, BOUNDS)
+    clean_hugetlbfs_dir(
+        &HostDir { source: dir.to_path_buf(), below: PathBuf::new(), identity: None },
+        prefix,
+        BOUNDS,
+    )
 }
 
 /// [`clean_hugetlbfs_counted`] for a [`HostDir`], opened as [`open_host_dir`] does, within
@@ -444,7 +546,11 @@ pub fn clean_hugetlbfs_dir(hd: &HostDir, prefix: &str, bounds: Bounds) -> std::i
     for e in rustix::fs::Dir::read_from(&d)? {
         let e = e?;
         if let Err(stop) = w.tick() {
-            tracing::warn!(prefix, "stopped looking for hugepage files in {}: {stop}", shown.display());
+            tracing::warn!(
+                prefix,
+                "stopped looking for hugepage files in {}: {stop}",
+                shown.display()
+            );
             break;
         }
         if e.file_name().to_str().is_ok_and(|n| is_prefix_file(n, prefix)) {
@@ -453,18 +559,29 @@ pub fn clean_hugetlbfs_dir(hd: &HostDir, prefix: &str, bounds: Bounds) -> std::i
     }
     for name in names {
         if w.start.elapsed() > bounds.time {
-            tracing::warn!(prefix, "stopped cleaning hugepage files in {}: {}", shown.display(), WalkError::TooSlow(bounds.time));
+            tracing::warn!(
+                prefix,
+                "stopped cleaning hugepage files in {}: {}",
+                shown.display(),
+                WalkError::TooSlow(bounds.time)
+            );
             break;
         }
         let Some(f) = open_regular(d.as_fd(), &name) else {
             if rustix::fs::statat(&d, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
                 out.skipped += 1;
-                tracing::warn!(prefix, "left {}: not a regular file", shown.join(name.to_string_lossy().as_ref()).display());
+                tracing::warn!(
+                    prefix,
+                    "left {}: not a regular file",
+                    shown.join(name.to_string_lossy().as_ref()).display()
+                );
             }
             continue;
         };
         // A live DPDK process holds a lock on every hugepage file it uses.
-        if rustix::fs::flock(f.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        if rustix::fs::flock(f.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .is_err()
+        {
             continue;
         }
         let blocks = rustix::fs::fstat(&f).map(|st| st.st_blocks as u64).unwrap_or(0);
@@ -506,10 +623,20 @@ mod tests {
 
     #[test]
     fn host_paths_follow_the_longest_bind() {
-        let ms = vec![m("/dev/hugepages", "/dev/hugepages"), m("/var/run", "/run/host"), m("/var/run/dpdk", "/srv/dpdk")];
+        let ms = vec![
+            m("/dev/hugepages", "/dev/hugepages"),
+            m("/var/run", "/run/host"),
+            m("/var/run/dpdk", "/srv/dpdk"),
+        ];
         assert_eq!(host_path(&ms, Path::new("/var/run/dpdk")), Some(PathBuf::from("/srv/dpdk")));
-        assert_eq!(host_path(&ms, Path::new("/var/run/other")), Some(PathBuf::from("/run/host/other")));
-        assert_eq!(host_path(&ms, Path::new("/dev/hugepages")), Some(PathBuf::from("/dev/hugepages")));
+        assert_eq!(
+            host_path(&ms, Path::new("/var/run/other")),
+            Some(PathBuf::from("/run/host/other"))
+        );
+        assert_eq!(
+            host_path(&ms, Path::new("/dev/hugepages")),
+            Some(PathBuf::from("/dev/hugepages"))
+        );
         assert_eq!(host_path(&ms, Path::new("/opt")), None);
     }
 
@@ -544,26 +671,47 @@ mod tests {
     fn host_dirs_keep_the_trusted_source_apart_from_the_container_part() {
         let ms = vec![m("/vol", "/srv/vol"), m("/dev/hugepages", "/dev/hugepages")];
         let d = host_dir(&ms, Path::new("/vol/rt")).unwrap();
-        assert_eq!((d.source.as_path(), d.below.as_path()), (Path::new("/srv/vol"), Path::new("rt")));
+        assert_eq!(
+            (d.source.as_path(), d.below.as_path()),
+            (Path::new("/srv/vol"), Path::new("rt"))
+        );
         let d = host_dir(&ms, Path::new("/dev/hugepages")).unwrap();
-        assert_eq!((d.source.as_path(), d.below.as_os_str().is_empty()), (Path::new("/dev/hugepages"), true));
+        assert_eq!(
+            (d.source.as_path(), d.below.as_os_str().is_empty()),
+            (Path::new("/dev/hugepages"), true)
+        );
         assert_eq!(host_path(&ms, Path::new("/vol/rt")), Some(PathBuf::from("/srv/vol/rt")));
     }
 
     #[test]
     fn old_records_still_deserialize() {
-        let old = r#"{"prefix":"app1","hugetlbfs_dirs":["/dev/hugepages"],"runtime_dir":"/srv/vol/rt"}"#;
+        let old =
+            r#"{"prefix":"app1","hugetlbfs_dirs":["/dev/hugepages"],"runtime_dir":"/srv/vol/rt"}"#;
         let pc: PrefixCleanup = serde_json::from_str(old).unwrap();
         assert_eq!(pc.hugetlbfs_dirs, vec![PathBuf::from("/dev/hugepages")]);
         assert_eq!(pc.runtime_dir.as_deref(), Some(Path::new("/srv/vol/rt")));
         assert!(pc.hugetlbfs.is_empty() && pc.runtime.is_none());
         // And the legacy path is treated as untrusted as a whole.
-        assert_eq!(legacy(Path::new("/srv/vol/rt")), HostDir { source: "/".into(), below: "srv/vol/rt".into(), identity: None });
+        assert_eq!(
+            legacy(Path::new("/srv/vol/rt")),
+            HostDir { source: "/".into(), below: "srv/vol/rt".into(), identity: None }
+        );
         // Inside a ledger entry (flattened, tagged) as old records hold it.
-        let e: crate::ledger::Entry = serde_json::from_str(&format!(r#"{{"kind":"prefix_files",{},"done":true}}"#, &old[1..old.len() - 1])).unwrap();
+        let e: crate::ledger::Entry = serde_json::from_str(&format!(
+            r#"{{"kind":"prefix_files",{},"done":true}}"#,
+            &old[1..old.len() - 1]
+        ))
+        .unwrap();
         assert!(matches!(e.effect, crate::ledger::Effect::PrefixFiles(ref o) if *o == pc), "{e:?}");
-        let new = PrefixCleanup { prefix: "p".into(), hugetlbfs_dirs: vec![], runtime_dir: None, hugetlbfs: vec![hd(Path::new("/x"), "")], runtime: Some(hd(Path::new("/y"), "rt")) };
-        let back: PrefixCleanup = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        let new = PrefixCleanup {
+            prefix: "p".into(),
+            hugetlbfs_dirs: vec![],
+            runtime_dir: None,
+            hugetlbfs: vec![hd(Path::new("/x"), "")],
+            runtime: Some(hd(Path::new("/y"), "rt")),
+        };
+        let back: PrefixCleanup =
+            serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
         assert_eq!(back, new);
     }
 
@@ -605,7 +753,11 @@ mod tests {
         assert_eq!(remove_beneath(d.as_fd(), "p", &rt.join("p"), BOUNDS), Ok(true));
         assert!(!rt.join("p").exists());
         assert!(host.join("keep/canary").exists() && rt.join("other").exists());
-        assert_eq!(remove_beneath(d.as_fd(), "p", &rt.join("p"), BOUNDS), Ok(false), "gone is fine");
+        assert_eq!(
+            remove_beneath(d.as_fd(), "p", &rt.join("p"), BOUNDS),
+            Ok(false),
+            "gone is fine"
+        );
         // The prefix itself a symlink to a host dir: the link goes, the dir stays.
         symlink(&host, rt.join("p")).unwrap();
         assert_eq!(remove_beneath(d.as_fd(), "p", &rt.join("p"), BOUNDS), Ok(true));
@@ -622,18 +774,31 @@ mod tests {
         std::fs::create_dir_all(&deep).unwrap();
         let d = open(&hd(t.path(), ""));
         let shallow = Bounds { depth: 5, ..BOUNDS };
-        assert_eq!(remove_beneath(d.as_fd(), "p", &t.path().join("p"), shallow), Err(WalkError::TooDeep(5)));
+        assert_eq!(
+            remove_beneath(d.as_fd(), "p", &t.path().join("p"), shallow),
+            Err(WalkError::TooDeep(5))
+        );
         assert!(t.path().join("p").exists(), "nothing above the bound was removed");
         std::fs::create_dir(t.path().join("wide")).unwrap();
         for i in 0..50 {
             std::fs::write(t.path().join(format!("wide/{i}")), "").unwrap();
         }
         let few = Bounds { entries: 20, ..BOUNDS };
-        assert_eq!(remove_beneath(d.as_fd(), "wide", &t.path().join("wide"), few), Err(WalkError::TooManyEntries(20)));
-        assert_eq!(std::fs::read_dir(t.path().join("wide")).unwrap().count(), 50, "stopped while listing, before removing");
+        assert_eq!(
+            remove_beneath(d.as_fd(), "wide", &t.path().join("wide"), few),
+            Err(WalkError::TooManyEntries(20))
+        );
+        assert_eq!(
+            std::fs::read_dir(t.path().join("wide")).unwrap().count(),
+            50,
+            "stopped while listing, before removing"
+        );
         let no_time = Bounds { time: Duration::ZERO, ..BOUNDS };
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(remove_beneath(d.as_fd(), "wide", &t.path().join("wide"), no_time), Err(WalkError::TooSlow(Duration::ZERO)));
+        assert_eq!(
+            remove_beneath(d.as_fd(), "wide", &t.path().join("wide"), no_time),
+            Err(WalkError::TooSlow(Duration::ZERO))
+        );
         assert_eq!(remove_beneath(d.as_fd(), "p", &t.path().join("p"), BOUNDS), Ok(true));
         assert_eq!(remove_beneath(d.as_fd(), "wide", &t.path().join("wide"), BOUNDS), Ok(true));
     }
@@ -642,11 +807,19 @@ mod tests {
     fn the_walk_never_enters_another_mount() {
         // /proc is another filesystem than the temp dir: a directory there stands in for a
         // mount inside the tree (the walk compares st_dev).
-        let d = rustix::fs::open("/proc/self", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let d = rustix::fs::open(
+            "/proc/self",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
         let t = tempfile::tempdir().unwrap();
         let td = open(&hd(t.path(), ""));
         let mut w = Walk::new(BOUNDS, rustix::fs::fstat(&td).unwrap().st_dev);
-        assert!(matches!(remove_entry(&mut w, d.as_fd(), c"fd", Path::new("/proc/self/fd"), 0), Err(WalkError::OtherMount(_))));
+        assert!(matches!(
+            remove_entry(&mut w, d.as_fd(), c"fd", Path::new("/proc/self/fd"), 0),
+            Err(WalkError::OtherMount(_))
+        ));
     }
 
     #[test]
@@ -674,13 +847,27 @@ mod tests {
         mkfifo(&t.path().join("fifo/config"));
         let d = open(&hd(t.path(), ""));
         assert_eq!(primary_lock(d.as_fd(), "rte"), None, "nobody holds it");
-        assert_eq!(primary_lock(d.as_fd(), "fifo"), None, "a FIFO is not opened (and not a primary)");
+        assert_eq!(
+            primary_lock(d.as_fd(), "fifo"),
+            None,
+            "a FIFO is not opened (and not a primary)"
+        );
         assert_eq!(primary_lock(d.as_fd(), "missing"), None);
         // A DPDK primary's lock is fcntl F_SETLK, a write lock on part of the file, held by
         // another process (the integration test runs a real one). An OFD lock on the same range
         // stands in here: it conflicts with every other open file description, ours included.
-        let f = std::fs::OpenOptions::new().read(true).write(true).open(t.path().join("rte/config")).unwrap();
-        let fl = libc::flock { l_type: libc::F_WRLCK as i16, l_whence: libc::SEEK_SET as i16, l_start: 136, l_len: 1000, l_pid: 0 };
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(t.path().join("rte/config"))
+            .unwrap();
+        let fl = libc::flock {
+            l_type: libc::F_WRLCK as i16,
+            l_whence: libc::SEEK_SET as i16,
+            l_start: 136,
+            l_len: 1000,
+            l_pid: 0,
+        };
         nix::fcntl::fcntl(f.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)).unwrap();
         assert!(primary_lock(d.as_fd(), "rte").is_some());
         drop(f);
@@ -694,13 +881,25 @@ mod tests {
         std::fs::create_dir_all(vol.join("rt/app1/sub")).unwrap();
         std::fs::create_dir_all(host.join("victim/sub")).unwrap();
         symlink(&host, vol.join("link")).unwrap();
-        let old = |rt: PathBuf, prefix: &str| PrefixCleanup { prefix: prefix.into(), hugetlbfs_dirs: vec![vol.clone()], runtime_dir: Some(rt), hugetlbfs: vec![], runtime: None };
+        let old = |rt: PathBuf, prefix: &str| PrefixCleanup {
+            prefix: prefix.into(),
+            hugetlbfs_dirs: vec![vol.clone()],
+            runtime_dir: Some(rt),
+            hugetlbfs: vec![],
+            runtime: None,
+        };
         undo("c", &old(vol.join("rt"), "app1"), false).unwrap();
         assert!(!vol.join("rt/app1").exists(), "an old record's prefix dir is still removed");
         undo("c", &old(vol.join("link"), "victim"), false).unwrap();
         assert!(host.join("victim/sub").exists(), "but not through a symlink");
         // The new shape: the same.
-        let new = PrefixCleanup { prefix: "victim".into(), hugetlbfs_dirs: vec![], runtime_dir: None, hugetlbfs: vec![], runtime: Some(hd(&vol, "link")) };
+        let new = PrefixCleanup {
+            prefix: "victim".into(),
+            hugetlbfs_dirs: vec![],
+            runtime_dir: None,
+            hugetlbfs: vec![],
+            runtime: Some(hd(&vol, "link")),
+        };
         undo("c", &new, false).unwrap();
         assert!(host.join("victim/sub").exists());
         std::fs::create_dir_all(vol.join("rt/victim")).unwrap();
@@ -719,7 +918,14 @@ mod tests {
                 return None;
             }
             let t = tempfile::tempdir().unwrap();
-            rustix::mount::mount("nodev", t.path(), "hugetlbfs", rustix::mount::MountFlags::empty(), c"pagesize=2M").ok()?;
+            rustix::mount::mount(
+                "nodev",
+                t.path(),
+                "hugetlbfs",
+                rustix::mount::MountFlags::empty(),
+                c"pagesize=2M",
+            )
+            .ok()?;
             Some(TempHugetlbfs(t))
         }
     }

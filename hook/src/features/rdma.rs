@@ -118,16 +118,24 @@ impl RdmaSpec {
     /// Reads the raw spec; None when the container is not an RDMA container.
     pub fn read(raw: &Value, req: &Request) -> Option<RdmaSpec> {
         let mut s = RdmaSpec::default();
-        let devices = raw.pointer("/linux/devices").and_then(Value::as_array).cloned().unwrap_or_default();
+        let devices =
+            raw.pointer("/linux/devices").and_then(Value::as_array).cloned().unwrap_or_default();
         for d in &devices {
             let Some(path) = d.get("path").and_then(Value::as_str) else { continue };
             match under_ib(path) {
                 Some(name) if name.starts_with("uverbs") => {
-                    let devnum = match (d.get("major").and_then(Value::as_i64), d.get("minor").and_then(Value::as_i64)) {
+                    let devnum = match (
+                        d.get("major").and_then(Value::as_i64),
+                        d.get("minor").and_then(Value::as_i64),
+                    ) {
                         (Some(a), Some(b)) => Some((a, b)),
                         _ => None,
                     };
-                    s.uverbs.push(UverbsRef { path: path.to_string(), devnum, name: name.to_string() });
+                    s.uverbs.push(UverbsRef {
+                        path: path.to_string(),
+                        devnum,
+                        name: name.to_string(),
+                    });
                 }
                 Some("") => s.whole_dir = true,
                 Some(_) => s.other_nodes = true,
@@ -140,9 +148,11 @@ impl RdmaSpec {
             let src = m.get("source").and_then(Value::as_str).unwrap_or("");
             match (under_ib(src), under_ib(dest)) {
                 (Some(""), _) | (_, Some("")) => s.whole_dir = true,
-                (Some(name), _) if name.starts_with("uverbs") => {
-                    s.uverbs.push(UverbsRef { path: dest.to_string(), devnum: None, name: name.to_string() })
-                }
+                (Some(name), _) if name.starts_with("uverbs") => s.uverbs.push(UverbsRef {
+                    path: dest.to_string(),
+                    devnum: None,
+                    name: name.to_string(),
+                }),
                 (Some(_), _) | (_, Some(_)) => s.other_nodes = true,
                 (None, None) => {}
             }
@@ -157,10 +167,9 @@ impl RdmaSpec {
                 }
             }
         }
-        let ns = raw
-            .pointer("/linux/namespaces")
-            .and_then(Value::as_array)
-            .and_then(|a| a.iter().find(|n| n.get("type").and_then(Value::as_str) == Some("network")).cloned());
+        let ns = raw.pointer("/linux/namespaces").and_then(Value::as_array).and_then(|a| {
+            a.iter().find(|n| n.get("type").and_then(Value::as_str) == Some("network")).cloned()
+        });
         s.netns = match ns {
             None => NetnsRef::Host,
             Some(n) => match n.get("path").and_then(Value::as_str).filter(|p| !p.is_empty()) {
@@ -219,7 +228,10 @@ impl Unusable {
     fn describe(&self, index: u32) -> String {
         match self {
             Unusable::Beyond { len } => {
-                format!("index {index} is beyond the GID table ({len} entr{})", if *len == 1 { "y" } else { "ies" })
+                format!(
+                    "index {index} is beyond the GID table ({len} entr{})",
+                    if *len == 1 { "y" } else { "ies" }
+                )
             }
             Unusable::Empty => format!("index {index} is empty"),
             Unusable::WrongType(t) => format!("index {index} is {t}, not RoCE v2"),
@@ -285,7 +297,9 @@ impl GidContext {
 
     fn netns_note(&self) -> String {
         match &self.netns {
-            Some(v) => format!(" (the container's network namespace has: {})", v.names().join(", ")),
+            Some(v) => {
+                format!(" (the container's network namespace has: {})", v.names().join(", "))
+            }
             None => String::new(),
         }
     }
@@ -314,18 +328,35 @@ impl GidContext {
     /// Named devices none of whose ports has a usable index.
     fn dead_devices(&self, rel: &[PortUse]) -> Vec<String> {
         let Some(named) = &self.named else { return vec![] };
-        named.iter().filter(|d| !rel.iter().any(|(t, u)| &t.device == *d && !u.is_empty())).cloned().collect()
+        named
+            .iter()
+            .filter(|d| !rel.iter().any(|(t, u)| &t.device == *d && !u.is_empty()))
+            .cloned()
+            .collect()
     }
 
     /// `valid indexes: 3 (mlx5_0 port 1: 1, 3; mlx5_1 port 1: 1, 3, 5)`.
     fn listing(&self, counted: &[PortUse]) -> String {
         let common = common_indexes(counted);
-        let list = |v: &[u32]| if v.is_empty() { "none".to_string() } else { v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ") };
+        let list = |v: &[u32]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            }
+        };
         let mut s = format!("valid indexes: {}", list(&common));
         if counted.len() > 1 {
             let per: Vec<String> = counted
                 .iter()
-                .map(|(t, u)| format!("{} port {}: {}", t.device, t.port, list(&u.iter().map(|x| x.0).collect::<Vec<_>>())))
+                .map(|(t, u)| {
+                    format!(
+                        "{} port {}: {}",
+                        t.device,
+                        t.port,
+                        list(&u.iter().map(|x| x.0).collect::<Vec<_>>())
+                    )
+                })
                 .collect();
             let _ = write!(s, " ({})", per.join("; "));
         }
@@ -343,12 +374,20 @@ impl GidContext {
         let failures: Vec<String> = rel
             .iter()
             .filter(|(t, u)| !u.is_empty() || dead.contains(&t.device))
-            .filter_map(|(t, _)| self.judge(t, index).err().map(|u| format!("on {} port {} {}", t.device, t.port, u.describe(index))))
+            .filter_map(|(t, _)| {
+                self.judge(t, index)
+                    .err()
+                    .map(|u| format!("on {} port {} {}", t.device, t.port, u.describe(index)))
+            })
             .collect();
         if failures.is_empty() {
             return Ok(());
         }
-        let listing = if dead.is_empty() { self.listing(&counted) } else { format!("valid indexes: none{}", self.netns_note()) };
+        let listing = if dead.is_empty() {
+            self.listing(&counted)
+        } else {
+            format!("valid indexes: none{}", self.netns_note())
+        };
         Err(format!("{}; {listing}", failures.join("; ")))
     }
 
@@ -362,13 +401,20 @@ impl GidContext {
         let best = common_indexes(&counted)
             .into_iter()
             .map(|i| {
-                let worst = counted.iter().map(|(_, u)| u.iter().find(|x| x.0 == i).map(|x| x.1).unwrap_or(0)).min().unwrap_or(0);
+                let worst = counted
+                    .iter()
+                    .map(|(_, u)| u.iter().find(|x| x.0 == i).map(|x| x.1).unwrap_or(0))
+                    .min()
+                    .unwrap_or(0);
                 (worst, std::cmp::Reverse(i))
             })
             .max();
         match best {
             Some((_, std::cmp::Reverse(i))) => Ok(i),
-            None => Err(format!("no index is usable on every RDMA port of the container; {}", self.listing(&counted))),
+            None => Err(format!(
+                "no index is usable on every RDMA port of the container; {}",
+                self.listing(&counted)
+            )),
         }
     }
 }
@@ -392,7 +438,9 @@ enum EnvIndex {
 fn parse_env_index(var: &str, v: &str) -> Result<EnvIndex, String> {
     match v.trim().parse::<i64>() {
         Ok(n) if n < 0 => Ok(EnvIndex::AppAuto),
-        Ok(n) => u32::try_from(n).map(EnvIndex::Index).map_err(|_| format!("{var}={v} is out of range")),
+        Ok(n) => {
+            u32::try_from(n).map(EnvIndex::Index).map_err(|_| format!("{var}={v} is out of range"))
+        }
         Err(_) => Err(format!("{var}={v:?} in the container's environment is not an integer")),
     }
 }
@@ -418,7 +466,8 @@ fn fix_for(source: &str) -> String {
 }
 
 fn needs_gid(req_index: Option<GidIndex>, env: &BTreeMap<String, String>) -> bool {
-    req_index.is_some() || env.iter().any(|(k, v)| !matches!(parse_env_index(k, v), Ok(EnvIndex::AppAuto)))
+    req_index.is_some()
+        || env.iter().any(|(k, v)| !matches!(parse_env_index(k, v), Ok(EnvIndex::AppAuto)))
 }
 
 /// Checks every index the container will use and chooses one for `auto`. `ctx` is built only
@@ -445,7 +494,11 @@ pub fn decide_gid(
     let refuse = |index: u32, source: &str, why: String| PlanError {
         what: format!(
             "cannot use RDMA GID index {index} ({}) for container {id}",
-            if source.starts_with(PREFIX) { source.to_string() } else { format!("{source}={index} in its environment") }
+            if source.starts_with(PREFIX) {
+                source.to_string()
+            } else {
+                format!("{source}={index} in its environment")
+            }
         ),
         why,
         fix: fix_for(source),
@@ -488,7 +541,13 @@ pub fn decide_gid(
 }
 
 /// Builds the GID context from the node's sysfs for the spec's devices, judged in `netns`.
-pub fn gid_context(spec: &RdmaSpec, cfg: &RdmaConfig, sysfs: &RdmaSysfs, netns: Option<NetnsView>, id: &str) -> Result<GidContext, PlanError> {
+pub fn gid_context(
+    spec: &RdmaSpec,
+    cfg: &RdmaConfig,
+    sysfs: &RdmaSysfs,
+    netns: Option<NetnsView>,
+    id: &str,
+) -> Result<GidContext, PlanError> {
     let err = |why: String| PlanError {
         what: format!("cannot check the RDMA GID index of container {id}"),
         why,
@@ -551,7 +610,13 @@ pub fn limits_for_spec(
         let give = if w <= max {
             w
         } else {
-            lp.unmet.push(format!("{} {} (the runtime can grant at most {}: {})", r.oci_name(), rlimit::show(w), rlimit::show(max), why_capped(r, &g)));
+            lp.unmet.push(format!(
+                "{} {} (the runtime can grant at most {}: {})",
+                r.oci_name(),
+                rlimit::show(w),
+                rlimit::show(max),
+                why_capped(r, &g)
+            ));
             max
         };
         let new = Limit { soft: base.soft.max(give), hard: base.hard.max(give) };
@@ -592,7 +657,13 @@ pub fn limits_for_init(
         let give = if w <= max {
             w
         } else {
-            lp.unmet.push(format!("{} {} (at most {} can be granted: {})", r.oci_name(), rlimit::show(w), rlimit::show(max), why_capped(r, &g)));
+            lp.unmet.push(format!(
+                "{} {} (at most {} can be granted: {})",
+                r.oci_name(),
+                rlimit::show(w),
+                rlimit::show(max),
+                why_capped(r, &g)
+            ));
             max
         };
         let new = Limit { soft: cur.soft.max(give), hard: cur.hard.max(give) };
@@ -619,19 +690,34 @@ fn warn_line(msg: &str) -> String {
 // Spec edit (wrapper) and plan (hook)
 
 fn set_env(raw: &mut Value, k: &str, v: &str) {
-    let process = raw.as_object_mut().expect("spec is an object").entry("process").or_insert_with(|| json!({}));
+    let process = raw
+        .as_object_mut()
+        .expect("spec is an object")
+        .entry("process")
+        .or_insert_with(|| json!({}));
     let env = process.as_object_mut().map(|p| p.entry("env").or_insert_with(|| json!([])));
     let Some(env) = env.and_then(Value::as_array_mut) else { return };
     let line = format!("{k}={v}");
-    match env.iter_mut().find(|e| e.as_str().is_some_and(|s| s.split_once('=').map(|x| x.0) == Some(k))) {
+    match env
+        .iter_mut()
+        .find(|e| e.as_str().is_some_and(|s| s.split_once('=').map(|x| x.0) == Some(k)))
+    {
         Some(e) => *e = json!(line),
         None => env.push(json!(line)),
     }
 }
 
 fn set_rlimit(raw: &mut Value, r: Resource, l: Limit) {
-    let process = raw.as_object_mut().expect("spec is an object").entry("process").or_insert_with(|| json!({}));
-    let Some(list) = process.as_object_mut().map(|p| p.entry("rlimits").or_insert_with(|| json!([]))) else { return };
+    let process = raw
+        .as_object_mut()
+        .expect("spec is an object")
+        .entry("process")
+        .or_insert_with(|| json!({}));
+    let Some(list) =
+        process.as_object_mut().map(|p| p.entry("rlimits").or_insert_with(|| json!([])))
+    else {
+        return;
+    };
     if !list.is_array() {
         *list = json!([]);
     }
@@ -704,7 +790,13 @@ pub struct RdmaFacts {
 }
 
 /// Reads the facts for an RDMA container whose init is `pid`; None for other containers.
-pub fn hook_facts(cfg: &Config, bundle: &Bundle, req: &Request, id: &str, pid: i32) -> Result<Option<RdmaFacts>, PlanError> {
+pub fn hook_facts(
+    cfg: &Config,
+    bundle: &Bundle,
+    req: &Request,
+    id: &str,
+    pid: i32,
+) -> Result<Option<RdmaFacts>, PlanError> {
     let Some(spec) = RdmaSpec::read(&bundle.raw, req) else { return Ok(None) };
     let mut init_limits = BTreeMap::new();
     for r in Resource::ALL {
@@ -729,7 +821,13 @@ pub fn hook_facts(cfg: &Config, bundle: &Bundle, req: &Request, id: &str, pid: i
     Ok(Some(RdmaFacts { spec, init_limits, grantable: rlimit::grantable(), gid }))
 }
 
-pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
+pub fn plan(
+    id: &str,
+    req: &Request,
+    cfg: &Config,
+    facts: &NodeFacts,
+    p: &mut Plan,
+) -> Result<(), PlanError> {
     let Some(f) = &facts.rdma else { return Ok(()) };
     let policy = cfg.rdma.on_unmet_limits;
     let lp = limits_for_init(&wanted(&cfg.rdma), &f.spec.rlimits, &f.init_limits, f.grantable);
@@ -768,15 +866,30 @@ mod tests {
     use std::net::IpAddr;
 
     fn iface(addrs: &[&str], mac: [u8; 6]) -> Interface {
-        Interface { addrs: addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(), mac: Some(mac) }
+        Interface {
+            addrs: addrs.iter().map(|a| a.parse::<IpAddr>().unwrap()).collect(),
+            mac: Some(mac),
+        }
     }
 
     /// The host's namespace of the mlx5 fixture: the PF netdevs.
     fn host_ns() -> NetnsView {
         let mut v = NetnsView::default();
         v.interfaces.insert("lo".into(), iface(&["127.0.0.1", "::1"], [0; 6]));
-        v.interfaces.insert("ens1f0np0".into(), iface(&["10.110.0.33", "fe80::ac0:ebff:fe3d:ca54"], [0x08, 0xc0, 0xeb, 0x3d, 0xca, 0x54]));
-        v.interfaces.insert("ens1f1np1".into(), iface(&["10.111.0.33", "fdaa::22", "fe80::ac0:ebff:fe3d:ca55"], [0x08, 0xc0, 0xeb, 0x3d, 0xca, 0x55]));
+        v.interfaces.insert(
+            "ens1f0np0".into(),
+            iface(
+                &["10.110.0.33", "fe80::ac0:ebff:fe3d:ca54"],
+                [0x08, 0xc0, 0xeb, 0x3d, 0xca, 0x54],
+            ),
+        );
+        v.interfaces.insert(
+            "ens1f1np1".into(),
+            iface(
+                &["10.111.0.33", "fdaa::22", "fe80::ac0:ebff:fe3d:ca55"],
+                [0x08, 0xc0, 0xeb, 0x3d, 0xca, 0x55],
+            ),
+        );
         v
     }
 
@@ -784,8 +897,15 @@ mod tests {
     fn pod_ns() -> NetnsView {
         let mut v = NetnsView::default();
         v.interfaces.insert("lo".into(), iface(&["127.0.0.1"], [0; 6]));
-        v.interfaces.insert("eth0".into(), iface(&["10.244.1.5"], [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x05]));
-        v.interfaces.insert("net1".into(), iface(&["10.110.1.101", "fe80::4c1e:5aff:fe00:a01"], [0x4e, 0x1e, 0x5a, 0x00, 0x0a, 0x01]));
+        v.interfaces
+            .insert("eth0".into(), iface(&["10.244.1.5"], [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x05]));
+        v.interfaces.insert(
+            "net1".into(),
+            iface(
+                &["10.110.1.101", "fe80::4c1e:5aff:fe00:a01"],
+                [0x4e, 0x1e, 0x5a, 0x00, 0x0a, 0x01],
+            ),
+        );
         v
     }
 
@@ -797,7 +917,12 @@ mod tests {
             None => sysfs.devices(),
         };
         let tables = devices.iter().flat_map(|d| sysfs.tables(d).unwrap()).collect();
-        GidContext { tables, named: named.map(|n| n.iter().map(|s| s.to_string()).collect()), netns, allow_roce_v1: false }
+        GidContext {
+            tables,
+            named: named.map(|n| n.iter().map(|s| s.to_string()).collect()),
+            netns,
+            allow_roce_v1: false,
+        }
     }
 
     #[test]
@@ -812,15 +937,27 @@ mod tests {
         assert_eq!(both.choose(), Ok(3));
         let e = both.check(5).unwrap_err();
         assert!(e.contains("on mlx5_0 port 1 index 5 belongs to net1, which is not in the container's network namespace"), "{e}");
-        assert!(e.contains("valid indexes: 1, 3 (mlx5_0 port 1: 1, 3; mlx5_1 port 1: 1, 3, 5)"), "{e}");
+        assert!(
+            e.contains("valid indexes: 1, 3 (mlx5_0 port 1: 1, 3; mlx5_1 port 1: 1, 3, 5)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn roce_v1_and_empty_slots_are_refused() {
         let c = ctx(&[fixture::MLX5_ROCE], Some(&["mlx5_0"]), Some(host_ns()));
-        assert_eq!(c.check(2).unwrap_err(), "on mlx5_0 port 1 index 2 is IB/RoCE v1, not RoCE v2; valid indexes: 1, 3");
-        assert_eq!(c.check(9).unwrap_err(), "on mlx5_0 port 1 index 9 is empty; valid indexes: 1, 3");
-        assert!(c.check(300).unwrap_err().contains("index 300 is beyond the GID table (255 entries)"));
+        assert_eq!(
+            c.check(2).unwrap_err(),
+            "on mlx5_0 port 1 index 2 is IB/RoCE v1, not RoCE v2; valid indexes: 1, 3"
+        );
+        assert_eq!(
+            c.check(9).unwrap_err(),
+            "on mlx5_0 port 1 index 9 is empty; valid indexes: 1, 3"
+        );
+        assert!(c
+            .check(300)
+            .unwrap_err()
+            .contains("index 300 is beyond the GID table (255 entries)"));
         c.check(1).unwrap();
         let v1 = GidContext { allow_roce_v1: true, ..c };
         v1.check(2).unwrap();
@@ -834,8 +971,13 @@ mod tests {
         let e = c.check(3).unwrap_err();
         assert_eq!(e, "on mlx5_0 port 1 index 3 belongs to ens1f0np0, which is not in the container's network namespace; valid indexes: 5, 7");
         // mlx5_1 has no netdev in the pod: naming it fails with the namespace's interfaces.
-        let e = ctx(&[fixture::MLX5_ROCE], Some(&["mlx5_0", "mlx5_1"]), Some(pod_ns())).choose().unwrap_err();
-        assert_eq!(e, "mlx5_1 has no usable GID (the container's network namespace has: eth0, lo, net1)");
+        let e = ctx(&[fixture::MLX5_ROCE], Some(&["mlx5_0", "mlx5_1"]), Some(pod_ns()))
+            .choose()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "mlx5_1 has no usable GID (the container's network namespace has: eth0, lo, net1)"
+        );
         // Reaching any device (rdma_cm only): mlx5_1 is someone else's and is ignored.
         assert_eq!(ctx(&[fixture::MLX5_ROCE], None, Some(pod_ns())).choose(), Ok(7));
     }
@@ -847,7 +989,10 @@ mod tests {
             c.check(5).unwrap_err(),
             "on mlx5_1 port 1 index 5 belongs to ens1f1np1, which is not in the container's network namespace; valid indexes: none (the container's network namespace has: eth0, lo, net1)"
         );
-        assert_eq!(c.choose().unwrap_err(), "mlx5_1 has no usable GID (the container's network namespace has: eth0, lo, net1)");
+        assert_eq!(
+            c.choose().unwrap_err(),
+            "mlx5_1 has no usable GID (the container's network namespace has: eth0, lo, net1)"
+        );
     }
 
     #[test]
@@ -865,7 +1010,10 @@ mod tests {
         // shared/seeds/003: MC_GID_INDEX=1 -> "GID 1 not available: Invalid argument".
         let c = ctx(&[fixture::ERDMA], Some(&["erdma_0"]), Some(host_ns()));
         assert_eq!(c.choose(), Ok(0));
-        assert_eq!(c.check(1).unwrap_err(), "on erdma_0 port 1 index 1 is beyond the GID table (1 entry); valid indexes: 0");
+        assert_eq!(
+            c.check(1).unwrap_err(),
+            "on erdma_0 port 1 index 1 is beyond the GID table (1 entry); valid indexes: 0"
+        );
         c.check(0).unwrap();
     }
 
@@ -874,7 +1022,10 @@ mod tests {
         // The pod-side veth of the VM payload, as the container's namespace shows it.
         let mut ns = NetnsView::default();
         ns.interfaces.insert("lo".into(), iface(&["127.0.0.1"], [0; 6]));
-        ns.interfaces.insert("dph-vc".into(), iface(&["10.77.0.2", "fe80::d4e9:6ff:fec4:debc"], [0xd6, 0xe9, 0x06, 0xc4, 0xde, 0xbc]));
+        ns.interfaces.insert(
+            "dph-vc".into(),
+            iface(&["10.77.0.2", "fe80::d4e9:6ff:fec4:debc"], [0xd6, 0xe9, 0x06, 0xc4, 0xde, 0xbc]),
+        );
         let c = ctx(&[fixture::RXE], Some(&["rxe1"]), Some(ns.clone()));
         assert_eq!(c.choose(), Ok(1));
         c.check(0).unwrap();
@@ -903,7 +1054,10 @@ mod tests {
 
     #[test]
     fn rdma_containers_are_detected_from_devices_mounts_or_the_annotation() {
-        assert!(spec(json!({"process": {"env": ["MC_GID_INDEX=1"]}})).is_none(), "env alone is not RDMA");
+        assert!(
+            spec(json!({"process": {"env": ["MC_GID_INDEX=1"]}})).is_none(),
+            "env alone is not RDMA"
+        );
         let s = spec(json!({
             "linux": {"devices": [
                 {"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192},
@@ -914,7 +1068,14 @@ mod tests {
                         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}]}
         }))
         .unwrap();
-        assert_eq!(s.uverbs, vec![UverbsRef { path: "/dev/infiniband/uverbs0".into(), devnum: Some((231, 192)), name: "uverbs0".into() }]);
+        assert_eq!(
+            s.uverbs,
+            vec![UverbsRef {
+                path: "/dev/infiniband/uverbs0".into(),
+                devnum: Some((231, 192)),
+                name: "uverbs0".into()
+            }]
+        );
         assert!(s.other_nodes && !s.whole_dir);
         assert_eq!(s.netns, NetnsRef::Path("/var/run/netns/cni-1".into()));
         assert_eq!(s.env.len(), 2);
@@ -929,7 +1090,9 @@ mod tests {
         assert_eq!(s.netns, NetnsRef::Host);
         let r = Request { rdma_gid_index: Some(GidIndex::Auto), ..Default::default() };
         assert!(RdmaSpec::read(&json!({}), &r).is_some());
-        assert!(spec(json!({"linux": {"devices": [{"path": "/dev/infinibandx/uverbs0"}]}})).is_none());
+        assert!(
+            spec(json!({"linux": {"devices": [{"path": "/dev/infinibandx/uverbs0"}]}})).is_none()
+        );
     }
 
     #[test]
@@ -938,10 +1101,21 @@ mod tests {
         let sysfs = RdmaSysfs::at(t.path());
         let mut s = RdmaSpec::default();
         // Numbers win over the name inside the container.
-        s.uverbs.push(UverbsRef { path: "/dev/infiniband/uverbs0".into(), devnum: Some((231, 193)), name: "uverbs0".into() });
+        s.uverbs.push(UverbsRef {
+            path: "/dev/infiniband/uverbs0".into(),
+            devnum: Some((231, 193)),
+            name: "uverbs0".into(),
+        });
         assert_eq!(s.named_devices(&sysfs), Ok(Some(["mlx5_1".to_string()].into_iter().collect())));
-        s.uverbs.push(UverbsRef { path: "/dev/infiniband/uverbs7".into(), devnum: Some((231, 199)), name: "uverbs7".into() });
-        assert_eq!(s.named_devices(&sysfs).unwrap_err(), "/dev/infiniband/uverbs7 (231:199) is not a verbs device on this node");
+        s.uverbs.push(UverbsRef {
+            path: "/dev/infiniband/uverbs7".into(),
+            devnum: Some((231, 199)),
+            name: "uverbs7".into(),
+        });
+        assert_eq!(
+            s.named_devices(&sysfs).unwrap_err(),
+            "/dev/infiniband/uverbs7 (231:199) is not a verbs device on this node"
+        );
         s.whole_dir = true;
         assert_eq!(s.named_devices(&sysfs), Ok(None));
     }
@@ -956,36 +1130,64 @@ mod tests {
 
     #[test]
     fn the_seed_mc_gid_index_1_on_erdma_is_refused_with_the_valid_indexes() {
-        let e = decide_gid("c1", None, &env(&[("MC_GID_INDEX", "1")]), erdma).unwrap_err().to_string();
+        let e =
+            decide_gid("c1", None, &env(&[("MC_GID_INDEX", "1")]), erdma).unwrap_err().to_string();
         assert!(e.starts_with("cannot use RDMA GID index 1 (MC_GID_INDEX=1 in its environment) for container c1: "), "{e}");
         assert!(e.contains("index 1 is beyond the GID table (1 entry); valid indexes: 0"), "{e}");
         assert!(e.contains("Mooncake before v0.3.8 read 0 as auto"), "{e}");
         assert!(!e.contains('\n'));
         // The annotation names itself.
-        let e = decide_gid("c1", Some(GidIndex::Index(1)), &env(&[]), erdma).unwrap_err().to_string();
-        assert!(e.starts_with("cannot use RDMA GID index 1 (dataplane-hook.io/rdma-gid-index) for container c1"), "{e}");
-        assert!(e.ends_with("(set dataplane-hook.io/rdma-gid-index to auto or a valid index)"), "{e}");
+        let e =
+            decide_gid("c1", Some(GidIndex::Index(1)), &env(&[]), erdma).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "cannot use RDMA GID index 1 (dataplane-hook.io/rdma-gid-index) for container c1"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("(set dataplane-hook.io/rdma-gid-index to auto or a valid index)"),
+            "{e}"
+        );
     }
 
     #[test]
     fn auto_fills_missing_and_app_auto_variables_and_keeps_valid_ones() {
         let g = decide_gid("c", Some(GidIndex::Auto), &env(&[]), erdma).unwrap();
         assert_eq!(g.chosen, Some(0));
-        assert_eq!(g.set_env, vec![("MC_GID_INDEX".into(), "0".into()), ("NCCL_IB_GID_INDEX".into(), "0".into())]);
+        assert_eq!(
+            g.set_env,
+            vec![("MC_GID_INDEX".into(), "0".into()), ("NCCL_IB_GID_INDEX".into(), "0".into())]
+        );
         let mlx = || Ok(ctx(&[fixture::MLX5_ROCE], Some(&["mlx5_0"]), Some(host_ns())));
-        let g = decide_gid("c", Some(GidIndex::Auto), &env(&[("MC_GID_INDEX", "1"), ("NCCL_IB_GID_INDEX", "-1")]), mlx).unwrap();
+        let g = decide_gid(
+            "c",
+            Some(GidIndex::Auto),
+            &env(&[("MC_GID_INDEX", "1"), ("NCCL_IB_GID_INDEX", "-1")]),
+            mlx,
+        )
+        .unwrap();
         assert_eq!(g.chosen, Some(3));
-        assert_eq!(g.set_env, vec![("NCCL_IB_GID_INDEX".into(), "3".into())], "a valid MC_GID_INDEX=1 is the user's to keep");
+        assert_eq!(
+            g.set_env,
+            vec![("NCCL_IB_GID_INDEX".into(), "3".into())],
+            "a valid MC_GID_INDEX=1 is the user's to keep"
+        );
     }
 
     #[test]
     fn given_indexes_are_checked_and_must_agree_with_the_environment() {
         let mlx = || Ok(ctx(&[fixture::MLX5_ROCE], Some(&["mlx5_0"]), Some(host_ns())));
-        let g = decide_gid("c", Some(GidIndex::Index(1)), &env(&[("NCCL_IB_GID_INDEX", "1")]), mlx).unwrap();
+        let g = decide_gid("c", Some(GidIndex::Index(1)), &env(&[("NCCL_IB_GID_INDEX", "1")]), mlx)
+            .unwrap();
         assert_eq!(g.set_env, vec![("MC_GID_INDEX".into(), "1".into())]);
-        let e = decide_gid("c", Some(GidIndex::Index(1)), &env(&[("NCCL_IB_GID_INDEX", "3")]), mlx).unwrap_err().to_string();
+        let e = decide_gid("c", Some(GidIndex::Index(1)), &env(&[("NCCL_IB_GID_INDEX", "3")]), mlx)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("its environment sets NCCL_IB_GID_INDEX=3"), "{e}");
-        let e = decide_gid("c", None, &env(&[("NCCL_IB_GID_INDEX", "three")]), mlx).unwrap_err().to_string();
+        let e = decide_gid("c", None, &env(&[("NCCL_IB_GID_INDEX", "three")]), mlx)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("is not an integer"), "{e}");
     }
 
@@ -993,7 +1195,10 @@ mod tests {
     fn nothing_to_judge_reads_nothing() {
         let never = || -> Result<GidContext, PlanError> { panic!("must not read the GID tables") };
         assert_eq!(decide_gid("c", None, &env(&[]), never).unwrap(), GidPlan::default());
-        assert_eq!(decide_gid("c", None, &env(&[("MC_GID_INDEX", "-1")]), never).unwrap(), GidPlan::default());
+        assert_eq!(
+            decide_gid("c", None, &env(&[("MC_GID_INDEX", "-1")]), never).unwrap(),
+            GidPlan::default()
+        );
     }
 
     const MIB8: u64 = 8 << 20;
@@ -1003,50 +1208,82 @@ mod tests {
     }
 
     fn lim(m: u64, n: u64) -> BTreeMap<Resource, Limit> {
-        [(Resource::Memlock, Limit { soft: m, hard: m }), (Resource::Nofile, Limit { soft: n, hard: n })].into_iter().collect()
+        [
+            (Resource::Memlock, Limit { soft: m, hard: m }),
+            (Resource::Nofile, Limit { soft: n, hard: n }),
+        ]
+        .into_iter()
+        .collect()
     }
 
     #[test]
     fn spec_limits_with_cap_sys_resource_are_granted() {
         let g = Grantable { cap_sys_resource: true, nr_open: 1 << 20 };
-        let spec: BTreeMap<_, _> = [(Resource::Nofile, Limit { soft: 1024, hard: 1024 })].into_iter().collect();
+        let spec: BTreeMap<_, _> =
+            [(Resource::Nofile, Limit { soft: 1024, hard: 1024 })].into_iter().collect();
         let lp = limits_for_spec(&want(), &spec, &lim(MIB8, 20000), g);
         assert!(lp.unmet.is_empty());
         assert_eq!(
             lp.set,
-            vec![(Resource::Memlock, Limit { soft: UNLIMITED, hard: UNLIMITED }), (Resource::Nofile, Limit { soft: 1 << 20, hard: 1 << 20 })]
+            vec![
+                (Resource::Memlock, Limit { soft: UNLIMITED, hard: UNLIMITED }),
+                (Resource::Nofile, Limit { soft: 1 << 20, hard: 1 << 20 })
+            ]
         );
         // Already high enough: untouched.
-        assert_eq!(limits_for_spec(&want(), &lim(UNLIMITED, 1 << 21), &lim(0, 0), g), LimitPlan::default());
+        assert_eq!(
+            limits_for_spec(&want(), &lim(UNLIMITED, 1 << 21), &lim(0, 0), g),
+            LimitPlan::default()
+        );
     }
 
     #[test]
     fn without_cap_sys_resource_the_host_cannot_grant_and_says_why() {
         // This machine: memlock hard 8 MiB, nofile hard 20000, no CAP_SYS_RESOURCE.
         let g = Grantable { cap_sys_resource: false, nr_open: 1 << 20 };
-        let spec: BTreeMap<_, _> = [(Resource::Nofile, Limit { soft: 1024, hard: 1024 })].into_iter().collect();
+        let spec: BTreeMap<_, _> =
+            [(Resource::Nofile, Limit { soft: 1024, hard: 1024 })].into_iter().collect();
         let lp = limits_for_spec(&want(), &spec, &lim(MIB8, 20000), g);
         assert_eq!(lp.unmet.len(), 2);
         assert_eq!(lp.unmet[0], "RLIMIT_MEMLOCK unlimited (the runtime can grant at most 8388608: no CAP_SYS_RESOURCE to raise the hard limit)");
-        assert!(lp.unmet[1].starts_with("RLIMIT_NOFILE 1048576 (the runtime can grant at most 20000"), "{:?}", lp.unmet);
+        assert!(
+            lp.unmet[1].starts_with("RLIMIT_NOFILE 1048576 (the runtime can grant at most 20000"),
+            "{:?}",
+            lp.unmet
+        );
         // Best effort for "warn": the most the host can give.
         assert_eq!(
             lp.set,
-            vec![(Resource::Memlock, Limit { soft: MIB8, hard: MIB8 }), (Resource::Nofile, Limit { soft: 20000, hard: 20000 })]
+            vec![
+                (Resource::Memlock, Limit { soft: MIB8, hard: MIB8 }),
+                (Resource::Nofile, Limit { soft: 20000, hard: 20000 })
+            ]
         );
         let e = unmet_error("c9", &lp.unmet).to_string();
-        assert!(e.starts_with("cannot give RDMA container c9 its resource limits: RLIMIT_MEMLOCK unlimited"), "{e}");
+        assert!(
+            e.starts_with(
+                "cannot give RDMA container c9 its resource limits: RLIMIT_MEMLOCK unlimited"
+            ),
+            "{e}"
+        );
         assert!(e.ends_with("or set [rdma] on_unmet_limits = \"warn\")"), "{e}");
     }
 
     #[test]
     fn hook_limits_cannot_beat_the_spec_and_raise_the_init_otherwise() {
         let g = Grantable { cap_sys_resource: true, nr_open: 1 << 20 };
-        let spec: BTreeMap<_, _> = [(Resource::Nofile, Limit { soft: 1024, hard: 1024 })].into_iter().collect();
+        let spec: BTreeMap<_, _> =
+            [(Resource::Nofile, Limit { soft: 1024, hard: 1024 })].into_iter().collect();
         let lp = limits_for_init(&want(), &spec, &lim(64 << 10, 1024), g);
         assert_eq!(lp.set, vec![(Resource::Memlock, Limit { soft: UNLIMITED, hard: UNLIMITED })]);
         assert_eq!(lp.unmet.len(), 1);
-        assert!(lp.unmet[0].contains("the spec's process.rlimits sets 1024:1024, which the runtime applies after hooks"), "{:?}", lp.unmet);
+        assert!(
+            lp.unmet[0].contains(
+                "the spec's process.rlimits sets 1024:1024, which the runtime applies after hooks"
+            ),
+            "{:?}",
+            lp.unmet
+        );
         // No CAP_SYS_RESOURCE: soft up to the hard limit, and the rest reported.
         let g = Grantable { cap_sys_resource: false, nr_open: 1 << 20 };
         let init: BTreeMap<_, _> = [
@@ -1056,7 +1293,13 @@ mod tests {
         .into_iter()
         .collect();
         let lp = limits_for_init(&want(), &BTreeMap::new(), &init, g);
-        assert_eq!(lp.set, vec![(Resource::Memlock, Limit { soft: MIB8, hard: MIB8 }), (Resource::Nofile, Limit { soft: 20000, hard: 20000 })]);
+        assert_eq!(
+            lp.set,
+            vec![
+                (Resource::Memlock, Limit { soft: MIB8, hard: MIB8 }),
+                (Resource::Nofile, Limit { soft: 20000, hard: 20000 })
+            ]
+        );
         assert_eq!(lp.unmet.len(), 2);
     }
 

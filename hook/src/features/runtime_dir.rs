@@ -11,12 +11,19 @@ pub fn target(req: &Request, cfg: &Config) -> Option<ContainerPath> {
         Some(RuntimeDir::None) => None,
         Some(RuntimeDir::At(p)) => Some(p.clone()),
         None => Some(
-            ContainerPath::parse(&cfg.dpdk.runtime_dir.to_string_lossy()).expect("config validated"),
+            ContainerPath::parse(&cfg.dpdk.runtime_dir.to_string_lossy())
+                .expect("config validated"),
         ),
     }
 }
 
-pub fn plan(_id: &str, req: &Request, cfg: &Config, _facts: &NodeFacts, p: &mut Plan) -> Result<(), PlanError> {
+pub fn plan(
+    _id: &str,
+    req: &Request,
+    cfg: &Config,
+    _facts: &NodeFacts,
+    p: &mut Plan,
+) -> Result<(), PlanError> {
     // Prefix mode keeps the host's runtime dir; groups get a shared one (their own feature).
     if req.file_prefix.is_some() || req.group.is_some() {
         return Ok(());
@@ -37,7 +44,10 @@ mod tests {
         let cfg = Config::default();
         let mut p = Plan::default();
         plan("c", &Request::default(), &cfg, &NodeFacts::default(), &mut p).unwrap();
-        assert_eq!(p.mounts, vec![MountPlan::EmptyDir { target: ContainerPath::parse("/var/run/dpdk").unwrap() }]);
+        assert_eq!(
+            p.mounts,
+            vec![MountPlan::EmptyDir { target: ContainerPath::parse("/var/run/dpdk").unwrap() }]
+        );
         let mut p = Plan::default();
         let r = Request { runtime_dir: Some(RuntimeDir::None), ..Default::default() };
         plan("c", &r, &cfg, &NodeFacts::default(), &mut p).unwrap();

@@ -69,8 +69,14 @@ pub fn ring_bytes(count: u64) -> u64 {
 }
 
 pub fn need(io: &SpdkIobuf) -> IobufNeed {
-    let small_bufsize = align_up(io.small_bufsize.unwrap_or(DEFAULT_SMALL_BUFSIZE).max(MIN_SMALL_BUFSIZE), IOBUF_ALIGNMENT);
-    let large_bufsize = align_up(io.large_bufsize.unwrap_or(DEFAULT_LARGE_BUFSIZE).max(MIN_LARGE_BUFSIZE), IOBUF_ALIGNMENT);
+    let small_bufsize = align_up(
+        io.small_bufsize.unwrap_or(DEFAULT_SMALL_BUFSIZE).max(MIN_SMALL_BUFSIZE),
+        IOBUF_ALIGNMENT,
+    );
+    let large_bufsize = align_up(
+        io.large_bufsize.unwrap_or(DEFAULT_LARGE_BUFSIZE).max(MIN_LARGE_BUFSIZE),
+        IOBUF_ALIGNMENT,
+    );
     IobufNeed {
         small_bufsize,
         large_bufsize,
@@ -93,7 +99,11 @@ fn human(b: u64) -> String {
 }
 
 /// Refuses a container whose hugepages cannot hold its iobuf pools.
-pub fn check(id: &str, io: &SpdkIobuf, hugepages: &std::collections::BTreeMap<PageSize, Bytes>) -> Result<IobufNeed, PlanError> {
+pub fn check(
+    id: &str,
+    io: &SpdkIobuf,
+    hugepages: &std::collections::BTreeMap<PageSize, Bytes>,
+) -> Result<IobufNeed, PlanError> {
     let n = need(io);
     let have: u64 = hugepages.values().map(|b| b.0).sum();
     if have >= n.total() {
@@ -125,7 +135,13 @@ pub fn check(id: &str, io: &SpdkIobuf, hugepages: &std::collections::BTreeMap<Pa
     Err(PlanError { what, why, fix })
 }
 
-pub fn plan(id: &str, req: &Request, _cfg: &Config, _facts: &NodeFacts, _p: &mut Plan) -> Result<(), PlanError> {
+pub fn plan(
+    id: &str,
+    req: &Request,
+    _cfg: &Config,
+    _facts: &NodeFacts,
+    _p: &mut Plan,
+) -> Result<(), PlanError> {
     if let Some(io) = &req.spdk_iobuf {
         let n = check(id, io, &req.hugepages)?;
         tracing::info!(container = id, need = n.total(), "spdk iobuf pools fit the hugepages");
@@ -185,7 +201,8 @@ mod tests {
 
     #[test]
     fn too_small_a_reservation_is_refused_with_both_numbers() {
-        let e = check("c1", &io("small=32767,large=16383"), &huge(&[(PageSize::Size2Mi, 1 << 30)])).unwrap_err();
+        let e = check("c1", &io("small=32767,large=16383"), &huge(&[(PageSize::Size2Mi, 1 << 30)]))
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("cannot start SPDK container c1: "), "{msg}");
         assert!(msg.contains("needs 2483278592 bytes (2.31GiB)"), "{msg}");
@@ -194,7 +211,11 @@ mod tests {
         assert!(msg.contains("hugepages-2Mi to at least 2370Mi"), "{msg}");
         assert!(!msg.contains('\n'));
         let e = check("c1", &io("small=64,large=8"), &BTreeMap::new()).unwrap_err().to_string();
-        assert!(e.contains("but the container has no hugepages") && e.contains("hugepages-2Mi to at least 2Mi"), "{e}");
+        assert!(
+            e.contains("but the container has no hugepages")
+                && e.contains("hugepages-2Mi to at least 2Mi"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -206,6 +227,7 @@ mod tests {
         let e = check("c", &seed, &huge(&[(PageSize::Size1Gi, 2 << 30)])).unwrap_err().to_string();
         assert!(e.contains("hugepages-1Gi to at least 3Gi"), "{e}");
         // Both sizes count.
-        check("c", &seed, &huge(&[(PageSize::Size1Gi, 2 << 30), (PageSize::Size2Mi, 322 << 20)])).unwrap();
+        check("c", &seed, &huge(&[(PageSize::Size1Gi, 2 << 30), (PageSize::Size2Mi, 322 << 20)]))
+            .unwrap();
     }
 }

@@ -54,7 +54,12 @@ pub enum HolderError {
 
 /// Starts a holder for `group_dir` (an empty host directory it uses once, as the mount point
 /// of its new root) with these hugetlbfs sizes; returns its identity (host pid).
-pub fn spawn(hook_bin: &Path, group_dir: &Path, hugepages: &[(PageSize, Bytes)], reserve: bool) -> Result<ProcessId, HolderError> {
+pub fn spawn(
+    hook_bin: &Path,
+    group_dir: &Path,
+    hugepages: &[(PageSize, Bytes)],
+    reserve: bool,
+) -> Result<ProcessId, HolderError> {
     // Parameters on stdin, one a line: its command line (members read /proc/1/cmdline) then
     // names no host path.
     let mut params = format!("{}\n", group_dir.display());
@@ -66,14 +71,17 @@ pub fn spawn(hook_bin: &Path, group_dir: &Path, hugepages: &[(PageSize, Bytes)],
     }
     let mut cmd = Command::new(hook_bin);
     cmd.arg0("dataplane-hook").arg(SUBCOMMAND);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).env_clear().current_dir("/");
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env_clear()
+        .current_dir("/");
     // SAFETY: setsid is async-signal-safe.
     unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
-    let mut child = cmd.spawn().map_err(|e| HolderError::Spawn(format!("{}: {e}", hook_bin.display())))?;
+    let mut child =
+        cmd.spawn().map_err(|e| HolderError::Spawn(format!("{}: {e}", hook_bin.display())))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(params.as_bytes());
     }
@@ -82,8 +90,10 @@ pub fn spawn(hook_bin: &Path, group_dir: &Path, hugepages: &[(PageSize, Bytes)],
     let _ = child.wait();
     let line = out.lines().next().unwrap_or("");
     if let Some(pid) = line.strip_prefix("ok ") {
-        let pid: i32 = pid.trim().parse().map_err(|_| HolderError::Failed(format!("bad reply {line:?}")))?;
-        let id = ProcessId::of(pid).ok_or_else(|| HolderError::Failed("it exited right after starting".into()))?;
+        let pid: i32 =
+            pid.trim().parse().map_err(|_| HolderError::Failed(format!("bad reply {line:?}")))?;
+        let id = ProcessId::of(pid)
+            .ok_or_else(|| HolderError::Failed("it exited right after starting".into()))?;
         move_to_root_cgroups(pid);
         return Ok(id);
     }
@@ -96,7 +106,11 @@ pub fn spawn(hook_bin: &Path, group_dir: &Path, hugepages: &[(PageSize, Bytes)],
         let pages = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         return Err(HolderError::NoReservation { size, pages });
     }
-    Err(HolderError::Failed(line.strip_prefix("err ").unwrap_or(if line.is_empty() { "no reply" } else { line }).to_string()))
+    Err(HolderError::Failed(
+        line.strip_prefix("err ")
+            .unwrap_or(if line.is_empty() { "no reply" } else { line })
+            .to_string(),
+    ))
 }
 
 /// The holder's main: `__group-holder`, parameters on stdin (`DIR`, `2Mi=BYTES`, `1Gi=BYTES`,
@@ -160,9 +174,14 @@ fn setup() -> Result<(), SetupError> {
     // SAFETY: closing fds we do not use.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let mut input = String::new();
-    std::io::stdin().take(4096).read_to_string(&mut input).map_err(|e| other(format!("read parameters: {e}")))?;
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut input)
+        .map_err(|e| other(format!("read parameters: {e}")))?;
     let mut lines = input.lines();
-    let dir = PathBuf::from(lines.next().filter(|d| d.starts_with('/')).ok_or_else(|| other("no group dir".into()))?);
+    let dir = PathBuf::from(
+        lines.next().filter(|d| d.starts_with('/')).ok_or_else(|| other("no group dir".into()))?,
+    );
     let mut reserve = false;
     let mut sizes = Vec::new();
     for a in lines {
@@ -179,10 +198,20 @@ fn setup() -> Result<(), SetupError> {
         let bytes: u64 = b.parse().map_err(|_| other(format!("bad size {b:?}")))?;
         sizes.push((size, bytes));
     }
-    let flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS;
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
     nix::sched::unshare(flags).map_err(|e| other(format!("unshare: {e}")))?;
-    nix::mount::mount(None::<&str>, "/", None::<&str>, nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| other(format!("make / private: {e}")))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| other(format!("make / private: {e}")))?;
     // The new root: a read-only tmpfs with one mount point per group mount, attached over the
     // group dir in this namespace only (the host's dir stays empty).
     let top = Detached::tmpfs(64 << 10, "0755").map_err(|e| other(e.to_string()))?;
@@ -198,7 +227,9 @@ fn setup() -> Result<(), SetupError> {
     for (size, bytes) in sizes {
         let fs = match Detached::hugetlbfs(size, bytes, reserve) {
             Ok(fs) => fs,
-            Err(MountError::NoReservation { size, pages }) => return Err(SetupError::NoMem(size, pages)),
+            Err(MountError::NoReservation { size, pages }) => {
+                return Err(SetupError::NoMem(size, pages))
+            }
             Err(e) => return Err(other(e.to_string())),
         };
         attach_at(&fs, &dir.join(rel(&hugetlbfs_dir(size)))).map_err(|e| other(e.to_string()))?;
@@ -219,7 +250,8 @@ fn enter_own_root(new_root: &Path) -> Result<(), String> {
     // pivot_root(".", "."): the old root ends up stacked on the new one, and unmounting "."
     // (lazily: nothing of ours is in use there) takes it away (pivot_root(2), NOTES).
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).map_err(|e| format!("detach the old root: {e}"))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("detach the old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     Ok(())
 }
@@ -230,7 +262,9 @@ fn enter_own_root(new_root: &Path) -> Result<(), String> {
 fn confine() -> Result<(), String> {
     let prctl = |op: libc::c_int, a: libc::c_ulong, what: &str| -> Result<(), String> {
         // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(op, a, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) } == 0 {
+        if unsafe { libc::prctl(op, a, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) }
+            == 0
+        {
             Ok(())
         } else {
             Err(format!("{what}: {}", std::io::Error::last_os_error()))
@@ -240,7 +274,16 @@ fn confine() -> Result<(), String> {
     // The bounding set, cap by cap until the kernel says the number is past its last one.
     for cap in 0..64 {
         // SAFETY: as above.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) } != 0 {
+        if unsafe {
+            libc::prctl(
+                libc::PR_CAPBSET_DROP,
+                cap as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        } != 0
+        {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EINVAL) && cap > 0 {
                 break;
@@ -249,7 +292,16 @@ fn confine() -> Result<(), String> {
         }
     }
     // SAFETY: as above.
-    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) } != 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    } != 0
+    {
         return Err(format!("clear the ambient capabilities: {}", std::io::Error::last_os_error()));
     }
     nix::unistd::setgroups(&[]).map_err(|e| format!("setgroups: {e}"))?;
@@ -351,7 +403,10 @@ pub fn kill_and_wait(holder: &ProcessId, timeout: std::time::Duration) -> bool {
         Some(fd) => {
             let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
             let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
-            let ts = rustix::event::Timespec { tv_sec: timeout.as_secs() as i64, tv_nsec: timeout.subsec_nanos() as i64 };
+            let ts = rustix::event::Timespec {
+                tv_sec: timeout.as_secs() as i64,
+                tv_nsec: timeout.subsec_nanos() as i64,
+            };
             let _ = rustix::event::poll(&mut fds, Some(&ts));
         }
         None => {

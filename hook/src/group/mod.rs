@@ -25,7 +25,8 @@ use crate::request::{Bytes, GroupName, PageSize, PREFIX};
 /// handler's `pod_annotations` allowlist (`dataplane-hook.io/*` as configured).
 pub const CONTAINERD_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 /// Keys CRI-O itself writes on every container (they override a pod's own values).
-pub const CRIO_OWN_KEYS: &[&str] = &["io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID"];
+pub const CRIO_OWN_KEYS: &[&str] =
+    &["io.kubernetes.cri-o.ContainerType", "io.kubernetes.cri-o.SandboxID"];
 pub const CRIO_LABELS: &str = "io.kubernetes.cri-o.Labels";
 /// The kubelet's container label with the pod's namespace.
 pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
@@ -60,8 +61,15 @@ impl GroupKey {
     /// The group `name` in the scope the runtime wrote into the spec's annotations (see
     /// [`CONTAINERD_NAMESPACE`]); `_` outside Kubernetes. Refuses a spec whose runtime keys
     /// contradict each other: that is a pod author forging the other runtime's key.
-    pub fn new(name: &GroupName, annotations: &BTreeMap<String, String>) -> Result<GroupKey, GroupError> {
-        let scope = scope_of(annotations).map_err(|(why, fix)| GroupError::Scope { group: name.as_str().to_string(), why, fix })?;
+    pub fn new(
+        name: &GroupName,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<GroupKey, GroupError> {
+        let scope = scope_of(annotations).map_err(|(why, fix)| GroupError::Scope {
+            group: name.as_str().to_string(),
+            why,
+            fix,
+        })?;
         Ok(GroupKey { scope, name: name.as_str().to_string() })
     }
     /// File-safe, unique: Kubernetes namespaces are DNS labels (no dots).
@@ -81,23 +89,41 @@ fn valid_scope(ns: &str) -> bool {
 /// keys cannot be trusted.
 fn scope_of(a: &BTreeMap<String, String>) -> Result<String, (String, String)> {
     let crio = CRIO_OWN_KEYS.iter().any(|k| a.contains_key(*k));
-    let containerd_keys: Vec<&str> = a.keys().filter(|k| k.starts_with(CONTAINERD_PREFIX)).map(String::as_str).collect();
+    let containerd_keys: Vec<&str> =
+        a.keys().filter(|k| k.starts_with(CONTAINERD_PREFIX)).map(String::as_str).collect();
     let forged = |key: &str, what: String| {
         (what, format!("remove the {key} annotation from the pod; the runtime writes the pod's namespace itself"))
     };
     let scope = if crio {
-        if let Some(k) = containerd_keys.iter().find(|k| **k == CONTAINERD_NAMESPACE).or(containerd_keys.first()) {
+        if let Some(k) =
+            containerd_keys.iter().find(|k| **k == CONTAINERD_NAMESPACE).or(containerd_keys.first())
+        {
             return Err(forged(k, format!("the spec has CRI-O's own keys and containerd's {k}, which CRI-O never writes (a pod annotation)")));
         }
         // CRI-O's record of the kubelet's labels; the plain annotation must say the same.
-        let labels: Option<BTreeMap<String, serde_json::Value>> = a.get(CRIO_LABELS).and_then(|l| serde_json::from_str(l).ok());
-        let from_labels = labels.as_ref().and_then(|l| l.get(POD_NAMESPACE)).and_then(|v| v.as_str()).map(str::to_string);
+        let labels: Option<BTreeMap<String, serde_json::Value>> =
+            a.get(CRIO_LABELS).and_then(|l| serde_json::from_str(l).ok());
+        let from_labels = labels
+            .as_ref()
+            .and_then(|l| l.get(POD_NAMESPACE))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         match (&from_labels, a.get(POD_NAMESPACE)) {
             (Some(l), Some(p)) if l != p => {
-                return Err(forged(POD_NAMESPACE, format!("CRI-O's {CRIO_LABELS} say namespace {l:?}, {POD_NAMESPACE} says {p:?}")));
+                return Err(forged(
+                    POD_NAMESPACE,
+                    format!(
+                        "CRI-O's {CRIO_LABELS} say namespace {l:?}, {POD_NAMESPACE} says {p:?}"
+                    ),
+                ));
             }
             (None, Some(p)) => {
-                return Err(forged(POD_NAMESPACE, format!("{POD_NAMESPACE} is {p:?} but CRI-O's {CRIO_LABELS} has no pod namespace")));
+                return Err(forged(
+                    POD_NAMESPACE,
+                    format!(
+                        "{POD_NAMESPACE} is {p:?} but CRI-O's {CRIO_LABELS} has no pod namespace"
+                    ),
+                ));
             }
             _ => {}
         }
@@ -117,12 +143,19 @@ fn scope_of(a: &BTreeMap<String, String>) -> Result<String, (String, String)> {
     match scope {
         None => Ok(NO_SCOPE.to_string()),
         Some(ns) if valid_scope(&ns) => Ok(ns),
-        Some(ns) => Err((format!("the pod namespace {ns:?} is not a DNS label"), "check the runtime that created this container".into())),
+        Some(ns) => Err((
+            format!("the pod namespace {ns:?} is not a DNS label"),
+            "check the runtime that created this container".into(),
+        )),
     }
 }
 
 /// Refuses a member asking for more hugepages than the group was sized with.
-pub fn check_size(g: &GroupRecord, id: &str, want: &BTreeMap<PageSize, Bytes>) -> Result<(), GroupError> {
+pub fn check_size(
+    g: &GroupRecord,
+    id: &str,
+    want: &BTreeMap<PageSize, Bytes>,
+) -> Result<(), GroupError> {
     for (size, bytes) in want {
         let have = g.reservations.get(size).copied().unwrap_or(Bytes(0));
         if *bytes > have {
@@ -149,20 +182,38 @@ pub struct Sizing<'a> {
 
 /// Before a member would create its group: refuses, with the SPEC's message, hugepages the
 /// node cannot reserve (the kernel's own refusal comes later, from the holder).
-pub fn check_new(ledger: &Ledger, key: &GroupKey, id: &str, req: &crate::request::Request, cfg: &crate::config::Config) -> Result<(), crate::plan::PlanError> {
+pub fn check_new(
+    ledger: &Ledger,
+    key: &GroupKey,
+    id: &str,
+    req: &crate::request::Request,
+    cfg: &crate::config::Config,
+) -> Result<(), crate::plan::PlanError> {
     if !cfg.hugepages.reserve || matches!(ledger.load_group(&key.key()), Ok(Some(_))) {
         return Ok(());
     }
     let facts = crate::hook::node_facts(ledger);
     for (&size, &bytes) in &req.hugepages {
-        crate::features::hugepages::check_reservation(&format!("{id} (DPDK group {})", key.display()), size, bytes, cfg, &facts)?;
+        crate::features::hugepages::check_reservation(
+            &format!("{id} (DPDK group {})", key.display()),
+            size,
+            bytes,
+            cfg,
+            &facts,
+        )?;
     }
     Ok(())
 }
 
 /// Makes sure the group exists with a live holder; creates it (sized by `sizing.want`) if not.
 /// `pid_ns` overrides the group's PID namespace (hooks.d: the first member's own).
-pub fn ensure(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing, pid_ns: Option<u64>) -> Result<GroupRecord, GroupError> {
+pub fn ensure(
+    ledger: &Ledger,
+    key: &GroupKey,
+    id: &str,
+    sizing: &Sizing,
+    pid_ns: Option<u64>,
+) -> Result<GroupRecord, GroupError> {
     let want = sizing.want;
     if let Some(g) = ledger.load_group(&key.key())? {
         if g.holder.is_some_and(|h| h.is_alive()) {
@@ -185,10 +236,9 @@ pub fn ensure(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing, pid_ns
     // Intent before effect: a crash from here on leaves a record gc can undo.
     ledger.save_group(&g)?;
     let dir = ledger.group_dir(&g.key);
-    let made = std::fs::DirBuilder::new()
-        .recursive(true)
-        .create(&dir)
-        .map_err(|e| GroupError::Holder { group: key.display(), why: format!("mkdir {}: {e}", dir.display()) });
+    let made = std::fs::DirBuilder::new().recursive(true).create(&dir).map_err(|e| {
+        GroupError::Holder { group: key.display(), why: format!("mkdir {}: {e}", dir.display()) }
+    });
     let spawned = made.and_then(|()| {
         let sizes: Vec<(PageSize, Bytes)> = want.iter().map(|(s, b)| (*s, *b)).collect();
         holder::spawn(sizing.hook_bin, &dir, &sizes, sizing.reserve).map_err(|e| match e {
@@ -211,7 +261,10 @@ pub fn ensure(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing, pid_ns
     g.holder = Some(h);
     if sizing.reserve {
         for (size, bytes) in want {
-            crate::metrics::note(crate::metrics::Event::Reserved { size: *size, pages: bytes.pages(*size) });
+            crate::metrics::note(crate::metrics::Event::Reserved {
+                size: *size,
+                pages: bytes.pages(*size),
+            });
         }
     }
     if g.pid_ns.is_none() {
@@ -224,7 +277,12 @@ pub fn ensure(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing, pid_ns
 
 /// Wrapper side: the group exists, this container is pending in it. Returns the holder's pid
 /// (whose PID namespace the container's spec joins).
-pub fn prepare(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing) -> Result<GroupRecord, GroupError> {
+pub fn prepare(
+    ledger: &Ledger,
+    key: &GroupKey,
+    id: &str,
+    sizing: &Sizing,
+) -> Result<GroupRecord, GroupError> {
     // Concurrent first members: one of them creates the group and its holder, the others find it.
     let _lock = ledger.lock_group(&key.key())?;
     let mut g = ensure(ledger, key, id, sizing, None)?;
@@ -235,7 +293,13 @@ pub fn prepare(ledger: &Ledger, key: &GroupKey, id: &str, sizing: &Sizing) -> Re
 
 /// Hook side: admits container `id` whose init is `pid`. The container must be in the group's
 /// PID namespace (the wrapper put it there; on hooks.d the members must already share one).
-pub fn admit(ledger: &Ledger, key: &GroupKey, id: &str, pid: i32, sizing: &Sizing) -> Result<GroupRecord, GroupError> {
+pub fn admit(
+    ledger: &Ledger,
+    key: &GroupKey,
+    id: &str,
+    pid: i32,
+    sizing: &Sizing,
+) -> Result<GroupRecord, GroupError> {
     let member_ns = holder::pid_ns_inode(pid, false);
     let _lock = ledger.lock_group(&key.key())?;
     // A member in the host's PID namespace would make it the group's (hooks.d: the first
@@ -306,17 +370,26 @@ pub fn teardown(ledger: &Ledger, g: GroupRecord) -> Result<(), GroupError> {
         // that is still there keeps the group): seen through the holder's mount namespace.
         let root = Path::new("/proc").join(h.pid.to_string()).join("root");
         for size in g.reservations.keys() {
-            let d = root.join(holder::hugetlbfs_dir(*size).strip_prefix("/").unwrap_or(Path::new("")));
+            let d =
+                root.join(holder::hugetlbfs_dir(*size).strip_prefix("/").unwrap_or(Path::new("")));
             let (files, pages) = crate::metrics::hugetlbfs_usage(&d, *size);
             if files > 0 && h.is_alive() {
                 tracing::info!(group = %g.key, "reclaiming {files} leaked hugepage files ({pages} pages of {size})");
-                crate::metrics::note(crate::metrics::Event::Leaked { origin: "group", size: Some(*size), files, pages });
+                crate::metrics::note(crate::metrics::Event::Leaked {
+                    origin: "group",
+                    size: Some(*size),
+                    files,
+                    pages,
+                });
             }
         }
     }
     if let Some(h) = &g.holder {
         if !holder::kill_and_wait(h, Duration::from_secs(5)) {
-            return Err(GroupError::Holder { group: format!("{}/{}", g.scope, g.name), why: format!("holder {} did not exit after SIGKILL", h.pid) });
+            return Err(GroupError::Holder {
+                group: format!("{}/{}", g.scope, g.name),
+                why: format!("holder {} did not exit after SIGKILL", h.pid),
+            });
         }
     }
     let dir = ledger.group_dir(&g.key);
@@ -328,7 +401,10 @@ pub fn teardown(ledger: &Ledger, g: GroupRecord) -> Result<(), GroupError> {
     ledger.remove_group(&g.key)?;
     if g.holder.is_some() {
         for (size, bytes) in &g.reservations {
-            crate::metrics::note(crate::metrics::Event::Released { size: *size, pages: bytes.pages(*size) });
+            crate::metrics::note(crate::metrics::Event::Released {
+                size: *size,
+                pages: bytes.pages(*size),
+            });
         }
     }
     tracing::info!(group = %g.key, "group released");
@@ -340,8 +416,11 @@ pub fn teardown(ledger: &Ledger, g: GroupRecord) -> Result<(), GroupError> {
 pub fn gc(ledger: &Ledger, dry_run: bool) -> (Vec<String>, Vec<String>) {
     let (groups, corrupt) = ledger.groups();
     let mut released = Vec::new();
-    let mut errors: Vec<String> =
-        corrupt.iter().filter(|e| dry_run || !crate::ledger::remove_if_torn(e)).map(|e| e.to_string()).collect();
+    let mut errors: Vec<String> = corrupt
+        .iter()
+        .filter(|e| dry_run || !crate::ledger::remove_if_torn(e))
+        .map(|e| e.to_string())
+        .collect();
     let now = now_unix();
     // A member whose record is not written yet, or is being released, is busy: its create
     // admitted it and holds its lock until the record is on disk (a try never waits).
@@ -365,7 +444,8 @@ pub fn gc(ledger: &Ledger, dry_run: bool) -> (Vec<String>, Vec<String>) {
             }
         };
         let before = g.clone();
-        let holder_dead = g.holder.map_or(now.saturating_sub(g.created) > PENDING_GRACE_SECS, |h| !h.is_alive());
+        let holder_dead =
+            g.holder.map_or(now.saturating_sub(g.created) > PENDING_GRACE_SECS, |h| !h.is_alive());
         g.members.retain(|m| exists(m));
         g.pending.retain(|id, t| now.saturating_sub(*t) <= PENDING_GRACE_SECS || exists(id));
         if holder_dead || (g.members.is_empty() && g.pending.is_empty()) {
@@ -393,7 +473,10 @@ mod tests {
         vec![
             ("io.kubernetes.cri-o.ContainerType".into(), "container".into()),
             ("io.kubernetes.cri-o.SandboxID".into(), "sbx".into()),
-            (CRIO_LABELS.into(), format!(r#"{{"io.kubernetes.pod.namespace":"{ns}","io.kubernetes.pod.name":"p"}}"#)),
+            (
+                CRIO_LABELS.into(),
+                format!(r#"{{"io.kubernetes.pod.namespace":"{ns}","io.kubernetes.pod.name":"p"}}"#),
+            ),
             (POD_NAMESPACE.into(), ns.into()),
         ]
     }
@@ -411,30 +494,52 @@ mod tests {
 
     #[test]
     fn groups_are_scoped_by_the_namespace_key_of_the_runtime_that_wrote_the_spec() {
-        let containerd = |ns: &str| vec![("io.kubernetes.cri.container-type".to_string(), "container".to_string()), (CONTAINERD_NAMESPACE.to_string(), ns.to_string())];
+        let containerd = |ns: &str| {
+            vec![
+                ("io.kubernetes.cri.container-type".to_string(), "container".to_string()),
+                (CONTAINERD_NAMESPACE.to_string(), ns.to_string()),
+            ]
+        };
         assert_eq!(key(containerd("team-a")).unwrap(), "team-a.pktgen");
         assert_eq!(key(crio("team-b")).unwrap(), "team-b.pktgen");
         assert_eq!(key(vec![]).unwrap(), "_.pktgen");
         // Without a Kubernetes runtime's own keys, a namespace key is nobody's: no scope.
         assert_eq!(key(vec![(POD_NAMESPACE.into(), "team-b".into())]).unwrap(), "_.pktgen");
-        assert_eq!(key(vec![("io.kubernetes.cri-o.Namespace".into(), "team-b".into())]).unwrap(), "_.pktgen");
+        assert_eq!(
+            key(vec![("io.kubernetes.cri-o.Namespace".into(), "team-b".into())]).unwrap(),
+            "_.pktgen"
+        );
         // CRI-O does not write io.kubernetes.cri-o.Namespace on containers: a pod's value is ignored.
-        assert_eq!(key(with(crio("team-a"), "io.kubernetes.cri-o.Namespace", "team-b")).unwrap(), "team-a.pktgen");
+        assert_eq!(
+            key(with(crio("team-a"), "io.kubernetes.cri-o.Namespace", "team-b")).unwrap(),
+            "team-a.pktgen"
+        );
     }
 
     #[test]
     fn forged_or_contradicting_scope_keys_are_refused() {
         // On CRI-O, containerd's key can only be a pod annotation.
         let e = key(with(crio("team-a"), CONTAINERD_NAMESPACE, "team-b")).unwrap_err();
-        assert!(e.starts_with("cannot scope DPDK group pktgen by the pod's namespace: ") && e.contains(CONTAINERD_NAMESPACE) && e.contains("CRI-O"), "{e}");
+        assert!(
+            e.starts_with("cannot scope DPDK group pktgen by the pod's namespace: ")
+                && e.contains(CONTAINERD_NAMESPACE)
+                && e.contains("CRI-O"),
+            "{e}"
+        );
         assert!(key(with(crio("team-a"), "io.kubernetes.cri.sandbox-id", "x")).is_err());
         // CRI-O's labels and the plain annotation disagree, or the labels lack a namespace.
         assert!(key(with(crio("team-a"), POD_NAMESPACE, "team-b")).unwrap_err().contains("team-b"));
         let no_label = with(crio("team-a"), CRIO_LABELS, "{}");
         assert!(key(no_label.clone()).unwrap_err().contains("has no pod namespace"));
-        assert_eq!(key(no_label.into_iter().filter(|(k, _)| k != POD_NAMESPACE).collect()).unwrap(), "_.pktgen");
+        assert_eq!(
+            key(no_label.into_iter().filter(|(k, _)| k != POD_NAMESPACE).collect()).unwrap(),
+            "_.pktgen"
+        );
         // containerd with a pod namespace annotation saying otherwise.
-        let c = vec![(CONTAINERD_NAMESPACE.to_string(), "team-a".to_string()), (POD_NAMESPACE.to_string(), "team-b".to_string())];
+        let c = vec![
+            (CONTAINERD_NAMESPACE.to_string(), "team-a".to_string()),
+            (POD_NAMESPACE.to_string(), "team-b".to_string()),
+        ];
         assert!(key(c).is_err());
         // A hostile namespace value cannot escape the state dir or alias another scope.
         let e = key(vec![(CONTAINERD_NAMESPACE.into(), "../x".into())]).unwrap_err();
@@ -456,9 +561,13 @@ mod tests {
         };
         check_size(&g, "b", &[(PageSize::Size2Mi, Bytes(32 << 20))].into_iter().collect()).unwrap();
         check_size(&g, "b", &BTreeMap::new()).unwrap();
-        let e = check_size(&g, "b", &[(PageSize::Size2Mi, Bytes(128 << 20))].into_iter().collect()).unwrap_err().to_string();
+        let e = check_size(&g, "b", &[(PageSize::Size2Mi, Bytes(128 << 20))].into_iter().collect())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sized it with 64Mi") && e.contains("asks for 128Mi"), "{e}");
-        let e = check_size(&g, "b", &[(PageSize::Size1Gi, Bytes(1 << 30))].into_iter().collect()).unwrap_err().to_string();
+        let e = check_size(&g, "b", &[(PageSize::Size1Gi, Bytes(1 << 30))].into_iter().collect())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("with 0 of 1Gi"), "{e}");
     }
 }

@@ -53,7 +53,12 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<(String, PathBuf, PathBuf, String)> {
             if fstype != "cgroup" && fstype != "cgroup2" {
                 return None;
             }
-            Some((fstype.to_string(), unescape(pre.get(4)?), unescape(pre.get(3)?), sopts.to_string()))
+            Some((
+                fstype.to_string(),
+                unescape(pre.get(4)?),
+                unescape(pre.get(3)?),
+                sopts.to_string(),
+            ))
         })
         .collect()
 }
@@ -64,7 +69,10 @@ fn unescape(s: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             // Three octal digits reach 511: only up to \377 is a byte (the kernel's are all
             // below \200); anything else stays as written.
             let v = b[i + 1..i + 4].iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
@@ -90,12 +98,20 @@ pub fn find_hierarchy(
     let mounts = cgroup_mounts(mountinfo);
     for (fstype, mount, root, sopts) in &mounts {
         if fstype == "cgroup" && sopts.split(',').any(|o| o == controller) {
-            return Some(Hierarchy { version: Version::V1, mount: mount.clone(), root: root.clone() });
+            return Some(Hierarchy {
+                version: Version::V1,
+                mount: mount.clone(),
+                root: root.clone(),
+            });
         }
     }
     for (fstype, mount, root, _) in &mounts {
         if fstype == "cgroup2" && has_controller(mount) {
-            return Some(Hierarchy { version: Version::V2, mount: mount.clone(), root: root.clone() });
+            return Some(Hierarchy {
+                version: Version::V2,
+                mount: mount.clone(),
+                root: root.clone(),
+            });
         }
     }
     None
@@ -109,13 +125,16 @@ pub fn v2_has_controller(dir: &Path, controller: &str) -> bool {
 
 /// The host's hugetlb hierarchy.
 pub fn hugetlb_hierarchy() -> Result<Hierarchy, CgroupError> {
-    let mi = super::read_kernel_file("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
-    find_hierarchy(&mi, "hugetlb", |m| v2_has_controller(m, "hugetlb")).ok_or(CgroupError::NoHugetlb)
+    let mi = super::read_kernel_file("/proc/self/mountinfo")
+        .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    find_hierarchy(&mi, "hugetlb", |m| v2_has_controller(m, "hugetlb"))
+        .ok_or(CgroupError::NoHugetlb)
 }
 
 /// The host's memory hierarchy (v1 on hybrid hosts, where only hugetlb may be on the unified one).
 pub fn memory_hierarchy() -> Result<Hierarchy, CgroupError> {
-    let mi = super::read_kernel_file("/proc/self/mountinfo").map_err(io("read", Path::new("/proc/self/mountinfo")))?;
+    let mi = super::read_kernel_file("/proc/self/mountinfo")
+        .map_err(io("read", Path::new("/proc/self/mountinfo")))?;
     find_hierarchy(&mi, "memory", |m| v2_has_controller(m, "memory")).ok_or(CgroupError::NoMemory)
 }
 
@@ -147,7 +166,9 @@ impl Hierarchy {
         let n = size.cgroup_name();
         match self.version {
             Version::V2 => (format!("hugetlb.{n}.max"), format!("hugetlb.{n}.rsvd.max")),
-            Version::V1 => (format!("hugetlb.{n}.limit_in_bytes"), format!("hugetlb.{n}.rsvd.limit_in_bytes")),
+            Version::V1 => {
+                (format!("hugetlb.{n}.limit_in_bytes"), format!("hugetlb.{n}.rsvd.limit_in_bytes"))
+            }
         }
     }
 }
@@ -198,11 +219,13 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
     const V1: &str = "36 31 0:33 / /sys/fs/cgroup/hugetlb rw - cgroup cgroup rw,hugetlb\n41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-    const V2NS: &str = "30 23 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
+    const V2NS: &str =
+        "30 23 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
 
     #[test]
     fn hybrid_host_finds_unified_mount_when_it_has_hugetlb() {
-        let h = find_hierarchy(HYBRID, "hugetlb", |m| m == Path::new("/sys/fs/cgroup/unified")).unwrap();
+        let h = find_hierarchy(HYBRID, "hugetlb", |m| m == Path::new("/sys/fs/cgroup/unified"))
+            .unwrap();
         assert_eq!(h.version, Version::V2);
         assert_eq!(h.mount, PathBuf::from("/sys/fs/cgroup/unified"));
         assert!(find_hierarchy(HYBRID, "hugetlb", |_| false).is_none());
@@ -218,7 +241,10 @@ mod tests {
     #[test]
     fn paths_map_through_a_mount_root() {
         let h = find_hierarchy(V2NS, "hugetlb", |_| true).unwrap();
-        assert_eq!(h.dir_of(Path::new("/kubepods/pod1/c1")), Some(PathBuf::from("/sys/fs/cgroup/c1")));
+        assert_eq!(
+            h.dir_of(Path::new("/kubepods/pod1/c1")),
+            Some(PathBuf::from("/sys/fs/cgroup/c1"))
+        );
         assert_eq!(h.dir_of(Path::new("/other")), None);
         assert_eq!(h.hugetlb_files(PageSize::Size1Gi).1, "hugetlb.1GB.rsvd.max");
     }
@@ -231,9 +257,18 @@ mod tests {
         std::fs::write(m.join("cgroup.subtree_control"), "cpu hugetlb\n").unwrap();
         std::fs::write(m.join("a/cgroup.subtree_control"), "memory\n").unwrap();
         // a/b has no subtree_control file at all: counts as lacking it.
-        assert_eq!(v2_missing_controller(m, &m.join("a/b/c"), "hugetlb"), vec![m.join("a"), m.join("a/b")]);
-        assert!(v2_missing_controller(m, &m.join("a"), "hugetlb").is_empty(), "the mount's own is enough for a child");
-        assert!(v2_missing_controller(m, Path::new("/elsewhere"), "hugetlb").is_empty(), "outside the mount: nothing");
+        assert_eq!(
+            v2_missing_controller(m, &m.join("a/b/c"), "hugetlb"),
+            vec![m.join("a"), m.join("a/b")]
+        );
+        assert!(
+            v2_missing_controller(m, &m.join("a"), "hugetlb").is_empty(),
+            "the mount's own is enough for a child"
+        );
+        assert!(
+            v2_missing_controller(m, Path::new("/elsewhere"), "hugetlb").is_empty(),
+            "outside the mount: nothing"
+        );
     }
 
     #[test]
@@ -249,10 +284,16 @@ mod tests {
         use std::os::unix::ffi::OsStringExt;
         assert_eq!(unescape("/a\\777b"), PathBuf::from("/a\\777b"));
         assert_eq!(unescape("/a\\400"), PathBuf::from("/a\\400"));
-        assert_eq!(unescape("/a\\377"), PathBuf::from(std::ffi::OsString::from_vec(b"/a\xff".to_vec())));
+        assert_eq!(
+            unescape("/a\\377"),
+            PathBuf::from(std::ffi::OsString::from_vec(b"/a\xff".to_vec()))
+        );
         assert_eq!(unescape("/a\\04"), PathBuf::from("/a\\04"));
         assert_eq!(unescape("/a\\134\\040"), PathBuf::from("/a\\ "));
         let mi = "36 25 0:31 / /mnt/x\\777\\040y rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_hierarchy(mi, "hugetlb", |_| true).unwrap().mount, PathBuf::from("/mnt/x\\777 y"));
+        assert_eq!(
+            find_hierarchy(mi, "hugetlb", |_| true).unwrap().mount,
+            PathBuf::from("/mnt/x\\777 y")
+        );
     }
 }

@@ -73,6 +73,9 @@ mod tests {
         }
         let mountinfo = super::read_kernel_file("/proc/self/mountinfo").unwrap();
         assert_eq!(mountinfo, std::fs::read_to_string("/proc/self/mountinfo").unwrap());
-        assert_eq!(super::read_kernel_file(t.path().join("missing")).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            super::read_kernel_file(t.path().join("missing")).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
     }
 }

@@ -50,10 +50,13 @@ impl Detached {
     /// A hugetlbfs of `bytes` for `size` pages. With `reserve`, `min_size` makes the kernel
     /// reserve every page now (visible in `HugePages_Rsvd`) or fail.
     pub fn hugetlbfs(size: PageSize, bytes: u64, reserve: bool) -> Result<Detached, MountError> {
-        let fs = fsopen("hugetlbfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen(hugetlbfs)"))?;
+        let fs =
+            fsopen("hugetlbfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen(hugetlbfs)"))?;
         let pagesize = format!("{}", size.bytes());
-        fsconfig_set_string(&fs, "pagesize", pagesize.as_str()).map_err(sys("hugetlbfs pagesize"))?;
-        fsconfig_set_string(&fs, "size", bytes.to_string().as_str()).map_err(sys("hugetlbfs size"))?;
+        fsconfig_set_string(&fs, "pagesize", pagesize.as_str())
+            .map_err(sys("hugetlbfs pagesize"))?;
+        fsconfig_set_string(&fs, "size", bytes.to_string().as_str())
+            .map_err(sys("hugetlbfs size"))?;
         if reserve {
             fsconfig_set_string(&fs, "min_size", bytes.to_string().as_str())
                 .map_err(sys("hugetlbfs min_size"))?;
@@ -78,7 +81,8 @@ impl Detached {
     /// A small tmpfs, to hold a private directory or view files.
     pub fn tmpfs(size_bytes: u64, mode: &str) -> Result<Detached, MountError> {
         let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC).map_err(sys("fsopen(tmpfs)"))?;
-        fsconfig_set_string(&fs, "size", size_bytes.to_string().as_str()).map_err(sys("tmpfs size"))?;
+        fsconfig_set_string(&fs, "size", size_bytes.to_string().as_str())
+            .map_err(sys("tmpfs size"))?;
         fsconfig_set_string(&fs, "mode", mode).map_err(sys("tmpfs mode"))?;
         fsconfig_create(&fs).map_err(sys("create tmpfs"))?;
         let m = fsmount(
@@ -133,8 +137,9 @@ impl Detached {
         )
         .map_err(|e| sys(format!("create {}", rel.display()))(e))?;
         let mut f = std::fs::File::from(fd);
-        f.write_all(content.as_bytes())
-            .map_err(|e| sys(format!("write {}", rel.display()))(Errno::from_io_error(&e).unwrap_or(Errno::IO)))
+        f.write_all(content.as_bytes()).map_err(|e| {
+            sys(format!("write {}", rel.display()))(Errno::from_io_error(&e).unwrap_or(Errno::IO))
+        })
     }
 
     pub fn set_readonly(&self) -> Result<(), MountError> {
@@ -160,7 +165,12 @@ struct MountAttr {
 }
 
 fn mount_setattr_rdonly(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    let attr = MountAttr { attr_set: libc::MOUNT_ATTR_RDONLY as u64, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    let attr = MountAttr {
+        attr_set: libc::MOUNT_ATTR_RDONLY as u64,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
     let empty = c"";
     // SAFETY: valid fd, NUL-terminated empty path, attr lives across the call.
     let r = unsafe {
@@ -176,7 +186,9 @@ fn mount_setattr_rdonly(fd: BorrowedFd<'_>) -> Result<(), Errno> {
     if r == 0 {
         Ok(())
     } else {
-        Err(Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)))
+        Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO),
+        ))
     }
 }
 
@@ -225,7 +237,8 @@ pub fn attach_in_container(
     let ns = rustix::fs::open(ns_path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         .map_err(sys(format!("open {ns_path}")))?;
     // The calling thread's namespace (/proc/self would be the thread-group leader's).
-    let ours = rustix::fs::stat("/proc/thread-self/ns/mnt").map_err(sys("stat /proc/thread-self/ns/mnt"))?;
+    let ours = rustix::fs::stat("/proc/thread-self/ns/mnt")
+        .map_err(sys("stat /proc/thread-self/ns/mnt"))?;
     let theirs = rustix::fs::fstat(&ns).map_err(sys(format!("stat {ns_path}")))?;
     if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino) {
         return Err(MountError::Target {
@@ -233,23 +246,39 @@ pub fn attach_in_container(
             why: "the container shares the host's mount namespace, so a mount there would land on the host".into(),
         });
     }
-    let rootfs_stat = rustix::fs::stat(rootfs).map_err(sys(format!("stat {}", rootfs.display())))?;
+    let rootfs_stat =
+        rustix::fs::stat(rootfs).map_err(sys(format!("stat {}", rootfs.display())))?;
     // The host's peer groups, read here: the helper thread leaves the host's namespace.
-    let host_groups = HostPeers::of(&super::read_kernel_file("/proc/thread-self/mountinfo").map_err(|e| {
-        sys("read /proc/thread-self/mountinfo")(Errno::from_io_error(&e).unwrap_or(Errno::IO))
-    })?);
+    let host_groups =
+        HostPeers::of(&super::read_kernel_file("/proc/thread-self/mountinfo").map_err(|e| {
+            sys("read /proc/thread-self/mountinfo")(Errno::from_io_error(&e).unwrap_or(Errno::IO))
+        })?);
     // What the helper needs of the host's /proc, opened now: the holder's root has no /proc.
-    let proc = rustix::fs::open("/proc", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(sys("open /proc"))?;
+    let proc = rustix::fs::open(
+        "/proc",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys("open /proc"))?;
     let mut sources = Vec::with_capacity(attachments.len());
     for a in attachments {
         let source = match a.source {
             Source::Detached(d) => Prepared::Ready(d),
             Source::InNamespace { pid: other, path } => {
                 let open = |what: &str, flags: OFlags| {
-                    rustix::fs::openat(&proc, format!("{other}/{what}").as_str(), flags | OFlags::CLOEXEC, Mode::empty())
-                        .map_err(sys(format!("open /proc/{other}/{what}")))
+                    rustix::fs::openat(
+                        &proc,
+                        format!("{other}/{what}").as_str(),
+                        flags | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(sys(format!("open /proc/{other}/{what}")))
                 };
-                Prepared::Clone { ns: open("ns/mnt", OFlags::RDONLY)?, root: open("root", OFlags::PATH | OFlags::DIRECTORY)?, path }
+                Prepared::Clone {
+                    ns: open("ns/mnt", OFlags::RDONLY)?,
+                    root: open("root", OFlags::PATH | OFlags::DIRECTORY)?,
+                    path,
+                }
             }
         };
         sources.push((source, a.target, a.missing));
@@ -260,19 +289,36 @@ pub fn attach_in_container(
         .spawn(move || {
             // SAFETY: only CLONE_FS (root, cwd, umask), never the fd table: this thread's fds stay
             // the process's.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }.map_err(sys("unshare(CLONE_FS)"))?;
-            helper_attach(&ns, &proc, pid, &rootfs, (rootfs_stat.st_dev, rootfs_stat.st_ino), &host_groups, sources)
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+                .map_err(sys("unshare(CLONE_FS)"))?;
+            helper_attach(
+                &ns,
+                &proc,
+                pid,
+                &rootfs,
+                (rootfs_stat.st_dev, rootfs_stat.st_ino),
+                &host_groups,
+                sources,
+            )
         })
-        .map_err(|e| sys("start the mount helper")(Errno::from_io_error(&e).unwrap_or(Errno::AGAIN)))?;
+        .map_err(|e| {
+            sys("start the mount helper")(Errno::from_io_error(&e).unwrap_or(Errno::AGAIN))
+        })?;
     // A panic in the helper (already reported on stderr by the panic hook) is a failed attach.
-    helper.join().unwrap_or_else(|_| Err(MountError::Child("the mount helper thread panicked".into())))
+    helper
+        .join()
+        .unwrap_or_else(|_| Err(MountError::Child("the mount helper thread panicked".into())))
 }
 
 /// An attachment's mount, or what the helper needs to clone it.
 enum Prepared {
     Ready(Detached),
     /// The process's mount namespace and root (opened from the host), and the path inside it.
-    Clone { ns: OwnedFd, root: OwnedFd, path: PathBuf },
+    Clone {
+        ns: OwnedFd,
+        root: OwnedFd,
+        path: PathBuf,
+    },
 }
 
 fn helper_attach(
@@ -291,8 +337,11 @@ fn helper_attach(
         let m = match source {
             Prepared::Ready(d) => d,
             Prepared::Clone { ns: other_ns, root, path } => {
-                rustix::thread::move_into_link_name_space(other_ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Mount))
-                    .map_err(sys("setns(mount namespace of the group holder)"))?;
+                rustix::thread::move_into_link_name_space(
+                    other_ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Mount),
+                )
+                .map_err(sys("setns(mount namespace of the group holder)"))?;
                 // Inside that process's root (the fd pins it; once in its namespace the clone
                 // is allowed), never following a symlink.
                 let rel = path.strip_prefix("/").unwrap_or(&path);
@@ -309,13 +358,21 @@ fn helper_attach(
         };
         mounts.push((m, target, missing));
     }
-    rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Mount))
-        .map_err(sys("setns(mount namespace)"))?;
+    rustix::thread::move_into_link_name_space(
+        ns.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Mount),
+    )
+    .map_err(sys("setns(mount namespace)"))?;
     // Before pivot_root (runc, crun: createRuntime) the rootfs is at its host path in the
     // container's namespace; after it, it is the init's root.
     let proc_root = format!("{pid}/root");
-    let init_root = rustix::fs::openat(proc, proc_root.as_str(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(sys(format!("open /proc/{proc_root}")))?;
+    let init_root = rustix::fs::openat(
+        proc,
+        proc_root.as_str(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(sys(format!("open /proc/{proc_root}")))?;
     let st = rustix::fs::fstat(&init_root).map_err(sys("stat container root"))?;
     let root = if (st.st_dev, st.st_ino) == rootfs_id {
         init_root
@@ -382,7 +439,10 @@ struct Propagation {
 
 fn propagation(line: &str) -> Propagation {
     let pre = line.split_once(" - ").map_or(line, |(p, _)| p);
-    let mut p = Propagation { id: pre.split(' ').next().and_then(|i| i.parse().ok()).unwrap_or(0), ..Default::default() };
+    let mut p = Propagation {
+        id: pre.split(' ').next().and_then(|i| i.parse().ok()).unwrap_or(0),
+        ..Default::default()
+    };
     for f in pre.split(' ').skip(6) {
         if let Some(n) = f.strip_prefix("shared:") {
             p.shared = n.parse().ok();
@@ -421,23 +481,37 @@ struct ContainerMounts<'a> {
 
 impl ContainerMounts<'_> {
     fn read(&self) -> Result<Vec<Propagation>, MountError> {
-        let fd = rustix::fs::openat(self.proc, format!("{}/mountinfo", self.pid).as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(sys(format!("open /proc/{}/mountinfo", self.pid)))?;
+        let fd = rustix::fs::openat(
+            self.proc,
+            format!("{}/mountinfo", self.pid).as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys(format!("open /proc/{}/mountinfo", self.pid)))?;
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
-            .map_err(|e| sys(format!("read /proc/{}/mountinfo", self.pid))(Errno::from_io_error(&e).unwrap_or(Errno::IO)))?;
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).map_err(|e| {
+            sys(format!("read /proc/{}/mountinfo", self.pid))(
+                Errno::from_io_error(&e).unwrap_or(Errno::IO),
+            )
+        })?;
         Ok(text.lines().map(propagation).collect())
     }
 
     /// Refuses `target_path` when the mount `fd` lies on is in a peer group whose mounts
     /// propagate to the host: a mount made there would appear on the host.
-    fn refuse_if_shared_with_host(&mut self, fd: &OwnedFd, target_path: &ContainerPath, host: &HostPeers) -> Result<(), MountError> {
+    fn refuse_if_shared_with_host(
+        &mut self,
+        fd: &OwnedFd,
+        target_path: &ContainerPath,
+        host: &HostPeers,
+    ) -> Result<(), MountError> {
         if host.0.is_empty() {
             // Nothing on the host receives propagation: no mount anywhere can reach it.
             return Ok(());
         }
         let bad = |why: String| MountError::Target { path: target_path.to_string(), why };
-        let mnt_id = mount_id(fd, self.proc).map_err(|e| bad(format!("cannot find the mount it is on: {e}")))?;
+        let mnt_id = mount_id(fd, self.proc)
+            .map_err(|e| bad(format!("cannot find the mount it is on: {e}")))?;
         let find = |t: &Vec<Propagation>| t.iter().position(|m| m.id == mnt_id);
         let table = match self.table.take() {
             Some(t) if find(&t).is_some() => t,
@@ -470,10 +544,19 @@ fn mount_id(fd: &OwnedFd, proc: &OwnedFd) -> Result<u64, Errno> {
             return Ok(st.stx_mnt_id);
         }
     }
-    let info = rustix::fs::openat(proc, format!("thread-self/fdinfo/{}", fd.as_raw_fd()).as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let info = rustix::fs::openat(
+        proc,
+        format!("thread-self/fdinfo/{}", fd.as_raw_fd()).as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::fs::File::from(info), &mut text).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-    text.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse().ok()).ok_or(Errno::NOENT)
+    std::io::Read::read_to_string(&mut std::fs::File::from(info), &mut text)
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(Errno::NOENT)
 }
 
 /// The deepest directory of `target` (or `target` itself) that exists inside `root`.
@@ -508,7 +591,11 @@ fn open_in_root(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
 /// Opens `target` inside `root` (as an `O_PATH` directory fd), creating missing directories
 /// when asked. Symlinks are followed as the container would see them, but never out of
 /// `root`; `/proc` magic links are refused.
-pub fn resolve_target(root: &OwnedFd, target: &ContainerPath, missing: Missing) -> Result<Option<OwnedFd>, MountError> {
+pub fn resolve_target(
+    root: &OwnedFd,
+    target: &ContainerPath,
+    missing: Missing,
+) -> Result<Option<OwnedFd>, MountError> {
     let rel = target.relative();
     let bad = |why: String| MountError::Target { path: target.to_string(), why };
     match open_in_root(root, rel) {
@@ -540,7 +627,12 @@ pub fn resolve_target(root: &OwnedFd, target: &ContainerPath, missing: Missing) 
         match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
             Ok(()) => {}
             // A dangling symlink: we do not create its target for the image.
-            Err(Errno::EXIST) => return Err(bad(format!("/{} is a dangling symlink or not a directory", prefix.display()))),
+            Err(Errno::EXIST) => {
+                return Err(bad(format!(
+                    "/{} is a dangling symlink or not a directory",
+                    prefix.display()
+                )))
+            }
             Err(e) => return Err(bad(format!("cannot create /{}: {e}", prefix.display()))),
         }
     }
@@ -594,7 +686,8 @@ mod tests {
     }
 
     fn root_fd(t: &Tree) -> OwnedFd {
-        rustix::fs::open(&t.root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap()
+        rustix::fs::open(&t.root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .unwrap()
     }
 
     fn link(t: &Tree, at: &str, to: impl AsRef<Path>) {
@@ -612,9 +705,13 @@ mod tests {
     #[test]
     fn missing_dirs_are_created_inside_the_root_or_skipped() {
         let t = tree();
-        assert!(resolve_target(&root_fd(&t), &target("/var/run/dpdk"), Missing::Skip).unwrap().is_none());
+        assert!(resolve_target(&root_fd(&t), &target("/var/run/dpdk"), Missing::Skip)
+            .unwrap()
+            .is_none());
         assert!(!t.root.join("var/run").exists(), "Skip creates nothing");
-        assert!(resolve_target(&root_fd(&t), &target("/var/run/dpdk"), Missing::Create).unwrap().is_some());
+        assert!(resolve_target(&root_fd(&t), &target("/var/run/dpdk"), Missing::Create)
+            .unwrap()
+            .is_some());
         assert!(t.root.join("var/run/dpdk").is_dir());
     }
 
@@ -627,7 +724,8 @@ mod tests {
         ] {
             let t = tree();
             link(&t, "var/run", to(&t));
-            let fd = resolve_target(&root_fd(&t), &target("/var/run/dpdk/sub"), Missing::Create).unwrap();
+            let fd = resolve_target(&root_fd(&t), &target("/var/run/dpdk/sub"), Missing::Create)
+                .unwrap();
             assert!(fd.is_some());
             let inside = t.root.join(t.outside.strip_prefix("/").unwrap());
             assert!(inside.join("dpdk/sub").is_dir(), "created inside the root");
@@ -645,7 +743,10 @@ mod tests {
         link(&t, "var/run", "/nowhere/run");
         let e = err(&t, "/var/run/dpdk");
         assert!(e.contains("/var/run/dpdk") && e.contains("dangling symlink"), "{e}");
-        assert!(!Path::new("/nowhere").exists() && !t.root.join("nowhere").exists(), "a dangling link's target is not created");
+        assert!(
+            !Path::new("/nowhere").exists() && !t.root.join("nowhere").exists(),
+            "a dangling link's target is not created"
+        );
 
         let t = tree();
         link(&t, "var/run", "/file");
@@ -660,7 +761,12 @@ mod tests {
     #[test]
     fn proc_magic_links_are_refused() {
         // A root that has a procfs: the host's own root (nothing is created: the paths exist).
-        let root = rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let root = rustix::fs::open(
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
         for p in ["/proc/self/root/tmp", "/proc/self/cwd", "/proc/thread-self/root"] {
             let e = resolve_target(&root, &target(p), Missing::Skip).unwrap_err().to_string();
             assert!(e.contains("magic link"), "{p}: {e}");
@@ -681,7 +787,10 @@ mod tests {
             let ours = id_of("/proc/thread-self/ns/mnt");
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while id_of(&format!("/proc/{}/ns/mnt", o.pid())) == ours {
-                assert!(std::time::Instant::now() < deadline, "unshare --mount did not take effect");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "unshare --mount did not take effect"
+                );
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             o
@@ -719,18 +828,36 @@ mod tests {
         let rootfs = t.path().join("rootfs");
         std::fs::create_dir(&rootfs).unwrap();
         let other = OtherNamespace::start();
-        let before = (id_of("/proc/thread-self/ns/mnt"), id_of("/proc/thread-self/root"), id_of("/proc/thread-self/cwd"));
+        let before = (
+            id_of("/proc/thread-self/ns/mnt"),
+            id_of("/proc/thread-self/root"),
+            id_of("/proc/thread-self/cwd"),
+        );
 
         let mount = Detached::tmpfs(1 << 20, "0755").unwrap();
-        let att = Attachment { source: Source::Detached(mount), target: target("/mnt/x"), missing: Missing::Create };
+        let att = Attachment {
+            source: Source::Detached(mount),
+            target: target("/mnt/x"),
+            missing: Missing::Create,
+        };
         let done = attach_in_container(other.pid(), &rootfs, vec![att]).unwrap();
         assert_eq!(done, vec![target("/mnt/x")]);
 
-        let after = (id_of("/proc/thread-self/ns/mnt"), id_of("/proc/thread-self/root"), id_of("/proc/thread-self/cwd"));
-        assert_eq!(before, after, "the calling thread's mount namespace, root and cwd are unchanged");
+        let after = (
+            id_of("/proc/thread-self/ns/mnt"),
+            id_of("/proc/thread-self/root"),
+            id_of("/proc/thread-self/cwd"),
+        );
+        assert_eq!(
+            before, after,
+            "the calling thread's mount namespace, root and cwd are unchanged"
+        );
         let mounted_at = rootfs.join("mnt/x").display().to_string();
         let theirs = mounts_of_type(other.pid(), "tmpfs");
-        assert!(theirs.iter().any(|(mp, _)| *mp == mounted_at), "mounted in the other namespace: {theirs:?}");
+        assert!(
+            theirs.iter().any(|(mp, _)| *mp == mounted_at),
+            "mounted in the other namespace: {theirs:?}"
+        );
         let ours = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
         assert!(!ours.contains(&mounted_at), "nothing mounted in ours:\n{ours}");
         assert!(rootfs.join("mnt/x").is_dir(), "the target was created inside the rootfs");
@@ -760,7 +887,9 @@ mod tests {
 
     #[test]
     fn a_container_in_the_callers_namespace_is_refused() {
-        let e = attach_in_container(std::process::id() as i32, Path::new("/"), vec![]).unwrap_err().to_string();
+        let e = attach_in_container(std::process::id() as i32, Path::new("/"), vec![])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("shares the host's mount namespace"), "{e}");
     }
 }

@@ -28,7 +28,11 @@ impl BootId {
     /// This boot's id (read once per process).
     pub fn current() -> Option<BootId> {
         static ID: std::sync::OnceLock<Option<BootId>> = std::sync::OnceLock::new();
-        *ID.get_or_init(|| super::read_kernel_file("/proc/sys/kernel/random/boot_id").ok().and_then(|s| BootId::parse(&s)))
+        *ID.get_or_init(|| {
+            super::read_kernel_file("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .and_then(|s| BootId::parse(&s))
+        })
     }
 }
 
@@ -135,8 +139,14 @@ mod tests {
         assert!(me.is_alive());
         assert!(!ProcessId { start_time: me.start_time + 1, ..me }.is_alive());
         assert!(me.boot.is_some(), "records carry the boot id");
-        assert!(!ProcessId { boot: Some(BootId(me.boot.unwrap().0 ^ 1)), ..me }.is_alive(), "a process of another boot is dead");
-        assert!(ProcessId { boot: None, ..me }.is_alive(), "records from before boot ids still work");
+        assert!(
+            !ProcessId { boot: Some(BootId(me.boot.unwrap().0 ^ 1)), ..me }.is_alive(),
+            "a process of another boot is dead"
+        );
+        assert!(
+            ProcessId { boot: None, ..me }.is_alive(),
+            "records from before boot ids still work"
+        );
         assert!(!ProcessId { pid: i32::MAX, start_time: 1, boot: None }.is_alive());
     }
 
@@ -149,7 +159,10 @@ mod tests {
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(json, format!(r#"{{"pid":7,"start_time":9,"boot":"{s}"}}"#));
         assert_eq!(serde_json::from_str::<ProcessId>(&json).unwrap(), id);
-        assert_eq!(serde_json::from_str::<ProcessId>(r#"{"pid":7,"start_time":9}"#).unwrap().boot, None);
+        assert_eq!(
+            serde_json::from_str::<ProcessId>(r#"{"pid":7,"start_time":9}"#).unwrap().boot,
+            None
+        );
         assert!(BootId::parse("not-a-uuid").is_none());
     }
 

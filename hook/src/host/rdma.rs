@@ -189,8 +189,10 @@ fn read_trimmed(p: &Path) -> Option<String> {
 }
 
 fn numbered(dir: &Path) -> Result<Vec<u32>, RdmaError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| RdmaError::Read { path: dir.to_path_buf(), source })?;
-    let mut v: Vec<u32> = rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    let rd = std::fs::read_dir(dir)
+        .map_err(|source| RdmaError::Read { path: dir.to_path_buf(), source })?;
+    let mut v: Vec<u32> =
+        rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
     v.sort_unstable();
     Ok(v)
 }
@@ -258,11 +260,18 @@ impl RdmaSysfs {
             entries.push(GidEntry {
                 index,
                 gid: read_trimmed(&p.join("gids").join(&i)).and_then(|s| Gid::parse(&s)),
-                gid_type: read_trimmed(&p.join("gid_attrs/types").join(&i)).map(|s| GidType::parse(&s)),
+                gid_type: read_trimmed(&p.join("gid_attrs/types").join(&i))
+                    .map(|s| GidType::parse(&s)),
                 ndev: read_trimmed(&p.join("gid_attrs/ndevs").join(&i)).filter(|s| !s.is_empty()),
             });
         }
-        Ok(PortTable { device: dev.to_string(), port, link_layer, state: read_trimmed(&p.join("state")), entries })
+        Ok(PortTable {
+            device: dev.to_string(),
+            port,
+            link_layer,
+            state: read_trimmed(&p.join("state")),
+            entries,
+        })
     }
 
     /// Every port table of `dev`.
@@ -310,13 +319,20 @@ impl NetnsView {
 pub fn netns_view(ns: &Path) -> Result<NetnsView, RdmaError> {
     let path = ns.to_path_buf();
     let handle = std::thread::spawn(move || -> Result<NetnsView, RdmaError> {
-        let f = std::fs::File::open(&path).map_err(|source| RdmaError::Netns { path: path.clone(), source })?;
-        rustix::thread::move_into_link_name_space(f.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
-            .map_err(|e| RdmaError::Netns { path: path.clone(), source: e.into() })?;
+        let f = std::fs::File::open(&path)
+            .map_err(|source| RdmaError::Netns { path: path.clone(), source })?;
+        rustix::thread::move_into_link_name_space(
+            f.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| RdmaError::Netns { path: path.clone(), source: e.into() })?;
         interfaces().map_err(|source| RdmaError::Interfaces { path: path.clone(), source })
     });
     handle.join().unwrap_or_else(|_| {
-        Err(RdmaError::Interfaces { path: ns.to_path_buf(), source: std::io::Error::other("reader thread panicked") })
+        Err(RdmaError::Interfaces {
+            path: ns.to_path_buf(),
+            source: std::io::Error::other("reader thread panicked"),
+        })
     })
 }
 
@@ -395,7 +411,10 @@ pub mod fixture {
                     w(p.join("state"), &f[5..].join(" "));
                     let len: u32 = f[4].parse().unwrap();
                     for i in 0..len {
-                        w(p.join("gids").join(i.to_string()), "0000:0000:0000:0000:0000:0000:0000:0000");
+                        w(
+                            p.join("gids").join(i.to_string()),
+                            "0000:0000:0000:0000:0000:0000:0000:0000",
+                        );
                     }
                     std::fs::create_dir_all(p.join("gid_attrs/types")).unwrap();
                     std::fs::create_dir_all(p.join("gid_attrs/ndevs")).unwrap();
@@ -449,7 +468,13 @@ mod tests {
         assert!(ll.is_link_local() && ll.ipv4_mapped().is_none());
         assert_eq!(Gid::from_mac([0x08, 0xc0, 0xeb, 0x3d, 0xca, 0x54]), ll);
         assert!(Gid::parse("0000:0000:0000:0000:0000:0000:0000:0000").unwrap().is_zero());
-        for bad in ["", "fe80::1", "fe80:0:0:0:0:0:0", "zzzz:0000:0000:0000:0000:0000:0000:0000", "12345:0:0:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "fe80::1",
+            "fe80:0:0:0:0:0:0",
+            "zzzz:0000:0000:0000:0000:0000:0000:0000",
+            "12345:0:0:0:0:0:0:0",
+        ] {
             assert!(Gid::parse(bad).is_none(), "{bad}");
         }
         assert_eq!(GidType::parse("RoCE v2\n"), GidType::RoceV2);
@@ -497,7 +522,10 @@ mod tests {
         let mut v = NetnsView::default();
         v.interfaces.insert(
             "eth0".into(),
-            Interface { addrs: vec!["10.0.0.5".parse().unwrap()], mac: Some([0x02, 0, 0, 0, 0, 1]) },
+            Interface {
+                addrs: vec!["10.0.0.5".parse().unwrap()],
+                mac: Some([0x02, 0, 0, 0, 0, 1]),
+            },
         );
         let mine = Gid::parse("0000:0000:0000:0000:0000:ffff:0a00:0005").unwrap();
         let hosts = Gid::parse("0000:0000:0000:0000:0000:ffff:c0a8:0101").unwrap();

@@ -112,12 +112,18 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let g = t.path().join("kernel/mm/hugepages/hugepages-2048kB");
         std::fs::create_dir_all(&g).unwrap();
-        for (f, v) in [("nr_hugepages", "64"), ("free_hugepages", "40"), ("resv_hugepages", "30"), ("surplus_hugepages", "0")] {
+        for (f, v) in [
+            ("nr_hugepages", "64"),
+            ("free_hugepages", "40"),
+            ("resv_hugepages", "30"),
+            ("surplus_hugepages", "0"),
+        ] {
             std::fs::write(g.join(f), format!("{v}\n")).unwrap();
         }
         let n = t.path().join("devices/system/node/node0/hugepages/hugepages-2048kB");
         std::fs::create_dir_all(&n).unwrap();
-        for (f, v) in [("nr_hugepages", "64"), ("free_hugepages", "40"), ("surplus_hugepages", "0")] {
+        for (f, v) in [("nr_hugepages", "64"), ("free_hugepages", "40"), ("surplus_hugepages", "0")]
+        {
             std::fs::write(n.join(f), v).unwrap();
         }
         let s = Sysfs::at(t.path());
@@ -125,6 +131,9 @@ mod tests {
         assert_eq!(p, Pool { total: 64, free: 40, reserved: 30, surplus: 0 });
         assert_eq!(p.available(), 10);
         assert!(s.pool(PageSize::Size1Gi).is_none());
-        assert_eq!(s.node_pools(PageSize::Size2Mi), vec![NodePool { node: 0, total: 64, free: 40, surplus: 0 }]);
+        assert_eq!(
+            s.node_pools(PageSize::Size2Mi),
+            vec![NodePool { node: 0, total: 64, free: 40, surplus: 0 }]
+        );
     }
 }

@@ -60,11 +60,8 @@ pub const CREATE_FLAGS: &[Flag] = &[
 ];
 
 /// `runc run` (run.go): create's flags and these.
-pub const RUN_ONLY_FLAGS: &[Flag] = &[
-    (&["detach", "d"], Nothing),
-    (&["keep"], Nothing),
-    (&["no-subreaper"], Nothing),
-];
+pub const RUN_ONLY_FLAGS: &[Flag] =
+    &[(&["detach", "d"], Nothing), (&["keep"], Nothing), (&["no-subreaper"], Nothing)];
 
 /// crun's `create`/`run` flag naming another spec file than `<bundle>/config.json`.
 const CRUN_CONFIG_FLAG: &[&str] = &["config", "f"];
@@ -146,7 +143,8 @@ fn go_flag_parse(args: &[String], tables: &[&[Flag]], scope: &str) -> Result<Par
         let value = match (takes, value) {
             (Nothing, None) => None,
             (Nothing, Some(v)) => {
-                go_bool(&v).ok_or_else(|| ArgError::BadBool { flag: shown.clone(), value: v.clone() })?;
+                go_bool(&v)
+                    .ok_or_else(|| ArgError::BadBool { flag: shown.clone(), value: v.clone() })?;
                 Some(v)
             }
             // `--preserve-fds` is an int: runc checks the number itself; it cannot change
@@ -164,7 +162,8 @@ fn go_flag_parse(args: &[String], tables: &[&[Flag]], scope: &str) -> Result<Par
         flags.push((name.to_string(), value));
     }
     for (names, _) in tables.iter().flat_map(|t| t.iter()) {
-        let given: Vec<&str> = names.iter().copied().filter(|n| flags.iter().any(|(f, _)| f == n)).collect();
+        let given: Vec<&str> =
+            names.iter().copied().filter(|n| flags.iter().any(|(f, _)| f == n)).collect();
         if given.len() > 1 {
             let dash = |n: &str| if n.len() == 1 { format!("-{n}") } else { format!("--{n}") };
             return Err(ArgError::TwoForms { first: dash(given[0]), second: dash(given[1]) });
@@ -283,7 +282,8 @@ fn read_create(command: &str, args: &[String], tables: &[&[Flag]]) -> Result<Cre
 /// A `create`/`run` command line after the command word, as runc 1.1 and runc 1.2+ read it;
 /// where they would read it differently, an error.
 pub fn parse_create(command: &str, rest: &[String]) -> Result<CreateLine, ArgError> {
-    let tables: &[&[Flag]] = if command == "run" { &[CREATE_FLAGS, RUN_ONLY_FLAGS] } else { &[CREATE_FLAGS] };
+    let tables: &[&[Flag]] =
+        if command == "run" { &[CREATE_FLAGS, RUN_ONLY_FLAGS] } else { &[CREATE_FLAGS] };
     let old = read_create(command, &reorder_runc_1_1(rest), tables);
     let new = read_create(command, &reorder_runc_1_2(tables, rest), tables);
     match (old, new) {
@@ -309,7 +309,10 @@ pub struct GlobalLine {
 
 pub fn parse_global(args: &[String]) -> Result<GlobalLine, ArgError> {
     let p = go_flag_parse(args, &[GLOBAL_FLAGS], "global")?;
-    Ok(GlobalLine { command_index: p.rest, prints_only: p.is_set(&["help", "h"]) || p.is_set(&["version", "v"]) })
+    Ok(GlobalLine {
+        command_index: p.rest,
+        prints_only: p.is_set(&["help", "h"]) || p.is_set(&["version", "v"]),
+    })
 }
 
 #[cfg(test)]
@@ -331,7 +334,9 @@ mod tests {
     /// for value flags, `--x`, `-x`, `--x=true`, `-x=false` for booleans; before and after the id.
     #[test]
     fn every_create_and_run_flag_in_every_form_leaves_bundle_and_id_right() {
-        for (command, tables) in [("create", vec![CREATE_FLAGS]), ("run", vec![CREATE_FLAGS, RUN_ONLY_FLAGS])] {
+        for (command, tables) in
+            [("create", vec![CREATE_FLAGS]), ("run", vec![CREATE_FLAGS, RUN_ONLY_FLAGS])]
+        {
             for (names, takes) in tables.iter().flat_map(|t| t.iter()) {
                 for name in names.iter().filter(|n| **n != "help" && **n != "h") {
                     let is_bundle = *name == "bundle" || *name == "b";
@@ -342,7 +347,12 @@ mod tests {
                             vec![format!("--{name}=/val")],
                             vec![format!("-{name}=/val")],
                         ],
-                        Nothing => vec![vec![format!("--{name}")], vec![format!("-{name}")], vec![format!("--{name}=true")], vec![format!("-{name}=false")]],
+                        Nothing => vec![
+                            vec![format!("--{name}")],
+                            vec![format!("-{name}")],
+                            vec![format!("--{name}=true")],
+                            vec![format!("-{name}=false")],
+                        ],
                     };
                     for form in forms {
                         // Flag first, the bundle flag (unless it is the one tested) and the id.
@@ -351,8 +361,15 @@ mod tests {
                             line.extend(["--bundle".to_string(), "/b".to_string()]);
                         }
                         line.push("ctr".into());
-                        let want = CreateLine::Create { bundle: Some(if is_bundle { "/val" } else { "/b" }.into()), id: "ctr".into() };
-                        assert_eq!(parse_create(command, &line), Ok(want.clone()), "{command} {line:?}");
+                        let want = CreateLine::Create {
+                            bundle: Some(if is_bundle { "/val" } else { "/b" }.into()),
+                            id: "ctr".into(),
+                        };
+                        assert_eq!(
+                            parse_create(command, &line),
+                            Ok(want.clone()),
+                            "{command} {line:?}"
+                        );
                         // The id first: urfave moves the flags in front.
                         let mut line = vec!["ctr".to_string()];
                         line.extend(form.clone());
@@ -368,11 +385,31 @@ mod tests {
 
     #[test]
     fn pidfd_socket_takes_a_value_and_is_not_the_container_id() {
-        assert_eq!(create(&["--pidfd-socket", "/run/s.sock", "--bundle", "/b", "ctr"]), made(Some("/b"), "ctr"));
-        assert_eq!(create(&["--bundle", "/b", "--pidfd-socket=/run/s.sock", "ctr"]), made(Some("/b"), "ctr"));
+        assert_eq!(
+            create(&["--pidfd-socket", "/run/s.sock", "--bundle", "/b", "ctr"]),
+            made(Some("/b"), "ctr")
+        );
+        assert_eq!(
+            create(&["--bundle", "/b", "--pidfd-socket=/run/s.sock", "ctr"]),
+            made(Some("/b"), "ctr")
+        );
         assert_eq!(run(&["-d", "--pidfd-socket", "/run/s.sock", "ctr"]), made(None, "ctr"));
         // What containerd's go-runc passes.
-        let shim = ["--bundle", "/b", "--pid-file", "/b/init.pid", "--console-socket", "/tmp/c.sock", "--pidfd-socket", "/tmp/p.sock", "--no-pivot", "--no-new-keyring", "--preserve-fds", "2", "ctr"];
+        let shim = [
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "--console-socket",
+            "/tmp/c.sock",
+            "--pidfd-socket",
+            "/tmp/p.sock",
+            "--no-pivot",
+            "--no-new-keyring",
+            "--preserve-fds",
+            "2",
+            "ctr",
+        ];
         assert_eq!(create(&shim), made(Some("/b"), "ctr"));
     }
 
@@ -389,12 +426,24 @@ mod tests {
             (&["--root", "/r", "ctr"], "--root"),
         ] {
             let e = create(args).unwrap_err();
-            assert_eq!(e, ArgError::UnknownFlag { scope: "create".into(), flag: flag.into() }, "{args:?}");
+            assert_eq!(
+                e,
+                ArgError::UnknownFlag { scope: "create".into(), flag: flag.into() },
+                "{args:?}"
+            );
             assert!(e.to_string().contains(&format!("have no create flag {flag} (")), "{e}");
         }
         assert!(matches!(run(&["--no-such", "ctr"]), Err(ArgError::UnknownFlag { .. })));
-        for args in [&["-f", "other.json", "ctr"][..], &["--config=other.json", "ctr"], &["ctr", "--config", "x"]] {
-            assert!(matches!(create(args), Err(ArgError::OtherSpecFile { .. })), "{args:?}: {:?}", create(args));
+        for args in [
+            &["-f", "other.json", "ctr"][..],
+            &["--config=other.json", "ctr"],
+            &["ctr", "--config", "x"],
+        ] {
+            assert!(
+                matches!(create(args), Err(ArgError::OtherSpecFile { .. })),
+                "{args:?}: {:?}",
+                create(args)
+            );
             assert!(matches!(run(args), Err(ArgError::OtherSpecFile { .. })), "{args:?}");
         }
     }
@@ -440,7 +489,10 @@ mod tests {
     fn what_runc_refuses_is_refused() {
         assert_eq!(create(&["--bundle"]), Err(ArgError::MissingValue { flag: "--bundle".into() }));
         // urfave moves `ctr` behind `--bundle` as its value: no id is left.
-        assert_eq!(create(&["ctr", "--bundle"]), Err(ArgError::Ids { command: "create".into(), ids: vec![] }));
+        assert_eq!(
+            create(&["ctr", "--bundle"]),
+            Err(ArgError::Ids { command: "create".into(), ids: vec![] })
+        );
         assert!(matches!(create(&["--no-pivot=yes", "ctr"]), Err(ArgError::BadBool { .. })));
         assert!(matches!(create(&["---bundle", "/b", "ctr"]), Err(ArgError::BadSyntax { .. })));
         assert!(matches!(create(&["-=x", "ctr"]), Err(ArgError::BadSyntax { .. })));
@@ -452,12 +504,24 @@ mod tests {
         assert_eq!(create(&[]), Err(ArgError::Ids { command: "create".into(), ids: vec![] }));
         assert!(matches!(create(&["a", "b"]), Err(ArgError::Ids { .. })));
         // A boolean stops Go's flag at the id after it: the rest are arguments (runc: "exactly 1").
-        assert!(matches!(create(&["--no-pivot", "ctr", "--bundle", "/b"]), Err(ArgError::Ids { .. })));
+        assert!(matches!(
+            create(&["--no-pivot", "ctr", "--bundle", "/b"]),
+            Err(ArgError::Ids { .. })
+        ));
         // runc 1.1 reads `ctr --` as two arguments, runc 1.2+ as one.
         assert_eq!(create(&["ctr", "--"]), Err(ArgError::Versions { command: "create".into() }));
-        for e in [create(&["ctr", "--"]).unwrap_err(), create(&["a", "b"]).unwrap_err(), create(&["-x"]).unwrap_err()] {
+        for e in [
+            create(&["ctr", "--"]).unwrap_err(),
+            create(&["a", "b"]).unwrap_err(),
+            create(&["-x"]).unwrap_err(),
+        ] {
             let s = e.to_string();
-            assert!(s.starts_with("cannot read the runtime command line: ") && s.ends_with(')') && !s.contains('\n'), "{s}");
+            assert!(
+                s.starts_with("cannot read the runtime command line: ")
+                    && s.ends_with(')')
+                    && !s.contains('\n'),
+                "{s}"
+            );
         }
     }
 
@@ -472,26 +536,47 @@ mod tests {
                         vec![format!("--{name}=x")],
                         vec![format!("-{name}=x")],
                     ],
-                    Nothing => vec![vec![format!("--{name}")], vec![format!("-{name}")], vec![format!("--{name}=false")], vec![format!("-{name}=true")]],
+                    Nothing => vec![
+                        vec![format!("--{name}")],
+                        vec![format!("-{name}")],
+                        vec![format!("--{name}=false")],
+                        vec![format!("-{name}=true")],
+                    ],
                 };
                 for form in forms {
                     let mut line = form.clone();
                     line.extend(["create".to_string(), "ctr".to_string()]);
                     let g = parse_global(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
                     assert_eq!(g.command_index, form.len(), "{line:?}");
-                    let prints = ["help", "h", "version", "v"].contains(name) && !form[0].ends_with("=false");
+                    let prints = ["help", "h", "version", "v"].contains(name)
+                        && !form[0].ends_with("=false");
                     assert_eq!(g.prints_only, prints, "{line:?}");
                 }
             }
         }
-        let g = parse_global(&v(&["--root", "/r", "--log=/l", "--log-format", "json", "--systemd-cgroup", "--debug", "run", "-d", "c"])).unwrap();
+        let g = parse_global(&v(&[
+            "--root",
+            "/r",
+            "--log=/l",
+            "--log-format",
+            "json",
+            "--systemd-cgroup",
+            "--debug",
+            "run",
+            "-d",
+            "c",
+        ]))
+        .unwrap();
         assert_eq!(g, GlobalLine { command_index: 7, prints_only: false });
         assert_eq!(parse_global(&v(&[])).unwrap().command_index, 0);
         assert_eq!(parse_global(&v(&["--root", "/r", "--", "create"])).unwrap().command_index, 3);
         let e = parse_global(&v(&["--no-such", "create", "c"])).unwrap_err();
         assert_eq!(e, ArgError::UnknownFlag { scope: "global".into(), flag: "--no-such".into() });
         assert!(matches!(parse_global(&v(&["--root"])), Err(ArgError::MissingValue { .. })));
-        assert!(matches!(parse_global(&v(&["--bundle", "/b", "create", "c"])), Err(ArgError::UnknownFlag { .. })));
+        assert!(matches!(
+            parse_global(&v(&["--bundle", "/b", "create", "c"])),
+            Err(ArgError::UnknownFlag { .. })
+        ));
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub fn parse_args(args: &[String], cwd: &Path) -> Result<Invocation, argv::ArgEr
     let g = argv::parse_global(args)?;
     let i = g.command_index;
     let command = if g.prints_only { None } else { args.get(i).cloned() };
-    let mut inv = Invocation { command, command_index: i, bundle: cwd.to_path_buf(), id: None, help: false };
+    let mut inv =
+        Invocation { command, command_index: i, bundle: cwd.to_path_buf(), id: None, help: false };
     if let Some(c @ ("create" | "run")) = inv.command.as_deref() {
         match argv::parse_create(c, &args[i + 1..])? {
             argv::CreateLine::Help => inv.help = true,
@@ -124,7 +125,9 @@ pub fn inject_hook(b: &mut Bundle, hook: &Path, config: Option<&Path>, stage: &s
     let arr = list.as_array_mut().expect("array");
     let ours = |h: &Value| {
         h.get("path").and_then(Value::as_str) == Some(&hook.display().to_string())
-            && h.get("args").and_then(Value::as_array).is_some_and(|a| a.last().and_then(Value::as_str) == Some(stage))
+            && h.get("args")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.last().and_then(Value::as_str) == Some(stage))
     };
     if !arr.iter().any(ours) {
         arr.push(hook_entry(hook, config, stage));
@@ -136,8 +139,13 @@ pub fn inject_hook(b: &mut Bundle, hook: &Path, config: Option<&Path>, stage: &s
 pub fn set_hook_timeouts(b: &mut Bundle, hook: &Path, secs: u64) {
     let path = hook.display().to_string();
     for stage in ["createRuntime", "poststop"] {
-        if let Some(list) = b.raw_object_mut(&["hooks"]).get_mut(stage).and_then(Value::as_array_mut) {
-            for h in list.iter_mut().filter(|h| h.get("path").and_then(Value::as_str) == Some(path.as_str())) {
+        if let Some(list) =
+            b.raw_object_mut(&["hooks"]).get_mut(stage).and_then(Value::as_array_mut)
+        {
+            for h in list
+                .iter_mut()
+                .filter(|h| h.get("path").and_then(Value::as_str) == Some(path.as_str()))
+            {
                 h["timeout"] = json!(secs);
             }
         }
@@ -149,7 +157,10 @@ pub const CRUN_HOOKS_STDERR: &str = "run.oci.hooks.stderr";
 
 /// Whether the real runtime is crun (by its file name: `crun`, `crun-1.8`, ...).
 pub fn is_crun(runtime: &Path) -> bool {
-    runtime.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "crun" || n.starts_with("crun-") || n.starts_with("crun."))
+    runtime
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == "crun" || n.starts_with("crun-") || n.starts_with("crun."))
 }
 
 /// Whether our stderr (which crun inherits) can be opened again through /dev/stderr: a pipe, a
@@ -173,7 +184,10 @@ pub fn stderr_append_if_file() {
         return;
     }
     if let Ok(flags) = fcntl(libc::STDERR_FILENO, FcntlArg::F_GETFL) {
-        let _ = fcntl(libc::STDERR_FILENO, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_APPEND));
+        let _ = fcntl(
+            libc::STDERR_FILENO,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_APPEND),
+        );
     }
 }
 
@@ -195,7 +209,13 @@ pub fn route_hook_stderr(b: &mut Bundle, runtime: &Path, reopenable: bool) -> bo
 }
 
 /// Edits the bundle for `create`/`run`. Returns false when the container passes through.
-pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, runtime: &Path) -> anyhow::Result<bool> {
+pub fn edit_bundle(
+    dir: &Path,
+    id: Option<&str>,
+    loaded: &Loaded,
+    hook: &Path,
+    runtime: &Path,
+) -> anyhow::Result<bool> {
     let mut b = Bundle::load(dir)?;
     if b.is_sandbox() {
         return Ok(false);
@@ -227,7 +247,12 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, r
         return Ok(true);
     }
     let h = cgroup::hugetlb_hierarchy().ok();
-    let ctx = SpecContext { config: &loaded.config, hugetlb: h.as_ref(), container_id: id, hook_bin: Some(hook) };
+    let ctx = SpecContext {
+        config: &loaded.config,
+        hugetlb: h.as_ref(),
+        container_id: id,
+        hook_bin: Some(hook),
+    };
     // Hooks first: a feature may tell the hook something through its own entry (GPU: the
     // limit it lowered), a channel pod annotations cannot reach.
     inject_hook(&mut b, hook, loaded.path.as_deref(), "createRuntime");
@@ -249,10 +274,19 @@ pub fn edit_bundle(dir: &Path, id: Option<&str>, loaded: &Loaded, hook: &Path, r
 /// is nothing to reserve, record or undo: the tmpfs lives and dies with the container's mount
 /// namespace, and the runtime resolves its target inside the rootfs as for any spec mount.
 /// Returns the dirs' targets, or None when the container needs the hook.
-pub fn only_private_dirs(req: &Request, b: &Bundle, cfg: &crate::config::Config, id: &str) -> Option<Vec<crate::request::ContainerPath>> {
+pub fn only_private_dirs(
+    req: &Request,
+    b: &Bundle,
+    cfg: &crate::config::Config,
+    id: &str,
+) -> Option<Vec<crate::request::ContainerPath>> {
     // Features that act on what only the hook sees (the init, the node) or record for others
     // (a GPU container is the watchdog's to kill: it needs its ledger record).
-    if features::rdma::RdmaSpec::read(&b.raw, req).is_some() || req.gpu.gpus > 0 || req.group.is_some() || req.file_prefix.is_some() {
+    if features::rdma::RdmaSpec::read(&b.raw, req).is_some()
+        || req.gpu.gpus > 0
+        || req.group.is_some()
+        || req.file_prefix.is_some()
+    {
         return None;
     }
     // A spec asking for shared propagation (Kubernetes' Bidirectional volumes): a tmpfs the
@@ -282,7 +316,9 @@ pub fn only_private_dirs(req: &Request, b: &Bundle, cfg: &crate::config::Config,
 fn spec_has_shared_propagation(spec: &serde_json::Value) -> bool {
     let shared = |v: &serde_json::Value| matches!(v.as_str(), Some("shared" | "rshared"));
     shared(&spec["linux"]["rootfsPropagation"])
-        || spec["mounts"].as_array().is_some_and(|ms| ms.iter().any(|m| m["options"].as_array().is_some_and(|o| o.iter().any(shared))))
+        || spec["mounts"].as_array().is_some_and(|ms| {
+            ms.iter().any(|m| m["options"].as_array().is_some_and(|o| o.iter().any(shared)))
+        })
 }
 
 /// Why the fast path leaves the implicit runtime dir (the container did not ask for one with
@@ -293,11 +329,17 @@ fn spec_has_shared_propagation(spec: &serde_json::Value) -> bool {
 /// rootfs writes into the image. So there the dir is added only when runc creates nothing:
 /// the target is a directory in the rootfs already, or the spec mounts something there or a
 /// tmpfs above it (runc then creates what is missing in that tmpfs, not in the image).
-pub fn implicit_dir_left_out(req: &Request, b: &Bundle, target: &crate::request::ContainerPath) -> Option<&'static str> {
+pub fn implicit_dir_left_out(
+    req: &Request,
+    b: &Bundle,
+    target: &crate::request::ContainerPath,
+) -> Option<&'static str> {
     if req.runtime_dir.is_some() {
         return None;
     }
-    let userns = b.raw["linux"]["namespaces"].as_array().is_some_and(|ns| ns.iter().any(|n| n["type"] == "user"));
+    let userns = b.raw["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n["type"] == "user"));
     let readonly = b.raw["root"]["readonly"].as_bool() == Some(true);
     if !userns && !readonly {
         return None;
@@ -319,7 +361,11 @@ fn needs_creating(b: &Bundle, target: &crate::request::ContainerPath) -> bool {
     use crate::host::mount::{resolve_target, Missing};
     use rustix::fs::{Mode, OFlags};
     use std::os::fd::AsRawFd;
-    let Ok(root) = rustix::fs::open(b.rootfs(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+    let Ok(root) = rustix::fs::open(
+        b.rootfs(),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
         return true;
     };
     match resolve_target(&root, target, Missing::Skip) {
@@ -329,21 +375,33 @@ fn needs_creating(b: &Bundle, target: &crate::request::ContainerPath) -> bool {
     }
     // Where the container sees the target: its deepest existing ancestor, symlinks resolved
     // (an image's /var/run is usually a link to /run), and the missing rest.
-    let fd_path = |fd: &std::os::fd::OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok();
+    let fd_path = |fd: &std::os::fd::OwnedFd| {
+        std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()
+    };
     let Some(real_root) = fd_path(&root) else { return true };
     let comps: Vec<_> = target.relative().components().collect();
     let mut seen = target.as_path().to_path_buf();
     for k in (1..comps.len()).rev() {
-        let prefix: PathBuf = std::iter::once(std::path::Component::RootDir).chain(comps[..k].iter().copied()).collect();
-        let Ok(p) = crate::request::ContainerPath::parse(&prefix.to_string_lossy()) else { return true };
+        let prefix: PathBuf = std::iter::once(std::path::Component::RootDir)
+            .chain(comps[..k].iter().copied())
+            .collect();
+        let Ok(p) = crate::request::ContainerPath::parse(&prefix.to_string_lossy()) else {
+            return true;
+        };
         if let Ok(Some(fd)) = resolve_target(&root, &p, Missing::Skip) {
-            let Some(inside) = fd_path(&fd).and_then(|h| h.strip_prefix(&real_root).ok().map(Path::to_path_buf)) else { return true };
+            let Some(inside) =
+                fd_path(&fd).and_then(|h| h.strip_prefix(&real_root).ok().map(Path::to_path_buf))
+            else {
+                return true;
+            };
             seen = Path::new("/").join(inside).join(comps[k..].iter().collect::<PathBuf>());
             break;
         }
     }
     let covered = |dest: &Path, typ: Option<&str>| {
-        [target.as_path(), seen.as_path()].iter().any(|t| *t == dest || (typ == Some("tmpfs") && t.starts_with(dest)))
+        [target.as_path(), seen.as_path()]
+            .iter()
+            .any(|t| *t == dest || (typ == Some("tmpfs") && t.starts_with(dest)))
     };
     !b.mounts().iter().any(|(dest, typ, _, _)| covered(dest, typ.as_deref()))
 }
@@ -351,7 +409,12 @@ fn needs_creating(b: &Bundle, target: &crate::request::ContainerPath) -> bool {
 /// What the hook's empty dir is (the same tmpfs: [`crate::plan::EMPTY_DIR_BYTES`], mode, nosuid,
 /// nodev, noexec), as a spec mount appended after the image's own (so it is on top, like the hook's).
 fn add_private_dir_mount(b: &mut Bundle, target: &crate::request::ContainerPath) {
-    let mounts = b.raw.as_object_mut().expect("a spec is an object").entry("mounts").or_insert_with(|| json!([]));
+    let mounts = b
+        .raw
+        .as_object_mut()
+        .expect("a spec is an object")
+        .entry("mounts")
+        .or_insert_with(|| json!([]));
     if !mounts.is_array() {
         *mounts = json!([]);
     }
@@ -379,7 +442,9 @@ fn add_private_dir_mount(b: &mut Bundle, target: &crate::request::ContainerPath)
 fn gc_before_create(cfg: &crate::config::Config) {
     let has_records = ["containers", "groups"].iter().any(|d| {
         std::fs::read_dir(cfg.state_dir.join(d))
-            .map(|mut rd| rd.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))))
+            .map(|mut rd| {
+                rd.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json")))
+            })
             .unwrap_or(false)
     });
     if !has_records {
@@ -400,15 +465,24 @@ pub fn real_runtime(path: &Path) -> anyhow::Result<PathBuf> {
     let resolved = if path.components().count() > 1 || path.is_absolute() {
         path.to_path_buf()
     } else {
-        let paths = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
-        std::env::split_paths(&paths)
-            .map(|d| d.join(path))
-            .find(|p| p.is_file())
-            .with_context(|| format!("cannot find the real runtime {:?} in PATH (set runtime_path in the config)", path))?
+        let paths = std::env::var_os("PATH").unwrap_or_else(|| {
+            OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        });
+        std::env::split_paths(&paths).map(|d| d.join(path)).find(|p| p.is_file()).with_context(
+            || {
+                format!(
+                    "cannot find the real runtime {:?} in PATH (set runtime_path in the config)",
+                    path
+                )
+            },
+        )?
     };
     let me = std::env::current_exe().ok().and_then(|p| file_id(&p));
     if me.is_some() && file_id(&resolved) == me {
-        bail!("runtime_path {} is dataplane-runtime itself (point runtime_path at the real runc)", resolved.display());
+        bail!(
+            "runtime_path {} is dataplane-runtime itself (point runtime_path at the real runc)",
+            resolved.display()
+        );
     }
     Ok(resolved)
 }
@@ -434,10 +508,14 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     };
     if inv.creates() {
         // Bounded like a hook stage (the guard goes with the exec of the runtime).
-        crate::deadline::arm(std::time::Duration::from_secs(loaded.config.hook_timeout_secs), format!("{} (spec edit)", inv.command.as_deref().unwrap_or("create")));
+        crate::deadline::arm(
+            std::time::Duration::from_secs(loaded.config.hook_timeout_secs),
+            format!("{} (spec edit)", inv.command.as_deref().unwrap_or("create")),
+        );
         let span = tracing::info_span!("runtime", command = inv.command.as_deref().unwrap_or(""), bundle = %inv.bundle.display());
         let _g = span.enter();
-        let edited = hook_path().and_then(|hook| edit_bundle(&inv.bundle, inv.id.as_deref(), loaded, &hook, &runtime));
+        let edited = hook_path()
+            .and_then(|hook| edit_bundle(&inv.bundle, inv.id.as_deref(), loaded, &hook, &runtime));
         match edited {
             Ok(true) => tracing::info!("spec edited"),
             Ok(false) => tracing::info!("passing through"),
@@ -456,7 +534,10 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
         }
     }
     let err = std::process::Command::new(&runtime).args(&args).exec();
-    anyhow::anyhow!("cannot execute the real runtime {}: {err} (set runtime_path in the config)", runtime.display())
+    anyhow::anyhow!(
+        "cannot execute the real runtime {}: {err} (set runtime_path in the config)",
+        runtime.display()
+    )
 }
 
 #[cfg(test)]
@@ -472,11 +553,31 @@ mod tests {
         type Case<'a> = (&'a [&'a str], Option<&'a str>, &'a str, Option<&'a str>);
         let cases: &[Case] = &[
             (&["create", "id"], Some("create"), "/cwd", Some("id")),
-            (&["--root", "/r", "--log=/l", "--systemd-cgroup", "create", "--bundle", "/b", "id"], Some("create"), "/b", Some("id")),
+            (
+                &["--root", "/r", "--log=/l", "--systemd-cgroup", "create", "--bundle", "/b", "id"],
+                Some("create"),
+                "/b",
+                Some("id"),
+            ),
             (&["-root", "/r", "run", "-b", "rel", "-d", "id"], Some("run"), "/cwd/rel", Some("id")),
-            (&["create", "--bundle=/x", "--pid-file", "/p", "id"], Some("create"), "/x", Some("id")),
-            (&["--log-format", "json", "create", "--console-socket", "/s", "-b=/y", "id"], Some("create"), "/y", Some("id")),
-            (&["create", "--pidfd-socket", "/run/p.sock", "--bundle", "/b", "id"], Some("create"), "/b", Some("id")),
+            (
+                &["create", "--bundle=/x", "--pid-file", "/p", "id"],
+                Some("create"),
+                "/x",
+                Some("id"),
+            ),
+            (
+                &["--log-format", "json", "create", "--console-socket", "/s", "-b=/y", "id"],
+                Some("create"),
+                "/y",
+                Some("id"),
+            ),
+            (
+                &["create", "--pidfd-socket", "/run/p.sock", "--bundle", "/b", "id"],
+                Some("create"),
+                "/b",
+                Some("id"),
+            ),
             (&["create", "id", "--bundle", "/b"], Some("create"), "/b", Some("id")),
             (&["create", "--bundle=", "id"], Some("create"), "/cwd", Some("id")),
             (&["delete", "--force", "id"], Some("delete"), "/cwd", None),
@@ -486,14 +587,22 @@ mod tests {
         ];
         for (args, cmd, bundle, id) in cases {
             let inv = parse_args(&v(args), cwd).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-            assert_eq!((inv.command.as_deref(), inv.bundle.as_path(), inv.id.as_deref()), (*cmd, Path::new(bundle), *id), "{args:?}");
+            assert_eq!(
+                (inv.command.as_deref(), inv.bundle.as_path(), inv.id.as_deref()),
+                (*cmd, Path::new(bundle), *id),
+                "{args:?}"
+            );
             assert!(!inv.help);
         }
-        for args in [&["create", "-h"][..], &["--root", "/r", "run", "--help"], &["create", "id", "-h"]] {
+        for args in
+            [&["create", "-h"][..], &["--root", "/r", "run", "--help"], &["create", "id", "-h"]]
+        {
             let inv = parse_args(&v(args), cwd).unwrap();
             assert!(inv.help && !inv.creates() && inv.id.is_none(), "{args:?}: {inv:?}");
         }
-        for args in [&["create", "--no-such", "id"][..], &["--no-such", "create", "id"], &["run", "a", "b"]] {
+        for args in
+            [&["create", "--no-such", "id"][..], &["--no-such", "create", "id"], &["run", "a", "b"]]
+        {
             let e = parse_args(&v(args), cwd).unwrap_err().to_string();
             assert!(e.starts_with("cannot read the runtime command line: "), "{args:?}: {e}");
         }
@@ -501,10 +610,22 @@ mod tests {
 
     #[test]
     fn only_create_run_and_update_are_acted_on() {
-        for args in [&["create", "id"][..], &["--root", "/r", "run", "-d", "id"], &["--log=/l", "update", "--memory", "1", "id"]] {
+        for args in [
+            &["create", "id"][..],
+            &["--root", "/r", "run", "-d", "id"],
+            &["--log=/l", "update", "--memory", "1", "id"],
+        ] {
             assert!(acts_on(&v(args)), "{args:?}");
         }
-        for args in [&["start", "id"][..], &["--root", "/r", "delete", "--force", "id"], &["state", "create"], &["--version"], &[], &["create", "-h"], &["--help", "create", "id"]] {
+        for args in [
+            &["start", "id"][..],
+            &["--root", "/r", "delete", "--force", "id"],
+            &["state", "create"],
+            &["--version"],
+            &[],
+            &["create", "-h"],
+            &["--help", "create", "id"],
+        ] {
             assert!(!acts_on(&v(args)), "{args:?}");
         }
         // Refused lines are the wrapper's: it logs why.
@@ -533,21 +654,32 @@ mod tests {
 
     #[test]
     fn the_fast_path_mount_is_added_once_on_top() {
-        let (_d, mut b) = bundle_with(json!({"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/"},
-            "mounts": [{"destination": "/var/run/dpdk", "type": "bind", "source": "/host/dpdk"}]}));
+        let (_d, mut b) = bundle_with(
+            json!({"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/"},
+            "mounts": [{"destination": "/var/run/dpdk", "type": "bind", "source": "/host/dpdk"}]}),
+        );
         let t = crate::request::ContainerPath::parse("/var/run/dpdk").unwrap();
         add_private_dir_mount(&mut b, &t);
         add_private_dir_mount(&mut b, &t);
         let m = b.raw["mounts"].as_array().unwrap();
         assert_eq!(m.len(), 2, "{m:?}");
-        assert_eq!((m[1]["type"].as_str(), m[1]["destination"].as_str()), (Some("tmpfs"), Some("/var/run/dpdk")));
+        assert_eq!(
+            (m[1]["type"].as_str(), m[1]["destination"].as_str()),
+            (Some("tmpfs"), Some("/var/run/dpdk"))
+        );
     }
 
     #[test]
     fn only_a_container_asking_for_nothing_takes_the_fast_path() {
         let ann = |k: &str, v: &str| json!({"ociVersion": "1.0.2", "annotations": {k: v}});
-        assert_eq!(fast_path(json!({"ociVersion": "1.0.2"})), Some(vec!["/var/run/dpdk".to_string()]));
-        assert_eq!(fast_path(ann("dataplane-hook.io/dpdk-runtime-dir", "/run/x")), Some(vec!["/run/x".to_string()]));
+        assert_eq!(
+            fast_path(json!({"ociVersion": "1.0.2"})),
+            Some(vec!["/var/run/dpdk".to_string()])
+        );
+        assert_eq!(
+            fast_path(ann("dataplane-hook.io/dpdk-runtime-dir", "/run/x")),
+            Some(vec!["/run/x".to_string()])
+        );
         assert_eq!(fast_path(ann("dataplane-hook.io/dpdk-runtime-dir", "none")), Some(vec![]));
         for (k, v) in [
             ("dataplane-hook.io/hugepages-2Mi", "16Mi"),
@@ -561,7 +693,8 @@ mod tests {
         }
         let limits = json!({"ociVersion": "1.0.2", "linux": {"resources": {"hugepageLimits": [{"pageSize": "2MB", "limit": 16777216}]}}});
         assert_eq!(fast_path(limits), None, "hugepageLimits need the hook");
-        let gpu = json!({"ociVersion": "1.0.2", "process": {"env": ["NVIDIA_VISIBLE_DEVICES=0,1"]}});
+        let gpu =
+            json!({"ociVersion": "1.0.2", "process": {"env": ["NVIDIA_VISIBLE_DEVICES=0,1"]}});
         assert_eq!(fast_path(gpu), None, "a GPU container needs the hook");
         let rdma = json!({"ociVersion": "1.0.2", "linux": {"devices": [{"path": "/dev/infiniband/uverbs0", "type": "c", "major": 231, "minor": 192}]}});
         assert_eq!(fast_path(rdma), None, "an RDMA container needs the hook");
@@ -573,7 +706,11 @@ mod tests {
     fn the_implicit_runtime_dir_is_left_out_only_where_runc_would_create_it_in_the_image() {
         let userns = json!({"namespaces": [{"type": "mount"}, {"type": "user"}],
             "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}], "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]});
-        let check = |linux: Value, readonly: bool, mounts: Value, ann: Value, tree: &dyn Fn(&Path)| {
+        let check = |linux: Value,
+                     readonly: bool,
+                     mounts: Value,
+                     ann: Value,
+                     tree: &dyn Fn(&Path)| {
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir_all(dir.path().join("rootfs/var")).unwrap();
             tree(&dir.path().join("rootfs"));
@@ -596,17 +733,32 @@ mod tests {
         // Neither user-namespaced nor read-only: added as before (runc creates it, as it may).
         assert_eq!(check(json!({}), false, no_mounts.clone(), no_ann.clone(), &none), None);
         // User-namespaced or read-only, path missing: left out.
-        assert!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &none).is_some_and(|w| w.contains("user-namespaced")));
-        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &none).is_some_and(|w| w.contains("read-only")));
-        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &run_link("/run")).is_some(), "/run has no dpdk dir");
+        assert!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &none)
+            .is_some_and(|w| w.contains("user-namespaced")));
+        assert!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &none)
+            .is_some_and(|w| w.contains("read-only")));
+        assert!(
+            check(json!({}), true, no_mounts.clone(), no_ann.clone(), &run_link("/run")).is_some(),
+            "/run has no dpdk dir"
+        );
         // The path is there: mounting over it creates nothing.
-        assert_eq!(check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &dpdk_dir), None);
+        assert_eq!(
+            check(userns.clone(), false, no_mounts.clone(), no_ann.clone(), &dpdk_dir),
+            None
+        );
         assert_eq!(check(json!({}), true, no_mounts.clone(), no_ann.clone(), &dpdk_dir), None);
         // A tmpfs the spec mounts above it, seen through the image's /var/run -> /run link (or not).
         let run_tmpfs = json!([{"destination": "/run", "type": "tmpfs", "source": "tmpfs"}]);
-        assert_eq!(check(json!({}), true, run_tmpfs.clone(), no_ann.clone(), &run_link("../run")), None);
-        assert_eq!(check(userns.clone(), false, run_tmpfs.clone(), no_ann.clone(), &run_link("/run")), None);
-        let var_run_tmpfs = json!([{"destination": "/var/run", "type": "tmpfs", "source": "tmpfs"}]);
+        assert_eq!(
+            check(json!({}), true, run_tmpfs.clone(), no_ann.clone(), &run_link("../run")),
+            None
+        );
+        assert_eq!(
+            check(userns.clone(), false, run_tmpfs.clone(), no_ann.clone(), &run_link("/run")),
+            None
+        );
+        let var_run_tmpfs =
+            json!([{"destination": "/var/run", "type": "tmpfs", "source": "tmpfs"}]);
         assert_eq!(check(userns.clone(), false, var_run_tmpfs, no_ann.clone(), &none), None);
         // A bind above it would have runc write into the bind's source: still left out.
         let run_bind = json!([{"destination": "/run", "type": "bind", "source": "/tmp", "options": ["rbind"]}]);
@@ -649,7 +801,10 @@ mod tests {
         assert_eq!(h["createRuntime"].as_array().unwrap().len(), 1);
         assert_eq!(h["poststop"].as_array().unwrap().len(), 2);
         assert_eq!(h["poststop"][0]["path"], "/other");
-        assert_eq!(h["createRuntime"][0]["args"], json!(["dataplane-hook", "--config", "/etc/c.toml", "createRuntime"]));
+        assert_eq!(
+            h["createRuntime"][0]["args"],
+            json!(["dataplane-hook", "--config", "/etc/c.toml", "createRuntime"])
+        );
         assert_eq!(b.raw["x-unknown"], json!({"a":1}));
     }
 
@@ -674,13 +829,17 @@ mod tests {
         assert!(!route_hook_stderr(&mut b, Path::new("crun"), false));
         assert!(b.raw["annotations"].get(CRUN_HOOKS_STDERR).is_none());
         // The user's own file wins; no annotations object yet is fine.
-        let mut b = load(r#"{"ociVersion":"1.0.2","annotations":{"run.oci.hooks.stderr":"/var/log/h"}}"#);
+        let mut b =
+            load(r#"{"ociVersion":"1.0.2","annotations":{"run.oci.hooks.stderr":"/var/log/h"}}"#);
         assert!(!route_hook_stderr(&mut b, Path::new("crun"), true));
         assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/var/log/h");
         let mut b = load(r#"{"ociVersion":"1.0.2"}"#);
         assert!(route_hook_stderr(&mut b, Path::new("/opt/crun-1.8"), true));
         assert_eq!(b.raw["annotations"][CRUN_HOOKS_STDERR], "/dev/stderr");
-        assert!(!is_crun(Path::new("/usr/bin/crunch")) && !is_crun(Path::new("/usr/bin/dataplane-runtime")));
+        assert!(
+            !is_crun(Path::new("/usr/bin/crunch"))
+                && !is_crun(Path::new("/usr/bin/dataplane-runtime"))
+        );
     }
 
     #[test]

@@ -116,7 +116,12 @@ pub fn parse(rest: &[String]) -> UpdateArgs {
 impl UpdateArgs {
     /// The last value of flag `name` (Go's flag package keeps the last), if not empty.
     fn value(&self, name: &str) -> Option<&str> {
-        self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
     }
     fn resources(&self) -> Option<&str> {
         self.value("resources").or_else(|| self.value("r"))
@@ -150,11 +155,17 @@ pub fn flags_to_resources(u: &UpdateArgs) -> anyhow::Result<Value> {
     let mut res = json!({});
     for (name, _) in &u.flags {
         let Some((_, kind)) = FLAGS.iter().find(|(n, _)| n == name) else {
-            bail!("unknown runc update flag --{name} (pass the resources as JSON with --resources)");
+            bail!(
+                "unknown runc update flag --{name} (pass the resources as JSON with --resources)"
+            );
         };
         let Some(v) = u.value(name) else { continue };
         let bad = || {
-            let hint = if matches!(kind, Kind::Size(_)) { "a size such as 1536m, 2g or bytes, or -1 for unlimited" } else { "a number" };
+            let hint = if matches!(kind, Kind::Size(_)) {
+                "a size such as 1536m, 2g or bytes, or -1 for unlimited"
+            } else {
+                "a number"
+            };
             anyhow::anyhow!("invalid value for --{name}: {v:?} (runc takes {hint})")
         };
         let (ptr, value) = match *kind {
@@ -162,7 +173,9 @@ pub fn flags_to_resources(u: &UpdateArgs) -> anyhow::Result<Value> {
             Kind::Uint(p) => (p, json!(v.parse::<u64>().map_err(|_| bad())?)),
             Kind::Int(p) => (p, json!(v.parse::<i64>().map_err(|_| bad())?)),
             Kind::Str(p) => (p, json!(v)),
-            Kind::Size(p) => (p, json!(if v == "-1" { -1 } else { ram_in_bytes(v).ok_or_else(bad)? })),
+            Kind::Size(p) => {
+                (p, json!(if v == "-1" { -1 } else { ram_in_bytes(v).ok_or_else(bad)? }))
+            }
         };
         set_pointer(&mut res, ptr, value);
     }
@@ -202,22 +215,36 @@ pub fn requested_limit(res: &Map<String, Value>) -> anyhow::Result<Option<Option
 /// Whether the update touches memory at all.
 fn touches_memory(res: &Map<String, Value>) -> bool {
     let mem = res.get("memory").and_then(Value::as_object);
-    let set = |k: &str| mem.and_then(|m| m.get(k)).is_some_and(|v| !v.is_null() && v.as_i64() != Some(0));
+    let set =
+        |k: &str| mem.and_then(|m| m.get(k)).is_some_and(|v| !v.is_null() && v.as_i64() != Some(0));
     set("limit")
         || set("swap")
         || set("reservation")
-        || res.get("unified").and_then(Value::as_object).is_some_and(|u| u.keys().any(|k| k.starts_with("memory.")))
+        || res
+            .get("unified")
+            .and_then(Value::as_object)
+            .is_some_and(|u| u.keys().any(|k| k.starts_with("memory.")))
 }
 
 /// The `--resources` JSON from a file or `-` (stdin): a JSON object.
 fn read_resources(src: &str) -> anyhow::Result<Value> {
     let mut text = String::new();
-    let read = if src == "-" { std::io::stdin().read_to_string(&mut text).map(|_| ()) } else { std::fs::read_to_string(src).map(|t| text = t) };
-    read.map_err(|e| anyhow::anyhow!("cannot read --resources {src}: {e} (give a readable file, or - for stdin)"))?;
+    let read = if src == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::read_to_string(src).map(|t| text = t)
+    };
+    read.map_err(|e| {
+        anyhow::anyhow!("cannot read --resources {src}: {e} (give a readable file, or - for stdin)")
+    })?;
     match serde_json::from_str::<Value>(&text) {
         Ok(v) if v.is_object() => Ok(v),
-        Ok(_) => bail!("--resources {src} is not a JSON object (runc update takes a LinuxResources object)"),
-        Err(e) => bail!("--resources {src} is not JSON: {e} (runc update takes a LinuxResources object)"),
+        Ok(_) => bail!(
+            "--resources {src} is not a JSON object (runc update takes a LinuxResources object)"
+        ),
+        Err(e) => {
+            bail!("--resources {src} is not JSON: {e} (runc update takes a LinuxResources object)")
+        }
     }
 }
 
@@ -241,7 +268,12 @@ fn grant_of(rec: &ledger::ContainerRecord) -> Option<&GpuPlan> {
 
 /// Runs `update` for a GPU container: Ok(None) when the container is not one (the caller execs
 /// the runtime unchanged), else the real runtime's exit code.
-pub fn run(args: &[String], at: usize, loaded: &Loaded, runtime: &Path) -> anyhow::Result<Option<i32>> {
+pub fn run(
+    args: &[String],
+    at: usize,
+    loaded: &Loaded,
+    runtime: &Path,
+) -> anyhow::Result<Option<i32>> {
     let u = parse(&args[at + 1..]);
     let [id] = u.positional.as_slice() else { return Ok(None) };
     if u.help_or_incomplete {
@@ -252,13 +284,16 @@ pub fn run(args: &[String], at: usize, loaded: &Loaded, runtime: &Path) -> anyho
     let what = || format!("cannot update GPU container {id}");
     let mut res = match u.resources() {
         Some(src) => read_resources(src).with_context(what)?,
-        None if MEMORY_FLAGS.iter().any(|f| u.value(f).is_some()) => flags_to_resources(&u).with_context(what)?,
+        None if MEMORY_FLAGS.iter().any(|f| u.value(f).is_some()) => {
+            flags_to_resources(&u).with_context(what)?
+        }
         None => return Ok(None), // no memory flag: the limit stays the lowered one
     };
     let obj = res.as_object_mut().expect("read_resources and flags_to_resources give objects");
     let plan = if touches_memory(obj) {
         let requested = requested_limit(obj).with_context(what)?;
-        let plan = gpu::replan(id, &grant, requested, cfg, gpu::host_mem_total()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plan = gpu::replan(id, &grant, requested, cfg, gpu::host_mem_total())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let v2 = gpu::host_memory_is_v2();
         gpu::lower_resources(obj, &plan, v2);
         if let (true, None, Some(_)) = (v2, plan.high, grant.high) {
@@ -281,16 +316,20 @@ pub fn run(args: &[String], at: usize, loaded: &Loaded, runtime: &Path) -> anyho
         }
     }
     argv.push(id.clone());
-    let mut child = Command::new(runtime)
-        .args(&argv)
-        .stdin(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot execute the real runtime {} (set runtime_path in the config)", runtime.display()))?;
+    let mut child =
+        Command::new(runtime).args(&argv).stdin(Stdio::piped()).spawn().with_context(|| {
+            format!(
+                "cannot execute the real runtime {} (set runtime_path in the config)",
+                runtime.display()
+            )
+        })?;
     let body = serde_json::to_vec(&res).expect("serializes");
     let written = child.stdin.take().expect("piped").write_all(&body);
     let status = child.wait().context("waiting for the real runtime")?;
     written.context("writing the resources to the real runtime")?;
-    let code = status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+    let code = status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    });
     if let (true, Some(plan)) = (status.success(), plan) {
         if let Err(e) = record(&cfg.state_dir, id, &plan) {
             tracing::warn!(container = %id, "updated, but the ledger still has the old limits: {e:#}");
@@ -313,15 +352,17 @@ fn record(state_dir: &Path, id: &str, plan: &GpuPlan) -> anyhow::Result<()> {
     for e in &mut rec.entries {
         match &mut e.effect {
             Effect::GpuHeadroom(g) if e.done => *g = plan.clone(),
-            Effect::CgroupValue { file, value, previous } => match file.file_name().and_then(|f| f.to_str()) {
-                Some(name @ ("memory.max" | "memory.limit_in_bytes")) => {
-                    let v1 = name == "memory.limit_in_bytes";
-                    *value = or_max(plan.limit, v1);
-                    *previous = Some(or_max(plan.requested_limit, v1));
+            Effect::CgroupValue { file, value, previous } => {
+                match file.file_name().and_then(|f| f.to_str()) {
+                    Some(name @ ("memory.max" | "memory.limit_in_bytes")) => {
+                        let v1 = name == "memory.limit_in_bytes";
+                        *value = or_max(plan.limit, v1);
+                        *previous = Some(or_max(plan.requested_limit, v1));
+                    }
+                    Some("memory.high") => *value = or_max(plan.high, false),
+                    _ => {}
                 }
-                Some("memory.high") => *value = or_max(plan.high, false),
-                _ => {}
-            },
+            }
             _ => {}
         }
     }
@@ -342,7 +383,11 @@ mod tests {
         assert_eq!(u.resources(), Some("-"));
         assert_eq!(u.value("memory-swap"), Some("2g"));
         let u = parse(&v(&["ctr", "--memory", "1g"]));
-        assert_eq!((u.positional.as_slice(), u.value("memory")), (v(&["ctr"]).as_slice(), Some("1g")), "flags after the id (urfave reorders)");
+        assert_eq!(
+            (u.positional.as_slice(), u.value("memory")),
+            (v(&["ctr"]).as_slice(), Some("1g")),
+            "flags after the id (urfave reorders)"
+        );
         assert!(parse(&v(&["--help"])).help_or_incomplete);
         assert!(parse(&v(&["ctr", "--memory"])).help_or_incomplete);
         assert_eq!(parse(&v(&["--", "a", "-b"])).positional, v(&["a", "-b"]));
@@ -350,7 +395,17 @@ mod tests {
 
     #[test]
     fn sizes_parse_like_go_units() {
-        for (s, n) in [("1073741824", 1 << 30), ("1g", 1 << 30), ("1G", 1 << 30), ("1GiB", 1 << 30), ("1gb", 1 << 30), ("512m", 512 << 20), ("1.5k", 1536), ("2 m", 2 << 20), ("10b", 10)] {
+        for (s, n) in [
+            ("1073741824", 1 << 30),
+            ("1g", 1 << 30),
+            ("1G", 1 << 30),
+            ("1GiB", 1 << 30),
+            ("1gb", 1 << 30),
+            ("512m", 512 << 20),
+            ("1.5k", 1536),
+            ("2 m", 2 << 20),
+            ("10b", 10),
+        ] {
             assert_eq!(ram_in_bytes(s), Some(n), "{s}");
         }
         for s in ["", "g", "-5", "1x", "1gg", "1.g", "abc", "1gibb"] {
@@ -360,7 +415,24 @@ mod tests {
 
     #[test]
     fn flags_become_the_resources_json_runc_builds() {
-        let u = parse(&v(&["--memory", "1g", "--memory-swap", "-1", "--cpu-quota", "-1", "--cpu-period=100000", "--cpuset-cpus", "0-1", "--pids-limit", "50", "--l3-cache-schema", "L3:0=f", "--blkio-weight", "500", "c"]));
+        let u = parse(&v(&[
+            "--memory",
+            "1g",
+            "--memory-swap",
+            "-1",
+            "--cpu-quota",
+            "-1",
+            "--cpu-period=100000",
+            "--cpuset-cpus",
+            "0-1",
+            "--pids-limit",
+            "50",
+            "--l3-cache-schema",
+            "L3:0=f",
+            "--blkio-weight",
+            "500",
+            "c",
+        ]));
         let r = flags_to_resources(&u).unwrap();
         assert_eq!(
             r,
@@ -369,7 +441,9 @@ mod tests {
         );
         let e = flags_to_resources(&parse(&v(&["--memory", "lots", "c"]))).unwrap_err().to_string();
         assert_eq!(e, "invalid value for --memory: \"lots\" (runc takes a size such as 1536m, 2g or bytes, or -1 for unlimited)");
-        let e = flags_to_resources(&parse(&v(&["--memory", "1g", "--frobnicate", "1", "c"]))).unwrap_err().to_string();
+        let e = flags_to_resources(&parse(&v(&["--memory", "1g", "--frobnicate", "1", "c"])))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown runc update flag --frobnicate"), "{e}");
     }
 

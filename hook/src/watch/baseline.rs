@@ -24,7 +24,9 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// The saved baseline if it was taken in this boot with the same counting rule.
@@ -35,8 +37,12 @@ pub fn load(state_dir: &Path, boot_id: &str, count_hugetlb: bool) -> Option<Save
 
 pub fn save(state_dir: &Path, s: &Saved) -> std::io::Result<()> {
     let p = path(state_dir);
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p.parent().expect("has a parent"))?;
-    crate::ledger::atomic_write(&p, &serde_json::to_vec(s).expect("serializes")).map_err(std::io::Error::other)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p.parent().expect("has a parent"))?;
+    crate::ledger::atomic_write(&p, &serde_json::to_vec(s).expect("serializes"))
+        .map_err(std::io::Error::other)
 }
 
 #[cfg(test)]

@@ -75,7 +75,9 @@ impl Meminfo {
                     m.lru = m.lru.saturating_add(bytes);
                     seen |= 4;
                 }
-                "Slab" | "KernelStack" | "PageTables" | "SecPageTables" | "Percpu" => m.kernel = m.kernel.saturating_add(bytes),
+                "Slab" | "KernelStack" | "PageTables" | "SecPageTables" | "Percpu" => {
+                    m.kernel = m.kernel.saturating_add(bytes)
+                }
                 "Hugetlb" => {
                     m.hugetlb = bytes;
                     have_hugetlb = true;
@@ -120,7 +122,9 @@ pub fn charged_raw_kernel_v2(stat: &str) -> u64 {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     };
-    let attributed = super::policy::granted(["slab", "kernel_stack", "pagetables", "sec_pagetables", "percpu"].map(get));
+    let attributed = super::policy::granted(
+        ["slab", "kernel_stack", "pagetables", "sec_pagetables", "percpu"].map(get),
+    );
     get("kernel").saturating_sub(attributed).saturating_add(get("sock"))
 }
 
@@ -142,12 +146,24 @@ fn uncharged(fast: i64, pcp: u64, charged_kernel: u64) -> i64 {
 }
 
 /// The estimate from recorded texts (pure; what the unit tests feed).
-pub fn estimate(meminfo: &str, zoneinfo: &str, v2_stats: &[&str], page_size: u64, count_hugetlb: bool) -> Option<Estimate> {
+pub fn estimate(
+    meminfo: &str,
+    zoneinfo: &str,
+    v2_stats: &[&str],
+    page_size: u64,
+    count_hugetlb: bool,
+) -> Option<Estimate> {
     let m = Meminfo::parse(meminfo)?;
     let fast = m.unattributed(count_hugetlb);
     let pcp = pcp_pages(zoneinfo).saturating_mul(page_size);
     let charged_kernel = super::policy::granted(v2_stats.iter().map(|s| charged_raw_kernel_v2(s)));
-    Some(Estimate { fast, pcp, charged_kernel, uncharged: uncharged(fast, pcp, charged_kernel), meminfo: m })
+    Some(Estimate {
+        fast,
+        pcp,
+        charged_kernel,
+        uncharged: uncharged(fast, pcp, charged_kernel),
+        meminfo: m,
+    })
 }
 
 /// Reads the node: /proc/meminfo through a kept-open fd (no allocation on the fast path).
@@ -162,22 +178,35 @@ pub struct Estimator {
 }
 
 impl Estimator {
-    pub fn new(proc_dir: &Path, v2_root: Option<PathBuf>, count_hugetlb: bool) -> std::io::Result<Estimator> {
+    pub fn new(
+        proc_dir: &Path,
+        v2_root: Option<PathBuf>,
+        count_hugetlb: bool,
+    ) -> std::io::Result<Estimator> {
         let meminfo = File::open(proc_dir.join("meminfo"))?;
         // SAFETY: sysconf has no preconditions.
         let page_size = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
             n if n > 0 => n as u64,
             _ => 4096,
         };
-        Ok(Estimator { meminfo, buf: Vec::with_capacity(8192), proc_dir: proc_dir.to_path_buf(), v2_root, page_size, count_hugetlb })
+        Ok(Estimator {
+            meminfo,
+            buf: Vec::with_capacity(8192),
+            proc_dir: proc_dir.to_path_buf(),
+            v2_root,
+            page_size,
+            count_hugetlb,
+        })
     }
 
     fn read_meminfo(&mut self) -> std::io::Result<Meminfo> {
         self.buf.clear();
         self.meminfo.rewind()?;
         (&self.meminfo).read_to_end(&mut self.buf)?;
-        let text = std::str::from_utf8(&self.buf).map_err(|_| std::io::Error::other("meminfo is not UTF-8"))?;
-        Meminfo::parse(text).ok_or_else(|| std::io::Error::other("meminfo lacks MemTotal/MemFree/LRU fields"))
+        let text = std::str::from_utf8(&self.buf)
+            .map_err(|_| std::io::Error::other("meminfo is not UTF-8"))?;
+        Meminfo::parse(text)
+            .ok_or_else(|| std::io::Error::other("meminfo lacks MemTotal/MemFree/LRU fields"))
     }
 
     /// The meminfo-only estimate (an upper bound).
@@ -197,13 +226,20 @@ impl Estimator {
                 for e in rd.flatten() {
                     if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                         if let Ok(s) = std::fs::read_to_string(e.path().join("memory.stat")) {
-                            charged_kernel = charged_raw_kernel_v2(&s).saturating_add(charged_kernel);
+                            charged_kernel =
+                                charged_raw_kernel_v2(&s).saturating_add(charged_kernel);
                         }
                     }
                 }
             }
         }
-        Ok(Estimate { fast, pcp, charged_kernel, uncharged: uncharged(fast, pcp, charged_kernel), meminfo })
+        Ok(Estimate {
+            fast,
+            pcp,
+            charged_kernel,
+            uncharged: uncharged(fast, pcp, charged_kernel),
+            meminfo,
+        })
     }
 }
 
@@ -228,7 +264,10 @@ mod tests {
         let m = Meminfo::parse(BASE_MI).unwrap();
         assert!(m.total > 20 << 30 && m.free > 0 && m.lru > 0 && m.kernel > 0);
         assert_eq!(Meminfo::parse(POOL_MI).unwrap().hugetlb, 256 << 20);
-        assert!(Meminfo::parse("MemTotal: 1 kB\n").is_none(), "missing fields are an error, not zeros");
+        assert!(
+            Meminfo::parse("MemTotal: 1 kB\n").is_none(),
+            "missing fields are an error, not zeros"
+        );
     }
 
     #[test]
@@ -246,7 +285,8 @@ mod tests {
         // Recorded: a host process touched 512 MiB of anonymous memory (no memory limit).
         let base = est(BASE_MI, BASE_ZI, true);
         let anon = est(ANON_MI, ANON_ZI, true);
-        let used = (anon.meminfo.total - anon.meminfo.free) as i64 - (base.meminfo.total - base.meminfo.free) as i64;
+        let used = (anon.meminfo.total - anon.meminfo.free) as i64
+            - (base.meminfo.total - base.meminfo.free) as i64;
         assert!(used > 400 * MI, "the snapshot really used more memory: {} MiB", used / MI);
         let d = anon.uncharged - base.uncharged;
         assert!(d.abs() < 48 * MI, "anon memory moved the estimate by {} MiB", d / MI);
@@ -279,9 +319,18 @@ mod tests {
         let m = Meminfo::parse(&mi).unwrap();
         assert_eq!((m.total, m.kernel), (max, max));
         assert_eq!(m.unattributed(true), -1024, "total − kernel − lru: no wrap");
-        let e = estimate(&mi, &format!("count: {max}\ncount: {max}\n"), &[&format!("kernel {max}\nsock {max}\n")], 4096, true).unwrap();
+        let e = estimate(
+            &mi,
+            &format!("count: {max}\ncount: {max}\n"),
+            &[&format!("kernel {max}\nsock {max}\n")],
+            4096,
+            true,
+        )
+        .unwrap();
         assert_eq!((e.pcp, e.charged_kernel, e.uncharged), (max, max, i64::MIN));
-        let big = format!("MemTotal: {max} kB\nMemFree: 0 kB\nActive: 0 kB\nInactive: 0 kB\nUnevictable: 0 kB\n");
+        let big = format!(
+            "MemTotal: {max} kB\nMemFree: 0 kB\nActive: 0 kB\nInactive: 0 kB\nUnevictable: 0 kB\n"
+        );
         assert_eq!(Meminfo::parse(&big).unwrap().unattributed(false), i64::MAX);
     }
 

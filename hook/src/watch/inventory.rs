@@ -72,7 +72,11 @@ mod tests {
 
     #[test]
     fn only_completed_grants_make_gpu_containers() {
-        let (g, o) = classify(&[rec("gpu", vec![grant(true)]), rec("half", vec![grant(false)]), rec("dpdk", vec![])]);
+        let (g, o) = classify(&[
+            rec("gpu", vec![grant(true)]),
+            rec("half", vec![grant(false)]),
+            rec("dpdk", vec![]),
+        ]);
         assert_eq!(g.len(), 1);
         assert_eq!((g[0].id.as_str(), g[0].gpus, g[0].headroom), ("gpu", 2, 4 << 30));
         assert_eq!(g[0].cgroup.as_deref(), Some(std::path::Path::new("/kubepods/pod1/c1")));

@@ -63,7 +63,12 @@ pub fn kill_scope<'a>(recorded: Option<&'a Path>, current: &'a Path) -> Result<&
 }
 
 /// Why `dir` must not be killed, if it must not (pure).
-pub fn refuse_reason(mount: &Path, dir: &Path, own: Option<&Path>, others: &[PathBuf]) -> Option<String> {
+pub fn refuse_reason(
+    mount: &Path,
+    dir: &Path,
+    own: Option<&Path>,
+    others: &[PathBuf],
+) -> Option<String> {
     if !dir.starts_with(mount) || dir == mount {
         return Some(format!("{} is not a cgroup below {}", dir.display(), mount.display()));
     }
@@ -73,7 +78,11 @@ pub fn refuse_reason(mount: &Path, dir: &Path, own: Option<&Path>, others: &[Pat
         }
     }
     if let Some(o) = others.iter().find(|o| o.starts_with(dir)) {
-        return Some(format!("{} also holds another container (cgroup {})", dir.display(), o.display()));
+        return Some(format!(
+            "{} also holds another container (cgroup {})",
+            dir.display(),
+            o.display()
+        ));
     }
     None
 }
@@ -110,20 +119,30 @@ impl Killer {
     }
 
     /// Resolves and checks the victim's cgroup (its init must be alive: identity by start time).
-    pub fn target(&self, victim: &GpuContainer, others: &[ProcessId]) -> Result<PathBuf, KillError> {
+    pub fn target(
+        &self,
+        victim: &GpuContainer,
+        others: &[ProcessId],
+    ) -> Result<PathBuf, KillError> {
         let id = &victim.id;
         if !victim.init.is_alive() {
             return Err(KillError::Gone { id: id.clone() });
         }
-        let current = Self::path_in(&self.h, victim.init.pid).ok_or_else(|| KillError::Gone { id: id.clone() })?;
+        let current = Self::path_in(&self.h, victim.init.pid)
+            .ok_or_else(|| KillError::Gone { id: id.clone() })?;
         // The pid could have been reused between the liveness check and the cgroup read.
         if !victim.init.is_alive() {
             return Err(KillError::Gone { id: id.clone() });
         }
-        let scope = kill_scope(victim.cgroup.as_deref(), &current).map_err(|why| KillError::Unsafe { id: id.clone(), why })?;
+        let scope = kill_scope(victim.cgroup.as_deref(), &current)
+            .map_err(|why| KillError::Unsafe { id: id.clone(), why })?;
         let dir = self.h.dir_of(scope).ok_or_else(|| KillError::Unsafe {
             id: id.clone(),
-            why: format!("its cgroup {} is not in the memory hierarchy mounted at {}", scope.display(), self.h.mount.display()),
+            why: format!(
+                "its cgroup {} is not in the memory hierarchy mounted at {}",
+                scope.display(),
+                self.h.mount.display()
+            ),
         })?;
         let other_dirs: Vec<PathBuf> = others
             .iter()
@@ -143,17 +162,29 @@ impl Killer {
         let start = Instant::now();
         let io = |what: String| move |source| KillError::Io { id: id.clone(), what, source };
         if self.h.version == Version::V2 && dir.join("cgroup.kill").exists() {
-            std::fs::write(dir.join("cgroup.kill"), "1").map_err(io(format!("write {}/cgroup.kill", dir.display())))?;
+            std::fs::write(dir.join("cgroup.kill"), "1")
+                .map_err(io(format!("write {}/cgroup.kill", dir.display())))?;
             let mut rounds = 0;
             while populated(&dir) {
                 rounds += 1;
                 if start.elapsed() > self.timeout {
                     let left = procs_below(&dir).len();
-                    return Err(KillError::Timeout { id: id.clone(), dir, left, secs: self.timeout.as_secs() });
+                    return Err(KillError::Timeout {
+                        id: id.clone(),
+                        dir,
+                        left,
+                        secs: self.timeout.as_secs(),
+                    });
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            return Ok(Killed { cgroup: dir, method: "cgroup.kill", signalled: 0, rounds, elapsed: start.elapsed() });
+            return Ok(Killed {
+                cgroup: dir,
+                method: "cgroup.kill",
+                signalled: 0,
+                rounds,
+                elapsed: start.elapsed(),
+            });
         }
         let mut signalled = std::collections::BTreeSet::new();
         let mut rounds = 0;
@@ -163,7 +194,12 @@ impl Killer {
                 break;
             }
             if rounds > 0 && start.elapsed() > self.timeout {
-                return Err(KillError::Timeout { id: id.clone(), dir, left: pids.len(), secs: self.timeout.as_secs() });
+                return Err(KillError::Timeout {
+                    id: id.clone(),
+                    dir,
+                    left: pids.len(),
+                    secs: self.timeout.as_secs(),
+                });
             }
             for pid in pids {
                 if self.sigkill_if_member(pid, &dir) {
@@ -173,7 +209,13 @@ impl Killer {
             rounds += 1;
             std::thread::sleep(Duration::from_millis(1));
         }
-        Ok(Killed { cgroup: dir, method: "SIGKILL to every process", signalled: signalled.len(), rounds, elapsed: start.elapsed() })
+        Ok(Killed {
+            cgroup: dir,
+            method: "SIGKILL to every process",
+            signalled: signalled.len(),
+            rounds,
+            elapsed: start.elapsed(),
+        })
     }
 
     /// SIGKILLs `pid` through a pidfd if, once pinned, it is still inside `dir`.
@@ -204,7 +246,11 @@ pub fn procs_below(dir: &Path) -> Vec<i32> {
             out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
         }
         if let Ok(rd) = std::fs::read_dir(&d) {
-            stack.extend(rd.flatten().filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)).map(|e| e.path()));
+            stack.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.path()),
+            );
         }
     }
     out
@@ -232,12 +278,31 @@ mod tests {
     fn only_the_cgroup_recorded_at_create_is_killed() {
         let rec = Path::new("/kubepods/pod1/c1");
         assert_eq!(kill_scope(Some(rec), rec), Ok(rec));
-        assert_eq!(kill_scope(Some(rec), Path::new("/kubepods/pod1/c1/nested")), Ok(rec), "a cgroup below its own: still the container's");
-        for moved in ["/kubepods/pod2/c9", "/kubepods/pod1", "/", "/system.slice/sshd.service", "/kubepods/pod1/c10"] {
+        assert_eq!(
+            kill_scope(Some(rec), Path::new("/kubepods/pod1/c1/nested")),
+            Ok(rec),
+            "a cgroup below its own: still the container's"
+        );
+        for moved in [
+            "/kubepods/pod2/c9",
+            "/kubepods/pod1",
+            "/",
+            "/system.slice/sshd.service",
+            "/kubepods/pod1/c10",
+        ] {
             let e = kill_scope(Some(rec), Path::new(moved)).unwrap_err();
-            assert!(e.contains(moved) && e.contains("recorded at create") && e.contains("nothing was killed"), "{moved}: {e}");
+            assert!(
+                e.contains(moved)
+                    && e.contains("recorded at create")
+                    && e.contains("nothing was killed"),
+                "{moved}: {e}"
+            );
         }
-        assert_eq!(kill_scope(None, Path::new("/x")), Ok(Path::new("/x")), "old records: the current cgroup, under refuse_reason");
+        assert_eq!(
+            kill_scope(None, Path::new("/x")),
+            Ok(Path::new("/x")),
+            "old records: the current cgroup, under refuse_reason"
+        );
     }
 
     #[test]

@@ -26,18 +26,58 @@ impl Metrics {
             s += &format!("# HELP dataplane_hook_watch_{name} {help}\n# TYPE dataplane_hook_watch_{name} {kind}\n");
             s += &format!("dataplane_hook_watch_{name} {value}\n");
         };
-        g("uncharged_bytes", "gauge", "Memory no cgroup is charged for, above the baseline taken without GPU containers.", self.uncharged.to_string());
-        g("baseline_bytes", "gauge", "Uncharged memory of the node without GPU containers.", self.baseline.to_string());
-        g("granted_headroom_bytes", "gauge", "Driver-memory headroom granted to running GPU containers.", self.granted.to_string());
+        g(
+            "uncharged_bytes",
+            "gauge",
+            "Memory no cgroup is charged for, above the baseline taken without GPU containers.",
+            self.uncharged.to_string(),
+        );
+        g(
+            "baseline_bytes",
+            "gauge",
+            "Uncharged memory of the node without GPU containers.",
+            self.baseline.to_string(),
+        );
+        g(
+            "granted_headroom_bytes",
+            "gauge",
+            "Driver-memory headroom granted to running GPU containers.",
+            self.granted.to_string(),
+        );
         g("gpu_containers", "gauge", "Running GPU containers.", self.gpu_containers.to_string());
-        g("kills_total", "counter", "GPU containers killed for uncharged memory over budget.", self.kills.to_string());
-        g("dry_run_kills_total", "counter", "Kills a dry run would have made.", self.dry_run_kills.to_string());
-        g("pressure_events_total", "counter", "Memory PSI trigger events.", self.pressure_events.to_string());
+        g(
+            "kills_total",
+            "counter",
+            "GPU containers killed for uncharged memory over budget.",
+            self.kills.to_string(),
+        );
+        g(
+            "dry_run_kills_total",
+            "counter",
+            "Kills a dry run would have made.",
+            self.dry_run_kills.to_string(),
+        );
+        g(
+            "pressure_events_total",
+            "counter",
+            "Memory PSI trigger events.",
+            self.pressure_events.to_string(),
+        );
         if let Some(r) = self.last_reaction_seconds {
-            g("last_reaction_seconds", "gauge", "Budget crossing to the victim's cgroup empty, last kill.", format!("{r:.6}"));
+            g(
+                "last_reaction_seconds",
+                "gauge",
+                "Budget crossing to the victim's cgroup empty, last kill.",
+                format!("{r:.6}"),
+            );
         }
         if let Some(t) = self.last_kill_unix {
-            g("last_kill_timestamp_seconds", "gauge", "When the last kill happened.", t.to_string());
+            g(
+                "last_kill_timestamp_seconds",
+                "gauge",
+                "When the last kill happened.",
+                t.to_string(),
+            );
         }
         s
     }
@@ -64,20 +104,35 @@ mod tests {
 
     #[test]
     fn renders_the_textfile_format_and_writes_atomically() {
-        let m = Metrics { uncharged: 5, granted: 7, kills: 2, last_reaction_seconds: Some(0.25), ..Default::default() };
+        let m = Metrics {
+            uncharged: 5,
+            granted: 7,
+            kills: 2,
+            last_reaction_seconds: Some(0.25),
+            ..Default::default()
+        };
         let text = m.render();
         assert!(text.contains("# TYPE dataplane_hook_watch_kills_total counter\ndataplane_hook_watch_kills_total 2\n"), "{text}");
         assert!(text.contains("dataplane_hook_watch_last_reaction_seconds 0.250000\n"));
         assert!(!text.contains("last_kill_timestamp"), "absent until a kill");
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let mut f = l.split(' ');
-            assert!(f.next().unwrap().starts_with("dataplane_hook_watch_") && f.next().unwrap().parse::<f64>().is_ok() && f.next().is_none(), "{l}");
+            assert!(
+                f.next().unwrap().starts_with("dataplane_hook_watch_")
+                    && f.next().unwrap().parse::<f64>().is_ok()
+                    && f.next().is_none(),
+                "{l}"
+            );
         }
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("sub/w.prom");
         m.write(&p).unwrap();
         m.write(&p).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
-        assert_eq!(std::fs::read_dir(t.path().join("sub")).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(t.path().join("sub")).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }

@@ -130,18 +130,23 @@ impl Daemon {
         inotify::add_watch(
             &ino,
             &containers,
-            inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO | inotify::WatchFlags::DELETE | inotify::WatchFlags::CLOSE_WRITE,
+            inotify::WatchFlags::CREATE
+                | inotify::WatchFlags::MOVED_TO
+                | inotify::WatchFlags::DELETE
+                | inotify::WatchFlags::CLOSE_WRITE,
         )
         .map_err(|e| WatchError::StateDir { path: containers.clone(), source: e.into() })?;
 
         let h = cgroup::memory_hierarchy().map_err(WatchError::Cgroup)?;
         let v2_root = (h.version == Version::V2).then(|| h.mount.clone());
-        let mut est = Estimator::new(Path::new("/proc"), v2_root, w.count_hugetlb).map_err(WatchError::Meminfo)?;
+        let mut est = Estimator::new(Path::new("/proc"), v2_root, w.count_hugetlb)
+            .map_err(WatchError::Meminfo)?;
 
         let psi = if w.pressure_trigger.is_empty() {
             None
         } else {
-            let (full, stall, window) = crate::config::parse_pressure_trigger(&w.pressure_trigger).expect("validated");
+            let (full, stall, window) =
+                crate::config::parse_pressure_trigger(&w.pressure_trigger).expect("validated");
             match psi::Trigger::arm(Path::new("/proc/pressure/memory"), full, stall, window) {
                 Ok(t) => {
                     if t.degraded {
@@ -172,7 +177,13 @@ impl Daemon {
         let base = match (gpus.is_empty(), baseline::load(&state_dir, &boot_id, w.count_hugetlb)) {
             (true, _) => now.uncharged,
             (false, Some(saved)) => {
-                say!(info, "{} GPU containers already run: using the baseline saved at {} ({})", gpus.len(), saved.taken, sbytes(saved.bytes));
+                say!(
+                    info,
+                    "{} GPU containers already run: using the baseline saved at {} ({})",
+                    gpus.len(),
+                    saved.taken,
+                    sbytes(saved.bytes)
+                );
                 saved.bytes
             }
             (false, None) => {
@@ -180,7 +191,11 @@ impl Daemon {
                 now.uncharged
             }
         };
-        let policy = Policy::new(Thresholds { tolerance: w.tolerance.0, sustain_ms: w.sustain_ms, settle_ms: w.settle_ms });
+        let policy = Policy::new(Thresholds {
+            tolerance: w.tolerance.0,
+            sustain_ms: w.sustain_ms,
+            settle_ms: w.settle_ms,
+        });
         let killer = Killer::new(h.clone());
         say!(
             info,
@@ -281,7 +296,14 @@ impl Daemon {
         let after: Vec<String> = gpus.iter().map(|g| g.id.clone()).collect();
         if before != after {
             let granted = policy::granted(gpus.iter().map(|g| g.headroom));
-            say!(info, "{} GPU containers, {} of headroom granted [{}]; baseline {}", gpus.len(), mib(granted), after.join(", "), sbytes(self.baseline));
+            say!(
+                info,
+                "{} GPU containers, {} of headroom granted [{}]; baseline {}",
+                gpus.len(),
+                mib(granted),
+                after.join(", "),
+                sbytes(self.baseline)
+            );
         }
         self.gpus = gpus;
         self.others = others;
@@ -289,7 +311,12 @@ impl Daemon {
     }
 
     fn save_baseline(&self) {
-        let s = baseline::Saved { boot_id: self.boot_id.clone(), count_hugetlb: self.cfg.count_hugetlb, bytes: self.baseline, taken: now_unix() };
+        let s = baseline::Saved {
+            boot_id: self.boot_id.clone(),
+            count_hugetlb: self.cfg.count_hugetlb,
+            bytes: self.baseline,
+            taken: now_unix(),
+        };
         if let Err(e) = baseline::save(&self.state_dir, &s) {
             tracing::warn!("cannot save the baseline: {e}");
         }
@@ -331,7 +358,8 @@ impl Daemon {
                 self.next_baseline = now.saturating_add(BASELINE_EVERY_MS);
                 match self.est.full() {
                     Ok(e) => {
-                        let moved = e.uncharged.saturating_sub(self.baseline).unsigned_abs() >= 1 << 20;
+                        let moved =
+                            e.uncharged.saturating_sub(self.baseline).unsigned_abs() >= 1 << 20;
                         self.baseline = e.uncharged;
                         self.metrics.uncharged = 0;
                         if moved {
@@ -369,8 +397,15 @@ impl Daemon {
             self.metrics.uncharged = uncharged;
         }
         let obs = Observation { now_ms: now, uncharged, granted, pressure };
-        let candidates: Vec<Candidate> =
-            self.gpus.iter().map(|g| Candidate { id: g.id.clone(), start_time: g.init.start_time, headroom: g.headroom }).collect();
+        let candidates: Vec<Candidate> = self
+            .gpus
+            .iter()
+            .map(|g| Candidate {
+                id: g.id.clone(),
+                start_time: g.init.start_time,
+                headroom: g.headroom,
+            })
+            .collect();
         let attributed = self.attribution.sample(&self.gpus);
         let verdict = self.policy.observe(&obs, &candidates, attributed.as_ref());
         match &verdict {
@@ -389,7 +424,12 @@ impl Daemon {
             }
             Verdict::UnderBudget if self.was_over => {
                 self.was_over = false;
-                say!(info, "back under budget: {} uncharged above the baseline, {} granted", sbytes(uncharged), mib(granted));
+                say!(
+                    info,
+                    "back under budget: {} uncharged above the baseline, {} granted",
+                    sbytes(uncharged),
+                    mib(granted)
+                );
             }
             Verdict::NoVictim => {
                 say!(warn, "uncharged memory {} exceeds the {} granted, but no GPU container is left to kill (another user holds it)", sbytes(uncharged), mib(granted));
@@ -412,12 +452,22 @@ impl Daemon {
         wait.min(self.next_metrics.saturating_sub(now)).max(1)
     }
 
-    fn kill(&mut self, victim: &str, why: Why, since_ms: u64, by_attribution: bool, o: &Observation) {
+    fn kill(
+        &mut self,
+        victim: &str,
+        why: Why,
+        since_ms: u64,
+        by_attribution: bool,
+        o: &Observation,
+    ) {
         let Some(v) = self.gpus.iter().find(|g| g.id == victim).cloned() else { return };
         let mut protect = self.others.clone();
         protect.extend(self.gpus.iter().filter(|g| g.id != victim).map(|g| g.init));
         let why_s = match why {
-            Why::Budget => format!("over by more than the {} tolerance for {} ms", self.cfg.tolerance, self.cfg.sustain_ms),
+            Why::Budget => format!(
+                "over by more than the {} tolerance for {} ms",
+                self.cfg.tolerance, self.cfg.sustain_ms
+            ),
             Why::Pressure => {
                 let t = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
                 let trig = self.psi.as_ref().map(|t| t.describe()).unwrap_or_default();
@@ -427,7 +477,11 @@ impl Daemon {
                 )
             }
         };
-        let order = if by_attribution { format!("attribution ({})", self.attribution.name()) } else { "youngest GPU container first".into() };
+        let order = if by_attribution {
+            format!("attribution ({})", self.attribution.name())
+        } else {
+            "youngest GPU container first".into()
+        };
         let numbers = format!(
             "uncharged memory {} above the baseline exceeds the {} of headroom granted to {} GPU containers by {}, {why_s}; victim {} ({} GPUs, {} headroom) chosen by {order}",
             sbytes(o.uncharged),
@@ -460,7 +514,9 @@ impl Daemon {
                     self.metrics.last_reaction_seconds = Some(reaction as f64 / 1000.0);
                     self.metrics.last_kill_unix = Some(now_unix());
                 }
-                Err(killer::KillError::Gone { .. }) => say!(info, "GPU container {} exited before it could be killed", v.id),
+                Err(killer::KillError::Gone { .. }) => {
+                    say!(info, "GPU container {} exited before it could be killed", v.id)
+                }
                 Err(e) => say!(error, "{e} ({numbers})"),
             }
         }

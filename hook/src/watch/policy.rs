@@ -81,10 +81,19 @@ pub enum Why {
 pub enum Verdict {
     UnderBudget,
     /// Over budget since `since_ms`, waiting for the sustain time.
-    Over { since_ms: u64 },
+    Over {
+        since_ms: u64,
+    },
     /// A kill happened; re-measuring after `until_ms`.
-    Settling { until_ms: u64 },
-    Kill { victim: String, why: Why, since_ms: u64, by_attribution: bool },
+    Settling {
+        until_ms: u64,
+    },
+    Kill {
+        victim: String,
+        why: Why,
+        since_ms: u64,
+        by_attribution: bool,
+    },
     /// Over budget with no GPU container left to kill (memory some other user holds).
     NoVictim,
 }
@@ -101,7 +110,13 @@ pub struct Policy {
 
 impl Policy {
     pub fn new(t: Thresholds) -> Policy {
-        Policy { t, over_since: None, settle_until: None, taken: BTreeSet::new(), no_victim_reported: false }
+        Policy {
+            t,
+            over_since: None,
+            settle_until: None,
+            taken: BTreeSet::new(),
+            no_victim_reported: false,
+        }
     }
 
     /// When the next decision is due even if nothing wakes the daemon (sustain or settle end).
@@ -125,7 +140,12 @@ impl Policy {
         self.no_victim_reported = false;
     }
 
-    pub fn observe(&mut self, o: &Observation, candidates: &[Candidate], attribution: Option<&BTreeMap<String, u64>>) -> Verdict {
+    pub fn observe(
+        &mut self,
+        o: &Observation,
+        candidates: &[Candidate],
+        attribution: Option<&BTreeMap<String, u64>>,
+    ) -> Verdict {
         if let Some(until) = self.settle_until {
             if o.now_ms < until {
                 return Verdict::Settling { until_ms: until };
@@ -176,10 +196,10 @@ pub fn choose(
     let left: Vec<&Candidate> = candidates.iter().filter(|c| !taken.contains(&c.id)).collect();
     if let Some(a) = attribution {
         let over = |c: &Candidate| a.get(&c.id).map(|&b| b as i128 - c.headroom as i128);
-        if let Some(c) = left
-            .iter()
-            .filter(|c| a.get(&c.id).is_some_and(|&b| b > 0))
-            .max_by(|x, y| over(x).cmp(&over(y)).then(x.start_time.cmp(&y.start_time)).then(x.id.cmp(&y.id)))
+        if let Some(c) =
+            left.iter().filter(|c| a.get(&c.id).is_some_and(|&b| b > 0)).max_by(|x, y| {
+                over(x).cmp(&over(y)).then(x.start_time.cmp(&y.start_time)).then(x.id.cmp(&y.id))
+            })
         {
             return Some((c.id.clone(), true));
         }
@@ -202,7 +222,12 @@ mod tests {
         Candidate { id: id.into(), start_time: start, headroom }
     }
     fn obs(now: u64, uncharged_mi: i64, granted_mi: u64, pressure: bool) -> Observation {
-        Observation { now_ms: now, uncharged: uncharged_mi * MI as i64, granted: granted_mi * MI, pressure }
+        Observation {
+            now_ms: now,
+            uncharged: uncharged_mi * MI as i64,
+            granted: granted_mi * MI,
+            pressure,
+        }
     }
 
     #[test]
@@ -210,7 +235,11 @@ mod tests {
         let mut p = Policy::new(t());
         let cs = [c("a", 10, 512 * MI)];
         for (i, u) in [0, 300, 512, 576].into_iter().enumerate() {
-            assert_eq!(p.observe(&obs(i as u64 * 100, u, 512, false), &cs, None), Verdict::UnderBudget, "{u}");
+            assert_eq!(
+                p.observe(&obs(i as u64 * 100, u, 512, false), &cs, None),
+                Verdict::UnderBudget,
+                "{u}"
+            );
         }
     }
 
@@ -218,15 +247,29 @@ mod tests {
     fn over_budget_must_be_sustained_then_kills_the_youngest() {
         let mut p = Policy::new(t());
         let cs = [c("old", 10, 256 * MI), c("young", 20, 256 * MI)];
-        assert_eq!(p.observe(&obs(1000, 600, 512, false), &cs, None), Verdict::Over { since_ms: 1000 });
+        assert_eq!(
+            p.observe(&obs(1000, 600, 512, false), &cs, None),
+            Verdict::Over { since_ms: 1000 }
+        );
         assert_eq!(p.deadline(), Some(1200));
-        assert_eq!(p.observe(&obs(1100, 600, 512, false), &cs, None), Verdict::Over { since_ms: 1000 });
+        assert_eq!(
+            p.observe(&obs(1100, 600, 512, false), &cs, None),
+            Verdict::Over { since_ms: 1000 }
+        );
         // A dip back under budget restarts the clock.
         assert_eq!(p.observe(&obs(1150, 500, 512, false), &cs, None), Verdict::UnderBudget);
-        assert_eq!(p.observe(&obs(1160, 600, 512, false), &cs, None), Verdict::Over { since_ms: 1160 });
+        assert_eq!(
+            p.observe(&obs(1160, 600, 512, false), &cs, None),
+            Verdict::Over { since_ms: 1160 }
+        );
         assert_eq!(
             p.observe(&obs(1360, 600, 512, false), &cs, None),
-            Verdict::Kill { victim: "young".into(), why: Why::Budget, since_ms: 1160, by_attribution: false }
+            Verdict::Kill {
+                victim: "young".into(),
+                why: Why::Budget,
+                since_ms: 1160,
+                by_attribution: false
+            }
         );
     }
 
@@ -234,10 +277,19 @@ mod tests {
     fn pressure_kills_at_once_when_over_budget_at_all_but_not_within_budget() {
         let mut p = Policy::new(t());
         let cs = [c("a", 10, 256 * MI)];
-        assert_eq!(p.observe(&obs(0, 250, 256, true), &cs, None), Verdict::UnderBudget, "pressure alone is not ours to fix");
+        assert_eq!(
+            p.observe(&obs(0, 250, 256, true), &cs, None),
+            Verdict::UnderBudget,
+            "pressure alone is not ours to fix"
+        );
         assert_eq!(
             p.observe(&obs(10, 260, 256, true), &cs, None),
-            Verdict::Kill { victim: "a".into(), why: Why::Pressure, since_ms: 10, by_attribution: false }
+            Verdict::Kill {
+                victim: "a".into(),
+                why: Why::Pressure,
+                since_ms: 10,
+                by_attribution: false
+            }
         );
     }
 
@@ -248,14 +300,33 @@ mod tests {
         let both = [c("grower", 10, 256 * MI), c("idle", 20, 256 * MI)];
         assert!(matches!(p.observe(&obs(0, 700, 512, false), &both, None), Verdict::Over { .. }));
         let v = p.observe(&obs(200, 700, 512, false), &both, None);
-        assert_eq!(v, Verdict::Kill { victim: "idle".into(), why: Why::Budget, since_ms: 0, by_attribution: false });
+        assert_eq!(
+            v,
+            Verdict::Kill {
+                victim: "idle".into(),
+                why: Why::Budget,
+                since_ms: 0,
+                by_attribution: false
+            }
+        );
         p.killed("idle", 210);
         let one = [c("grower", 10, 256 * MI)];
-        assert_eq!(p.observe(&obs(500, 700, 256, false), &one, None), Verdict::Settling { until_ms: 1210 });
+        assert_eq!(
+            p.observe(&obs(500, 700, 256, false), &one, None),
+            Verdict::Settling { until_ms: 1210 }
+        );
         assert_eq!(p.deadline(), Some(1210));
         // Still over after settling: the next one at once, no new sustain.
         let v = p.observe(&obs(1210, 700, 256, false), &one, None);
-        assert_eq!(v, Verdict::Kill { victim: "grower".into(), why: Why::Budget, since_ms: 0, by_attribution: false });
+        assert_eq!(
+            v,
+            Verdict::Kill {
+                victim: "grower".into(),
+                why: Why::Budget,
+                since_ms: 0,
+                by_attribution: false
+            }
+        );
         p.killed("grower", 1215);
         // The driver freed the grower's memory: back under budget, the episode ends.
         assert_eq!(p.observe(&obs(2300, 10, 0, false), &[], None), Verdict::UnderBudget);
@@ -279,10 +350,18 @@ mod tests {
     #[test]
     fn attribution_picks_the_one_furthest_over_its_headroom() {
         let cs = [c("a", 10, 1024 * MI), c("b", 20, 256 * MI), c("quiet", 30, 256 * MI)];
-        let a: BTreeMap<String, u64> = [("a".to_string(), 1200 * MI), ("b".to_string(), 900 * MI)].into_iter().collect();
-        assert_eq!(choose(&cs, &BTreeSet::new(), Some(&a)), Some(("b".into(), true)), "b is 644Mi over, a 176Mi");
+        let a: BTreeMap<String, u64> =
+            [("a".to_string(), 1200 * MI), ("b".to_string(), 900 * MI)].into_iter().collect();
+        assert_eq!(
+            choose(&cs, &BTreeSet::new(), Some(&a)),
+            Some(("b".into(), true)),
+            "b is 644Mi over, a 176Mi"
+        );
         // An attribution that names nobody falls back to the order.
-        assert_eq!(choose(&cs, &BTreeSet::new(), Some(&BTreeMap::new())), Some(("quiet".into(), false)));
+        assert_eq!(
+            choose(&cs, &BTreeSet::new(), Some(&BTreeMap::new())),
+            Some(("quiet".into(), false))
+        );
         let taken: BTreeSet<String> = ["b".to_string()].into_iter().collect();
         assert_eq!(choose(&cs, &taken, Some(&a)), Some(("a".into(), true)));
     }
@@ -309,33 +388,60 @@ mod tests {
             for uncharged in [i64::MIN, -1, 0, 1 << 40, 1 << 59] {
                 let mut p = Policy::new(t);
                 let o = Observation { now_ms: 0, uncharged, granted: g, pressure: false };
-                assert!(o.excess() <= uncharged, "granting more never raises the excess ({huge}, {uncharged})");
+                assert!(
+                    o.excess() <= uncharged,
+                    "granting more never raises the excess ({huge}, {uncharged})"
+                );
                 let o2 = Observation { now_ms: 1, ..o };
                 let v = (p.observe(&o, &cs, None), p.observe(&o2, &cs, None));
-                assert_eq!(v, (Verdict::UnderBudget, Verdict::UnderBudget), "{huge} granted, {uncharged} uncharged");
+                assert_eq!(
+                    v,
+                    (Verdict::UnderBudget, Verdict::UnderBudget),
+                    "{huge} granted, {uncharged} uncharged"
+                );
                 let mut p = Policy::new(t);
-                assert_eq!(p.observe(&Observation { pressure: true, ..o }, &cs, None), Verdict::UnderBudget, "pressure with {huge}");
+                assert_eq!(
+                    p.observe(&Observation { pressure: true, ..o }, &cs, None),
+                    Verdict::UnderBudget,
+                    "pressure with {huge}"
+                );
             }
         }
         assert_eq!(granted([u64::MAX, u64::MAX, 1]), u64::MAX);
-        assert_eq!(Observation { now_ms: 0, uncharged: i64::MIN, granted: u64::MAX, pressure: false }.excess(), i64::MIN);
-        assert_eq!(Observation { now_ms: 0, uncharged: i64::MAX, granted: 0, pressure: false }.excess(), i64::MAX);
+        assert_eq!(
+            Observation { now_ms: 0, uncharged: i64::MIN, granted: u64::MAX, pressure: false }
+                .excess(),
+            i64::MIN
+        );
+        assert_eq!(
+            Observation { now_ms: 0, uncharged: i64::MAX, granted: 0, pressure: false }.excess(),
+            i64::MAX
+        );
     }
 
     #[test]
     fn extreme_thresholds_and_clocks_saturate() {
         // A tolerance past i64::MAX means "never over budget", not a negative tolerance.
-        let mut p = Policy::new(Thresholds { tolerance: u64::MAX, sustain_ms: u64::MAX, settle_ms: u64::MAX });
+        let mut p = Policy::new(Thresholds {
+            tolerance: u64::MAX,
+            sustain_ms: u64::MAX,
+            settle_ms: u64::MAX,
+        });
         let cs = [c("a", 10, 0)];
         assert_eq!(p.observe(&obs(0, 1 << 30, 0, false), &cs, None), Verdict::UnderBudget);
-        let mut p = Policy::new(Thresholds { tolerance: 0, sustain_ms: u64::MAX, settle_ms: u64::MAX });
-        assert_eq!(p.observe(&obs(u64::MAX - 1, 1, 0, false), &cs, None), Verdict::Over { since_ms: u64::MAX - 1 });
+        let mut p =
+            Policy::new(Thresholds { tolerance: 0, sustain_ms: u64::MAX, settle_ms: u64::MAX });
+        assert_eq!(
+            p.observe(&obs(u64::MAX - 1, 1, 0, false), &cs, None),
+            Verdict::Over { since_ms: u64::MAX - 1 }
+        );
         assert_eq!(p.deadline(), Some(u64::MAX));
         p.killed("a", u64::MAX - 1);
         assert_eq!(p.deadline(), Some(u64::MAX));
         // Attribution far beyond any headroom ranks without overflow.
         let cs = [c("a", 10, 0), c("b", 20, u64::MAX)];
-        let a: BTreeMap<String, u64> = [("a".to_string(), u64::MAX), ("b".to_string(), 1)].into_iter().collect();
+        let a: BTreeMap<String, u64> =
+            [("a".to_string(), u64::MAX), ("b".to_string(), 1)].into_iter().collect();
         assert_eq!(choose(&cs, &BTreeSet::new(), Some(&a)), Some(("a".into(), true)));
     }
 
@@ -353,6 +459,8 @@ mod tests {
         assert_eq!(seen, vec!["b", "a"]);
         // A new episode after the node was back under budget starts over.
         p.observe(&obs(10, 0, 0, false), &cs, None);
-        assert!(matches!(p.observe(&obs(11, 500, 0, false), &cs, None), Verdict::Kill { ref victim, .. } if victim == "b"));
+        assert!(
+            matches!(p.observe(&obs(11, 500, 0, false), &cs, None), Verdict::Kill { ref victim, .. } if victim == "b")
+        );
     }
 }

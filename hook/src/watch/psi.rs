@@ -36,7 +36,12 @@ fn line(full: bool, stall: u64, window: u64) -> String {
 }
 
 impl Trigger {
-    pub fn arm(path: &Path, full: bool, stall_us: u64, window_us: u64) -> Result<Trigger, PsiError> {
+    pub fn arm(
+        path: &Path,
+        full: bool,
+        stall_us: u64,
+        window_us: u64,
+    ) -> Result<Trigger, PsiError> {
         match Self::arm_exact(path, full, stall_us, window_us) {
             Err(PsiError::Write { errno: Errno::INVAL, .. }) if window_us % 2_000_000 != 0 => {
                 let window = window_us.div_ceil(2_000_000) * 2_000_000;
@@ -49,9 +54,18 @@ impl Trigger {
         }
     }
 
-    fn arm_exact(path: &Path, full: bool, stall_us: u64, window_us: u64) -> Result<Trigger, PsiError> {
-        let fd = rustix::fs::open(path, OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|errno| PsiError::Open { path: path.display().to_string(), errno })?;
+    fn arm_exact(
+        path: &Path,
+        full: bool,
+        stall_us: u64,
+        window_us: u64,
+    ) -> Result<Trigger, PsiError> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| PsiError::Open { path: path.display().to_string(), errno })?;
         let l = line(full, stall_us, window_us);
         let mut bytes = l.clone().into_bytes();
         bytes.push(0);
@@ -104,8 +118,13 @@ mod tests {
             assert_eq!((t.stall_us, t.window_us), (150_000, 1_000_000));
         }
         // Nothing stalls in a unit test: no event.
-        let mut fds = [rustix::event::PollFd::from_borrowed_fd(t.fd(), rustix::event::PollFlags::PRI)];
-        let n = rustix::event::poll(&mut fds, Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 1_000_000 })).unwrap();
+        let mut fds =
+            [rustix::event::PollFd::from_borrowed_fd(t.fd(), rustix::event::PollFlags::PRI)];
+        let n = rustix::event::poll(
+            &mut fds,
+            Some(&rustix::event::Timespec { tv_sec: 0, tv_nsec: 1_000_000 }),
+        )
+        .unwrap();
         assert_eq!(n, 0);
     }
 }
