@@ -53,7 +53,7 @@ FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_TARGETS ?=
 
-.PHONY: all build deps demo test unit-test integration-test bench deb image test-deb fuzz fuzz-smoke
+.PHONY: all build deps demo test lint unit-test integration-test bench deb image test-deb fuzz fuzz-smoke
 
 all: build
 
@@ -66,7 +66,13 @@ build:
 demo: deps build
 	$(SUDO) ./scripts/demo.sh "$(BIN_DIR)"
 
-test: deps build unit-test integration-test test-deb $(EXTRA_TEST_TARGETS)
+test: deps build lint unit-test fuzz-smoke integration-test test-deb $(EXTRA_TEST_TARGETS)
+
+# The whole tree formatted as rustfmt.toml says, and clippy clean with warnings as errors.
+lint:
+	$(CARGO) fmt --all --check
+	cd fuzz && $(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit-test:
 	$(CARGO) test -p dataplane-hook

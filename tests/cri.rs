@@ -488,7 +488,6 @@ fn container_config(dpdk: &[String]) -> cri::ContainerConfig {
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
         }),
         ..Default::default()
     }

@@ -140,7 +140,7 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
         );
         let post = l.split_once(" - ").map(|x| x.1).unwrap_or("");
         assert!(
-            !post.split(' ').nth(1).is_some_and(|src| src == host_root.source),
+            post.split(' ').nth(1).is_none_or(|src| src != host_root.source),
             "the host's root device shows: {l}"
         );
     }
@@ -431,7 +431,8 @@ fn a_mount_target_on_a_mount_shared_with_the_host_is_refused() {
     let pool = PoolGuard::new(16);
     // The runtime dir alone (the wrapper's fast path), with hugepages (the hook's mounts), on
     // the shared mount's root itself, and the hugetlbfs mount path inside it.
-    let cases: [(&str, &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         ("", &[("dataplane-hook.io/dpdk-runtime-dir", "/mnt/host/dpdk")], "/mnt/host/dpdk"),
         (
             "",

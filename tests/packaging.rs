@@ -1078,7 +1078,7 @@ const PKG: &str = "dataplane-hook";
 
 /// Not installed (never was, or removed and purged).
 fn not_installed() -> bool {
-    dpkg_status().map_or(true, |s| s.is_empty() || s.starts_with("un") || s.starts_with("pn"))
+    dpkg_status().is_none_or(|s| s.is_empty() || s.starts_with("un") || s.starts_with("pn"))
 }
 
 fn dpkg_status() -> Option<String> {

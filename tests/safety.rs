@@ -74,9 +74,12 @@ enum Expect {
     Refused { path: String, why: &'static [&'static str] },
 }
 
+/// Shapes the bundle for one attack against the victim.
+type Setup = Box<dyn Fn(&mut TestBundle, &Victim)>;
+
 struct Case {
     name: &'static str,
-    setup: Box<dyn Fn(&mut TestBundle, &Victim)>,
+    setup: Setup,
     expect: Box<dyn Fn(&Victim) -> Expect>,
 }
 

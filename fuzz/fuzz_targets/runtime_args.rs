@@ -18,14 +18,31 @@ fuzz_target!(|data: &[u8]| {
     let cwd = Path::new("/run/containerd/bundle");
 
     let i = runtime::command_index(&args);
-    let inv = runtime::parse_args(&args, cwd);
-    assert_eq!(inv.command.as_ref(), args.get(i), "the command is the word after the global flags");
     let acts = runtime::acts_on(&args);
-    assert_eq!(acts, matches!(inv.command.as_deref(), Some("create" | "run" | "update")));
-    if !matches!(inv.command.as_deref(), Some("create" | "run")) {
-        assert_eq!(inv.bundle, cwd);
+    let inv = match runtime::parse_args(&args, cwd) {
+        Ok(inv) => inv,
+        Err(e) => {
+            // A line the wrapper cannot read is refused in one line (as the binary prints it),
+            // before anything is touched.
+            let msg = dataplane_hook::log::one_line(&e.into());
+            assert!(!msg.contains('\n'), "{args:?}: {msg}");
+            assert!(msg.starts_with("cannot read the runtime command line: "), "{args:?}: {msg}");
+            assert!(acts, "{args:?}: a refused line must be acted on (refused), not passed on");
+            return;
+        }
+    };
+    assert_eq!(inv.command_index, i);
+    if let Some(c) = &inv.command {
+        assert_eq!(Some(c), args.get(i), "the command is the word after the global flags");
+    }
+    assert_eq!(acts, inv.creates() || inv.command.as_deref() == Some("update"));
+    if !inv.creates() {
         assert_eq!(inv.id, None);
-    } else if let Some(id) = &inv.id {
+        if !matches!(inv.command.as_deref(), Some("create" | "run")) {
+            assert_eq!(inv.bundle, cwd);
+        }
+    } else {
+        let id = inv.id.as_ref().expect("a create line has its id");
         assert!(args[i + 1..].contains(id));
     }
 

@@ -407,7 +407,7 @@ impl Config {
             ));
         }
         let f = self.gpu.memory_high_fraction;
-        if !(f >= 0.5 && f <= 1.0) {
+        if !(0.5..=1.0).contains(&f) {
             return Err(bad(
                 "gpu.memory_high_fraction",
                 "must be in [0.5, 1] (1 leaves memory.high unset)",

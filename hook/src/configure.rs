@@ -957,13 +957,13 @@ pub fn plan_containerd(args: &ConfigureArgs, install: &Install) -> Result<Outcom
         out.notes.push(format!("{} already imports {}", main.display(), dropin.display()));
     }
     out.next.push(format!("restart containerd to load the runtime handler `{HANDLER}` (e.g. systemctl restart containerd), then use a RuntimeClass with handler: {HANDLER}"));
-    if install.config.is_some() {
+    if let Some(config) = &install.config {
         out.notes.push(format!(
             "warning: containerd starts {} without arguments: it reads ${} from containerd's environment, else {} — not {}",
             install.wrapper.display(),
             crate::config::CONFIG_ENV,
             DEFAULT_CONFIG_PATH,
-            install.config.as_ref().unwrap().display()
+            config.display()
         ));
     }
     Ok(out)

@@ -878,7 +878,7 @@ fn capture(cmd: &Path, args: &[&str], timeout: Duration) -> Result<String, Strin
 
 fn meta(p: &Path) -> Option<Meta> {
     let m = std::fs::symlink_metadata(p).ok()?;
-    let fs_type = rustix::fs::statfs(p).ok().map(|s| s.f_type as i64);
+    let fs_type = rustix::fs::statfs(p).ok().map(|s| s.f_type);
     Some(Meta {
         is_dir: m.is_dir(),
         is_symlink: m.file_type().is_symlink(),
@@ -1003,7 +1003,7 @@ fn containerd_facts() -> Option<Containerd> {
         .iter()
         .find(|d| {
             crate::configure::config_flag(&d.args, "--config", "-c")
-                .map_or(true, |c| c == choice.config)
+                .is_none_or(|c| c == choice.config)
         })
         .and_then(|d| {
             let ticks = crate::host::proc::start_time(d.pid)?;

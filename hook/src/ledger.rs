@@ -489,9 +489,7 @@ pub fn remove_if_torn(err: &LedgerError) -> bool {
     let parses = std::fs::read(path)
         .ok()
         .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
-    if parses
-        || !written.is_some_and(|w| w.as_secs() < btime)
-        || std::fs::remove_file(path).is_err()
+    if parses || written.is_none_or(|w| w.as_secs() >= btime) || std::fs::remove_file(path).is_err()
     {
         return false;
     }

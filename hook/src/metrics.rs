@@ -679,8 +679,7 @@ mod tests {
     #[test]
     fn concurrent_flushes_lose_no_increment() {
         let t = tempfile::tempdir().unwrap();
-        let mut cfg = Config::default();
-        cfg.state_dir = t.path().join("state");
+        let mut cfg = Config { state_dir: t.path().join("state"), ..Default::default() };
         cfg.metrics.textfile_dir = t.path().join("textfile");
         // No directory, no file (and no directory made); the counters are kept regardless.
         flush_events(&cfg, &[]).unwrap();

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// One mount of a spec: (destination, type, source, options).
+pub type SpecMount = (PathBuf, Option<String>, Option<PathBuf>, Vec<String>);
+
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("cannot read the container state on stdin: {0} (run this as an OCI hook: the runtime passes the state JSON on stdin)")]
@@ -208,7 +211,7 @@ impl Bundle {
     }
 
     /// The spec's mounts: (destination, type, source, options).
-    pub fn mounts(&self) -> Vec<(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)> {
+    pub fn mounts(&self) -> Vec<SpecMount> {
         self.spec
             .mounts()
             .as_ref()

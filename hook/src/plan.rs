@@ -26,8 +26,7 @@ pub struct NodeFacts {
     pub group: Option<crate::ledger::GroupRecord>,
     pub group_dir: std::path::PathBuf,
     /// The container spec's mounts: (destination, type, source, options).
-    pub spec_mounts:
-        Vec<(std::path::PathBuf, Option<String>, Option<std::path::PathBuf>, Vec<String>)>,
+    pub spec_mounts: Vec<crate::oci::SpecMount>,
 }
 
 /// Prefix mode's cleanup at teardown (G3).

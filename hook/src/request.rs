@@ -170,7 +170,7 @@ impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let v = self.0;
         for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
-            if v != 0 && v % (1u64 << shift) == 0 {
+            if v != 0 && v.is_multiple_of(1u64 << shift) {
                 return write!(f, "{}{}", v >> shift, unit);
             }
         }

@@ -42,10 +42,7 @@ pub fn prefix_for(id: &str, fp: &FilePrefix) -> String {
 
 /// The host path behind container path `target`, through the spec's bind mounts (longest
 /// destination wins).
-pub fn host_path(
-    mounts: &[(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)],
-    target: &Path,
-) -> Option<PathBuf> {
+pub fn host_path(mounts: &[crate::oci::SpecMount], target: &Path) -> Option<PathBuf> {
     host_dir(mounts, target).map(|d| d.source.join(&d.below))
 }
 
@@ -55,10 +52,7 @@ fn is_bind(typ: &Option<String>, opts: &[String]) -> bool {
 
 /// [`host_path`] kept in its two parts: the bind mount's source (trusted, from the bundle) and
 /// the rest of `target` below the mount's destination (chosen by the container).
-pub fn host_dir(
-    mounts: &[(PathBuf, Option<String>, Option<PathBuf>, Vec<String>)],
-    target: &Path,
-) -> Option<HostDir> {
+pub fn host_dir(mounts: &[crate::oci::SpecMount], target: &Path) -> Option<HostDir> {
     mounts
         .iter()
         .filter(|(_, typ, _, opts)| is_bind(typ, opts))
@@ -145,7 +139,7 @@ pub fn set_env(b: &mut Bundle, name: &str, value: &str) {
         *env = json!([]);
     }
     let arr = env.as_array_mut().expect("array");
-    arr.retain(|e| !e.as_str().is_some_and(|s| s.split('=').next() == Some(name)));
+    arr.retain(|e| e.as_str().is_none_or(|s| s.split('=').next() != Some(name)));
     arr.push(Value::String(format!("{name}={value}")));
 }
 
@@ -536,7 +530,7 @@ pub fn clean_hugetlbfs_dir(hd: &HostDir, prefix: &str, bounds: Bounds) -> std::i
         }
     };
     let page = match rustix::fs::fstatfs(&d) {
-        Ok(s) if s.f_type as i64 == HUGETLBFS_MAGIC => s.f_bsize as u64,
+        Ok(s) if s.f_type == HUGETLBFS_MAGIC => s.f_bsize as u64,
         _ => return Ok(Cleaned::default()),
     };
     let size = crate::request::PageSize::ALL.into_iter().find(|s| s.bytes() == page);
@@ -597,7 +591,7 @@ pub fn clean_hugetlbfs_dir(hd: &HostDir, prefix: &str, bounds: Bounds) -> std::i
 mod tests {
     use super::*;
 
-    fn m(dest: &str, src: &str) -> (PathBuf, Option<String>, Option<PathBuf>, Vec<String>) {
+    fn m(dest: &str, src: &str) -> crate::oci::SpecMount {
         (dest.into(), Some("bind".into()), Some(src.into()), vec!["rbind".into()])
     }
 

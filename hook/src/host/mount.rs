@@ -165,12 +165,8 @@ struct MountAttr {
 }
 
 fn mount_setattr_rdonly(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    let attr = MountAttr {
-        attr_set: libc::MOUNT_ATTR_RDONLY as u64,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr =
+        MountAttr { attr_set: libc::MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let empty = c"";
     // SAFETY: valid fd, NUL-terminated empty path, attr lives across the call.
     let r = unsafe {

@@ -65,7 +65,7 @@ fn sbytes(v: i64) -> String {
 }
 fn mib(v: u64) -> String {
     let b = Bytes(v);
-    if v % (1 << 20) == 0 {
+    if v.is_multiple_of(1 << 20) {
         b.to_string()
     } else {
         format!("{:.1}Mi", v as f64 / (1u64 << 20) as f64)

@@ -43,7 +43,9 @@ impl Trigger {
         window_us: u64,
     ) -> Result<Trigger, PsiError> {
         match Self::arm_exact(path, full, stall_us, window_us) {
-            Err(PsiError::Write { errno: Errno::INVAL, .. }) if window_us % 2_000_000 != 0 => {
+            Err(PsiError::Write { errno: Errno::INVAL, .. })
+                if !window_us.is_multiple_of(2_000_000) =>
+            {
                 let window = window_us.div_ceil(2_000_000) * 2_000_000;
                 let stall = (stall_us as u128 * window as u128 / window_us as u128) as u64;
                 let mut t = Self::arm_exact(path, full, stall, window)?;
