@@ -104,6 +104,15 @@ pub enum Command {
     /// (PSI) crosses the [watch] pressure_trigger — before the node thrashes. Runs in the
     /// foreground (dataplane-hook-watch.service or the DaemonSet); writes [watch] metrics_file.
     Watch,
+    /// NRI plugin: the product on containerd >= 1.7 / CRI-O without the runtime handler
+    ///
+    /// Connects to the runtime's NRI socket, registers, and answers containers that opt in by
+    /// dataplane-hook.io/* pod annotations with an adjustment that adds this hook (createRuntime,
+    /// poststop) with the same config, copies the annotations, and sets what the features' spec
+    /// edits set (DPDK_FILE_PREFIX, rlimits, memory limit). DPDK groups are refused: NRI before
+    /// v0.10 cannot set a PID namespace. Reconnects when the runtime restarts; runs gc at connect
+    /// and on container stop/remove. Runs in the foreground.
+    Nri(crate::nri::NriArgs),
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell
     #[command(hide = true)]
     Completions {
@@ -228,6 +237,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Configure(args) => crate::configure::run(&loaded, &args)?,
         Command::Watch => crate::watch::run(&loaded)?,
+        Command::Nri(args) => crate::nri::run(&loaded, &args)?,
     }
     Ok(())
 }

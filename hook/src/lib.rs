@@ -16,6 +16,7 @@ pub mod host;
 pub mod ledger;
 pub mod log;
 pub mod metrics;
+pub mod nri;
 pub mod oci;
 pub mod plan;
 pub mod request;

@@ -1,0 +1,278 @@
+//! Owns `dataplane-hook nri`: the product as an NRI plugin (containerd >= 1.7, CRI-O >= 1.26),
+//! for nodes that run pods on the runtime's default handler instead of `dataplane-runtime`.
+//!
+//! The plugin connects to the runtime's NRI socket, registers with a name and an index, and
+//! answers CreateContainer for containers that opt in by our annotations with an adjustment:
+//! our annotations copied from the pod, the product's own createRuntime and poststop hooks (the
+//! same binary and config the runtime handler injects) and what the features' spec edits make
+//! (env, rlimits, memory limit). The hook then does the rest exactly as on the handler path, so
+//! the same one-line refusal reaches the CRI caller. What an adjustment cannot express (a PID
+//! namespace before NRI v0.10: groups) is refused at CreateContainer with a one-line message.
+//! Synchronize (at every connect) and container stop/remove events run gc, which releases only
+//! containers whose init is gone. When the runtime goes away the plugin reconnects.
+
+pub mod adjust;
+pub mod api;
+pub mod ttrpc;
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use prost::Message;
+
+use self::ttrpc::{Frame, TransportError, Writer};
+use crate::config::Loaded;
+
+pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
+pub const DEFAULT_NAME: &str = "dataplane-hook";
+pub const DEFAULT_INDEX: &str = "10";
+
+/// How long to wait between connection attempts while the runtime is away.
+const RECONNECT: Duration = Duration::from_secs(1);
+/// gc's budget per run in the plugin (the hooks' own bound).
+const GC_BUDGET: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct NriArgs {
+    /// The runtime's NRI socket
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Plugin name to register
+    #[arg(long, default_value = DEFAULT_NAME)]
+    pub name: String,
+    /// Plugin index (two digits): plugins are called in ascending index order
+    #[arg(long, default_value = DEFAULT_INDEX)]
+    pub index: String,
+    /// Exit when the runtime closes the connection instead of reconnecting
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NriError {
+    #[error("invalid NRI plugin index {0:?}: must be two digits (pass --index 00..99)")]
+    Index(String),
+    #[error(
+        "invalid NRI plugin name {0:?}: must be non-empty without '/' or whitespace (pass --name)"
+    )]
+    Name(String),
+    #[error("the runtime refused to register plugin {name}: {why} (see the runtime's log)")]
+    Refused { name: String, why: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+pub fn check_identity(name: &str, index: &str) -> Result<(), NriError> {
+    if index.len() != 2 || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NriError::Index(index.into()));
+    }
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c == '/' || c.is_whitespace()) {
+        return Err(NriError::Name(name.into()));
+    }
+    Ok(())
+}
+
+/// Runs the plugin: connect, serve, reconnect.
+pub fn run(loaded: &Loaded, args: &NriArgs) -> anyhow::Result<()> {
+    check_identity(&args.name, &args.index)?;
+    let hook_bin = std::env::current_exe().and_then(std::fs::canonicalize).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot find the dataplane-hook executable: {e} (run it by its installed path)"
+        )
+    })?;
+    let gc = spawn_gc(loaded.config.state_dir.clone());
+    let mut said_waiting = false;
+    loop {
+        match UnixStream::connect(&args.socket) {
+            Ok(sock) => {
+                said_waiting = false;
+                let r = serve(loaded, args, &hook_bin, &gc, sock);
+                match &r {
+                    Ok(()) | Err(NriError::Transport(TransportError::Closed)) => {
+                        tracing::info!("NRI: the runtime closed the connection");
+                        eprintln!("dataplane-hook: nri: the runtime closed the connection");
+                    }
+                    Err(e) => {
+                        tracing::warn!("NRI: {e}");
+                        eprintln!("dataplane-hook: nri: {e}");
+                    }
+                }
+                if args.once {
+                    return r.map_err(Into::into);
+                }
+            }
+            Err(e) => {
+                if args.once {
+                    anyhow::bail!(
+                        "cannot connect to the NRI socket {}: {e} (enable NRI in the runtime, or pass --socket)",
+                        args.socket.display()
+                    );
+                }
+                if !said_waiting {
+                    tracing::info!(socket = %args.socket.display(), "NRI: waiting for the runtime: {e}");
+                    eprintln!("dataplane-hook: nri: waiting for {}: {e}", args.socket.display());
+                    said_waiting = true;
+                }
+            }
+        }
+        std::thread::sleep(RECONNECT);
+    }
+}
+
+/// One gc at a time, requests coalesced: events come in bursts (a pod's containers stop together).
+fn spawn_gc(state_dir: PathBuf) -> mpsc::Sender<&'static str> {
+    let (tx, rx) = mpsc::channel::<&'static str>();
+    let spawned = std::thread::Builder::new().name("nri-gc".into()).spawn(move || {
+        while let Ok(why) = rx.recv() {
+            while rx.try_recv().is_ok() {}
+            let ledger = match crate::ledger::Ledger::open(&state_dir) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!("NRI gc ({why}): {e}");
+                    continue;
+                }
+            };
+            let r = crate::gc::run_within(&ledger, false, GC_BUDGET);
+            for id in &r.released {
+                tracing::info!(container = %id, "NRI gc ({why}): released");
+            }
+            for e in &r.errors {
+                tracing::warn!("NRI gc ({why}): {e}");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("NRI: cannot start the gc thread: {e}");
+    }
+    tx
+}
+
+struct Session<'a> {
+    loaded: &'a Loaded,
+    hook_bin: &'a Path,
+    runtime: adjust::Runtime,
+    gc: &'a mpsc::Sender<&'static str>,
+}
+
+fn serve(
+    loaded: &Loaded,
+    args: &NriArgs,
+    hook_bin: &Path,
+    gc: &mpsc::Sender<&'static str>,
+    sock: UnixStream,
+) -> Result<(), NriError> {
+    let (mut reader, writer) = ttrpc::split(sock)?;
+    let name = format!("{}-{}", args.index, args.name);
+    // The runtime calls Configure as soon as it has our registration, possibly before its
+    // answer reaches us: serve requests while waiting for it.
+    let reg = ttrpc::Request {
+        service: api::RUNTIME_SERVICE.into(),
+        method: "RegisterPlugin".into(),
+        payload: api::RegisterPluginRequest {
+            plugin_name: args.name.clone(),
+            plugin_idx: args.index.clone(),
+        }
+        .encode_to_vec(),
+        timeout_nano: 0,
+    };
+    writer.send(ttrpc::RUNTIME_CONN, 1, ttrpc::TYPE_REQUEST, &reg.encode_to_vec())?;
+    let mut s = Session { loaded, hook_bin, runtime: Default::default(), gc };
+    loop {
+        let f = reader.next()?;
+        match (f.conn, f.kind) {
+            (ttrpc::RUNTIME_CONN, ttrpc::TYPE_RESPONSE) => {
+                let resp = ttrpc::Response::decode(f.body.as_slice())
+                    .map_err(|e| TransportError::Protocol(e.to_string()))?;
+                if let Some(st) = resp.status.filter(|s| s.code != 0) {
+                    return Err(NriError::Refused { name, why: st.message });
+                }
+                tracing::info!("NRI: registered as {name}");
+                eprintln!("dataplane-hook: nri: registered as {name}");
+            }
+            (ttrpc::PLUGIN_CONN, ttrpc::TYPE_REQUEST) => {
+                if s.request(&writer, f)? {
+                    return Ok(());
+                }
+            }
+            _ => tracing::debug!(conn = f.conn, kind = f.kind, "NRI: message ignored"),
+        }
+    }
+}
+
+fn decode<M: Message + Default>(b: &[u8]) -> Result<M, (i32, String)> {
+    M::decode(b).map_err(|e| (ttrpc::CODE_FAILED_PRECONDITION, format!("cannot decode: {e}")))
+}
+
+impl Session<'_> {
+    /// Answers one runtime call. Returns true when the runtime says it is shutting down.
+    fn request(&mut self, w: &Writer, f: Frame) -> Result<bool, NriError> {
+        let req = ttrpc::Request::decode(f.body.as_slice())
+            .map_err(|e| TransportError::Protocol(e.to_string()))?;
+        let mut shutdown = false;
+        let result = if req.service != api::PLUGIN_SERVICE {
+            Err((ttrpc::CODE_UNIMPLEMENTED, format!("no service {}", req.service)))
+        } else {
+            match req.method.as_str() {
+                "Configure" => decode::<api::ConfigureRequest>(&req.payload).map(|c| {
+                    tracing::info!(runtime = %c.runtime_name, version = %c.runtime_version, "NRI: configured");
+                    self.runtime =
+                        adjust::Runtime { name: c.runtime_name, version: c.runtime_version };
+                    api::ConfigureResponse {
+                        events: api::event::mask(&[
+                            api::event::CREATE_CONTAINER,
+                            api::event::STOP_CONTAINER,
+                            api::event::REMOVE_CONTAINER,
+                        ]),
+                    }
+                    .encode_to_vec()
+                }),
+                "Synchronize" => decode::<api::SynchronizeRequest>(&req.payload).map(|r| {
+                    tracing::info!(containers = r.containers.len(), "NRI: synchronized; gc");
+                    let _ = self.gc.send("synchronize");
+                    api::SynchronizeResponse {}.encode_to_vec()
+                }),
+                "CreateContainer" => decode::<api::CreateContainerRequest>(&req.payload)
+                    .and_then(|r| self.create(r)),
+                "StopContainer" => decode::<api::StopContainerRequest>(&req.payload).map(|_| {
+                    let _ = self.gc.send("stop");
+                    api::StopContainerResponse {}.encode_to_vec()
+                }),
+                "StateChange" => decode::<api::StateChangeEvent>(&req.payload).map(|e| {
+                    if e.event == api::event::REMOVE_CONTAINER {
+                        let _ = self.gc.send("remove");
+                    }
+                    api::Empty {}.encode_to_vec()
+                }),
+                "UpdateContainer" => Ok(Vec::new()),
+                "Shutdown" => {
+                    shutdown = true;
+                    Ok(api::Empty {}.encode_to_vec())
+                }
+                m => Err((ttrpc::CODE_UNIMPLEMENTED, format!("no method {m}"))),
+            }
+        };
+        w.send(ttrpc::PLUGIN_CONN, f.stream, ttrpc::TYPE_RESPONSE, &ttrpc::response(result))?;
+        Ok(shutdown)
+    }
+
+    fn create(&self, r: api::CreateContainerRequest) -> Result<Vec<u8>, (i32, String)> {
+        let Some(c) = r.container else {
+            return Ok(api::CreateContainerResponse::default().encode_to_vec());
+        };
+        match adjust::adjust(self.loaded, self.hook_bin, &self.runtime, r.pod.as_ref(), &c) {
+            Ok(adjust) => {
+                if adjust.is_some() {
+                    tracing::info!(container = %c.id, "NRI: container adjusted for the hook");
+                }
+                Ok(api::CreateContainerResponse { adjust }.encode_to_vec())
+            }
+            Err(e) => {
+                let msg = format!("dataplane-hook: {e}").replace('\n', " ");
+                tracing::error!(container = %c.id, "{msg}");
+                Err((ttrpc::CODE_FAILED_PRECONDITION, msg))
+            }
+        }
+    }
+}
