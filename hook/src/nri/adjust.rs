@@ -14,7 +14,17 @@ use crate::features::{self, SpecContext};
 use crate::host::cgroup;
 use crate::oci::Bundle;
 use crate::plan::PlanError;
-use crate::request::{Request, PREFIX};
+use crate::request::{Request, RequestError, PREFIX};
+
+/// Why a container is refused: its request (the same message as on the handler path) or a plan
+/// or spec edit the NRI path cannot make.
+#[derive(Debug, thiserror::Error)]
+pub enum AdjustError {
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
 
 /// What the plugin knows about the runtime it serves (from Configure).
 #[derive(Debug, Clone, Default)]
@@ -30,7 +40,7 @@ pub fn adjust(
     runtime: &Runtime,
     pod: Option<&api::PodSandbox>,
     c: &api::Container,
-) -> Result<Option<api::ContainerAdjustment>, PlanError> {
+) -> Result<Option<api::ContainerAdjustment>, AdjustError> {
     let pod_ann = pod.map(|p| &p.annotations);
     // Opt in: any key of ours on the pod (CRI passes pod annotations to NRI whole, where the
     // runtime handler needs `pod_annotations`) or on the container. Only our own keys are copied:
@@ -55,12 +65,7 @@ pub fn adjust(
     if b.is_sandbox() {
         return Ok(None);
     }
-    let mut req =
-        Request::parse(&b.annotations(), &b.hugepage_limits()).map_err(|e| PlanError {
-            what: format!("cannot create container {}", c.id),
-            why: e.to_string(),
-            fix: format!("fix the pod's {PREFIX}* annotations"),
-        })?;
+    let mut req = Request::parse(&b.annotations(), &b.hugepage_limits())?;
     req.gpu = features::gpu::inspect_bundle(&b, &b.annotations())?;
     if req.enabled == Some(false) {
         return Ok(None);
@@ -68,7 +73,7 @@ pub fn adjust(
     if let Some(g) = &req.group {
         // NRI before v0.10 has no namespace adjustment: the member could not join the group's
         // PID namespace, and a group without one is the collision G2 exists to prevent.
-        return Err(PlanError {
+        return Err(AdjustError::Plan(PlanError {
             what: format!("cannot put container {} in DPDK group {}", c.id, g.as_str()),
             why: format!(
                 "{} {} speaks NRI before v0.10, which cannot set a container's PID namespace",
@@ -76,7 +81,7 @@ pub fn adjust(
                 runtime.version
             ),
             fix: "run the pod with the dataplane runtime handler (RuntimeClass), or use containerd >= 2.2 or CRI-O >= 1.34".into(),
-        });
+        }));
     }
     let h = cgroup::hugetlb_hierarchy().ok();
     let ctx = SpecContext {
@@ -98,7 +103,7 @@ pub fn adjust(
     // The path this container came through, for `status` and people reading the spec.
     ours.clear();
     b.raw_object_mut(&["annotations"]).insert(PATH_ANNOTATION.into(), json!("nri"));
-    diff(&c.id, &spec_of(c, &BTreeMap::new()), &b.raw).map(Some)
+    Ok(Some(diff(&c.id, &spec_of(c, &BTreeMap::new()), &b.raw)?))
 }
 
 /// Annotation the plugin sets on the containers it adjusts (outside our prefix: every key
