@@ -504,9 +504,11 @@ mod tests {
 
     fn loaded() -> Loaded {
         let dir = tempfile::tempdir().unwrap().keep();
-        let mut config = crate::config::Config::default();
-        config.state_dir = dir.join("state");
-        config.log_file = std::path::PathBuf::new();
+        let config = crate::config::Config {
+            state_dir: dir.join("state"),
+            log_file: std::path::PathBuf::new(),
+            ..Default::default()
+        };
         Loaded { config, path: Some(dir.join("config.toml")) }
     }
 

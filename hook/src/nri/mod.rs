@@ -180,7 +180,7 @@ fn serve(
     writer.send(ttrpc::RUNTIME_CONN, 1, ttrpc::TYPE_REQUEST, &reg.encode_to_vec())?;
     let mut s = Session { loaded, hook_bin, runtime: Default::default(), gc };
     loop {
-        let f = reader.next()?;
+        let f = reader.next_message()?;
         match (f.conn, f.kind) {
             (ttrpc::RUNTIME_CONN, ttrpc::TYPE_RESPONSE) => {
                 let resp = ttrpc::Response::decode(f.body.as_slice())

@@ -147,7 +147,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next whole ttrpc message on any connection.
-    pub fn next(&mut self) -> Result<Frame, TransportError> {
+    pub fn next_message(&mut self) -> Result<Frame, TransportError> {
         loop {
             if let Some(f) = self.ready.pop_front() {
                 return Ok(f);
@@ -228,16 +228,16 @@ mod tests {
         rest.extend_from_slice(inner_b);
         frame(PLUGIN_CONN, &rest);
         let mut r = Reader::new(&wire[..]);
-        let f = r.next().unwrap();
+        let f = r.next_message().unwrap();
         assert_eq!(
             (f.conn, f.stream, f.kind, f.body.as_slice()),
             (RUNTIME_CONN, 1, TYPE_RESPONSE, &b"r"[..])
         );
-        let f = r.next().unwrap();
+        let f = r.next_message().unwrap();
         assert_eq!((f.conn, f.stream, f.body.as_slice()), (PLUGIN_CONN, 1, &b"hello"[..]));
-        let f = r.next().unwrap();
+        let f = r.next_message().unwrap();
         assert_eq!((f.conn, f.stream, f.body.as_slice()), (PLUGIN_CONN, 3, &b"world!"[..]));
-        assert!(matches!(r.next(), Err(TransportError::Closed)));
+        assert!(matches!(r.next_message(), Err(TransportError::Closed)));
     }
 
     #[test]
@@ -250,6 +250,6 @@ mod tests {
     fn oversized_frames_are_a_protocol_error_not_an_allocation() {
         let mut wire = vec![0, 0, 0, 1];
         wire.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(Reader::new(&wire[..]).next(), Err(TransportError::Protocol(_))));
+        assert!(matches!(Reader::new(&wire[..]).next_message(), Err(TransportError::Protocol(_))));
     }
 }
