@@ -276,3 +276,155 @@ impl Session<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A fake runtime's side of one call: sends a request on the plugin's connection, returns
+    /// the response.
+    fn call(
+        w: &Writer,
+        r: &mut ttrpc::Reader<UnixStream>,
+        stream: u32,
+        method: &str,
+        payload: Vec<u8>,
+    ) -> ttrpc::Response {
+        let req = ttrpc::Request {
+            service: api::PLUGIN_SERVICE.into(),
+            method: method.into(),
+            payload,
+            timeout_nano: 0,
+        };
+        w.send(ttrpc::PLUGIN_CONN, stream, ttrpc::TYPE_REQUEST, &req.encode_to_vec()).unwrap();
+        let f = r.next_message().unwrap();
+        assert_eq!((f.conn, f.stream, f.kind), (ttrpc::PLUGIN_CONN, stream, ttrpc::TYPE_RESPONSE));
+        ttrpc::Response::decode(f.body.as_slice()).unwrap()
+    }
+
+    /// Accepts the plugin and checks its registration; answers it.
+    fn accept_registration(l: &UnixListener) -> (Writer, ttrpc::Reader<UnixStream>) {
+        let (sock, _) = l.accept().unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (mut r, w) = ttrpc::split(sock).unwrap();
+        let f = r.next_message().unwrap();
+        assert_eq!((f.conn, f.kind), (ttrpc::RUNTIME_CONN, ttrpc::TYPE_REQUEST));
+        let req = ttrpc::Request::decode(f.body.as_slice()).unwrap();
+        assert_eq!(
+            (req.service.as_str(), req.method.as_str()),
+            (api::RUNTIME_SERVICE, "RegisterPlugin")
+        );
+        let reg = api::RegisterPluginRequest::decode(req.payload.as_slice()).unwrap();
+        assert_eq!((reg.plugin_name.as_str(), reg.plugin_idx.as_str()), ("dataplane-hook", "10"));
+        let ok = ttrpc::response(Ok(api::Empty {}.encode_to_vec()));
+        w.send(ttrpc::RUNTIME_CONN, f.stream, ttrpc::TYPE_RESPONSE, &ok).unwrap();
+        (w, r)
+    }
+
+    #[test]
+    fn the_plugin_registers_configures_adjusts_refuses_and_registers_again_after_a_runtime_restart()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("nri.sock");
+        let loaded = Loaded {
+            config: crate::config::Config {
+                state_dir: dir.path().join("state"),
+                log_file: PathBuf::new(),
+                ..Default::default()
+            },
+            path: None,
+        };
+        let args = NriArgs {
+            socket: sock.clone(),
+            name: DEFAULT_NAME.into(),
+            index: DEFAULT_INDEX.into(),
+            once: false,
+        };
+        // The plugin starts before the runtime is there.
+        std::thread::spawn(move || run(&loaded, &args));
+        std::thread::sleep(Duration::from_millis(200));
+        let l = UnixListener::bind(&sock).unwrap();
+        let (w, mut r) = accept_registration(&l);
+
+        let conf = api::ConfigureRequest {
+            config: String::new(),
+            runtime_name: "containerd".into(),
+            runtime_version: "v1.7.24".into(),
+        };
+        let resp = call(&w, &mut r, 1, "Configure", conf.encode_to_vec());
+        assert_eq!(resp.status, None);
+        let events = api::ConfigureResponse::decode(resp.payload.as_slice()).unwrap().events;
+        assert_eq!(events, (1 << 3) | (1 << 9) | (1 << 10), "create, stop, remove");
+        let resp =
+            call(&w, &mut r, 3, "Synchronize", api::SynchronizeRequest::default().encode_to_vec());
+        assert_eq!(resp.status, None);
+
+        let create = |ann: &[(&str, &str)]| api::CreateContainerRequest {
+            pod: Some(api::PodSandbox {
+                id: "pod".into(),
+                annotations: ann.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            }),
+            container: Some(api::Container {
+                id: "ctr".into(),
+                args: vec!["sh".into()],
+                ..Default::default()
+            }),
+        };
+        let resp = call(
+            &w,
+            &mut r,
+            5,
+            "CreateContainer",
+            create(&[("dataplane-hook.io/hugepages-2Mi", "4Mi")]).encode_to_vec(),
+        );
+        assert_eq!(resp.status, None);
+        let adj =
+            api::CreateContainerResponse::decode(resp.payload.as_slice()).unwrap().adjust.unwrap();
+        let hooks = adj.hooks.unwrap();
+        assert_eq!((hooks.create_runtime.len(), hooks.poststop.len()), (1, 1));
+        assert_eq!(hooks.create_runtime[0].args.last().map(String::as_str), Some("createRuntime"));
+
+        let resp = call(
+            &w,
+            &mut r,
+            7,
+            "CreateContainer",
+            create(&[("dataplane-hook.io/dpdk-group", "g")]).encode_to_vec(),
+        );
+        let st = resp.status.expect("refused");
+        assert_eq!(st.code, ttrpc::CODE_FAILED_PRECONDITION);
+        assert!(
+            st.message.starts_with(
+                "dataplane-hook: cannot put container ctr in DPDK group g: containerd v1.7.24"
+            ),
+            "{}",
+            st.message
+        );
+
+        let resp = call(&w, &mut r, 9, "NoSuchMethod", vec![]);
+        assert_eq!(resp.status.map(|s| s.code), Some(ttrpc::CODE_UNIMPLEMENTED));
+
+        // The runtime restarts: its socket goes and comes back; the plugin registers again.
+        w.shutdown();
+        drop((w, r, l));
+        std::fs::remove_file(&sock).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let l = UnixListener::bind(&sock).unwrap();
+        let (w, mut r) = accept_registration(&l);
+        let resp = call(&w, &mut r, 1, "Configure", conf.encode_to_vec());
+        assert_eq!(resp.status, None);
+    }
+
+    #[test]
+    fn plugin_identity_is_checked_like_the_runtime_checks_it() {
+        assert!(check_identity("dataplane-hook", "10").is_ok());
+        for idx in ["1", "100", "ab", ""] {
+            assert!(matches!(check_identity("x", idx), Err(NriError::Index(_))), "{idx}");
+        }
+        for name in ["", "a b", "a/b"] {
+            assert!(matches!(check_identity(name, "10"), Err(NriError::Name(_))), "{name:?}");
+        }
+    }
+}
