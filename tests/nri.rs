@@ -318,6 +318,9 @@ fn nri_opted_in_pod_gets_its_private_hugetlbfs_reserved_before_start_and_teardow
         let sandbox = ctd.spec(&pod.id);
         assert!(!hooks_of(&sandbox).contains(&hook), "sandbox untouched: {:?}", sandbox["hooks"]);
         assert_eq!(env.records().len(), 1, "{:?}", env.records());
+        let st: Value = serde_json::from_slice(&env.hook(&["status", "--json"]).stdout).unwrap();
+        assert_eq!(st["containers"][0]["id"], pod.container.as_str());
+        assert_eq!(st["containers"][0]["path"], "nri", "status says which path: {st}");
 
         remove_pod(&mut rt, &id).await;
         pool.assert_baseline("after StopPodSandbox/RemovePodSandbox");

@@ -19,6 +19,10 @@ pub struct ContainerStatus {
     pub created: u64,
     pub bundle: String,
     pub mounts: Vec<String>,
+    /// How the hook got into the container's spec: "nri" (the NRI plugin's adjustment), else
+    /// null (the runtime handler's wrapper or hooks.d). Read from the bundle, which only the
+    /// runtime writes.
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,7 +65,22 @@ fn container(rec: &ContainerRecord) -> ContainerStatus {
         created: rec.created,
         bundle: rec.bundle.display().to_string(),
         mounts,
+        path: injection_path(&rec.bundle),
     }
+}
+
+/// The `io.dataplane-hook.path` annotation of a bundle's config.json (bounded read: status must
+/// not stall on a huge spec), None when absent or unreadable (the bundle is gone after delete).
+fn injection_path(bundle: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(bundle.join("config.json")).ok()?;
+    let mut text = Vec::new();
+    f.take(16 << 20).read_to_end(&mut text).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    spec.pointer("/annotations")?
+        .get(crate::nri::adjust::PATH_ANNOTATION)?
+        .as_str()
+        .map(String::from)
 }
 
 pub fn collect(ledger: &Ledger) -> Status {
@@ -102,12 +121,13 @@ pub fn render_text(s: &Status) -> String {
     for c in &s.containers {
         let res: Vec<String> = c.reservations.iter().map(|(k, v)| format!("{k}={v}")).collect();
         out += &format!(
-            "  {} pid {} {} group {} reservations [{}]\n",
+            "  {} pid {} {} group {} reservations [{}]{}\n",
             c.id,
             c.pid,
             if c.alive { "alive" } else { "dead (gc will release it)" },
             c.group.as_deref().unwrap_or("-"),
-            res.join(", ")
+            res.join(", "),
+            c.path.as_deref().map(|p| format!(" via {p}")).unwrap_or_default()
         );
     }
     out += &format!("groups: {}\n", s.groups.len());
