@@ -268,6 +268,16 @@ fn nri_opted_in_pod_gets_its_private_hugetlbfs_reserved_before_start_and_teardow
     with_cri(|| async {
         let ch = ctd.ready().await;
         plugin.wait_registered(&ctd, 1);
+        let doctor = String::from_utf8_lossy(&env.hook(&["doctor"]).stdout).into_owned();
+        let line = doctor
+            .lines()
+            .find(|l| l.contains("nri plugin"))
+            .unwrap_or_else(|| panic!("doctor checks the plugin: {doctor}"));
+        assert!(
+            line.starts_with("pass nri plugin: 10-dataplane-hook connected to ")
+                && line.contains("containerd"),
+            "{line}"
+        );
         let mut rt = RuntimeServiceClient::new(ch);
 
         // Not opted in: the plugin leaves it alone.
@@ -434,6 +444,13 @@ fn nri_a_killed_plugin_never_blocks_pod_creation() {
         let ch = ctd.ready().await;
         plugin.wait_registered(&ctd, 1);
         plugin.kill();
+        let doctor = String::from_utf8_lossy(&env.hook(&["doctor"]).stdout).into_owned();
+        assert!(
+            doctor
+                .lines()
+                .any(|l| l.starts_with("warn nri plugin: 10-dataplane-hook is not running")),
+            "doctor sees the dead plugin: {doctor}"
+        );
         let mut rt = RuntimeServiceClient::new(ch);
         let t = Instant::now();
         let (id, pod) =

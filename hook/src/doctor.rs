@@ -154,6 +154,8 @@ pub struct Facts {
     pub watch_pids: Vec<i32>,
     /// The textfile dir: Ok(true) exists and writable, Ok(false) missing, Err why not writable.
     pub textfile_dir: Result<bool, String>,
+    /// The NRI plugin's state file and whether its process still runs (None: never ran here).
+    pub nri: Option<(crate::nri::PluginState, bool)>,
 }
 
 const TMPFS_MAGIC: i64 = 0x01021994;
@@ -801,6 +803,26 @@ pub fn checks(f: &Facts) -> Vec<Check> {
         );
     }
 
+    // The NRI plugin, where one has run on this node.
+    if let Some((s, alive)) = &f.nri {
+        let sock = s.socket.display();
+        match (alive, s.connected) {
+            (true, true) => out.push(Check::new(
+                Pass,
+                "nri plugin",
+                format!("{} connected to {sock} ({} {})", s.name, s.runtime, s.runtime_version),
+            )),
+            (true, false) => out.push(
+                Check::new(Fail, "nri plugin", format!("{} (pid {}) runs but is not connected to {sock}: pods opted in by annotation get nothing from the product", s.name, s.process.pid))
+                    .fix("enable NRI in the runtime (containerd: [plugins.\"io.containerd.nri.v1.nri\"] disable = false) and restart it, or pass the runtime's socket with --socket; the plugin reconnects by itself"),
+            ),
+            (false, _) => out.push(
+                Check::new(Warn, "nri plugin", format!("{} is not running (last pid {}): pods opted in by annotation are created without the product", s.name, s.process.pid))
+                    .fix("start dataplane-hook nri (systemd unit or DaemonSet), or remove the state dir's nri-plugin.json if the node no longer uses it"),
+            ),
+        }
+    }
+
     // Metrics.
     let td = &cfg.metrics.textfile_dir;
     if td.as_os_str().is_empty() {
@@ -1217,6 +1239,10 @@ impl Facts {
             gpus: gpus(),
             watch_pids: watch_pids(),
             textfile_dir,
+            nri: crate::nri::PluginState::read(&config.state_dir).map(|s| {
+                let alive = s.process.is_alive();
+                (s, alive)
+            }),
             config,
         }
     }
@@ -1366,6 +1392,7 @@ mod tests {
             gpus: vec![],
             watch_pids: vec![],
             textfile_dir: Ok(true),
+            nri: None,
         }
     }
 
@@ -1635,5 +1662,30 @@ mod tests {
     fn check_lines_carry_status_name_detail_and_fix() {
         let c = Check::new(Status::Warn, "hugepages 1Gi", "the pool is empty").fix("echo 2 > x");
         assert_eq!(c.render(), "warn hugepages 1Gi: the pool is empty (fix: echo 2 > x)");
+    }
+
+    #[test]
+    fn the_nri_plugin_is_checked_only_where_it_ran_and_must_be_connected() {
+        let mut f = healthy();
+        assert!(checks(&f).iter().all(|c| c.name != "nri plugin"), "no plugin ever ran: no line");
+        let state = crate::nri::PluginState {
+            process: crate::host::proc::ProcessId { pid: 42, start_time: 1, boot: None },
+            socket: "/var/run/nri/nri.sock".into(),
+            name: "10-dataplane-hook".into(),
+            connected: true,
+            runtime: "containerd".into(),
+            runtime_version: "v1.7.24".into(),
+            since: 0,
+        };
+        f.nri = Some((state.clone(), true));
+        let c = checks(&f);
+        assert_eq!(find(&c, "nri plugin").status, Status::Pass);
+        assert!(find(&c, "nri plugin").detail.contains("containerd v1.7.24"));
+        f.nri = Some((crate::nri::PluginState { connected: false, ..state.clone() }, true));
+        let c = checks(&f);
+        assert_eq!(find(&c, "nri plugin").status, Status::Fail);
+        assert!(find(&c, "nri plugin").render().contains("io.containerd.nri.v1.nri"));
+        f.nri = Some((state, false));
+        assert_eq!(find(&checks(&f), "nri plugin").status, Status::Warn);
     }
 }

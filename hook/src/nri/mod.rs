@@ -29,6 +29,52 @@ pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
 pub const DEFAULT_NAME: &str = "dataplane-hook";
 pub const DEFAULT_INDEX: &str = "10";
 
+/// The plugin's own state in the state dir, for `doctor` (is it running, is it connected).
+pub const STATE_FILE: &str = "nri-plugin.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PluginState {
+    /// The plugin process (pid and start time: a reused pid is not the plugin).
+    pub process: crate::host::proc::ProcessId,
+    pub socket: PathBuf,
+    /// `<index>-<name>`.
+    pub name: String,
+    pub connected: bool,
+    /// From Configure (empty until then).
+    pub runtime: String,
+    pub runtime_version: String,
+    /// Unix seconds of the last change.
+    pub since: u64,
+}
+
+impl PluginState {
+    pub fn read(state_dir: &Path) -> Option<PluginState> {
+        let text = std::fs::read(state_dir.join(STATE_FILE)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Written atomically (temp file, rename) into the state dir, made safe by the ledger.
+    fn write(&self, state_dir: &Path) {
+        let r = crate::ledger::Ledger::open(state_dir).map_err(|e| e.to_string()).and_then(|_| {
+            let tmp = state_dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+            let bytes = serde_json::to_vec(self).expect("serializes");
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, state_dir.join(STATE_FILE)))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = r {
+            tracing::warn!("NRI: cannot record the plugin's state: {e}");
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// How long to wait between connection attempts while the runtime is away.
 const RECONNECT: Duration = Duration::from_secs(1);
 /// gc's budget per run in the plugin (the hooks' own bound).
@@ -84,11 +130,26 @@ pub fn run(loaded: &Loaded, args: &NriArgs) -> anyhow::Result<()> {
     })?;
     let gc = spawn_gc(loaded.config.state_dir.clone());
     let mut said_waiting = false;
+    let mut state = PluginState {
+        process: crate::host::proc::ProcessId::of(std::process::id() as i32).ok_or_else(|| {
+            anyhow::anyhow!("cannot read this process's identity in /proc (mount /proc)")
+        })?,
+        socket: args.socket.clone(),
+        name: format!("{}-{}", args.index, args.name),
+        connected: false,
+        runtime: String::new(),
+        runtime_version: String::new(),
+        since: now(),
+    };
+    state.write(&loaded.config.state_dir);
     loop {
         match UnixStream::connect(&args.socket) {
             Ok(sock) => {
                 said_waiting = false;
-                let r = serve(loaded, args, &hook_bin, &gc, sock);
+                let r = serve(loaded, args, &hook_bin, &gc, sock, &mut state);
+                state.connected = false;
+                state.since = now();
+                state.write(&loaded.config.state_dir);
                 match &r {
                     Ok(()) | Err(NriError::Transport(TransportError::Closed)) => {
                         tracing::info!("NRI: the runtime closed the connection");
@@ -162,6 +223,7 @@ fn serve(
     hook_bin: &Path,
     gc: &mpsc::Sender<&'static str>,
     sock: UnixStream,
+    state: &mut PluginState,
 ) -> Result<(), NriError> {
     let (mut reader, writer) = ttrpc::split(sock)?;
     let name = format!("{}-{}", args.index, args.name);
@@ -190,10 +252,19 @@ fn serve(
                 }
                 tracing::info!("NRI: registered as {name}");
                 eprintln!("dataplane-hook: nri: registered as {name}");
+                state.connected = true;
+                state.since = now();
+                state.write(&loaded.config.state_dir);
             }
             (ttrpc::PLUGIN_CONN, ttrpc::TYPE_REQUEST) => {
+                let configured = s.runtime.version.clone();
                 if s.request(&writer, f)? {
                     return Ok(());
+                }
+                if s.runtime.version != configured {
+                    state.runtime = s.runtime.name.clone();
+                    state.runtime_version = s.runtime.version.clone();
+                    state.write(&loaded.config.state_dir);
                 }
             }
             _ => tracing::debug!(conn = f.conn, kind = f.kind, "NRI: message ignored"),
