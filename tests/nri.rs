@@ -485,3 +485,36 @@ fn nri_a_killed_plugin_never_blocks_pod_creation() {
     });
     drop(ctd);
 }
+
+#[test]
+fn nri_prefix_mode_gets_dpdk_file_prefix_in_the_environment_by_adjustment() {
+    let pool = PoolGuard::new(64);
+    let env = ProductEnv::new("");
+    let sock = nri_socket(&env);
+    let (ctd, _) = Containerd::start(&env, Version::V17, Some(&sock));
+    let plugin = Plugin::start(&env, &sock);
+    with_cri(|| async {
+        let ch = ctd.ready().await;
+        plugin.wait_registered(&ctd, 1);
+        let mut rt = RuntimeServiceClient::new(ch);
+        let ann = [("dataplane-hook.io/dpdk-file-prefix", "app1")];
+        let cmd = ["sh -c 'echo PREFIX=$DPDK_FILE_PREFIX; sleep 30'".to_string()];
+        let (id, pod) = try_run_pod(&mut rt, &ctd, "dph-prefix", &ann, &cmd).await;
+        let pod = pod.unwrap_or_else(|e| panic!("{e}\nplugin: {}", plugin.said()));
+        assert!(
+            wait_log(&pod, "PREFIX=app1", Duration::from_secs(20)).await,
+            "G3: the container sees its prefix: {}",
+            cri_log(&pod.log)
+        );
+        let spec = ctd.spec(&pod.container);
+        assert!(
+            spec["process"]["env"].as_array().unwrap().iter().any(|e| e == "DPDK_FILE_PREFIX=app1"),
+            "{}",
+            spec["process"]["env"]
+        );
+        remove_pod(&mut rt, &id).await;
+        pool.assert_baseline("after remove");
+        assert!(env.records().is_empty(), "{:?}", env.records());
+    });
+    drop(ctd);
+}
