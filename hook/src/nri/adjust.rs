@@ -527,7 +527,14 @@ mod tests {
     fn an_opted_in_pod_gets_our_hooks_with_the_config_and_its_annotations_copied() {
         let l = loaded();
         let c = container(&[("io.kubernetes.cri.container-type", "container")]);
-        let p = pod(&[("dataplane-hook.io/hugepages-2Mi", "16Mi"), ("other.io/x", "y")]);
+        // A pod must not reach the runtime's keys (group scope, container type) or the
+        // product's internal ones through the plugin: NRI shows the plugin every pod annotation.
+        let p = pod(&[
+            ("dataplane-hook.io/hugepages-2Mi", "16Mi"),
+            ("other.io/x", "y"),
+            ("io.kubernetes.cri.sandbox-namespace", "victim"),
+            ("dataplane-hook.internal/gpu-requested-memory-limit", "1"),
+        ]);
         let adj =
             adjust(&l, Path::new("/usr/bin/dataplane-hook"), &rt(), Some(&p), &c).unwrap().unwrap();
         assert_eq!(
@@ -535,7 +542,11 @@ mod tests {
             Some("16Mi")
         );
         assert_eq!(adj.annotations.get(PATH_ANNOTATION).map(String::as_str), Some("nri"));
-        assert!(!adj.annotations.contains_key("other.io/x"), "only our keys are copied");
+        assert_eq!(
+            adj.annotations.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["dataplane-hook.io/hugepages-2Mi", PATH_ANNOTATION],
+            "only our request keys are copied"
+        );
         let hooks = adj.hooks.unwrap();
         let cfg = l.path.unwrap().display().to_string();
         for (list, stage) in

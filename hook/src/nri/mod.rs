@@ -161,7 +161,11 @@ pub fn run(loaded: &Loaded, args: &NriArgs) -> anyhow::Result<()> {
                     }
                 }
                 if args.once {
-                    return r.map_err(Into::into);
+                    // The runtime going away is how a --once run ends, not a failure.
+                    return match r {
+                        Err(NriError::Transport(TransportError::Closed)) => Ok(()),
+                        r => r.map_err(Into::into),
+                    };
                 }
             }
             Err(e) => {
