@@ -518,3 +518,69 @@ fn nri_prefix_mode_gets_dpdk_file_prefix_in_the_environment_by_adjustment() {
     });
     drop(ctd);
 }
+
+/// containerd's pid for this private instance (its command line names its config).
+fn containerd_pid(ctd: &Containerd) -> Option<i32> {
+    let want = ctd.config().display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.starts_with(&Version::V17.bin_dir()?.join("containerd").display().to_string())
+            && cmd.contains(&want))
+        .then_some(pid)
+    })
+}
+
+#[test]
+fn nri_the_plugin_registers_again_when_containerd_restarts_and_adjusts_again() {
+    let _pool = PoolGuard::new(64);
+    let env = ProductEnv::new("");
+    let sock = nri_socket(&env);
+    let (ctd, _) = Containerd::start(&env, Version::V17, Some(&sock));
+    let plugin = Plugin::start(&env, &sock);
+    let mut second: Option<Child> = None;
+    with_cri(|| async {
+        ctd.ready().await;
+        plugin.wait_registered(&ctd, 1);
+        // The runtime dies hard and comes back on the same config (as systemd restarts it).
+        let pid = containerd_pid(&ctd).expect("containerd runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+            .unwrap();
+        assert!(wait_for(Duration::from_secs(10), || containerd_pid(&ctd).is_none()));
+        let log = std::fs::File::create(ctd.dir.join("containerd-2.log")).unwrap();
+        second = Some(
+            Command::new(Version::V17.bin_dir().unwrap().join("containerd"))
+                .arg("--config")
+                .arg(ctd.config())
+                .env("DATAPLANE_HOOK_CONFIG", &env.config)
+                .env("PATH", Version::V17.path_env())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let ch = ctd.connect().await;
+        plugin.wait_registered(&ctd, 2);
+        let mut rt = RuntimeServiceClient::new(ch);
+        let ann = [("dataplane-hook.io/dpdk-runtime-dir", "/run/x")];
+        let (id, pod) =
+            try_run_pod(&mut rt, &ctd, "dph-after-restart", &ann, &["sleep".into(), "30".into()])
+                .await;
+        let pod = pod.unwrap_or_else(|e| panic!("{e}\nplugin: {}", plugin.said()));
+        assert!(wait_log(&pod, "END-OF-MOUNTS", Duration::from_secs(20)).await);
+        assert!(
+            mount_at(&cri_log(&pod.log), "/run/x").is_some(),
+            "adjusted after the restart: {}",
+            cri_log(&pod.log)
+        );
+        assert_eq!(ctd.spec(&pod.container)["annotations"]["io.dataplane-hook.path"], "nri");
+        remove_pod(&mut rt, &id).await;
+    });
+    if let Some(mut c) = second {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    drop(ctd);
+}
