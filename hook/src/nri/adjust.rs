@@ -45,7 +45,7 @@ pub fn adjust(
     // Opt in: any key of ours on the pod (CRI passes pod annotations to NRI whole, where the
     // runtime handler needs `pod_annotations`) or on the container. Only our own keys are copied:
     // a pod must not be able to write the runtime's keys (group scope, container type).
-    let mut ours: BTreeMap<String, String> = pod_ann
+    let ours: BTreeMap<String, String> = pod_ann
         .into_iter()
         .flatten()
         .chain(c.annotations.iter())
@@ -55,9 +55,10 @@ pub fn adjust(
     if ours.is_empty() {
         return Ok(None);
     }
-    let before = spec_of(c, &ours);
+    // The features' spec edits only look at the spec, never at the bundle dir (the runtime has
+    // not made it yet): a path that cannot exist makes any mistake there fail, not read the host.
     let dir = Path::new("/nonexistent-nri-bundle");
-    let mut b = Bundle::from_value(dir, before.clone()).map_err(|e| PlanError {
+    let mut b = Bundle::from_value(dir, spec_of(c, &ours)).map_err(|e| PlanError {
         what: format!("cannot read container {} as NRI describes it", c.id),
         why: e.to_string(),
         fix: "report this with the runtime's version".into(),
@@ -101,7 +102,6 @@ pub fn adjust(
         (f.edit_spec)(&req, &mut b, &ctx)?;
     }
     // The path this container came through, for `status` and people reading the spec.
-    ours.clear();
     b.raw_object_mut(&["annotations"]).insert(PATH_ANNOTATION.into(), json!("nri"));
     Ok(Some(diff(&c.id, &spec_of(c, &BTreeMap::new()), &b.raw)?))
 }
