@@ -331,6 +331,12 @@ fn nri_opted_in_pod_gets_its_private_hugetlbfs_reserved_before_start_and_teardow
         let st: Value = serde_json::from_slice(&env.hook(&["status", "--json"]).stdout).unwrap();
         assert_eq!(st["containers"][0]["id"], pod.container.as_str());
         assert_eq!(st["containers"][0]["path"], "nri", "status says which path: {st}");
+        // G7: the hook set the container's hugetlb limits to the reservation (also on this
+        // hybrid host, where containerd's runc cannot).
+        let pid = st["containers"][0]["pid"].as_i64().unwrap() as i32;
+        let cg = dataplane_tests::util::HugetlbCgroup::of(pid);
+        assert_eq!(cg.read(cg.max), (64u64 << 20).to_string(), "{}", cg.dir.display());
+        assert_eq!(cg.read(cg.rsvd), (64u64 << 20).to_string(), "{}", cg.dir.display());
 
         remove_pod(&mut rt, &id).await;
         pool.assert_baseline("after StopPodSandbox/RemovePodSandbox");
