@@ -9,7 +9,7 @@ use super::cgroup_mounts;
 use super::parse::{containerd_handler, crio_handler, hooks_d_entry};
 use super::{ConfigFile, Containerd, Facts, Kernel, Meta, Probe};
 use crate::config::Config;
-use crate::discovery::{capture, config_flag, installed, running};
+use crate::discovery::capture;
 use crate::host::sysfs::Sysfs;
 use crate::request::PageSize;
 
@@ -104,11 +104,6 @@ fn mtime(p: &Path) -> Option<u64> {
 }
 
 fn containerd_facts() -> Option<Containerd> {
-    let bin = installed("containerd").into_iter().next();
-    let procs = running("containerd");
-    if bin.is_none() && procs.is_empty() {
-        return None;
-    }
     let choice = match crate::discovery::containerd(None) {
         Ok(c) => c,
         Err(e) => {
@@ -120,22 +115,20 @@ fn containerd_facts() -> Option<Containerd> {
             })
         }
     };
-    let exe = procs.first().map(|d| d.exe.clone()).or(bin)?;
+    // Neither running nor installed: there is no containerd to check.
+    let exe = choice.binary.clone()?;
     let cfg = choice.config.display().to_string();
     let dump = if choice.config.exists() {
         capture(&exe, &["--config", &cfg, "config", "dump"], Duration::from_secs(10))
     } else {
         Err(format!("{cfg} does not exist"))
     };
-    let running = procs
-        .iter()
-        .find(|d| config_flag(&d.args, "--config", "-c").is_none_or(|c| c == choice.config))
-        .and_then(|d| {
-            let ticks = crate::host::proc::start_time(d.pid)?;
-            // SAFETY: sysconf has no preconditions.
-            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-            Some((d.pid, boot_time()? + ticks / hz))
-        });
+    let running = choice.daemon.as_ref().and_then(|d| {
+        let ticks = crate::host::proc::start_time(d.pid)?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Some((d.pid, boot_time()? + ticks / hz))
+    });
     let dropin = choice
         .config
         .parent()
