@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod configure;
 pub mod deadline;
+pub mod discovery;
 pub mod doctor;
 pub mod features;
 pub mod gc;

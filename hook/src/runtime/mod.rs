@@ -7,7 +7,6 @@
 pub mod argv;
 pub mod update;
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -462,21 +461,9 @@ fn gc_before_create(cfg: &crate::config::Config) {
 
 /// Resolves the real runtime and refuses to exec ourselves.
 pub fn real_runtime(path: &Path) -> anyhow::Result<PathBuf> {
-    let resolved = if path.components().count() > 1 || path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        let paths = std::env::var_os("PATH").unwrap_or_else(|| {
-            OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        });
-        std::env::split_paths(&paths).map(|d| d.join(path)).find(|p| p.is_file()).with_context(
-            || {
-                format!(
-                    "cannot find the real runtime {:?} in PATH (set runtime_path in the config)",
-                    path
-                )
-            },
-        )?
-    };
+    let resolved = crate::discovery::resolve_command(path).with_context(|| {
+        format!("cannot find the real runtime {:?} in PATH (set runtime_path in the config)", path)
+    })?;
     let me = std::env::current_exe().ok().and_then(|p| file_id(&p));
     if me.is_some() && file_id(&resolved) == me {
         bail!(
