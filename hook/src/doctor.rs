@@ -306,6 +306,34 @@ pub fn cgroup_layout(
     }
 }
 
+/// One `support <runtime>` line per installed runtime whose version reads: which integration
+/// paths it offers and which guarantees each gives there ([`crate::support`]). A version this
+/// release does not know warns.
+fn support_checks(f: &Facts) -> Vec<Check> {
+    let mut out = Vec::new();
+    for r in &f.runtimes {
+        let (Some(rt), Some(v)) = (
+            crate::support::Runtime::from_name(r.name),
+            r.version.as_deref().and_then(parse_version),
+        ) else {
+            continue;
+        };
+        if r.paths.is_empty() {
+            continue;
+        }
+        let s = crate::support::support(rt, v);
+        let name = format!("support {}", r.name);
+        let d = format!("{}.{}.{}: {}", v.0, v.1, v.2, s.describe());
+        out.push(match s.family {
+            Some(_) => Check::new(Status::Pass, name, d),
+            None => Check::new(Status::Warn, name, d).fix(
+                "see the README's support matrix for the versions this release is tested with",
+            ),
+        });
+    }
+    out
+}
+
 fn errno_text(e: i32) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
 }
@@ -527,6 +555,8 @@ pub fn checks(f: &Facts) -> Vec<Check> {
             _ => out.push(Check::new(Pass, name, d)),
         }
     }
+
+    out.extend(support_checks(f));
 
     // Runtime configurations pointing at this install.
     let mut configured = 0;
@@ -1402,6 +1432,53 @@ mod tests {
             find(&cs, "kernel cgroup.kill").detail.starts_with("not needed"),
             "memory is on v1 here"
         );
+    }
+
+    /// Issue 14: the runtimes of a 2026 node (Debian 13: containerd 1.7.24, runc 1.1.15, crun
+    /// 1.21, podman 5.4; containerd 2.x elsewhere) are recognised, each line says which
+    /// guarantees each integration path gives, and a version this release does not know warns.
+    #[test]
+    fn support_lines_recognise_modern_runtime_versions_and_say_what_each_path_gives() {
+        let rt = |name, version: &str| RuntimeBin {
+            name,
+            paths: vec![format!("/usr/bin/{name}").into()],
+            version: Some(version.into()),
+        };
+        let mut f = healthy();
+        f.runtimes = vec![
+            rt("runc", "runc version 1.1.15+ds1\ncommit: 1.1.15+ds1-2\nspec: 1.2.0\n"),
+            rt("crun", "crun version 1.21\ncommit: 10269840aa07fb7e6b7e1acff6198692d8ff5c88\n"),
+            rt(
+                "containerd",
+                "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+deb13u1\n",
+            ),
+            rt("podman", "podman version 5.4.2\n"),
+        ];
+        let cs = checks(&f);
+        let runc = find(&cs, "support runc");
+        assert_eq!(runc.status, Status::Pass);
+        assert!(runc.detail.starts_with("1.1.15: runc >= 1.1.10: "), "{}", runc.render());
+        assert!(runc.detail.contains("writes hugetlb.<size>.rsvd.max from the spec itself"));
+        let c = find(&cs, "support containerd");
+        assert!(c.detail.starts_with("1.7.24: containerd 1.7: runtime handler dataplane: G1-G12 (tested by make test: cri.rs"), "{}", c.render());
+        assert!(find(&cs, "support crun").detail.contains("crun 1.2x"));
+        let p = find(&cs, "support podman");
+        assert!(
+            p.detail.contains("podman 5: hooks.d: G1, G4-G12; G2 only for members"),
+            "{}",
+            p.render()
+        );
+
+        f.runtimes = vec![
+            rt("containerd", CONTAINERD2),
+            rt("containerd", "containerd github.com/containerd/containerd 1.5.9\n"),
+        ];
+        let cs = checks(&f);
+        let lines: Vec<&Check> = cs.iter().filter(|c| c.name == "support containerd").collect();
+        assert!(lines[0].detail.contains("containerd 2.x: runtime handler dataplane: G1-G12 (configure's files format-checked only"), "{}", lines[0].render());
+        assert_eq!(lines[1].status, Status::Warn, "{}", lines[1].render());
+        assert!(lines[1].detail.starts_with("1.5.9: a version this release does not know"));
+        assert!(lines[1].fix.is_some());
     }
 
     #[test]
