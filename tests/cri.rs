@@ -397,6 +397,9 @@ fn cri_refusals_reach_the_cri_caller_and_leave_nothing_on_containerd_1_7() {
     refusals_reach_the_cri_caller(Version::V17);
 }
 
+/// (pod name, its annotations, what the product's line says).
+type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 fn refusals_reach_the_cri_caller(version: Version) {
     let pool = PoolGuard::new(16);
     let env = ProductEnv::new("");
@@ -404,7 +407,7 @@ fn refusals_reach_the_cri_caller(version: Version) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut rt = RuntimeServiceClient::new(ctd.ready().await);
-        let cases: [(&str, &[(&str, &str)], &str); 2] = [
+        let cases: [Refusal; 2] = [
             (
                 "dph-too-big",
                 &[("dataplane-hook.io/hugepages-2Mi", "256Mi")],
