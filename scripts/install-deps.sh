@@ -10,7 +10,8 @@ PACKAGES=(
   runc            # the real OCI runtime behind dataplane-runtime, and the control in tests
   dpdk-dev        # dpdk-testpmd, dpdk-proc-info: real DPDK in the demo and the tests
   busybox-static  # a static shell and tools inside test containers
-  containerd      # containerd integration tests
+  containerd      # containerd integration tests (1.6; 1.7 comes from scripts/containerd17.sh)
+  curl            # downloads containerd 1.7 (scripts/containerd17.sh)
   podman          # podman hooks.d integration tests
   conmon          # podman's container monitor
   crun            # second OCI runtime (refuses hybrid cgroup hosts; tested where it can run)
@@ -60,6 +61,15 @@ extras() {
   if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "install-deps: installing cargo-fuzz (crates.io)"
     cargo install -q --locked cargo-fuzz
+  fi
+  # tests/cri.rs runs every CRI test on containerd 1.6 (the system's) and 1.7: Debian 13's
+  # 1.7.24, pinned by SHA-256 and unpacked into a private dir, never over the system's.
+  # A no-op when it is there already.
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "install-deps: containerd 1.7 in $("$(dirname "$0")/containerd17.sh")"
+  elif ! "$(dirname "$0")/containerd17.sh" >/dev/null 2>&1; then
+    echo "install-deps: need root to unpack containerd 1.7 into /var/cache/dataplane-tests (run as root, or: sudo $(dirname "$0")/containerd17.sh)" >&2
+    exit 1
   fi
 }
 

@@ -1,6 +1,8 @@
 //! Issue 4 (G9) end to end through containerd's CRI, the way kubelet drives it: a private
-//! containerd 1.6 (own root, state, socket) configured by `dataplane-hook configure`, a CRI v1
-//! client, and a pod whose RuntimeClass handler is `dataplane`.
+//! containerd (own root, state, socket; tests/harness/containerd.rs) configured by
+//! `dataplane-hook configure`, a CRI v1 client, and a pod whose RuntimeClass handler is
+//! `dataplane`. Every test runs twice (issue 14): on the system's containerd 1.6 and on
+//! Debian 13's 1.7.24 (scripts/containerd17.sh), each named `..._on_containerd_1_6`/`_1_7`.
 //!
 //! The pod asks for hugepages and a DPDK runtime dir in its annotations (kubelet also passes the
 //! hugepage limit): the container gets its kernel reservation and private hugetlbfs and runs
@@ -14,401 +16,22 @@
 //! whose dataplane-runtime execs the runtime named in the product config. With the systemd driver
 //! the pods' cgroup parent is a slice, as kubelet's `cgroupDriver: systemd` sends it.
 //!
-//! No registry is reachable: the image (busybox-static as pause, the host's /usr bind-mounted
-//! for the app) is built here as an OCI archive and imported with `ctr images import`.
+//! No registry is reachable: the harness builds the image (busybox-static as pause, the host's
+//! /usr bind-mounted for the app) as an OCI archive and imports it with `ctr images import`.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dataplane_tests::containerd::{Containerd, Version, IMAGE};
 use dataplane_tests::dpdk::{testpmd_mp_primary, testpmd_primary, testpmd_secondary, FORWARDING};
 use dataplane_tests::*;
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use tonic::transport::{Channel, Endpoint, Uri};
+use serde_json::Value;
+use tonic::transport::Channel;
 
-const IMAGE: &str = "dph.local/dph-test:1";
 const NS: &str = "dph-test";
-
-fn sh(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The image: an OCI archive built from a rootfs.
-
-fn blob(dir: &Path, bytes: &[u8]) -> (String, usize) {
-    let digest = format!("sha256:{:x}", Sha256::digest(bytes));
-    std::fs::write(dir.join("blobs/sha256").join(&digest[7..]), bytes).unwrap();
-    (digest, bytes.len())
-}
-
-/// `dph.local/dph-test:1`: a static busybox at /busybox (the pause process: `busybox sleep`),
-/// merged-/usr symlinks so that the host's /usr mounted at /usr gives a shell and DPDK.
-fn build_image(work: &Path) -> PathBuf {
-    let rootfs = work.join("image-rootfs");
-    for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var/run", "run"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    for (l, t) in
-        [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
-    {
-        std::os::unix::fs::symlink(t, rootfs.join(l)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("busybox")).expect("busybox-static is installed");
-    std::fs::set_permissions(rootfs.join("busybox"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
-
-    let layout = work.join("image-layout");
-    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    let layer_tar = work.join("layer.tar");
-    sh(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
-        .arg(&layer_tar)
-        .arg("."));
-    let layer = std::fs::read(&layer_tar).unwrap();
-    let (layer_digest, layer_size) = blob(&layout, &layer);
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/busybox", "sleep", "2147483"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
-    });
-    let (config_digest, config_size) = blob(&layout, &serde_json::to_vec(&config).unwrap());
-    let manifest = json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
-    });
-    let (m_digest, m_size) = blob(&layout, &serde_json::to_vec(&manifest).unwrap());
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m_digest, "size": m_size,
-            "platform": {"architecture": "amd64", "os": "linux"},
-            "annotations": {"io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "1"}
-        }]
-    });
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let archive = work.join("image.tar");
-    sh(Command::new("tar").arg("-C").arg(&layout).args(["-cf"]).arg(&archive).args([
-        "oci-layout",
-        "index.json",
-        "blobs",
-    ]));
-    archive
-}
-
-// ---------------------------------------------------------------------------------------------
-// A private containerd.
-
-struct Containerd {
-    dir: PathBuf,
-    child: Option<Child>,
-    cgroup_parent: String,
-    env: ProductEnv,
-}
-
-impl Containerd {
-    fn socket(&self) -> PathBuf {
-        self.dir.join("containerd.sock")
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.join("config.toml")
-    }
-    fn runc_root(&self) -> PathBuf {
-        self.dir.join("runc")
-    }
-
-    /// Writes containerd's own config (private dirs, runc handler with a private runc root),
-    /// runs `dataplane-hook configure --runtime containerd` on it, starts containerd.
-    fn start(env: &ProductEnv) -> (Containerd, String) {
-        let dir = PathBuf::from(format!("/tmp/{}", unique("dph-containerd")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let d = dir.display();
-        let runc_options = runc_handler_options();
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp"]
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-[plugins]
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = "{IMAGE}"
-    stream_server_address = "127.0.0.1"
-    # Root lacks CAP_SYS_RESOURCE here: the pause container's oom_score_adj -998 cannot be set.
-    restrict_oom_score_adj = true
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "native"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          Root = "{d}/runc"
-{runc_options}    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = "{d}/cni/bin"
-      conf_dir = "{d}/cni/net.d"
-  [plugins."io.containerd.internal.v1.opt"]
-    path = "{d}/opt"
-"#
-        );
-        std::fs::write(dir.join("config.toml"), &config).unwrap();
-        let o = Command::new(hook_bin())
-            .env_remove("DATAPLANE_HOOK_CONFIG")
-            .arg("--config")
-            .arg(&env.config)
-            .args(["configure", "--runtime", "containerd", "--containerd-config"])
-            .arg(dir.join("config.toml"))
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&o.stdout).into_owned();
-        assert!(o.status.success(), "configure: {}\n{said}", String::from_utf8_lossy(&o.stderr));
-        let mut c =
-            Containerd { dir, child: None, cgroup_parent: cgroup_parent(), env: env.clone() };
-        let log = std::fs::File::create(c.dir.join("containerd.log")).unwrap();
-        // The runc shim starts dataplane-runtime without arguments: it finds its config in the
-        // environment it inherits from containerd.
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(c.config())
-            .env("DATAPLANE_HOOK_CONFIG", &env.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        c.child = Some(child);
-        (c, said)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
-    }
-
-    fn ctr(&self, args: &[&str]) -> String {
-        sh(Command::new("ctr")
-            .arg("--address")
-            .arg(self.socket())
-            .args(["-n", "k8s.io"])
-            .args(args))
-    }
-
-    async fn connect(&self) -> Channel {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if self.socket().exists() {
-                let path = self.socket();
-                let ep = Endpoint::try_from("http://[::]:50051").unwrap();
-                let ch = ep
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let path = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(path).await?,
-                            ))
-                        }
-                    }))
-                    .await;
-                if let Ok(ch) = ch {
-                    let mut rt = RuntimeServiceClient::new(ch.clone());
-                    if rt.version(cri::VersionRequest { version: "v1".into() }).await.is_ok() {
-                        return ch;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "containerd did not come up:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Connected, with the test image imported.
-    async fn ready(&self) -> Channel {
-        let ch = self.connect().await;
-        let archive = build_image(&self.dir);
-        self.ctr(&[
-            "images",
-            "import",
-            "--snapshotter",
-            "native",
-            "--base-name",
-            "dph.local/dph-test",
-            archive.to_str().unwrap(),
-        ]);
-        let mut images = ImageServiceClient::new(ch.clone());
-        let image = Some(cri::ImageSpec { image: IMAGE.into(), ..Default::default() });
-        let st = images
-            .image_status(cri::ImageStatusRequest { image, verbose: false })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(st.image.is_some(), "image imported: {}", self.ctr(&["images", "ls"]));
-        ch
-    }
-
-    /// The bundle config.json containerd's runc shim used for a task.
-    fn spec(&self, id: &str) -> Value {
-        let p = self
-            .dir
-            .join("state/io.containerd.runtime.v2.task/k8s.io")
-            .join(id)
-            .join("config.json");
-        serde_json::from_slice(
-            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-        )
-        .unwrap()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        // Whatever the test left: containers (runc runs their poststop hooks), shims, containerd,
-        // mounts, cgroups, dirs, ledger records of dead containers.
-        // The runc shim keeps its containers under <Root>/<namespace>.
-        let roots: Vec<PathBuf> = std::fs::read_dir(self.runc_root())
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        for root in roots {
-            let list = runtime_cmd(&root).args(["list", "-q"]).output();
-            if let Ok(o) = list {
-                for id in String::from_utf8_lossy(&o.stdout).lines() {
-                    let _ = runtime_cmd(&root).args(["delete", "--force", id]).output();
-                }
-            }
-        }
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && c.try_wait().ok().flatten().is_none() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let sock = self.socket().display().to_string();
-        if let Ok(rd) = std::fs::read_dir("/proc") {
-            for e in rd.flatten() {
-                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                if cmdline.contains("containerd-shim") && cmdline.contains(&sock) {
-                    if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-        }
-        let prefix = self.dir.display().to_string();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&prefix))
-            .collect();
-        ours.reverse();
-        for m in ours {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
-        let _ = self.env.hook(&["gc"]);
-        if systemd_cgroup() {
-            // The transient slice systemd made for the pods (their scopes are gone with them).
-            let _ = Command::new("systemctl").args(["stop", &self.cgroup_parent]).output();
-        }
-        for line in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            if f.len() > 4 && f.iter().any(|x| x.starts_with("cgroup")) {
-                let base = Path::new(f[4]).join(self.cgroup_parent.trim_start_matches('/'));
-                remove_cgroup_tree(&base);
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The runtime the shims run (`DPH_RUNTIME`) on a shim's root dir, for the cleanup.
-fn runtime_cmd(root: &Path) -> Command {
-    let mut c = Command::new(oci_runtime());
-    c.arg("--root").arg(root);
-    if systemd_cgroup() {
-        c.arg("--systemd-cgroup");
-    }
-    c
-}
-
-/// Extra runc-shim options of the control handler `runc` for the harness's runtime and cgroup
-/// driver (TOML lines; empty for runc with cgroupfs).
-fn runc_handler_options() -> String {
-    let mut o = String::new();
-    if oci_runtime() != "runc" {
-        let bin = which(&oci_runtime());
-        o.push_str(&format!("          BinaryName = \"{}\"\n", bin.display()));
-    }
-    if systemd_cgroup() {
-        o.push_str("          SystemdCgroup = true\n");
-    }
-    o
-}
-
-/// `name` resolved through PATH (absolute paths as they are).
-fn which(name: &str) -> PathBuf {
-    if name.contains('/') {
-        return PathBuf::from(name);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} not found in PATH"))
-}
-
-/// The pods' cgroup parent as kubelet sends it: a cgroupfs path, or a systemd slice (its name
-/// without `-`, which systemd would read as nesting).
-fn cgroup_parent() -> String {
-    if systemd_cgroup() {
-        format!("{}.slice", unique("dphcri").replace('-', "_"))
-    } else {
-        format!("/{}", unique("dph-cri"))
-    }
-}
-
-/// rmdir a cgroup directory tree, deepest first (cgroupfs only removes empty groups).
-fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The pod, as kubelet would send it.
@@ -521,6 +144,23 @@ async fn run_pod(
     annotations: &[(&str, &str)],
     dpdk: &[String],
 ) -> Pod {
+    let pod = create_pod(rt, c, name, handler, annotations, dpdk).await;
+    rt.start_container(cri::StartContainerRequest { container_id: pod.container.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\nhook log: {}", c.env.log_text()));
+    pod
+}
+
+/// RunPodSandbox and CreateContainer (containerd runs the runtime, and so the wrapper and the
+/// hook, only at StartContainer).
+async fn create_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    c: &Containerd,
+    name: &str,
+    handler: &str,
+    annotations: &[(&str, &str)],
+    dpdk: &[String],
+) -> Pod {
     let log_dir = c.dir.join("pods").join(name);
     std::fs::create_dir_all(&log_dir).unwrap();
     let config = pod_config(name, annotations, &log_dir, &c.cgroup_parent);
@@ -549,9 +189,6 @@ async fn run_pod(
         .unwrap_or_else(|e| panic!("CreateContainer: {e}\nhook log: {}", c.env.log_text()))
         .into_inner()
         .container_id;
-    rt.start_container(cri::StartContainerRequest { container_id: container.clone() })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer: {e}\nhook log: {}", c.env.log_text()));
     Pod { id, container, log: log_dir.join("app.log") }
 }
 
@@ -597,11 +234,27 @@ fn hooks_of(spec: &Value) -> Vec<String> {
 }
 
 #[test]
-fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_untouched() {
+fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_untouched_on_containerd_1_6(
+) {
+    pod_with_runtime_class_dataplane(Version::V16);
+}
+
+#[test]
+fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_untouched_on_containerd_1_7(
+) {
+    pod_with_runtime_class_dataplane(Version::V17);
+}
+
+fn pod_with_runtime_class_dataplane(version: Version) {
     let t0 = Instant::now();
     let pool = PoolGuard::new(128);
     let env = ProductEnv::new("");
-    let (ctd, said) = Containerd::start(&env);
+    let (ctd, said) = Containerd::start(&env, version, None);
+    assert!(
+        said.contains(&format!("containerd {}", version.prefix()))
+            || said.contains(&format!(" {}", version.prefix())),
+        "configure saw containerd {version:?}: {said}"
+    );
     assert!(
         said.contains("carried over from runtime `runc`: Root = "),
         "configure carries runc's options: {said}"
@@ -622,6 +275,7 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
     rt.block_on(async {
         let ch = ctd.ready().await;
         let t_up = t0.elapsed();
+        assert_configured_handler_is_loaded(&ctd, &ch).await;
         let mut rt = RuntimeServiceClient::new(ch);
         let ann = [("dataplane-hook.io/hugepages-2Mi", "64Mi"), ("dataplane-hook.io/dpdk-runtime-dir", "/var/run/dpdk")];
 
@@ -680,7 +334,7 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
         pool.assert_baseline("after StopPodSandbox/RemovePodSandbox");
         assert!(env.records().is_empty(), "ledger records left: {:?}", env.records());
         eprintln!(
-            "cri e2e: containerd up {:.1}s, control pod {:.1}s, dataplane pod to forwarding {:.1}s, stop+remove {:.1}s, total {:.1}s",
+            "cri e2e ({version:?}): containerd up {:.1}s, control pod {:.1}s, dataplane pod to forwarding {:.1}s, stop+remove {:.1}s, total {:.1}s",
             t_up.as_secs_f64(),
             t_ctl.as_secs_f64(),
             t_fwd.as_secs_f64(),
@@ -696,12 +350,116 @@ fn cri_pod_with_runtime_class_dataplane_gets_its_hugepages_and_the_sandbox_is_un
 /// and forward (without the group they share neither memory nor a PID namespace; the control
 /// for the PID collision itself is tests/groups.rs), the group holds one reservation, and the
 /// last pod removed takes the group with it.
+/// `configure` on this containerd's config as it really loads it: the main config imports the
+/// drop-in written next to it, containerd started with it, and its CRI runs with the handler
+/// `dataplane` (the wrapper as BinaryName, pod annotations passed) beside the user's `runc`.
+async fn assert_configured_handler_is_loaded(ctd: &Containerd, ch: &Channel) {
+    let main = std::fs::read_to_string(ctd.config()).unwrap();
+    let dropin = ctd.dir.join("conf.d/dataplane.toml");
+    assert!(
+        main.contains(&format!("imports = [\"{}\"]", dropin.display())),
+        "configure added the drop-in's import: {main}"
+    );
+    assert!(dropin.is_file(), "configure wrote {}", dropin.display());
+    let cfg = ctd.cri_config(ch).await;
+    let runtimes = &cfg["containerd"]["runtimes"];
+    let dp = &runtimes["dataplane"];
+    assert_eq!(
+        dp["runtimeType"], "io.containerd.runc.v2",
+        "{:?} runs with: {runtimes}",
+        ctd.version
+    );
+    assert_eq!(
+        dp["options"]["BinaryName"].as_str().map(|b| PathBuf::from(b).canonicalize().unwrap()),
+        Some(runtime_bin().canonicalize().unwrap()),
+        "{runtimes}"
+    );
+    assert_eq!(dp["PodAnnotations"], serde_json::json!(["dataplane-hook.io/*"]), "{runtimes}");
+    assert!(runtimes["runc"].is_object(), "the user's runc handler survived: {runtimes}");
+    assert_eq!(
+        cfg["sandboxImage"],
+        dataplane_tests::containerd::IMAGE,
+        "the user's CRI settings survived: {cfg}"
+    );
+}
+
+/// The product's refusals reach the CRI caller (what kubelet turns into the pod's event): a
+/// reservation the node cannot meet (the hook's, at createRuntime) and a mistyped annotation
+/// (the wrapper's, before runc) each fail StartContainer with the product's one line in the
+/// error, take no pages, leave no record, and the pod is removed as usual.
 #[test]
-fn cri_pods_of_one_dpdk_group_share_memory_across_pods() {
+fn cri_refusals_reach_the_cri_caller_and_leave_nothing_on_containerd_1_6() {
+    refusals_reach_the_cri_caller(Version::V16);
+}
+
+#[test]
+fn cri_refusals_reach_the_cri_caller_and_leave_nothing_on_containerd_1_7() {
+    refusals_reach_the_cri_caller(Version::V17);
+}
+
+/// (pod name, its annotations, what the product's line says).
+type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+fn refusals_reach_the_cri_caller(version: Version) {
+    let pool = PoolGuard::new(16);
+    let env = ProductEnv::new("");
+    let (ctd, _) = Containerd::start(&env, version, None);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut rt = RuntimeServiceClient::new(ctd.ready().await);
+        let cases: [Refusal; 2] = [
+            (
+                "dph-too-big",
+                &[("dataplane-hook.io/hugepages-2Mi", "256Mi")],
+                "dataplane-hook: cannot reserve 256Mi of 2Mi hugepages for container",
+            ),
+            (
+                "dph-typo",
+                &[("dataplane-hook.io/hugepage-2Mi", "64Mi")],
+                "dataplane-hook.io/hugepage-2Mi",
+            ),
+        ];
+        for (name, ann, want) in cases {
+            let pod =
+                create_pod(&mut rt, &ctd, name, "dataplane", ann, &testpmd_primary(&[])).await;
+            let err = rt
+                .start_container(cri::StartContainerRequest { container_id: pod.container.clone() })
+                .await
+                .expect_err("the product refuses the container");
+            let line = util::product_error(err.message().as_bytes())
+                .unwrap_or_else(|| panic!("{name}: no product line in the CRI error: {err:?}"));
+            // containerd appends the gRPC code it mapped the shim's error to.
+            let line = line.strip_suffix(": unknown").unwrap_or(&line).to_string();
+            assert!(line.contains(want), "{name}: {line:?} (CRI error: {})", err.message());
+            util::assert_spec_form(name, &line);
+            assert_ne!(
+                container_state(&mut rt, &pod.container).await,
+                cri::ContainerState::ContainerRunning as i32
+            );
+            assert_eq!(counters(), pool.baseline, "{name}: nothing reserved");
+            assert!(env.records().is_empty(), "{name}: records {:?}", env.records());
+            remove_pod(&mut rt, &pod).await;
+            pool.assert_baseline(name);
+        }
+    });
+    drop(ctd);
+}
+
+#[test]
+fn cri_pods_of_one_dpdk_group_share_memory_across_pods_on_containerd_1_6() {
+    pods_of_one_dpdk_group(Version::V16);
+}
+
+#[test]
+fn cri_pods_of_one_dpdk_group_share_memory_across_pods_on_containerd_1_7() {
+    pods_of_one_dpdk_group(Version::V17);
+}
+
+fn pods_of_one_dpdk_group(version: Version) {
     let t0 = Instant::now();
     let pool = PoolGuard::new(128);
     let env = ProductEnv::new("");
-    let (ctd, _) = Containerd::start(&env);
+    let (ctd, _) = Containerd::start(&env, version, None);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut rt = RuntimeServiceClient::new(ctd.ready().await);
@@ -784,5 +542,27 @@ fn cri_pods_of_one_dpdk_group_share_memory_across_pods() {
         assert!(env.records().is_empty(), "{:?}", env.records());
     });
     drop(ctd);
-    eprintln!("cri group e2e: {:.1}s", t0.elapsed().as_secs_f64());
+    eprintln!("cri group e2e ({version:?}): {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// The launcher's NRI option (for the NRI suites): containerd 1.7 starts with NRI enabled and
+/// listens for plugins on the socket it was given.
+#[test]
+fn containerd_1_7_started_with_nri_listens_on_the_given_socket() {
+    let env = ProductEnv::new("");
+    let sock = env.root.join("nri.sock");
+    let (ctd, _) = Containerd::start(&env, Version::V17, Some(&sock));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let ch = ctd.connect().await;
+        assert!(
+            wait_for(Duration::from_secs(10), || std::fs::metadata(&sock)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))),
+            "no NRI socket at {}: {}",
+            sock.display(),
+            ctd.log()
+        );
+        let cfg = ctd.cri_config(&ch).await;
+        assert!(cfg["containerd"]["runtimes"]["dataplane"].is_object(), "{cfg}");
+    });
 }

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod request;
 pub mod runtime;
 pub mod status;
+pub mod support;
 pub mod watch;
 
 /// Unit tests' command lines: `&["create", "id"]` as the `Vec<String>` argv parsers take.

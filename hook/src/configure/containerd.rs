@@ -781,4 +781,140 @@ runtime_type = "io.containerd.runc.v2"
         assert!(glob_match("?x*", "ax"));
         assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
     }
+
+    /// The CRI runtime part of `containerd config default` of containerd 2.0.0 (config version
+    /// 3, docs/cri/config.md at v2.0.0), with `SystemdCgroup = true` as a systemd node sets it.
+    const CONTAINERD_20_DEFAULT: &str = r#"version = 3
+root = '/var/lib/containerd'
+state = '/run/containerd'
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = 'registry.k8s.io/pause:3.10'
+
+  [plugins.'io.containerd.cri.v1.runtime']
+    enable_cdi = true
+    cdi_spec_dirs = ['/etc/cdi', '/var/run/cdi']
+
+    [plugins.'io.containerd.cri.v1.runtime'.containerd]
+      default_runtime_name = 'runc'
+
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes]
+        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+          runtime_type = 'io.containerd.runc.v2'
+          runtime_path = ''
+          pod_annotations = []
+          container_annotations = []
+          privileged_without_host_devices = false
+          base_runtime_spec = ''
+          sandboxer = 'podsandbox'
+          io_type = ''
+
+          [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+            BinaryName = ''
+            NoNewKeyring = false
+            Root = ''
+            ShimCgroup = ''
+            SystemdCgroup = true
+
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      bin_dir = '/opt/cni/bin'
+      conf_dir = '/etc/cni/net.d'
+
+  [plugins.'io.containerd.grpc.v1.cri']
+    disable_tcp_service = true
+    stream_server_address = '127.0.0.1'
+"#;
+
+    /// Issue 14, containerd 2.x by format: on 2.0's own default config (version 3), configure
+    /// finds the runc handler under `io.containerd.cri.v1.runtime`, carries its SystemdCgroup,
+    /// writes a version-3 drop-in whose handler uses only keys containerd 2.0's `Runtime` knows,
+    /// and once merged as 2.x merges imports the config has `dataplane` beside the user's
+    /// untouched runc, images and CNI settings; the import splice keeps the file version 3.
+    #[test]
+    fn v3_dropin_on_containerd_2_0s_default_config_merges_to_the_handler_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(&main, CONTAINERD_20_DEFAULT).unwrap();
+        let dropin = dir.path().join("conf.d").join(CONTAINERD_DROPIN_NAME);
+        let files = read_containerd_files(&main, &dropin, false).unwrap();
+        assert_eq!(files.version, 3);
+        assert_eq!(files.cri_plugin(), CRI_V3);
+        let (from, mut options) = files.runc_options(true).expect("runc handler found");
+        assert_eq!(from, "runc");
+        assert_eq!(
+            options.remove("BinaryName").and_then(|b| b.as_str().map(String::from)).as_deref(),
+            Some("")
+        );
+        assert_eq!(options.get("SystemdCgroup").and_then(|v| v.as_bool()), Some(true));
+
+        let i = Install { wrapper: "/opt/dp/dataplane-runtime".into(), ..Install::shipped() };
+        let d = parse(&render_containerd(&ContainerdDropin::V3, &i, &options));
+        assert_eq!(d["version"].as_integer(), Some(3));
+        assert_eq!(d["plugins"].as_table().unwrap().keys().collect::<Vec<_>>(), [CRI_V3]);
+        let handler =
+            get_path(&d, &["plugins", CRI_V3, "containerd", "runtimes", HANDLER]).unwrap();
+        // containerd 2.0's Runtime struct (internal/cri/config/config.go) toml keys.
+        let known = [
+            "runtime_type",
+            "runtime_path",
+            "pod_annotations",
+            "container_annotations",
+            "options",
+            "privileged_without_host_devices",
+            "privileged_without_host_devices_all_devices_allowed",
+            "base_runtime_spec",
+            "cni_conf_dir",
+            "cni_max_conf_num",
+            "snapshotter",
+            "sandboxer",
+            "io_type",
+        ];
+        for k in handler.as_table().unwrap().keys() {
+            assert!(known.contains(&k.as_str()), "containerd 2.0 has no runtime key {k}");
+        }
+
+        let mut merged = parse(CONTAINERD_20_DEFAULT);
+        deep_merge(&mut merged, &d);
+        let rts = get_path(&merged, &["plugins", CRI_V3, "containerd", "runtimes"]).unwrap();
+        let dp = rts.get(HANDLER).and_then(|v| v.as_table()).unwrap();
+        assert_eq!(dp["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+        assert_eq!(dp["pod_annotations"], toml::Value::Array(vec!["dataplane-hook.io/*".into()]));
+        assert_eq!(dp["options"]["BinaryName"].as_str(), Some("/opt/dp/dataplane-runtime"));
+        assert_eq!(dp["options"]["SystemdCgroup"].as_bool(), Some(true));
+        let runc = rts.get("runc").and_then(|v| v.as_table()).unwrap();
+        assert_eq!(
+            runc["sandboxer"].as_str(),
+            Some("podsandbox"),
+            "the user's runc kept: {runc:?}"
+        );
+        assert_eq!(runc["options"]["SystemdCgroup"].as_bool(), Some(true));
+        assert_eq!(
+            get_path(&merged, &["plugins", CRI_V3, "containerd", "default_runtime_name"])
+                .and_then(|v| v.as_str()),
+            Some("runc")
+        );
+        assert_eq!(
+            get_path(
+                &merged,
+                &["plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"]
+            )
+            .and_then(|v| v.as_str()),
+            Some("registry.k8s.io/pause:3.10")
+        );
+        assert_eq!(
+            get_path(&merged, &["plugins", CRI_V3, "cni", "conf_dir"]).and_then(|v| v.as_str()),
+            Some("/etc/cni/net.d")
+        );
+
+        let spliced =
+            parse(&splice_import(CONTAINERD_20_DEFAULT, &dropin.display().to_string()).unwrap());
+        assert_eq!(spliced["version"].as_integer(), Some(3));
+        assert_eq!(
+            spliced["imports"],
+            toml::Value::Array(vec![dropin.display().to_string().into()])
+        );
+    }
 }

@@ -55,6 +55,11 @@ pub const CHECKS: &[CheckDef] = &[
     ),
     row!("runtime", "each runtime is installed once, at a version that works here", runtimes),
     row!(
+        "support",
+        "which integration paths each installed runtime version offers, and their guarantees",
+        support_checks
+    ),
+    row!(
         "containerd handler",
         "containerd has the `dataplane` handler, pointing at this install, loaded",
         containerd_handler_check
@@ -789,6 +794,34 @@ fn metrics(f: &Facts) -> Vec<Check> {
                 .fix("put both in the directory node_exporter reads"),
             );
         }
+    }
+    out
+}
+
+/// One `support <runtime>` line per installed runtime whose version reads: which integration
+/// paths it offers and which guarantees each gives there ([`crate::support`]). A version this
+/// release does not know warns.
+fn support_checks(f: &Facts) -> Vec<Check> {
+    let mut out = Vec::new();
+    for r in &f.runtimes {
+        let (Some(rt), Some(v)) = (
+            crate::support::Runtime::from_name(r.name),
+            r.version.as_deref().and_then(parse_version).map(|v| v.triple()),
+        ) else {
+            continue;
+        };
+        if r.paths.is_empty() {
+            continue;
+        }
+        let s = crate::support::support(rt, v);
+        let name = format!("support {}", r.name);
+        let d = format!("{}.{}.{}: {}", v.0, v.1, v.2, s.describe());
+        out.push(match s.family {
+            Some(_) => Check::new(Status::Pass, name, d),
+            None => Check::new(Status::Warn, name, d).fix(
+                "see the README's support matrix for the versions this release is tested with",
+            ),
+        });
     }
     out
 }

@@ -442,3 +442,50 @@ fn any_one_configured_runtime_is_integration_and_a_broken_hooks_file_is_not() {
     f.containerd.as_mut().unwrap().dump = Ok("version = 2\n".into());
     assert_eq!(integration(&f).map(|c| c.status), Some(Status::Warn), "no handler in it");
 }
+
+/// Issue 14: the runtimes of a 2026 node (Debian 13: containerd 1.7.24, runc 1.1.15, crun
+/// 1.21, podman 5.4; containerd 2.x elsewhere) are recognised, each line says which
+/// guarantees each integration path gives, and a version this release does not know warns.
+#[test]
+fn support_lines_recognise_modern_runtime_versions_and_say_what_each_path_gives() {
+    let rt = |name, version: &str| RuntimeBin {
+        name,
+        paths: vec![format!("/usr/bin/{name}").into()],
+        version: Some(version.into()),
+    };
+    let mut f = healthy();
+    f.runtimes = vec![
+        rt("runc", "runc version 1.1.15+ds1\ncommit: 1.1.15+ds1-2\nspec: 1.2.0\n"),
+        rt("crun", "crun version 1.21\ncommit: 10269840aa07fb7e6b7e1acff6198692d8ff5c88\n"),
+        rt(
+            "containerd",
+            "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+deb13u1\n",
+        ),
+        rt("podman", "podman version 5.4.2\n"),
+    ];
+    let cs = checks(&f);
+    let runc = find(&cs, "support runc");
+    assert_eq!(runc.status, Status::Pass);
+    assert!(runc.detail.starts_with("1.1.15: runc >= 1.1.10: "), "{}", runc.render());
+    assert!(runc.detail.contains("writes hugetlb.<size>.rsvd.max from the spec itself"));
+    let c = find(&cs, "support containerd");
+    assert!(c.detail.starts_with("1.7.24: containerd 1.7: runtime handler dataplane: G1-G12 (tested by make test: cri.rs"), "{}", c.render());
+    assert!(find(&cs, "support crun").detail.contains("crun 1.2x"));
+    let p = find(&cs, "support podman");
+    assert!(
+        p.detail.contains("podman 5: hooks.d: G1, G4-G12; G2 only for members"),
+        "{}",
+        p.render()
+    );
+
+    f.runtimes = vec![
+        rt("containerd", CONTAINERD2),
+        rt("containerd", "containerd github.com/containerd/containerd 1.5.9\n"),
+    ];
+    let cs = checks(&f);
+    let lines: Vec<&Check> = cs.iter().filter(|c| c.name == "support containerd").collect();
+    assert!(lines[0].detail.contains("containerd 2.x: runtime handler dataplane: G1-G12 (configure's files format-checked only"), "{}", lines[0].render());
+    assert_eq!(lines[1].status, Status::Warn, "{}", lines[1].render());
+    assert!(lines[1].detail.starts_with("1.5.9: a version this release does not know"));
+    assert!(lines[1].fix.is_some());
+}

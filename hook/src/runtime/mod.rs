@@ -527,11 +527,58 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     )
 }
 
+/// Puts the wrapper's one-line refusal (`line`) where the caller reads the runtime's errors:
+/// containerd's runc shim takes the OCI runtime error from the last `"level":"error"` entry of
+/// runc's `--log` file (`--log-format json`), not from stderr, so a refusal made before runc runs
+/// would otherwise reach the CRI caller as "unable to retrieve OCI runtime error". The path comes
+/// from the runtime's command line (trusted); opened non-blocking, appended, best effort.
+pub fn report_to_runtime_log(args: &[String], line: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some((path, json)) = argv::global_log(args) else { return };
+    let entry = if json {
+        json!({"level": "error", "msg": line}).to_string()
+    } else {
+        // logrus's text format, as runc writes it without --log-format json.
+        format!("level=error msg={}", Value::from(line))
+    };
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&path);
+    if let Ok(mut f) = file {
+        let _ = f.write_all(format!("{entry}\n").as_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use crate::test_args as v;
+
+    #[test]
+    fn a_refusal_is_appended_to_runcs_log_as_the_runc_shim_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        std::fs::write(&log, "{\"level\":\"info\",\"msg\":\"before\"}\n").unwrap();
+        let line = "dataplane-hook: cannot do it: because \"quoted\" (fix it)";
+        let l = log.display().to_string();
+        report_to_runtime_log(&v(&["--log", &l, "--log-format", "json", "create", "id"]), line);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(text.lines().count(), 2, "appended: {text}");
+        assert_eq!(last, json!({"level": "error", "msg": line}));
+        let txt = dir.path().join("log.txt");
+        let t = txt.display().to_string();
+        report_to_runtime_log(&v(&["--log", &t, "create", "id"]), line);
+        assert_eq!(
+            std::fs::read_to_string(&txt).unwrap(),
+            format!("level=error msg={}\n", serde_json::to_string(line).unwrap())
+        );
+    }
 
     #[test]
     fn runc_command_lines_give_command_bundle_and_id() {
