@@ -248,3 +248,91 @@ pub fn plan(id: &str, req: &Request, cfg: &Config, facts: &NodeFacts) -> Result<
     p.steps.sort_by_key(Step::phase);
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{gpu, hugepages};
+    use crate::host::sysfs::{NodePool, Pool};
+
+    fn kind(s: &Step) -> &'static str {
+        match s {
+            Step::Rlimit(_) => "rlimit",
+            Step::Mount(MountPlan::Hugetlbfs { .. }) => "hugetlbfs",
+            Step::Mount(MountPlan::EmptyDir { .. }) => "empty-dir",
+            Step::Mount(MountPlan::View { .. }) => "view",
+            Step::Mount(MountPlan::FromNamespace { .. }) => "from-namespace",
+            Step::HugetlbLimits(_) => "hugetlb-limits",
+            Step::MemoryLimit { .. } => "memory-limit",
+            Step::Record(Effect::GpuHeadroom(_)) => "gpu-grant",
+            Step::Record(Effect::PrefixFiles(_)) => "prefix-files",
+            Step::Record(_) => "record",
+        }
+    }
+
+    fn node() -> NodeFacts {
+        let pool = Pool { total: 64, free: 64, reserved: 0, surplus: 0 };
+        NodeFacts::default()
+            .with(hugepages::Facts {
+                pools: [(PageSize::Size2Mi, pool)].into(),
+                node_pools: [(
+                    PageSize::Size2Mi,
+                    vec![NodePool { node: 0, total: 64, free: 64, surplus: 0 }],
+                )]
+                .into(),
+                ours: Default::default(),
+            })
+            .with(gpu::Facts { mem_total: 64 << 30 })
+    }
+
+    /// Whatever feature asks for them, the mounts come together and first (they make the
+    /// reservation), the cgroup writes and record entries after them in the features' order
+    /// (the GPU grant after the hugetlb limits that may move the init, its memory limit last).
+    #[test]
+    fn steps_run_in_phase_order_whatever_feature_asked_for_them() {
+        let req = Request {
+            hugepages: [(PageSize::Size2Mi, Bytes(16 << 20))].into(),
+            gpu: gpu::GpuSpec {
+                gpus: 1,
+                evidence: vec!["device /dev/nvidia0".into()],
+                limit: Some(8 << 30),
+                lowered_from: None,
+            },
+            ..Default::default()
+        };
+        let p = plan("c", &req, &Config::default(), &node()).unwrap();
+        let kinds: Vec<_> = p.steps.iter().map(kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                "hugetlbfs",
+                "view",
+                "view",
+                "empty-dir",
+                "hugetlb-limits",
+                "gpu-grant",
+                "memory-limit"
+            ]
+        );
+        assert_eq!(p.reservations(), [(PageSize::Size2Mi, Bytes(16 << 20))].into());
+        assert_eq!(p.hugetlb_limits(), vec![(PageSize::Size2Mi, Bytes(16 << 20))]);
+    }
+
+    #[test]
+    fn a_container_that_asks_for_nothing_gets_only_its_runtime_dir() {
+        let p = plan("c", &Request::default(), &Config::default(), &NodeFacts::default()).unwrap();
+        assert_eq!(p.steps.iter().map(kind).collect::<Vec<_>>(), ["empty-dir"]);
+        assert!(p.reservations().is_empty() && p.warnings.is_empty());
+    }
+
+    #[test]
+    fn facts_are_found_by_their_type_and_cloned_whole() {
+        let f = node();
+        assert_eq!(f.get::<gpu::Facts>().map(|g| g.mem_total), Some(64 << 30));
+        assert!(f.get::<crate::features::rdma::RdmaFacts>().is_none());
+        let c = f.clone().with(gpu::Facts { mem_total: 1 });
+        assert_eq!(c.get::<gpu::Facts>().unwrap().mem_total, 1, "insert replaces");
+        assert_eq!(f.get::<gpu::Facts>().unwrap().mem_total, 64 << 30, "the clone is its own");
+        assert_eq!(c.get::<hugepages::Facts>().unwrap().pools.len(), 1);
+    }
+}
