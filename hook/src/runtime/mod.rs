@@ -294,22 +294,22 @@ pub fn only_private_dirs(
     if spec_has_shared_propagation(&b.raw) {
         return None;
     }
-    let facts = crate::plan::NodeFacts { spec_mounts: b.mounts(), ..Default::default() };
+    let facts = crate::plan::NodeFacts::default()
+        .with(crate::features::prefix::Facts { spec_mounts: b.mounts() });
     let p = crate::plan::plan(id, req, cfg, &facts).ok()?;
-    let plain = p.rlimits.is_empty()
-        && p.warnings.is_empty()
-        && p.hugetlb_limits.is_empty()
-        && p.reservations.is_empty()
-        && p.gpu.is_none()
-        && p.prefix.is_none();
+    if !p.warnings.is_empty() {
+        return None;
+    }
     let mut dirs = vec![];
-    for m in p.mounts {
-        match m {
-            crate::plan::MountPlan::EmptyDir { target } => dirs.push(target),
+    for s in p.steps {
+        match s {
+            crate::plan::Step::Mount(crate::plan::MountPlan::EmptyDir { target }) => {
+                dirs.push(target)
+            }
             _ => return None,
         }
     }
-    plain.then_some(dirs)
+    Some(dirs)
 }
 
 fn spec_has_shared_propagation(spec: &serde_json::Value) -> bool {
