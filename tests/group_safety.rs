@@ -304,17 +304,6 @@ fn a_pod_on_cri_o_forging_containerds_namespace_key_never_joins_that_namespaces_
 // 3. Hardening: the host's PID namespace is no group's; no mount lands on the host.
 // ---------------------------------------------------------------------------------------------
 
-/// The hook in the spec, for plain runc: what podman and CRI-O do with hooks.d.
-fn hooked(env: &ProductEnv, b: &mut TestBundle) {
-    let hook = hook_bin().display().to_string();
-    let cfg = env.config.display().to_string();
-    b.spec["hooks"] = json!({
-        "createRuntime": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "createRuntime"]}],
-        "poststop": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "poststop"]}],
-    });
-    b.save();
-}
-
 #[test]
 fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
     let pool = PoolGuard::new(64);
@@ -324,7 +313,7 @@ fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
     a.annotate(GROUP, "hostpid").annotate(HUGE, "16Mi");
     a.spec["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
     a.save();
-    hooked(&env, &mut a);
+    a.with_hooks_d(&env);
     let ia = unique("hostpid");
     let o = runc.create(&a, &ia);
     // Precondition: had it run, it would be in the host's (this test's) PID namespace.

@@ -121,66 +121,20 @@ pub fn fs_type(path: &Path) -> String {
     best.map(|(_, t)| t).unwrap_or_else(|| "?".into())
 }
 
-/// An OCI bundle whose rootfs bind-mounts the host's /usr read-only (as tests/harness does),
-/// running `args`, with `annotations`.
+/// An OCI bundle running `args` with `annotations`: the integration tests' rootfs and default
+/// spec (tests/harness), with runc's default capabilities (what `runc spec` gives a container).
 pub fn make_bundle(dir: &Path, args: &[&str], annotations: &[(&str, &str)]) -> Result<PathBuf> {
-    let rootfs = dir.join("rootfs");
-    for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
-        std::fs::create_dir_all(rootfs.join(d))?;
-    }
-    for (l, t) in
-        [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
-    {
-        let _ = std::os::unix::fs::symlink(t, rootfs.join(l));
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP"
-    ]);
-    let ann: serde_json::Map<String, Value> =
-        annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let spec = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false, "user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"],
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": "bench",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
-        ],
-        "linux": {
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        },
-        "annotations": ann
-    });
+    dataplane_tests::make_rootfs(&dir.join("rootfs"))?;
+    let mut spec = dataplane_tests::default_spec(args);
+    let caps = json!(dataplane_tests::RUNC_DEFAULT_CAPS);
+    spec["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    spec["hostname"] = json!("bench");
+    spec["annotations"] = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
     Ok(dir.to_path_buf())
 }
@@ -668,12 +622,12 @@ pub fn add_shimmed_hooks(bundle: &Path, hook: &Path, config: &Path, out: &Path) 
     let path = bundle.join("config.json");
     let mut spec: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let me = std::env::current_exe()?.display().to_string();
-    let entry = |stage: &str| {
-        json!({"path": me, "args": ["dataplane-bench", SHIM_FLAG, out.display().to_string(), hook.display().to_string(),
-                                    "--config", config.display().to_string(), stage]})
-    };
-    spec["hooks"] =
-        json!({"createRuntime": [entry("createRuntime")], "poststop": [entry("poststop")]});
+    let args =
+        ["dataplane-bench", SHIM_FLAG, &out.display().to_string(), &hook.display().to_string()]
+            .map(String::from);
+    let mut args = args.to_vec();
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    spec["hooks"] = dataplane_tests::hooks_d_spec(&me, &args);
     std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
     Ok(())
 }

@@ -182,17 +182,7 @@ impl TestBundle {
     /// A bundle running `args` (argv inside the container).
     pub fn new(args: &[&str]) -> TestBundle {
         let dir = tempfile::Builder::new().prefix("dph-bundle-").tempdir().expect("tempdir");
-        let rootfs = dir.path().join("rootfs");
-        for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        for (l, t) in
-            [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
-        {
-            std::os::unix::fs::symlink(t, rootfs.join(l)).unwrap();
-        }
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+        make_rootfs(&dir.path().join("rootfs")).expect("rootfs");
         let spec = default_spec(args);
         let b = TestBundle { dir, spec };
         b.save();
@@ -246,6 +236,16 @@ impl TestBundle {
         self
     }
 
+    /// Wires the product's hook into the spec at createRuntime and poststop, as podman's and
+    /// CRI-O's hooks.d do (no wrapper, no spec edit of the product's own): for plain runc.
+    pub fn with_hooks_d(&mut self, env: &ProductEnv) -> &mut Self {
+        let args =
+            ["dataplane-hook".to_string(), "--config".into(), env.config.display().to_string()];
+        self.spec["hooks"] = hooks_d_spec(&hook_bin().display().to_string(), &args);
+        self.save();
+        self
+    }
+
     /// Reloads config.json from disk (after the wrapper edited it).
     pub fn reload(&mut self) -> &Value {
         self.spec =
@@ -253,6 +253,36 @@ impl TestBundle {
                 .unwrap();
         &self.spec
     }
+}
+
+/// The rootfs every bundle of the tests, the bench and the demo uses: empty mount points, the
+/// usual top-level links into /usr (the host's /usr is bind-mounted read-only by
+/// [`default_spec`]), and a passwd/group naming root.
+pub fn make_rootfs(rootfs: &Path) -> std::io::Result<()> {
+    for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    for (l, t) in
+        [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
+    {
+        match std::os::unix::fs::symlink(t, rootfs.join(l)) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")
+}
+
+/// The OCI `hooks` object hooks.d produces: `path` run with `args` and the stage name
+/// appended, at createRuntime and poststop (where the product's hook runs).
+pub fn hooks_d_spec(path: &str, args: &[String]) -> Value {
+    let entry = |stage: &str| {
+        let mut a = args.to_vec();
+        a.push(stage.to_string());
+        json!([{ "path": path, "args": a }])
+    };
+    json!({ "createRuntime": entry("createRuntime"), "poststop": entry("poststop") })
 }
 
 /// A runc-style spec: default namespaces, /proc, /dev, /sys, the host's /usr read-only.
@@ -292,27 +322,29 @@ pub fn default_spec(args: &[&str]) -> Value {
     })
 }
 
+/// runc's default capability set (`runc spec`): what the bench measures containers with.
+pub const RUNC_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+];
+
+/// runc's defaults plus what DPDK needs (memlock, mounts, scheduling, raw I/O).
 fn caps() -> Value {
-    json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP",
-        "CAP_IPC_LOCK",
-        "CAP_SYS_ADMIN",
-        "CAP_SYS_NICE",
-        "CAP_SYS_RAWIO"
-    ])
+    let mut c: Vec<&str> = RUNC_DEFAULT_CAPS.to_vec();
+    c.extend(["CAP_IPC_LOCK", "CAP_SYS_ADMIN", "CAP_SYS_NICE", "CAP_SYS_RAWIO"]);
+    json!(c)
 }
 
 /// Which runtime a test drives.
@@ -537,6 +569,11 @@ impl Runner {
 /// Text of a file the container wrote into its bundle logs.
 pub fn stdout_of(b: &TestBundle) -> String {
     std::fs::read_to_string(b.path().join("stdout.log")).unwrap_or_default()
+}
+
+/// The container's stdout then its stderr (what [`Runner::create`] captured in the bundle).
+pub fn output_of(b: &TestBundle) -> String {
+    stdout_of(b) + &std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default()
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
