@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The product doing its main job on real containers with real DPDK, before and after:
-#   1. two DPDK primaries with the default file prefix on one node
-#   2. an application crash that leaks hugepages
+#   1. the incident the product was born from: a DPDK primary and two secondaries in three
+#      containers; the secondaries collide on their PID-named fbarray lock
+#   2. two DPDK primaries with the default file prefix on one node
+#   3. an application crash that leaks hugepages
 # Each story runs first on plain runc (the problem), then through dataplane-runtime (the fix).
 #
 # usage: scripts/demo.sh [BIN_DIR]     (as root; `make demo` builds and passes target/release)
@@ -172,6 +174,14 @@ EOF
 
 RESERVATION="\"dataplane-hook.io/hugepages-2Mi\": \"$RESERVE\""
 
+# Multi-process testpmd (story 1): a primary sharing its ports' queues with two secondaries.
+# The secondaries log EAL at debug level, as the incident's engineers did to find the cause.
+MP=(-- --total-num-mbufs=2048 --stats-period 1 --num-procs=3 --rxq=3 --txq=3)
+MP_PRIMARY=(dpdk-testpmd -l 0-1 --no-pci --vdev=net_null0 --vdev=net_null1 "${MP[@]}" --proc-id=0)
+mp_secondary() { # PROC_ID
+  echo dpdk-testpmd -l 0-1 --no-pci --proc-type=secondary --log-level=lib.eal:debug "${MP[@]}" "--proc-id=$1"
+}
+
 # The two ways to run a container: plain runc, and the product as a drop-in for runc.
 plain()   { runc --root "$RUNC_ROOT" "$@"; }
 product() { DATAPLANE_HOOK_CONFIG=$CONFIG "$RUNTIME" --root "$PRODUCT_ROOT" "$@"; }
@@ -219,7 +229,61 @@ say "host: 2Mi pool sized to $POOL_PAGES pages for the demo (was $POOL_BEFORE); 
 say "containers: rootfs with the host's /usr read-only, the host's /dev/hugepages and /var/run/dpdk bind-mounted (a common DPDK deployment)"
 
 ##############################################################################################
-title "1. Two DPDK apps on one node, both with the default file prefix \"rte\""
+title "1. The incident: a DPDK primary and two secondaries, one container each"
+##############################################################################################
+step "Before: plain runc; the containers share the host's /dev/hugepages and /var/run/dpdk, each has its own PID namespace"
+make_bundle "$WORK/mp" "" "${MP_PRIMARY[@]}"
+# shellcheck disable=SC2046 # word splitting of the command line is wanted
+make_bundle "$WORK/ms1" "" $(mp_secondary 1)
+# shellcheck disable=SC2046
+make_bundle "$WORK/ms2" "" $(mp_secondary 2)
+launch plain "$WORK/mp" ctl-primary
+wait_forwarding "$WORK/mp" 20 || die "the primary did not start: $(tail -n 5 "$WORK/mp/out.log")"
+good "ctl-primary forwards:     $(stats_line "$WORK/mp")"
+launch plain "$WORK/ms1" ctl-secondary-1
+wait_forwarding "$WORK/ms1" 20 || die "secondary 1 did not attach: $(tail -n 5 "$WORK/ms1/out.log")"
+good "ctl-secondary-1 attached: $(stats_line "$WORK/ms1")"
+launch plain "$WORK/ms2" ctl-secondary-2
+wait_stopped plain ctl-secondary-2 20 || die "ctl-secondary-2 kept running"
+wait_forwarding "$WORK/ms2" 0 && die "ctl-secondary-2 attached on plain runc: the incident did not reproduce"
+grep -q 'fbarray_memseg.*_1' "$WORK/ms2/out.log" \
+  || die "ctl-secondary-2 died, but not on the PID collision: $(tail -n 5 "$WORK/ms2/out.log")"
+bad "ctl-secondary-2 died at startup; DPDK says:"
+grep -E "couldn't lock|Cannot init" "$WORK/ms2/out.log" | head -n 3 | quote
+say "(each secondary is PID 1 in its own PID namespace, so both lock /var/run/dpdk/rte/fbarray_memseg-..._1)"
+delete plain ctl-secondary-2; delete plain ctl-secondary-1; delete plain ctl-primary
+remove_host_leftovers
+
+GROUP="\"dataplane-hook.io/dpdk-group\": \"demo\", $RESERVATION"
+step "After: the same three through dataplane-runtime, each annotated dataplane-hook.io/dpdk-group: demo"
+make_bundle "$WORK/gp" "$GROUP" "${MP_PRIMARY[@]}"
+# shellcheck disable=SC2046
+make_bundle "$WORK/gs1" "$GROUP" $(mp_secondary 1)
+# shellcheck disable=SC2046
+make_bundle "$WORK/gs2" "$GROUP" $(mp_secondary 2)
+launch product "$WORK/gp" dp-primary
+wait_forwarding "$WORK/gp" 30 || die "the primary did not start: $(tail -n 5 "$WORK/gp/out.log")"
+launch product "$WORK/gs1" dp-secondary-1
+launch product "$WORK/gs2" dp-secondary-2
+for c in gs1 gs2; do
+  wait_forwarding "$WORK/$c" 40 || die "a secondary did not attach: $(tail -n 5 "$WORK/$c/out.log")"
+done
+sleep 1.2
+for c in gp:dp-primary gs1:dp-secondary-1 gs2:dp-secondary-2; do
+  [[ $(state_of product "${c#*:}") == running ]] || die "${c#*:} is not running"
+  good "$(printf '%-15s' "${c#*:}") runs:  $(stats_line "$WORK/${c%%:*}")"
+done
+say "one group: a runtime dir, a hugetlbfs (one reservation) and a PID namespace of its own, shared by the three:"
+"$HOOK" --config "$CONFIG" status | quote
+delete product dp-secondary-2; delete product dp-secondary-1; delete product dp-primary
+if (($(free_pages) == POOL_PAGES && $(rsvd_pages) == 0)); then
+  good "all three deleted, the group is gone, pool back to baseline: $(meminfo)"
+else
+  bad "all three deleted, pool NOT at baseline: $(meminfo)"; exit 1
+fi
+
+##############################################################################################
+title "2. Two DPDK apps on one node, both with the default file prefix \"rte\""
 ##############################################################################################
 step "Before: plain runc"
 make_bundle "$WORK/a" "" "${TESTPMD[@]}"
@@ -237,7 +301,7 @@ eal_error "$WORK/b" | quote
 say "(both use /var/run/dpdk/rte/config on the host: only one primary per prefix and node)"
 delete plain ctl-a; delete plain ctl-b
 if [[ -n $(host_leftovers) ]]; then
-  say "(deleting ctl-a killed it: it left $(host_leftovers | wc -l) hugepage files in the host's /dev/hugepages -- that is story 2; removed them)"
+  say "(deleting ctl-a killed it: it left $(host_leftovers | wc -l) hugepage files in the host's /dev/hugepages -- that is story 3; removed them)"
   remove_host_leftovers
 fi
 
@@ -265,7 +329,7 @@ else
 fi
 
 ##############################################################################################
-title "2. A DPDK app killed with SIGKILL while holding hugepages"
+title "3. A DPDK app killed with SIGKILL while holding hugepages"
 ##############################################################################################
 step "Before: plain runc, the host's /dev/hugepages"
 make_bundle "$WORK/c" "" "${TESTPMD[@]}"
