@@ -16,6 +16,7 @@ set -euo pipefail
 BIN_DIR=$(realpath "${1:-target/release}")
 HOOK=$BIN_DIR/dataplane-hook
 RUNTIME=$BIN_DIR/dataplane-runtime
+BUNDLE=$BIN_DIR/dph-test-bundle      # writes the integration tests' OCI bundle (tests/bin)
 POOL_PAGES=128                     # 256 MiB of 2Mi pages: enough for two testpmd primaries
 RESERVE=64Mi                       # what each container asks the product for
 HP=/sys/kernel/mm/hugepages/hugepages-2048kB
@@ -37,7 +38,7 @@ rsvd_pages() { cat "$HP/resv_hugepages"; }
 
 # --- preconditions --------------------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] || die "run as root (mounts, cgroups and hugepages): sudo make demo"
-for b in "$HOOK" "$RUNTIME"; do [[ -x $b ]] || die "$b not built (run: make build)"; done
+for b in "$HOOK" "$RUNTIME" "$BUNDLE"; do [[ -x $b ]] || die "$b not built (run: make build)"; done
 for t in runc dpdk-testpmd flock mountpoint; do
   command -v "$t" >/dev/null || die "$t not found (run: scripts/install-deps.sh)"
 done
@@ -125,54 +126,18 @@ EOF
 TESTPMD=(dpdk-testpmd -l 0-1 --no-pci --vdev=net_null0 --vdev=net_null1
          -- --total-num-mbufs=2048 --stats-period 1)
 
-# make_bundle DIR "ANNOTATIONS_JSON" ARGS...   (the host's /dev/hugepages and /var/run/dpdk
-# are bind-mounted in, as DPDK deployments commonly do)
+# make_bundle DIR "ANNOTATIONS" ARGS...: the integration tests' bundle (tests/harness, written
+# by dph-test-bundle), with the host's /dev/hugepages and /var/run/dpdk bind-mounted in, as DPDK
+# deployments commonly do. ANNOTATIONS: "KEY=VALUE KEY=VALUE" (no spaces in values).
 make_bundle() {
-  local dir=$1 annotations=$2; shift 2
-  mkdir -p "$dir/rootfs"/{usr,proc,sys,dev,tmp,etc,var/run,run}
-  local l
-  for l in bin sbin lib lib64; do ln -s "usr/$l" "$dir/rootfs/$l"; done
-  echo 'root:x:0:0:root:/:/bin/sh' > "$dir/rootfs/etc/passwd"
-  echo 'root:x:0:' > "$dir/rootfs/etc/group"
-  local args a
-  args=$(for a in "$@"; do printf '"%s",' "$a"; done)
-  local caps='"CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FOWNER","CAP_FSETID","CAP_KILL","CAP_SETGID","CAP_SETUID","CAP_SETPCAP","CAP_NET_BIND_SERVICE","CAP_NET_RAW","CAP_SYS_CHROOT","CAP_MKNOD","CAP_AUDIT_WRITE","CAP_SETFCAP","CAP_IPC_LOCK","CAP_SYS_ADMIN","CAP_SYS_NICE","CAP_SYS_RAWIO"'
-  cat > "$dir/config.json" <<EOF
-{
-  "ociVersion": "1.0.2",
-  "process": {
-    "terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/",
-    "args": [${args%,}],
-    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"],
-    "capabilities": {"bounding": [$caps], "effective": [$caps], "permitted": [$caps]},
-    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-    "noNewPrivileges": true
-  },
-  "root": {"path": "rootfs", "readonly": false},
-  "hostname": "demo",
-  "mounts": [
-    {"destination": "/proc", "type": "proc", "source": "proc"},
-    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-    {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-    {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
-    {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
-    {"destination": "/dev/hugepages", "type": "bind", "source": "/dev/hugepages", "options": ["rbind", "rw"]},
-    {"destination": "/var/run/dpdk", "type": "bind", "source": "/var/run/dpdk", "options": ["rbind", "rw"]}
-  ],
-  "linux": {
-    "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-    "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-    "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-    "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-  },
-  "annotations": {$annotations}
-}
-EOF
+  local dir=$1 annotations=$2 kv; shift 2
+  local opts=(--hostname demo --bind /dev/hugepages:/dev/hugepages --bind /var/run/dpdk:/var/run/dpdk)
+  for kv in $annotations; do opts+=(--annotation "$kv"); done
+  mkdir -p "$dir"
+  "$BUNDLE" "$dir" "${opts[@]}" -- "$@"
 }
 
-RESERVATION="\"dataplane-hook.io/hugepages-2Mi\": \"$RESERVE\""
+RESERVATION="dataplane-hook.io/hugepages-2Mi=$RESERVE"
 
 # Multi-process testpmd (story 1): a primary sharing its ports' queues with two secondaries.
 # The secondaries log EAL at debug level, as the incident's engineers did to find the cause.
@@ -254,7 +219,7 @@ say "(each secondary is PID 1 in its own PID namespace, so both lock /var/run/dp
 delete plain ctl-secondary-2; delete plain ctl-secondary-1; delete plain ctl-primary
 remove_host_leftovers
 
-GROUP="\"dataplane-hook.io/dpdk-group\": \"demo\", $RESERVATION"
+GROUP="dataplane-hook.io/dpdk-group=demo $RESERVATION"
 step "After: the same three through dataplane-runtime, each annotated dataplane-hook.io/dpdk-group: demo"
 make_bundle "$WORK/gp" "$GROUP" "${MP_PRIMARY[@]}"
 # shellcheck disable=SC2046
