@@ -615,6 +615,13 @@ fn poststop_is_idempotent_and_restores_the_pool() {
         assert!(o.stdout.is_empty(), "a hook never writes to stdout");
         assert!(env.records().is_empty(), "poststop #{n}: records left: {:?}", env.records());
         pool.assert_baseline(&format!("after poststop #{n}"));
+        // runc has not deleted the container yet: its cgroup is still there to check (a
+        // systemd scope may go with its last process).
+        assert!(
+            cg.dir.exists() || systemd_cgroup(),
+            "precondition: the stopped container's cgroup {} exists",
+            cg.dir.display()
+        );
         if cg.dir.exists() {
             assert!(
                 unlimited(&cg.read(cg.max)) && unlimited(&cg.read(cg.rsvd)),
