@@ -14,25 +14,8 @@ use serde_json::{json, Value};
 const GROUP: &str = "dataplane-hook.io/dpdk-group";
 const HUGE: &str = "dataplane-hook.io/hugepages-2Mi";
 
-fn status_json(env: &ProductEnv) -> Value {
-    let o = env.hook(&["status", "--json"]);
-    assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn groups(env: &ProductEnv) -> Vec<Value> {
-    status_json(env)["groups"].as_array().unwrap().clone()
-}
-
-fn assert_released(env: &ProductEnv, pool: &PoolGuard, what: &str) {
-    pool.assert_baseline(what);
-    let s = status_json(env);
-    assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
-    assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
-    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
+    env.status_json()["groups"].as_array().unwrap().clone()
 }
 
 fn sh(script: &str) -> TestBundle {
@@ -194,7 +177,7 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
     // The hook can still tear it down: the holder dies and the reservation is released.
     r.delete(&id);
     assert!(wait_pid_gone(holder as i32, Duration::from_secs(5)), "holder {holder} is gone");
-    assert_released(&env, &pool, "after the member");
+    env.assert_released(&pool, "after the member");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,7 +280,7 @@ fn a_pod_on_cri_o_forging_containerds_namespace_key_never_joins_that_namespaces_
     );
     r.delete(&ia2);
     r.delete(&ib);
-    assert_released(&env, &pool, "after all");
+    env.assert_released(&pool, "after all");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,7 +317,7 @@ fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
     let reason =
         if is_crun() { env.log_text() } else { String::from_utf8_lossy(&o.stderr).to_string() };
     assert!(reason.contains("host's PID namespace"), "{reason}");
-    assert_released(&env, &pool, "after the refusal");
+    env.assert_released(&pool, "after the refusal");
 }
 
 /// A tmpfs on the host made `shared`: a container's bind of it with `rshared` (Kubernetes'

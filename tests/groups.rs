@@ -6,7 +6,6 @@ use std::time::Duration;
 use dataplane_tests::dpdk::*;
 use dataplane_tests::util::HostHugetlbfs;
 use dataplane_tests::*;
-use serde_json::Value;
 
 const GROUP: &str = "dataplane-hook.io/dpdk-group";
 const HUGE: &str = "dataplane-hook.io/hugepages-2Mi";
@@ -22,32 +21,13 @@ fn group_member(args: &[String], group: &str) -> TestBundle {
     b
 }
 
-fn status_json(env: &ProductEnv) -> Value {
-    let o = env.hook(&["status", "--json"]);
-    assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn holder_of(env: &ProductEnv, name: &str) -> Option<i64> {
-    status_json(env)["groups"]
+    env.status_json()["groups"]
         .as_array()
         .unwrap()
         .iter()
         .find(|g| g["name"] == name)
         .and_then(|g| g["holder"].as_i64())
-}
-
-fn assert_released(env: &ProductEnv, pool: &PoolGuard, what: &str) {
-    pool.assert_baseline(what);
-    let s = status_json(env);
-    assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
-    assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
-    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
 }
 
 #[test]
@@ -126,14 +106,14 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
     }
     // One reservation for the whole group.
     assert_eq!(counters().reserved + (counters().total - counters().free), 32, "{:?}", counters());
-    let s = status_json(&env);
+    let s = env.status_json();
     let g = &s["groups"][0];
     assert_eq!(g["members"].as_array().unwrap().len(), 3, "{s}");
     assert!(g["holder_alive"].as_bool().unwrap(), "{s}");
     for id in &ids {
         r.delete(id);
     }
-    assert_released(&env, &pool, "after the last member");
+    env.assert_released(&pool, "after the last member");
 }
 
 #[test]
@@ -171,7 +151,7 @@ fn members_start_in_any_order_and_restart() {
     for id in [&i1b, &i2, &ip] {
         r.delete(id);
     }
-    assert_released(&env, &pool, "after the last member");
+    env.assert_released(&pool, "after the last member");
 }
 
 #[test]
@@ -212,7 +192,7 @@ fn the_group_outlives_its_first_member_and_goes_with_the_last() {
         "holder {holder} must be gone (reaped), it is still {}",
         if dataplane_tests::util::is_zombie(holder as i32) { "a zombie" } else { "running" }
     );
-    assert_released(&env, &pool, "after the last member");
+    env.assert_released(&pool, "after the last member");
 }
 
 #[test]
@@ -238,7 +218,7 @@ fn same_group_name_in_two_namespaces_is_two_groups() {
         && stdout_of(&b).contains("from-")));
     assert!(!stdout_of(&a).contains("from-b"), "team-a sees team-b's dir: {}", stdout_of(&a));
     assert!(!stdout_of(&b).contains("from-a"), "team-b sees team-a's dir: {}", stdout_of(&b));
-    let s = status_json(&env);
+    let s = env.status_json();
     let groups = s["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{s}");
     assert_ne!(groups[0]["holder"], groups[1]["holder"]);
@@ -246,7 +226,7 @@ fn same_group_name_in_two_namespaces_is_two_groups() {
     assert_eq!(counters().reserved, 64, "{:?}", counters());
     r.delete(&ia);
     r.delete(&ib);
-    assert_released(&env, &pool, "after both");
+    env.assert_released(&pool, "after both");
 }
 
 #[test]
@@ -271,7 +251,7 @@ fn later_member_asking_for_more_than_the_group_is_refused_clearly() {
     );
     assert_eq!(r.status(&ib), None, "nothing left of the refused container");
     r.delete(&ia);
-    assert_released(&env, &pool, "after the member");
+    env.assert_released(&pool, "after the member");
 }
 
 #[test]
@@ -304,7 +284,7 @@ fn hooks_d_path_refuses_members_that_do_not_share_a_pid_namespace() {
     if is_crun() {
         assert!(err.contains("error executing hook"), "{err}");
     }
-    assert_released(&env, &pool, "after both");
+    env.assert_released(&pool, "after both");
 }
 
 #[test]

@@ -426,6 +426,26 @@ impl ProductEnv {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `dataplane-hook status --json`, which must succeed.
+    pub fn status_json(&self) -> Value {
+        let o = self.hook(&["status", "--json"]);
+        assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Everything released: the pool at its baseline, no container or group in `status`, no
+    /// group file left in the state dir.
+    pub fn assert_released(&self, pool: &PoolGuard, what: &str) {
+        pool.assert_baseline(what);
+        let s = self.status_json();
+        assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
+        assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
+        let dirs: Vec<_> = std::fs::read_dir(self.state_dir.join("groups"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
+    }
+
     /// Ledger records present.
     pub fn records(&self) -> Vec<String> {
         std::fs::read_dir(self.state_dir.join("containers"))
