@@ -374,3 +374,23 @@ pub fn assert_spec_form(what: &str, msg: &str) {
         "{what}: error must read `dataplane-hook: <what>: <why> (<what to do>)`: {msg:?}"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness's "gone" must not accept a zombie: a holder or init that exited but was not
+    /// reaped still holds its pid. A child of this test, not yet waited for, is such a zombie.
+    #[test]
+    fn wait_pid_gone_counts_a_zombie_as_alive_until_it_is_reaped() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(
+            crate::wait_for(Duration::from_secs(5), || is_zombie(pid)),
+            "precondition: the exited child is a zombie"
+        );
+        assert!(!wait_pid_gone(pid, Duration::from_millis(300)), "a zombie counted as gone");
+        child.wait().unwrap();
+        assert!(wait_pid_gone(pid, Duration::from_secs(5)), "reaped, yet not gone");
+    }
+}
