@@ -296,20 +296,24 @@ fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
     a.annotate(GROUP, "hostpid").annotate(HUGE, "16Mi");
     a.spec["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
     a.save();
+    // Precondition, shown by a control without the hook: this spec's container really runs in
+    // the host's (this test's) PID namespace.
+    {
+        let mut c = TestBundle::new(&["sleep", "600"]);
+        c.spec["linux"]["namespaces"] = a.spec["linux"]["namespaces"].clone();
+        c.save();
+        let ic = unique("hostpid-ctl");
+        runc.launch(&c, &ic);
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+        let in_host_ns = runc.pid(&ic).map(|p| ns(&p.to_string()) == ns("self"));
+        runc.delete(&ic);
+        assert_eq!(in_host_ns, Some(true), "precondition: the control shares the host's PID ns");
+    }
     a.with_hooks_d(&env);
     let ia = unique("hostpid");
     let o = runc.create(&a, &ia);
-    // Precondition: had it run, it would be in the host's (this test's) PID namespace.
-    let in_host_ns = runc.pid(&ia).map(|p| {
-        std::fs::read_link(format!("/proc/{p}/ns/pid")).ok()
-            == std::fs::read_link("/proc/self/ns/pid").ok()
-    });
     let g = groups(&env);
     runc.delete(&ia);
-    assert!(
-        in_host_ns.unwrap_or(true),
-        "the spec has no pid namespace: the container shares the host's"
-    );
     assert!(
         !o.status.success(),
         "a group in the host's PID namespace must be refused; groups: {g:?}"
