@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 pub const HP2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 pub const RESERVATION_KEY: &str = "dataplane-hook.io/hugepages-2Mi";
 /// The lock every user of the shared hugepage pool takes (tests/harness PoolGuard, demo).
-pub const POOL_LOCK: &str = "/run/lock/dataplane-tests.pool";
+pub use dataplane_tests::POOL_LOCK;
 
 pub struct Ctx {
     pub hook: PathBuf,
@@ -357,44 +356,15 @@ pub fn measure(cmd: &mut Command, stdin: &[u8]) -> Result<(Measured, String)> {
     Ok((Measured { wall, cpu, max_rss_kib: ru.ru_maxrss as u64, success }, err))
 }
 
-/// Exclusive use of the host's 2Mi pool, sized to `pages`; restores the size on drop.
-pub struct PoolGuard {
-    _lock: File,
-    previous: u64,
+/// Exclusive use of the host's 2Mi pool (the tests' guard, same lock), sized to `pages`; the
+/// size it found is restored on drop.
+pub fn pool_guard(pages: u64) -> Result<dataplane_tests::PoolGuard> {
+    let waiting = format!("bench: waiting for the hugepage pool lock {POOL_LOCK} ...");
+    dataplane_tests::PoolGuard::try_new(pages, Some(&waiting)).map_err(anyhow::Error::msg)
 }
 
 pub fn read_u64(path: &str) -> Result<u64> {
     Ok(std::fs::read_to_string(path).with_context(|| path.to_string())?.trim().parse()?)
-}
-
-impl PoolGuard {
-    pub fn new(pages: u64) -> Result<PoolGuard> {
-        let _ = std::fs::create_dir_all("/run/lock");
-        let lock = File::options().create(true).truncate(false).write(true).open(POOL_LOCK)?;
-        eprintln!("bench: waiting for the hugepage pool lock {POOL_LOCK} ...");
-        #[allow(deprecated)]
-        nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive)?;
-        let previous = read_u64(&format!("{HP2M}/nr_hugepages"))?;
-        let g = PoolGuard { _lock: lock, previous };
-        std::fs::write(format!("{HP2M}/nr_hugepages"), pages.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (t, f, r) = pool()?;
-            if t == pages && f == pages && r == 0 {
-                return Ok(g);
-            }
-            if Instant::now() > deadline {
-                bail!("the 2Mi pool is not free for the benchmark: total {t}, free {f}, reserved {r} (wanted {pages} free)");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for PoolGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::write(format!("{HP2M}/nr_hugepages"), self.previous.to_string());
-    }
 }
 
 /// (total, free, reserved) of the 2Mi pool.

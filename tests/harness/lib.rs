@@ -104,20 +104,43 @@ pub struct PoolGuard {
     pub baseline: Counters,
 }
 
+/// The lock file every user of the shared 2Mi pool takes: the tests, `make bench`, `make demo`.
+pub const POOL_LOCK: &str = "/run/lock/dataplane-tests.pool";
+
 impl PoolGuard {
+    /// Takes the pool (waiting for the lock), sizes it to `pages` and waits until it is idle;
+    /// panics when it cannot (a test's failure).
     pub fn new(pages: u64) -> PoolGuard {
         require_root();
+        PoolGuard::try_new(pages, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`PoolGuard::new`] for callers that report rather than panic (`make bench`); `waiting`
+    /// is printed on stderr before it blocks on the lock.
+    pub fn try_new(pages: u64, waiting: Option<&str>) -> Result<PoolGuard, String> {
         let _ = std::fs::create_dir_all("/run/lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open("/run/lock/dataplane-tests.pool")
-            .expect("lock file");
+            .open(POOL_LOCK)
+            .map_err(|e| format!("{POOL_LOCK}: {e}"))?;
+        if let Some(w) = waiting {
+            eprintln!("{w}");
+        }
         #[allow(deprecated)]
-        nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("flock");
-        let previous = read_u64(&format!("{HP2M}/nr_hugepages"));
-        set_pool(pages);
+        nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|e| format!("flock {POOL_LOCK}: {e}"))?;
+        let nr = format!("{HP2M}/nr_hugepages");
+        let previous: u64 = std::fs::read_to_string(&nr)
+            .map_err(|e| format!("{nr}: {e}"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{nr}: {e}"))?;
+        // From here on the drop restores the size it found.
+        let mut guard =
+            PoolGuard { lock, previous, baseline: Counters { total: 0, free: 0, reserved: 0 } };
+        std::fs::write(&nr, pages.to_string()).map_err(|e| format!("{nr}: {e}"))?;
         // The previous holder's last container may still be going (the kernel drops a private
         // hugetlbfs and its reservation when the container's mount namespace dies, which can
         // trail the runtime's delete): give the pool a moment to become idle.
@@ -126,16 +149,18 @@ impl PoolGuard {
             c.free == c.total && c.reserved == 0
         });
         let baseline = counters();
-        assert_eq!(
-            baseline.total, pages,
-            "could not size the 2Mi pool to {pages} pages (memory fragmented?)"
-        );
-        assert_eq!(
-            baseline.free, pages,
-            "hugepages of the pool are in use by someone else: {baseline:?}"
-        );
-        assert_eq!(baseline.reserved, 0, "hugepages are reserved by someone else: {baseline:?}");
-        PoolGuard { lock, previous, baseline }
+        if baseline.total != pages {
+            return Err(format!(
+                "could not size the 2Mi pool to {pages} pages (memory fragmented?): {baseline:?}"
+            ));
+        }
+        if baseline.free != pages || baseline.reserved != 0 {
+            return Err(format!(
+                "hugepages of the pool are in use or reserved by someone else: {baseline:?}"
+            ));
+        }
+        guard.baseline = baseline;
+        Ok(guard)
     }
 
     /// Waits briefly for the pool to return to its baseline, then asserts it did.
