@@ -935,8 +935,7 @@ mod tests {
     struct TempHugetlbfs(tempfile::TempDir);
     impl TempHugetlbfs {
         fn mount() -> Option<TempHugetlbfs> {
-            if !rustix::process::geteuid().is_root() {
-                eprintln!("skipped: needs root (mounts a hugetlbfs)");
+            if !crate::test_has_root("mounting a hugetlbfs") {
                 return None;
             }
             let t = tempfile::tempdir().unwrap();
