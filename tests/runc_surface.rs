@@ -143,6 +143,12 @@ impl Side {
         self.out(self.runner.command().args(args).stdin(Stdio::null()).output().unwrap())
     }
 
+    /// `<runtime> --root <root> ARGS` in `cwd`.
+    fn cmd_in(&self, cwd: &Path, args: &[&str]) -> Out {
+        let mut c = self.runner.command();
+        self.out(c.current_dir(cwd).args(args).stdin(Stdio::null()).output().unwrap())
+    }
+
     /// `<runtime> ARGS` without `--root`, in `cwd`.
     fn bare(&self, cwd: &Path, args: &[&str]) -> Out {
         let mut c = match &self.env {
@@ -443,10 +449,20 @@ fn run_foreground_detached_and_keep_match_runc() {
         let bp = b.path().display().to_string();
         note(&mut o, "run", s.cmd(&["run", "--bundle", &bp, &id]));
         note(&mut o, "state after run", s.state_view(&id));
+        // No --bundle: the working directory is the bundle (config.json read there).
+        let id = s.id("cwd");
+        note(&mut o, "run in the bundle", s.cmd_in(b.path(), &["run", "--no-subreaper", &id]));
+        let id = s.id("eq");
+        note(&mut o, "run --bundle=", s.cmd(&["run", &format!("--bundle={bp}"), &id]));
         let id = s.id("keep");
         note(&mut o, "run --keep", s.cmd(&["run", "--keep", "-b", &bp, &id]));
         note(&mut o, "state after run --keep", s.state_view(&id));
         note(&mut o, "delete kept", s.cmd(&["delete", &id]));
+        let id = s.id("created");
+        note(&mut o, "create", s.create(&[], &b, &id));
+        note(&mut o, "delete created", s.cmd(&["delete", &id]));
+        note(&mut o, "delete --force created", s.cmd(&["delete", "--force", &id]));
+        note(&mut o, "state after delete --force", s.state_view(&id));
         let b = s.bundle(&["sh", "-c", "echo hi; exec sleep 30"], |_| {});
         let bp = b.path().display().to_string();
         let id = s.id("bg");
@@ -460,6 +476,9 @@ fn run_foreground_detached_and_keep_match_runc() {
     });
     precondition(&obs, "run", "code: Some(7), stdout: \"out\\n\", stderr: \"err\\n\"");
     precondition(&obs, "state after run --keep", "\"status\":\"stopped\"");
+    precondition(&obs, "run in the bundle", "code: Some(7), stdout: \"out\\n\"");
+    precondition(&obs, "run --bundle=", "code: Some(7)");
+    precondition(&obs, "state after delete --force", "does not exist");
     precondition(&obs, "state running", "\"status\":\"running\"");
 }
 
@@ -563,6 +582,19 @@ fn exec_in_all_its_forms_matches_runc() {
             });
         }
         note(&mut o, "exec --preserve-fds", s.out(c.stdin(Stdio::null()).output().unwrap()));
+        // ps with ps(1) options: runc keeps the PID column to filter by.
+        let ps = s.cmd(&["ps", &id, "-o", "pid,comm"]);
+        let comm: Vec<&str> =
+            ps.stdout.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+        note(&mut o, "ps -o pid,comm", (ps.code, comm, &ps.stderr));
+        note(&mut o, "ps -o comm (no PID column)", s.cmd(&["ps", &id, "-o", "comm"]));
+        let dir = s.tempdir("<images>");
+        let images = dir.display().to_string();
+        let cp = s.cmd(&["checkpoint", "--image-path", &images, "--leave-running", &id]);
+        note(&mut o, "checkpoint", cp);
+        note(&mut o, "state after checkpoint", s.state_view(&id));
+        note(&mut o, "kill --all", s.cmd(&["kill", "--all", &id, "KILL"]));
+        note(&mut o, "stopped after kill --all", s.wait_stopped(&id));
         note(&mut o, "delete --force", s.cmd(&["delete", "--force", &id]));
         note(&mut o, "exec gone", s.cmd(&["exec", &id, "true"]));
         o
@@ -572,6 +604,8 @@ fn exec_in_all_its_forms_matches_runc() {
     precondition(&obs, "exec -t", "code: Some(0)");
     precondition(&obs, "exec --preserve-fds", "extra fd");
     precondition(&obs, "exec --process", "from process.json 1");
+    precondition(&obs, "ps -o pid,comm", "\"sleep\"");
+    precondition(&obs, "stopped after kill --all", "true");
 }
 
 /// A container with `terminal: true`: create with `--console-socket`, the pty master arrives,

@@ -1,15 +1,13 @@
 //! A console socket for `--console-socket`: runc connects to it and sends the pty master of a
 //! container (or exec) with `terminal: true` by SCM_RIGHTS, as containerd's shim receives it.
 
-use std::io::{IoSliceMut, Read};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 /// A listening console socket in its own temp dir; one connection, one pty master.
 pub struct ConsoleSocket {
@@ -23,22 +21,7 @@ impl ConsoleSocket {
         let listener = UnixListener::bind(dir.path().join("console.sock")).expect("bind");
         let handle = std::thread::spawn(move || -> std::io::Result<OwnedFd> {
             let (conn, _) = listener.accept()?;
-            // runc sends the pty's name as the data and the master as the one fd.
-            let mut name = [0u8; 4096];
-            let mut iov = [IoSliceMut::new(&mut name)];
-            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-            let msg =
-                recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
-                    .map_err(std::io::Error::from)?;
-            for c in msg.cmsgs().map_err(std::io::Error::from)? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    if let Some(&fd) = fds.first() {
-                        // SAFETY: the kernel just installed this fd in our table for us.
-                        return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-                    }
-                }
-            }
-            Err(std::io::Error::other("no fd in the console socket message"))
+            receive_fd(&conn)
         });
         ConsoleSocket { dir, handle: Some(handle) }
     }
@@ -90,4 +73,34 @@ pub fn read_pty(master: OwnedFd, timeout: Duration) -> String {
     });
     let out = rx.recv_timeout(timeout).unwrap_or_default();
     String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+/// One message from runc: the pty's name as data, the master as the one SCM_RIGHTS fd.
+fn receive_fd(conn: &UnixStream) -> std::io::Result<OwnedFd> {
+    let mut name = [0u8; 4096];
+    let mut iov = libc::iovec { iov_base: name.as_mut_ptr().cast(), iov_len: name.len() };
+    // Room for one cmsghdr with one int, aligned as the kernel writes it.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer in it points at a live buffer of this frame
+    // with its real length, and the cmsg walk stays inside `control` (CMSG_NXTHDR checks).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        if libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                // The kernel just installed this fd in our table for us.
+                return Ok(OwnedFd::from_raw_fd(fd));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Err(std::io::Error::other("no fd in the console socket message"))
 }
