@@ -449,6 +449,15 @@ fn run_foreground_detached_and_keep_match_runc() {
         let bp = b.path().display().to_string();
         note(&mut o, "run", s.cmd(&["run", "--bundle", &bp, &id]));
         note(&mut o, "state after run", s.state_view(&id));
+        // The foreground container reads the caller's stdin.
+        let cat = s.bundle(&["sh", "-c", "read l; echo \"got $l\""], |_| {});
+        let id = s.id("stdin");
+        let mut c = s.runner.command();
+        c.args(["run", "-b"]).arg(cat.path()).arg(&id);
+        let mut child =
+            c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+        note(&mut o, "run with stdin", s.out(child.wait_with_output().unwrap()));
         // No --bundle: the working directory is the bundle (config.json read there).
         let id = s.id("cwd");
         note(&mut o, "run in the bundle", s.cmd_in(b.path(), &["run", "--no-subreaper", &id]));
@@ -478,6 +487,7 @@ fn run_foreground_detached_and_keep_match_runc() {
     precondition(&obs, "state after run --keep", "\"status\":\"stopped\"");
     precondition(&obs, "run in the bundle", "code: Some(7), stdout: \"out\\n\"");
     precondition(&obs, "run --bundle=", "code: Some(7)");
+    precondition(&obs, "run with stdin", "got hello");
     precondition(&obs, "state after delete --force", "does not exist");
     precondition(&obs, "state running", "\"status\":\"running\"");
 }
@@ -1007,6 +1017,28 @@ fn hooks_already_in_the_spec_run_exactly_as_under_runc() {
             });
             let id = s.id("hooks");
             note(&mut o, "create", s.create(&[], &b, &id));
+            if s.product {
+                // Precondition: the case is what it says (the product's hook is in, or not),
+                // and the spec's own hooks stay first in every stage.
+                let spec: Value =
+                    serde_json::from_slice(&std::fs::read(b.path().join("config.json")).unwrap())
+                        .unwrap();
+                let ours = |stage: &str| {
+                    spec["hooks"][stage].as_array().is_some_and(|l| {
+                        l.iter().any(|h| {
+                            h["path"].as_str().is_some_and(|p| p.ends_with("/dataplane-hook"))
+                        })
+                    })
+                };
+                assert_eq!(ours("createRuntime") && ours("poststop"), annotate, "{spec}");
+                assert!(
+                    spec["hooks"]["createRuntime"][1]["args"][2]
+                        .as_str()
+                        .is_some_and(|a| a.starts_with("echo \"createRuntime-2 ")),
+                    "{spec}"
+                );
+                assert_eq!(spec["hooks"]["prestart"].as_array().map(Vec::len), Some(1));
+            }
             note(&mut o, "start", s.cmd(&["start", &id]));
             note(&mut o, "stopped", s.wait_stopped(&id));
             note(&mut o, "delete", s.cmd(&["delete", &id]));
@@ -1030,4 +1062,46 @@ fn hooks_already_in_the_spec_run_exactly_as_under_runc() {
         precondition(&obs, "hooks ran", "poststop");
         precondition(&obs, "hooks ran", "\\\"set\\\"");
     }
+}
+
+/// Bundles runc refuses (no config.json, not JSON, no `process`): the same exit status and no
+/// container through both. The messages differ by design where the wrapper reads the spec
+/// first (its own one line, `dataplane-hook: cannot read .../config.json ...`), so only the
+/// status is compared there; runc's own refusal of a spec the wrapper can read is runc's line.
+#[test]
+fn a_bundle_runc_refuses_is_refused_through_the_product_too() {
+    let obs = side_by_side(|s| {
+        let mut o = Obs::new();
+        for (case, doc) in [
+            ("no config.json", None),
+            ("not json", Some("{bad")),
+            ("no process", Some(r#"{"ociVersion": "1.0.2", "root": {"path": "rootfs"}}"#)),
+        ] {
+            let b = s.bundle(&["true"], |_| {});
+            match doc {
+                None => std::fs::remove_file(b.path().join("config.json")).unwrap(),
+                Some(d) => std::fs::write(b.path().join("config.json"), d).unwrap(),
+            }
+            let id = s.id("refused");
+            let out = s.create(&[], &b, &id);
+            note(&mut o, format!("{case}: create status"), out.code);
+            if case == "no process" {
+                note(&mut o, format!("{case}: create"), out);
+            } else {
+                let one_line = out.stderr.lines().count() == 1;
+                let who =
+                    if out.stderr.starts_with("dataplane-hook: ") { "product" } else { "runc" };
+                o.push((format!("{case}: one line"), format!("{}", one_line)));
+                if s.product {
+                    assert_eq!(who, "product", "{case}: the wrapper's own line: {out:?}");
+                }
+            }
+            note(&mut o, format!("{case}: state"), s.state_view(&id));
+            note(&mut o, format!("{case}: list"), s.cmd(&["list", "-q"]));
+        }
+        o
+    });
+    precondition(&obs, "no config.json: create status", "Some(1)");
+    precondition(&obs, "no process: create", "process property must not be empty");
+    precondition(&obs, "not json: state", "does not exist");
 }
