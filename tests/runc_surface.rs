@@ -93,11 +93,15 @@ impl Side {
         v.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
     }
 
-    /// A container id for this side: `<name>-rc-<pid>` or `<name>-dp-<pid>` (separate cgroups,
-    /// since runc's default cgroup path is `/<id>`); normalised to `<name>`.
+    /// A container id for this side: `<name>-rc-<pid>-<n>` or `<name>-dp-<pid>-<n>`, unique in
+    /// this process (separate cgroups, since runc's default cgroup path ends in `/<id>`, also
+    /// when the tests run in parallel); normalised to `<name>`.
     fn id(&self, name: &str) -> String {
-        let id =
-            format!("{name}-{}-{}", if self.product { "dp" } else { "rc" }, std::process::id());
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let side = if self.product { "dp" } else { "rc" };
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{name}-{side}-{}-{n}", std::process::id());
         self.replace(&id, name);
         self.ids.borrow_mut().push(id.clone());
         id
@@ -284,6 +288,10 @@ fn value<'a>(obs: &'a Obs, what: &str) -> &'a str {
 /// Asserts runc's observation `what` holds `part` (a precondition: the case is real).
 fn precondition(obs: &Obs, what: &str, part: &str) {
     let v = value(obs, what);
+    // The expected texts are runc 1.1's; under crun (DPH_RUNTIME) only the comparison holds.
+    if is_crun() {
+        return;
+    }
     // Observations are Debug text: a string inside a string is escaped once more.
     let escaped = format!("{part:?}");
     assert!(
@@ -356,7 +364,10 @@ fn global_help_is_the_wrappers_paragraph_then_runcs_help_unchanged() {
     for args in [&["--help"][..], &["-h"], &["help"]] {
         let want = runc.bare(cwd.path(), args);
         let got = product.bare(cwd.path(), args);
-        assert!(want.stdout.contains("USAGE"), "precondition: runc printed its help: {want:?}");
+        assert!(
+            want.stdout.contains("USAGE") || is_crun(),
+            "precondition: runc printed its help: {want:?}"
+        );
         assert_eq!((got.code, &got.stderr), (want.code, &want.stderr), "{args:?}");
         let intro = got.stdout.strip_suffix(&want.stdout).unwrap_or_else(|| {
             panic!("{args:?}: runc's help follows the wrapper's paragraph: {}", got.stdout)
@@ -777,7 +788,8 @@ fn events_stats_pause_resume_match_runc() {
         note(&mut o, "events code", (ev.code, &ev.stderr));
         note(&mut o, "events", (&v["type"], s.norm(v["id"].as_str().unwrap_or("")), keys(&v)));
         note(&mut o, "events data", keys(&v["data"]));
-        note(&mut o, "events pids", &v["data"]["pids"]["current"]);
+        // (How many tasks the kernel counts at that instant varies run to run.)
+        note(&mut o, "events pids", v["data"]["pids"]["current"].as_u64().is_some_and(|n| n > 0));
         note(&mut o, "pause", s.cmd(&["pause", &id]));
         note(&mut o, "state paused", s.state_view(&id));
         note(&mut o, "pause again", s.cmd(&["pause", &id]));
@@ -867,6 +879,9 @@ fn global_flags_match_runc() {
     precondition(&obs, "log lines are json", "true");
     precondition(&obs, "log levels", "debug");
     precondition(&obs, "--debug create", "true");
+    if is_crun() {
+        return;
+    }
     let systemd = Path::new("/run/systemd/system").exists();
     let created = value(&obs, "--systemd-cgroup create") == "Some(0)";
     assert_eq!(created, systemd, "precondition: --systemd-cgroup works exactly where systemd runs");
