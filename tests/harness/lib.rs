@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod console;
 pub mod containerd;
 pub mod dpdk;
 pub mod util;

@@ -487,6 +487,17 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     // runc would is refused as it is, and nothing runs.
     let inv = match parse_args(&args, &cwd) {
         Ok(inv) => inv,
+        // A global flag without its value ends the line: there is no command, runc creates
+        // nothing and prints its own usage error, which the caller must see as under runc.
+        Err(argv::ArgError::MissingValue { .. }) if argv::parse_global(&args).is_err() => {
+            Invocation {
+                command: None,
+                command_index: args.len(),
+                bundle: cwd,
+                id: None,
+                help: false,
+            }
+        }
         Err(e) => return e.into(),
     };
     let runtime = match real_runtime(&loaded.config.runtime_path) {
@@ -520,7 +531,10 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
             Err(e) => return e,
         }
     }
-    let err = std::process::Command::new(&runtime).args(&args).exec();
+    // argv[0] as configured (`runc`, or the path given), as a shell or containerd would run it:
+    // runc names itself by it in its usage errors (`runc: "state" requires exactly 1 argument(s)`).
+    let err =
+        std::process::Command::new(&runtime).arg0(&loaded.config.runtime_path).args(&args).exec();
     anyhow::anyhow!(
         "cannot execute the real runtime {}: {err} (set runtime_path in the config)",
         runtime.display()
