@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The product doing its main job on real containers with real DPDK, before and after:
-#   1. two DPDK primaries with the default file prefix on one node
-#   2. an application crash that leaks hugepages
+#   1. the incident the product was born from: a DPDK primary and two secondaries in three
+#      containers; the secondaries collide on their PID-named fbarray lock
+#   2. two DPDK primaries with the default file prefix on one node
+#   3. an application crash that leaks hugepages
 # Each story runs first on plain runc (the problem), then through dataplane-runtime (the fix).
 #
 # usage: scripts/demo.sh [BIN_DIR]     (as root; `make demo` builds and passes target/release)
@@ -14,6 +16,7 @@ set -euo pipefail
 BIN_DIR=$(realpath "${1:-target/release}")
 HOOK=$BIN_DIR/dataplane-hook
 RUNTIME=$BIN_DIR/dataplane-runtime
+BUNDLE=$BIN_DIR/dph-test-bundle      # writes the integration tests' OCI bundle (tests/bin)
 POOL_PAGES=128                     # 256 MiB of 2Mi pages: enough for two testpmd primaries
 RESERVE=64Mi                       # what each container asks the product for
 HP=/sys/kernel/mm/hugepages/hugepages-2048kB
@@ -35,7 +38,7 @@ rsvd_pages() { cat "$HP/resv_hugepages"; }
 
 # --- preconditions --------------------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] || die "run as root (mounts, cgroups and hugepages): sudo make demo"
-for b in "$HOOK" "$RUNTIME"; do [[ -x $b ]] || die "$b not built (run: make build)"; done
+for b in "$HOOK" "$RUNTIME" "$BUNDLE"; do [[ -x $b ]] || die "$b not built (run: make build)"; done
 for t in runc dpdk-testpmd flock mountpoint; do
   command -v "$t" >/dev/null || die "$t not found (run: scripts/install-deps.sh)"
 done
@@ -123,54 +126,26 @@ EOF
 TESTPMD=(dpdk-testpmd -l 0-1 --no-pci --vdev=net_null0 --vdev=net_null1
          -- --total-num-mbufs=2048 --stats-period 1)
 
-# make_bundle DIR "ANNOTATIONS_JSON" ARGS...   (the host's /dev/hugepages and /var/run/dpdk
-# are bind-mounted in, as DPDK deployments commonly do)
+# make_bundle DIR "ANNOTATIONS" ARGS...: the integration tests' bundle (tests/harness, written
+# by dph-test-bundle), with the host's /dev/hugepages and /var/run/dpdk bind-mounted in, as DPDK
+# deployments commonly do. ANNOTATIONS: "KEY=VALUE KEY=VALUE" (no spaces in values).
 make_bundle() {
-  local dir=$1 annotations=$2; shift 2
-  mkdir -p "$dir/rootfs"/{usr,proc,sys,dev,tmp,etc,var/run,run}
-  local l
-  for l in bin sbin lib lib64; do ln -s "usr/$l" "$dir/rootfs/$l"; done
-  echo 'root:x:0:0:root:/:/bin/sh' > "$dir/rootfs/etc/passwd"
-  echo 'root:x:0:' > "$dir/rootfs/etc/group"
-  local args a
-  args=$(for a in "$@"; do printf '"%s",' "$a"; done)
-  local caps='"CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FOWNER","CAP_FSETID","CAP_KILL","CAP_SETGID","CAP_SETUID","CAP_SETPCAP","CAP_NET_BIND_SERVICE","CAP_NET_RAW","CAP_SYS_CHROOT","CAP_MKNOD","CAP_AUDIT_WRITE","CAP_SETFCAP","CAP_IPC_LOCK","CAP_SYS_ADMIN","CAP_SYS_NICE","CAP_SYS_RAWIO"'
-  cat > "$dir/config.json" <<EOF
-{
-  "ociVersion": "1.0.2",
-  "process": {
-    "terminal": false, "user": {"uid": 0, "gid": 0}, "cwd": "/",
-    "args": [${args%,}],
-    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"],
-    "capabilities": {"bounding": [$caps], "effective": [$caps], "permitted": [$caps]},
-    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-    "noNewPrivileges": true
-  },
-  "root": {"path": "rootfs", "readonly": false},
-  "hostname": "demo",
-  "mounts": [
-    {"destination": "/proc", "type": "proc", "source": "proc"},
-    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-    {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-    {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
-    {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]},
-    {"destination": "/dev/hugepages", "type": "bind", "source": "/dev/hugepages", "options": ["rbind", "rw"]},
-    {"destination": "/var/run/dpdk", "type": "bind", "source": "/var/run/dpdk", "options": ["rbind", "rw"]}
-  ],
-  "linux": {
-    "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-    "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-    "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-    "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-  },
-  "annotations": {$annotations}
-}
-EOF
+  local dir=$1 annotations=$2 kv; shift 2
+  local opts=(--hostname demo --bind /dev/hugepages:/dev/hugepages --bind /var/run/dpdk:/var/run/dpdk)
+  for kv in $annotations; do opts+=(--annotation "$kv"); done
+  mkdir -p "$dir"
+  "$BUNDLE" "$dir" "${opts[@]}" -- "$@"
 }
 
-RESERVATION="\"dataplane-hook.io/hugepages-2Mi\": \"$RESERVE\""
+RESERVATION="dataplane-hook.io/hugepages-2Mi=$RESERVE"
+
+# Multi-process testpmd (story 1): a primary sharing its ports' queues with two secondaries.
+# The secondaries log EAL at debug level, as the incident's engineers did to find the cause.
+MP=(-- --total-num-mbufs=2048 --stats-period 1 --num-procs=3 --rxq=3 --txq=3)
+MP_PRIMARY=(dpdk-testpmd -l 0-1 --no-pci --vdev=net_null0 --vdev=net_null1 "${MP[@]}" --proc-id=0)
+mp_secondary() { # PROC_ID
+  echo dpdk-testpmd -l 0-1 --no-pci --proc-type=secondary --log-level=lib.eal:debug "${MP[@]}" "--proc-id=$1"
+}
 
 # The two ways to run a container: plain runc, and the product as a drop-in for runc.
 plain()   { runc --root "$RUNC_ROOT" "$@"; }
@@ -219,7 +194,61 @@ say "host: 2Mi pool sized to $POOL_PAGES pages for the demo (was $POOL_BEFORE); 
 say "containers: rootfs with the host's /usr read-only, the host's /dev/hugepages and /var/run/dpdk bind-mounted (a common DPDK deployment)"
 
 ##############################################################################################
-title "1. Two DPDK apps on one node, both with the default file prefix \"rte\""
+title "1. The incident: a DPDK primary and two secondaries, one container each"
+##############################################################################################
+step "Before: plain runc; the containers share the host's /dev/hugepages and /var/run/dpdk, each has its own PID namespace"
+make_bundle "$WORK/mp" "" "${MP_PRIMARY[@]}"
+# shellcheck disable=SC2046 # word splitting of the command line is wanted
+make_bundle "$WORK/ms1" "" $(mp_secondary 1)
+# shellcheck disable=SC2046
+make_bundle "$WORK/ms2" "" $(mp_secondary 2)
+launch plain "$WORK/mp" ctl-primary
+wait_forwarding "$WORK/mp" 20 || die "the primary did not start: $(tail -n 5 "$WORK/mp/out.log")"
+good "ctl-primary forwards:     $(stats_line "$WORK/mp")"
+launch plain "$WORK/ms1" ctl-secondary-1
+wait_forwarding "$WORK/ms1" 20 || die "secondary 1 did not attach: $(tail -n 5 "$WORK/ms1/out.log")"
+good "ctl-secondary-1 attached: $(stats_line "$WORK/ms1")"
+launch plain "$WORK/ms2" ctl-secondary-2
+wait_stopped plain ctl-secondary-2 20 || die "ctl-secondary-2 kept running"
+wait_forwarding "$WORK/ms2" 0 && die "ctl-secondary-2 attached on plain runc: the incident did not reproduce"
+grep -q 'fbarray_memseg.*_1' "$WORK/ms2/out.log" \
+  || die "ctl-secondary-2 died, but not on the PID collision: $(tail -n 5 "$WORK/ms2/out.log")"
+bad "ctl-secondary-2 died at startup; DPDK says:"
+grep -E "couldn't lock|Cannot init" "$WORK/ms2/out.log" | head -n 3 | quote
+say "(each secondary is PID 1 in its own PID namespace, so both lock /var/run/dpdk/rte/fbarray_memseg-..._1)"
+delete plain ctl-secondary-2; delete plain ctl-secondary-1; delete plain ctl-primary
+remove_host_leftovers
+
+GROUP="dataplane-hook.io/dpdk-group=demo $RESERVATION"
+step "After: the same three through dataplane-runtime, each annotated dataplane-hook.io/dpdk-group: demo"
+make_bundle "$WORK/gp" "$GROUP" "${MP_PRIMARY[@]}"
+# shellcheck disable=SC2046
+make_bundle "$WORK/gs1" "$GROUP" $(mp_secondary 1)
+# shellcheck disable=SC2046
+make_bundle "$WORK/gs2" "$GROUP" $(mp_secondary 2)
+launch product "$WORK/gp" dp-primary
+wait_forwarding "$WORK/gp" 30 || die "the primary did not start: $(tail -n 5 "$WORK/gp/out.log")"
+launch product "$WORK/gs1" dp-secondary-1
+launch product "$WORK/gs2" dp-secondary-2
+for c in gs1 gs2; do
+  wait_forwarding "$WORK/$c" 40 || die "a secondary did not attach: $(tail -n 5 "$WORK/$c/out.log")"
+done
+sleep 1.2
+for c in gp:dp-primary gs1:dp-secondary-1 gs2:dp-secondary-2; do
+  [[ $(state_of product "${c#*:}") == running ]] || die "${c#*:} is not running"
+  good "$(printf '%-15s' "${c#*:}") runs:  $(stats_line "$WORK/${c%%:*}")"
+done
+say "one group: a runtime dir, a hugetlbfs (one reservation) and a PID namespace of its own, shared by the three:"
+"$HOOK" --config "$CONFIG" status | quote
+delete product dp-secondary-2; delete product dp-secondary-1; delete product dp-primary
+if (($(free_pages) == POOL_PAGES && $(rsvd_pages) == 0)); then
+  good "all three deleted, the group is gone, pool back to baseline: $(meminfo)"
+else
+  bad "all three deleted, pool NOT at baseline: $(meminfo)"; exit 1
+fi
+
+##############################################################################################
+title "2. Two DPDK apps on one node, both with the default file prefix \"rte\""
 ##############################################################################################
 step "Before: plain runc"
 make_bundle "$WORK/a" "" "${TESTPMD[@]}"
@@ -237,7 +266,7 @@ eal_error "$WORK/b" | quote
 say "(both use /var/run/dpdk/rte/config on the host: only one primary per prefix and node)"
 delete plain ctl-a; delete plain ctl-b
 if [[ -n $(host_leftovers) ]]; then
-  say "(deleting ctl-a killed it: it left $(host_leftovers | wc -l) hugepage files in the host's /dev/hugepages -- that is story 2; removed them)"
+  say "(deleting ctl-a killed it: it left $(host_leftovers | wc -l) hugepage files in the host's /dev/hugepages -- that is story 3; removed them)"
   remove_host_leftovers
 fi
 
@@ -265,7 +294,7 @@ else
 fi
 
 ##############################################################################################
-title "2. A DPDK app killed with SIGKILL while holding hugepages"
+title "3. A DPDK app killed with SIGKILL while holding hugepages"
 ##############################################################################################
 step "Before: plain runc, the host's /dev/hugepages"
 make_bundle "$WORK/c" "" "${TESTPMD[@]}"

@@ -41,7 +41,7 @@ done
 
 # A Rust toolchain is expected to be there already (rustup or Debian's cargo).
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "install-deps: cargo not found: install a Rust toolchain >= 1.80 (https://rustup.rs) and re-run" >&2
+  echo "install-deps: cargo not found: install a Rust toolchain >= 1.88 (https://rustup.rs) and re-run" >&2
   exit 1
 fi
 

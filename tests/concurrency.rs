@@ -240,12 +240,6 @@ fn the_reserved_fraction_holds_exactly_under_sixty_four_concurrent_creates() {
     exactly_the_pool_is_admitted(0.5, 48, 12);
 }
 
-fn status_json(env: &ProductEnv) -> serde_json::Value {
-    let o = env.hook(&["status", "--json"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn pid_ns(pid: i32) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap().display().to_string()
 }
@@ -278,7 +272,7 @@ fn concurrent_first_members_share_one_group_and_concurrent_last_members_leave_no
         let o = o.as_ref().unwrap_or_else(|| panic!("create {i} hung"));
         assert!(o.status.success(), "member {i}: {}", String::from_utf8_lossy(&o.stderr));
     }
-    let s = status_json(&env);
+    let s = env.status_json();
     let groups = s["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 1, "one group: {s}");
     let holder = groups[0]["holder"].as_i64().expect("a holder") as i32;
@@ -295,7 +289,7 @@ fn concurrent_first_members_share_one_group_and_concurrent_last_members_leave_no
         assert!(d.status.success(), "delete {i}: {}", String::from_utf8_lossy(&d.stderr));
     }
     assert!(wait_pid_gone(holder, Duration::from_secs(10)), "the holder goes with the last member");
-    let s = status_json(&env);
+    let s = env.status_json();
     assert!(
         s["groups"].as_array().unwrap().is_empty()
             && s["containers"].as_array().unwrap().is_empty(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dataplane_tests::dpdk::{testpmd_primary, FORWARDING};
+use dataplane_tests::dpdk::{forwarding, testpmd_primary, FORWARDING};
 use dataplane_tests::util::*;
 use dataplane_tests::*;
 
@@ -14,15 +14,6 @@ fn testpmd_bundle() -> TestBundle {
     let args = testpmd_primary(&[]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     TestBundle::new(&args)
-}
-
-fn forwarding(b: &TestBundle) -> bool {
-    stdout_of(b).contains(FORWARDING)
-}
-
-/// The container's stdout and stderr.
-fn output_of(b: &TestBundle) -> String {
-    stdout_of(b) + &std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default()
 }
 
 /// `delete --force` through the reaper, which must succeed.
@@ -624,6 +615,13 @@ fn poststop_is_idempotent_and_restores_the_pool() {
         assert!(o.stdout.is_empty(), "a hook never writes to stdout");
         assert!(env.records().is_empty(), "poststop #{n}: records left: {:?}", env.records());
         pool.assert_baseline(&format!("after poststop #{n}"));
+        // runc has not deleted the container yet: its cgroup is still there to check (a
+        // systemd scope may go with its last process).
+        assert!(
+            cg.dir.exists() || systemd_cgroup(),
+            "precondition: the stopped container's cgroup {} exists",
+            cg.dir.display()
+        );
         if cg.dir.exists() {
             assert!(
                 unlimited(&cg.read(cg.max)) && unlimited(&cg.read(cg.rsvd)),
@@ -643,34 +641,64 @@ fn poststop_is_idempotent_and_restores_the_pool() {
     assert!(!cg.dir.exists(), "cgroup {} left", cg.dir.display());
 }
 
+/// A 1Gi request the node cannot hold is refused at create with what to do, whatever 1Gi
+/// support this host has: no 1Gi page size at all, an empty 1Gi pool, or a pool too small for
+/// one page more than it has free. Every branch asserts; none passes by returning early.
 #[test]
-fn request_for_a_page_size_without_a_pool_is_refused_with_what_to_do() {
-    let gi = "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages";
-    if !std::path::Path::new(gi).exists() || read_u64(gi) != 0 {
-        eprintln!("skipped: this node has a 1Gi pool");
-        return;
-    }
+fn a_1gi_request_the_node_cannot_hold_is_refused_with_what_to_do() {
+    const GI_DIR: &str = "/sys/kernel/mm/hugepages/hugepages-1048576kB";
     let env = ProductEnv::new("");
     let p = Runner::product(&env);
     let reap = Reaper::new(&p);
+    let supported = std::path::Path::new(GI_DIR).is_dir();
+    let (total, free) = if supported {
+        (read_u64(&format!("{GI_DIR}/nr_hugepages")), read_u64(&format!("{GI_DIR}/free_hugepages")))
+    } else {
+        (0, 0)
+    };
+    // One page more than is free: never admissible, and never takes a page from anyone.
+    let want = free + 1;
+    eprintln!(
+        "1Gi on this host: {}",
+        if !supported {
+            "no 1Gi page size (proving the refusal for an unsupported size)".to_string()
+        } else {
+            format!("{total} pages, {free} free (asking for {want})")
+        }
+    );
     let mut b = TestBundle::new(&["true"]);
-    b.annotate("dataplane-hook.io/hugepages-1Gi", "1Gi");
+    b.annotate("dataplane-hook.io/hugepages-1Gi", &format!("{want}Gi"));
     let id = unique("gi");
     reap.add(&id);
     let o = create_with_timeout(&p, &b, &id, Duration::from_secs(30)).expect("create hung");
-    assert!(!o.status.success());
+    assert!(!o.status.success(), "a 1Gi request of {want} pages was admitted");
     let msg = product_error(&o.stderr)
         .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&o.stderr)));
-    assert!(
-        msg.starts_with(&format!(
-            "dataplane-hook: cannot reserve 1Gi of 1Gi hugepages for container {id}: 0 pages free"
-        )),
-        "{msg}"
-    );
-    assert!(msg.contains("the node has no 1Gi pool") && msg.contains("nr_hugepages"), "{msg}");
-    assert_spec_form("1Gi without a pool", &msg);
+    let what =
+        format!("dataplane-hook: cannot reserve {want}Gi of 1Gi hugepages for container {id}: ");
+    assert!(msg.starts_with(&what), "{msg}");
+    if !supported {
+        assert!(msg.contains("this kernel has no 1Gi hugepage size"), "{msg}");
+    } else {
+        assert!(msg[what.len()..].starts_with(&format!("{free} pages free")), "{msg}");
+        if total == 0 {
+            assert!(
+                msg.contains("the node has no 1Gi pool") && msg.contains("nr_hugepages"),
+                "{msg}"
+            );
+        } else {
+            assert!(
+                msg.contains("free hugepages or lower dataplane-hook.io/hugepages-1Gi"),
+                "{msg}"
+            );
+        }
+    }
+    assert_spec_form("1Gi beyond the node", &msg);
     assert_eq!(p.status(&id), None);
     assert!(env.records().is_empty());
+    if supported {
+        assert_eq!(read_u64(&format!("{GI_DIR}/nr_hugepages")), total, "the 1Gi pool untouched");
+    }
 }
 
 /// G1's fast path: a container that asks for nothing gets its private DPDK runtime dir as a

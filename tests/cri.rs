@@ -144,6 +144,23 @@ async fn run_pod(
     annotations: &[(&str, &str)],
     dpdk: &[String],
 ) -> Pod {
+    let pod = create_pod(rt, c, name, handler, annotations, dpdk).await;
+    rt.start_container(cri::StartContainerRequest { container_id: pod.container.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\nhook log: {}", c.env.log_text()));
+    pod
+}
+
+/// RunPodSandbox and CreateContainer (containerd runs the runtime, and so the wrapper and the
+/// hook, only at StartContainer).
+async fn create_pod(
+    rt: &mut RuntimeServiceClient<Channel>,
+    c: &Containerd,
+    name: &str,
+    handler: &str,
+    annotations: &[(&str, &str)],
+    dpdk: &[String],
+) -> Pod {
     let log_dir = c.dir.join("pods").join(name);
     std::fs::create_dir_all(&log_dir).unwrap();
     let config = pod_config(name, annotations, &log_dir, &c.cgroup_parent);
@@ -172,9 +189,6 @@ async fn run_pod(
         .unwrap_or_else(|e| panic!("CreateContainer: {e}\nhook log: {}", c.env.log_text()))
         .into_inner()
         .container_id;
-    rt.start_container(cri::StartContainerRequest { container_id: container.clone() })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer: {e}\nhook log: {}", c.env.log_text()));
     Pod { id, container, log: log_dir.join("app.log") }
 }
 
@@ -261,6 +275,7 @@ fn pod_with_runtime_class_dataplane(version: Version) {
     rt.block_on(async {
         let ch = ctd.ready().await;
         let t_up = t0.elapsed();
+        assert_configured_handler_is_loaded(&ctd, &ch).await;
         let mut rt = RuntimeServiceClient::new(ch);
         let ann = [("dataplane-hook.io/hugepages-2Mi", "64Mi"), ("dataplane-hook.io/dpdk-runtime-dir", "/var/run/dpdk")];
 
@@ -335,6 +350,101 @@ fn pod_with_runtime_class_dataplane(version: Version) {
 /// and forward (without the group they share neither memory nor a PID namespace; the control
 /// for the PID collision itself is tests/groups.rs), the group holds one reservation, and the
 /// last pod removed takes the group with it.
+/// `configure` on this containerd's config as it really loads it: the main config imports the
+/// drop-in written next to it, containerd started with it, and its CRI runs with the handler
+/// `dataplane` (the wrapper as BinaryName, pod annotations passed) beside the user's `runc`.
+async fn assert_configured_handler_is_loaded(ctd: &Containerd, ch: &Channel) {
+    let main = std::fs::read_to_string(ctd.config()).unwrap();
+    let dropin = ctd.dir.join("conf.d/dataplane.toml");
+    assert!(
+        main.contains(&format!("imports = [\"{}\"]", dropin.display())),
+        "configure added the drop-in's import: {main}"
+    );
+    assert!(dropin.is_file(), "configure wrote {}", dropin.display());
+    let cfg = ctd.cri_config(ch).await;
+    let runtimes = &cfg["containerd"]["runtimes"];
+    let dp = &runtimes["dataplane"];
+    assert_eq!(
+        dp["runtimeType"], "io.containerd.runc.v2",
+        "{:?} runs with: {runtimes}",
+        ctd.version
+    );
+    assert_eq!(
+        dp["options"]["BinaryName"].as_str().map(|b| PathBuf::from(b).canonicalize().unwrap()),
+        Some(runtime_bin().canonicalize().unwrap()),
+        "{runtimes}"
+    );
+    assert_eq!(dp["PodAnnotations"], serde_json::json!(["dataplane-hook.io/*"]), "{runtimes}");
+    assert!(runtimes["runc"].is_object(), "the user's runc handler survived: {runtimes}");
+    assert_eq!(
+        cfg["sandboxImage"],
+        dataplane_tests::containerd::IMAGE,
+        "the user's CRI settings survived: {cfg}"
+    );
+}
+
+/// The product's refusals reach the CRI caller (what kubelet turns into the pod's event): a
+/// reservation the node cannot meet (the hook's, at createRuntime) and a mistyped annotation
+/// (the wrapper's, before runc) each fail StartContainer with the product's one line in the
+/// error, take no pages, leave no record, and the pod is removed as usual.
+#[test]
+fn cri_refusals_reach_the_cri_caller_and_leave_nothing_on_containerd_1_6() {
+    refusals_reach_the_cri_caller(Version::V16);
+}
+
+#[test]
+fn cri_refusals_reach_the_cri_caller_and_leave_nothing_on_containerd_1_7() {
+    refusals_reach_the_cri_caller(Version::V17);
+}
+
+/// (pod name, its annotations, what the product's line says).
+type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+fn refusals_reach_the_cri_caller(version: Version) {
+    let pool = PoolGuard::new(16);
+    let env = ProductEnv::new("");
+    let (ctd, _) = Containerd::start(&env, version, None);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut rt = RuntimeServiceClient::new(ctd.ready().await);
+        let cases: [Refusal; 2] = [
+            (
+                "dph-too-big",
+                &[("dataplane-hook.io/hugepages-2Mi", "256Mi")],
+                "dataplane-hook: cannot reserve 256Mi of 2Mi hugepages for container",
+            ),
+            (
+                "dph-typo",
+                &[("dataplane-hook.io/hugepage-2Mi", "64Mi")],
+                "dataplane-hook.io/hugepage-2Mi",
+            ),
+        ];
+        for (name, ann, want) in cases {
+            let pod =
+                create_pod(&mut rt, &ctd, name, "dataplane", ann, &testpmd_primary(&[])).await;
+            let err = rt
+                .start_container(cri::StartContainerRequest { container_id: pod.container.clone() })
+                .await
+                .expect_err("the product refuses the container");
+            let line = util::product_error(err.message().as_bytes())
+                .unwrap_or_else(|| panic!("{name}: no product line in the CRI error: {err:?}"));
+            // containerd appends the gRPC code it mapped the shim's error to.
+            let line = line.strip_suffix(": unknown").unwrap_or(&line).to_string();
+            assert!(line.contains(want), "{name}: {line:?} (CRI error: {})", err.message());
+            util::assert_spec_form(name, &line);
+            assert_ne!(
+                container_state(&mut rt, &pod.container).await,
+                cri::ContainerState::ContainerRunning as i32
+            );
+            assert_eq!(counters(), pool.baseline, "{name}: nothing reserved");
+            assert!(env.records().is_empty(), "{name}: records {:?}", env.records());
+            remove_pod(&mut rt, &pod).await;
+            pool.assert_baseline(name);
+        }
+    });
+    drop(ctd);
+}
+
 #[test]
 fn cri_pods_of_one_dpdk_group_share_memory_across_pods_on_containerd_1_6() {
     pods_of_one_dpdk_group(Version::V16);

@@ -83,6 +83,11 @@ fn gc_releases_a_container_whose_state_vanished_and_leaves_live_neighbours_alone
     );
     // (A runtime without its state leaves the dead container's cgroup; a systemd scope goes.)
     let cg_left = read_lost().is_ok();
+    assert!(
+        cg_left || systemd_cgroup(),
+        "precondition: runc without its state left the dead container's cgroup {}",
+        max_lost.display()
+    );
     if cg_left {
         assert_eq!(
             read_lost().unwrap(),
@@ -207,6 +212,10 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
     let made = cg_root.join(unique("dph-gc-made"));
     std::fs::create_dir(&made).unwrap();
     let never_made = cg_root.join(unique("dph-gc-never-made"));
+    // An intent the hook did carry out but died before marking done: the effect is real and
+    // must be undone like a done one.
+    let made_unmarked = cg_root.join(unique("dph-gc-made-unmarked"));
+    std::fs::create_dir(&made_unmarked).unwrap();
     let valued = cg_root.join(unique("dph-gc-valued"));
     std::fs::create_dir(&valued).unwrap();
     // v2: cgroup.max.descendants ("max" or a number); v1: notify_on_release (0 or 1).
@@ -224,9 +233,12 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
         "entries": [
             {"kind": "cgroup_created", "dir": made, "shared": false, "done": true},
             {"kind": "cgroup_value", "file": value_file, "value": value, "previous": previous, "done": true},
+            {"kind": "cgroup_created", "dir": made_unmarked, "shared": false, "done": false},
             {"kind": "cgroup_created", "dir": never_made, "shared": false, "done": false}
         ]
     });
+    assert!(!never_made.exists(), "precondition: the last intent was never carried out");
+    assert!(made.is_dir() && made_unmarked.is_dir(), "precondition: the made cgroups exist");
     std::fs::create_dir_all(env.state_dir.join("containers")).unwrap();
     std::fs::write(env.state_dir.join(format!("containers/{id}.json")), rec.to_string()).unwrap();
 
@@ -234,16 +246,20 @@ fn gc_undoes_a_record_left_by_a_hook_that_died_midway() {
     let restored = std::fs::read_to_string(&value_file).unwrap_or_default();
     let cleanup = || {
         let _ = std::fs::remove_dir(&made);
+        let _ = std::fs::remove_dir(&made_unmarked);
         let _ = std::fs::remove_dir(&valued);
     };
     if !out.lines().any(|l| l == format!("released {id}")) {
         cleanup();
         panic!("gc did not release the half-done record: {out}");
     }
-    let still = made.exists();
+    let (still, still_unmarked) = (made.exists(), made_unmarked.exists());
     cleanup();
     assert!(!still, "gc did not remove the cgroup the dead hook created");
-    assert!(!never_made.exists());
+    assert!(!still_unmarked, "gc left the cgroup of an intent the hook made but never marked");
+    // Released although one intent had no effect to undo (the ENOENT is tolerated), and gc
+    // made nothing while undoing it.
+    assert!(!never_made.exists(), "gc created the never-made cgroup");
     assert_eq!(restored.trim(), previous, "gc wrote the previous value back");
     assert!(env.records().is_empty(), "records left: {:?}", env.records());
 }

@@ -154,17 +154,6 @@ fn gpu_container_memory_limit_is_lowered_by_its_headroom_through_the_wrapper() {
     p.delete(&id);
 }
 
-/// A bundle with the hook wired in as hooks.d would (no wrapper, no spec edit).
-fn hooks_d(b: &mut TestBundle, env: &ProductEnv) {
-    let hook = |stage: &str| {
-        json!([{ "path": hook_bin().display().to_string(),
-                 "args": ["dataplane-hook", "--config", env.config.display().to_string(), stage] }])
-    };
-    b.spec["hooks"] =
-        json!({ "createRuntime": hook("createRuntime"), "poststop": hook("poststop") });
-    b.save();
-}
-
 #[test]
 fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     require_root();
@@ -172,7 +161,7 @@ fn hooks_d_path_writes_the_memory_cgroup_and_teardown_restores_it() {
     let env = env("");
     let runc = Runner::runc();
     let mut b = bundle(Some(GI), true);
-    hooks_d(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("gpu-hooksd");
     runc.launch(&b, &id);
     let pid = runc.pid(&id).unwrap();
@@ -249,7 +238,7 @@ fn a_limit_too_small_for_the_headroom_is_refused_and_leaves_nothing() {
     // hooks.d path: the hook refuses at createRuntime; runc fails the create.
     let runc = Runner::runc();
     let mut b = bundle(Some(256 * MI), true);
-    hooks_d(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("gpu-small-hd");
     let o = runc.create(&b, &id);
     assert!(!o.status.success());
@@ -308,7 +297,7 @@ fn unlimited_gpu_containers_follow_the_configured_policy() {
     p.delete(&id);
     let runc = Runner::runc();
     let mut b = bundle(None, true);
-    hooks_d(&mut b, &env_node);
+    b.with_hooks_d(&env_node);
     let id = unique("gpu-unl-node-hd");
     runc.launch(&b, &id);
     assert_eq!(enforced_limit(runc.pid(&id).unwrap()), Some(want));
@@ -557,7 +546,7 @@ fn gpu_headroom_beyond_the_bound_is_refused_with_one_line_and_leaves_nothing() {
     let runc = Runner::runc();
     let mut b = bundle(None, true);
     b.annotate("dataplane-hook.io/gpu-headroom", "1Ei");
-    hooks_d(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("gpu-huge-hd");
     let o = runc.create(&b, &id);
     assert!(!o.status.success(), "hooks.d: 1Ei accepted");
@@ -619,7 +608,7 @@ fn a_forged_limit_marker_annotation_is_refused_on_the_hooks_d_and_wrapper_paths(
     let runc = Runner::runc();
     let mut b = bundle(Some(GI), true);
     b.annotate(marker, &forged);
-    hooks_d(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("gpu-forged-hd");
     let o = runc.create(&b, &id);
     if o.status.success() {

@@ -14,25 +14,8 @@ use serde_json::{json, Value};
 const GROUP: &str = "dataplane-hook.io/dpdk-group";
 const HUGE: &str = "dataplane-hook.io/hugepages-2Mi";
 
-fn status_json(env: &ProductEnv) -> Value {
-    let o = env.hook(&["status", "--json"]);
-    assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn groups(env: &ProductEnv) -> Vec<Value> {
-    status_json(env)["groups"].as_array().unwrap().clone()
-}
-
-fn assert_released(env: &ProductEnv, pool: &PoolGuard, what: &str) {
-    pool.assert_baseline(what);
-    let s = status_json(env);
-    assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
-    assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
-    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
+    env.status_json()["groups"].as_array().unwrap().clone()
 }
 
 fn sh(script: &str) -> TestBundle {
@@ -194,7 +177,7 @@ fn a_member_with_cap_sys_ptrace_sees_nothing_of_the_host_through_the_groups_pid_
     // The hook can still tear it down: the holder dies and the reservation is released.
     r.delete(&id);
     assert!(wait_pid_gone(holder as i32, Duration::from_secs(5)), "holder {holder} is gone");
-    assert_released(&env, &pool, "after the member");
+    env.assert_released(&pool, "after the member");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,23 +280,12 @@ fn a_pod_on_cri_o_forging_containerds_namespace_key_never_joins_that_namespaces_
     );
     r.delete(&ia2);
     r.delete(&ib);
-    assert_released(&env, &pool, "after all");
+    env.assert_released(&pool, "after all");
 }
 
 // ---------------------------------------------------------------------------------------------
 // 3. Hardening: the host's PID namespace is no group's; no mount lands on the host.
 // ---------------------------------------------------------------------------------------------
-
-/// The hook in the spec, for plain runc: what podman and CRI-O do with hooks.d.
-fn hooked(env: &ProductEnv, b: &mut TestBundle) {
-    let hook = hook_bin().display().to_string();
-    let cfg = env.config.display().to_string();
-    b.spec["hooks"] = json!({
-        "createRuntime": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "createRuntime"]}],
-        "poststop": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "poststop"]}],
-    });
-    b.save();
-}
 
 #[test]
 fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
@@ -324,20 +296,24 @@ fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
     a.annotate(GROUP, "hostpid").annotate(HUGE, "16Mi");
     a.spec["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
     a.save();
-    hooked(&env, &mut a);
+    // Precondition, shown by a control without the hook: this spec's container really runs in
+    // the host's (this test's) PID namespace.
+    {
+        let mut c = TestBundle::new(&["sleep", "600"]);
+        c.spec["linux"]["namespaces"] = a.spec["linux"]["namespaces"].clone();
+        c.save();
+        let ic = unique("hostpid-ctl");
+        runc.launch(&c, &ic);
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+        let in_host_ns = runc.pid(&ic).map(|p| ns(&p.to_string()) == ns("self"));
+        runc.delete(&ic);
+        assert_eq!(in_host_ns, Some(true), "precondition: the control shares the host's PID ns");
+    }
+    a.with_hooks_d(&env);
     let ia = unique("hostpid");
     let o = runc.create(&a, &ia);
-    // Precondition: had it run, it would be in the host's (this test's) PID namespace.
-    let in_host_ns = runc.pid(&ia).map(|p| {
-        std::fs::read_link(format!("/proc/{p}/ns/pid")).ok()
-            == std::fs::read_link("/proc/self/ns/pid").ok()
-    });
     let g = groups(&env);
     runc.delete(&ia);
-    assert!(
-        in_host_ns.unwrap_or(true),
-        "the spec has no pid namespace: the container shares the host's"
-    );
     assert!(
         !o.status.success(),
         "a group in the host's PID namespace must be refused; groups: {g:?}"
@@ -345,7 +321,7 @@ fn hooks_d_group_member_in_the_hosts_pid_namespace_is_refused() {
     let reason =
         if is_crun() { env.log_text() } else { String::from_utf8_lossy(&o.stderr).to_string() };
     assert!(reason.contains("host's PID namespace"), "{reason}");
-    assert_released(&env, &pool, "after the refusal");
+    env.assert_released(&pool, "after the refusal");
 }
 
 /// A tmpfs on the host made `shared`: a container's bind of it with `rshared` (Kubernetes'

@@ -1,13 +1,11 @@
 //! Issue 3 end to end: DPDK multi-process groups across containers (G2) and prefix mode (G3),
 //! with real runc, real dataplane-runtime and real `dpdk-testpmd` primaries and secondaries.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use dataplane_tests::dpdk::*;
+use dataplane_tests::util::HostHugetlbfs;
 use dataplane_tests::*;
-use serde_json::Value;
 
 const GROUP: &str = "dataplane-hook.io/dpdk-group";
 const HUGE: &str = "dataplane-hook.io/hugepages-2Mi";
@@ -17,78 +15,19 @@ fn bundle(args: &[String]) -> TestBundle {
     TestBundle::new(&a)
 }
 
-fn forwarding(b: &TestBundle) -> bool {
-    stdout_of(b).contains(FORWARDING)
-}
-
-fn output(b: &TestBundle) -> String {
-    stdout_of(b) + &std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default()
-}
-
 fn group_member(args: &[String], group: &str) -> TestBundle {
     let mut b = bundle(args);
     b.annotate(GROUP, group).annotate(HUGE, "64Mi");
     b
 }
 
-/// A host hugetlbfs mounted for the control runs; unmounted on drop.
-struct HostHugetlbfs(tempfile::TempDir);
-impl HostHugetlbfs {
-    fn new() -> HostHugetlbfs {
-        let d = tempfile::Builder::new().prefix("dph-hosthuge-").tempdir().unwrap();
-        assert!(Command::new("mount")
-            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "nodev"])
-            .arg(d.path())
-            .status()
-            .unwrap()
-            .success());
-        HostHugetlbfs(d)
-    }
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.path())
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        v.sort();
-        v
-    }
-}
-impl Drop for HostHugetlbfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
-}
-
-fn status_json(env: &ProductEnv) -> Value {
-    let o = env.hook(&["status", "--json"]);
-    assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn holder_of(env: &ProductEnv, name: &str) -> Option<i64> {
-    status_json(env)["groups"]
+    env.status_json()["groups"]
         .as_array()
         .unwrap()
         .iter()
         .find(|g| g["name"] == name)
         .and_then(|g| g["holder"].as_i64())
-}
-
-fn assert_released(env: &ProductEnv, pool: &PoolGuard, what: &str) {
-    pool.assert_baseline(what);
-    let s = status_json(env);
-    assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
-    assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
-    let dirs: Vec<_> = std::fs::read_dir(env.state_dir.join("groups"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
 }
 
 #[test]
@@ -98,7 +37,7 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
     // Control (the incident): three containers, each its own PID namespace, sharing the
     // host's hugetlbfs and runtime dir. Both secondaries are PID 1 in their containers.
     {
-        let huge = HostHugetlbfs::new();
+        let huge = HostHugetlbfs::mount("pagesize=2M");
         let run = tempfile::tempdir().unwrap();
         let runc = Runner::runc();
         let mut p = bundle(&testpmd_mp_primary(3, &[]));
@@ -112,20 +51,20 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
         assert!(
             wait_for(Duration::from_secs(30), || forwarding(&p)),
             "control primary: {}",
-            output(&p)
+            output_of(&p)
         );
         runc.launch(&s1, &ids[1]);
         assert!(
             wait_for(Duration::from_secs(30), || forwarding(&s1)),
             "control secondary 1: {}",
-            output(&s1)
+            output_of(&s1)
         );
         runc.launch(&s2, &ids[2]);
         assert!(
             runc.wait_stopped(&ids[2], Duration::from_secs(30)),
             "control: the second secondary kept running"
         );
-        let out = output(&s2);
+        let out = output_of(&s2);
         assert!(
             out.contains(SECONDARY_COLLISION),
             "control: expected the seed's failure, got: {out}"
@@ -150,7 +89,7 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
     assert!(
         wait_for(Duration::from_secs(30), || forwarding(&p)),
         "primary: {}\n{}",
-        output(&p),
+        output_of(&p),
         env.log_text()
     );
     r.launch(&s1, &ids[1]);
@@ -158,8 +97,8 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
     assert!(
         wait_for(Duration::from_secs(40), || forwarding(&s1) && forwarding(&s2)),
         "both secondaries must attach and forward:\nS1: {}\nS2: {}\nlog: {}",
-        output(&s1),
-        output(&s2),
+        output_of(&s1),
+        output_of(&s2),
         env.log_text()
     );
     for id in &ids {
@@ -167,14 +106,14 @@ fn seed_002_secondaries_in_different_pid_namespaces_collide_and_a_group_fixes_it
     }
     // One reservation for the whole group.
     assert_eq!(counters().reserved + (counters().total - counters().free), 32, "{:?}", counters());
-    let s = status_json(&env);
+    let s = env.status_json();
     let g = &s["groups"][0];
     assert_eq!(g["members"].as_array().unwrap().len(), 3, "{s}");
     assert!(g["holder_alive"].as_bool().unwrap(), "{s}");
     for id in &ids {
         r.delete(id);
     }
-    assert_released(&env, &pool, "after the last member");
+    env.assert_released(&pool, "after the last member");
 }
 
 #[test]
@@ -194,9 +133,9 @@ fn members_start_in_any_order_and_restart() {
     assert!(
         wait_for(Duration::from_secs(60), || forwarding(&p) && forwarding(&s1) && forwarding(&s2)),
         "all three forward:\nP: {}\nS1: {}\nS2: {}",
-        output(&p),
-        output(&s1),
-        output(&s2)
+        output_of(&p),
+        output_of(&s1),
+        output_of(&s2)
     );
 
     // Restart a secondary (new container, same group): it attaches again.
@@ -207,12 +146,12 @@ fn members_start_in_any_order_and_restart() {
     assert!(
         wait_for(Duration::from_secs(40), || forwarding(&s1b)),
         "restarted secondary: {}",
-        output(&s1b)
+        output_of(&s1b)
     );
     for id in [&i1b, &i2, &ip] {
         r.delete(id);
     }
-    assert_released(&env, &pool, "after the last member");
+    env.assert_released(&pool, "after the last member");
 }
 
 #[test]
@@ -234,8 +173,8 @@ fn the_group_outlives_its_first_member_and_goes_with_the_last() {
         assert!(
             wait_for(Duration::from_secs(40), || forwarding(&p) && forwarding(&s)),
             "round {round}: P: {}\nS: {}",
-            output(&p),
-            output(&s)
+            output_of(&p),
+            output_of(&s)
         );
         r.delete(&ip);
         r.delete(&is);
@@ -246,14 +185,14 @@ fn the_group_outlives_its_first_member_and_goes_with_the_last() {
         );
     }
     r.delete(&ik);
+    // Gone means reaped: a zombie holder still holds its pid (and on a host whose PID 1 never
+    // reaps, it would stay one forever).
     assert!(
-        !Path::new(&format!("/proc/{holder}")).exists()
-            || std::fs::read_to_string(format!("/proc/{holder}/stat"))
-                .map(|s| s.contains(") Z"))
-                .unwrap_or(true),
-        "holder {holder} must be gone"
+        dataplane_tests::util::wait_pid_gone(holder as i32, Duration::from_secs(10)),
+        "holder {holder} must be gone (reaped), it is still {}",
+        if dataplane_tests::util::is_zombie(holder as i32) { "a zombie" } else { "running" }
     );
-    assert_released(&env, &pool, "after the last member");
+    env.assert_released(&pool, "after the last member");
 }
 
 #[test]
@@ -279,7 +218,7 @@ fn same_group_name_in_two_namespaces_is_two_groups() {
         && stdout_of(&b).contains("from-")));
     assert!(!stdout_of(&a).contains("from-b"), "team-a sees team-b's dir: {}", stdout_of(&a));
     assert!(!stdout_of(&b).contains("from-a"), "team-b sees team-a's dir: {}", stdout_of(&b));
-    let s = status_json(&env);
+    let s = env.status_json();
     let groups = s["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2, "{s}");
     assert_ne!(groups[0]["holder"], groups[1]["holder"]);
@@ -287,7 +226,7 @@ fn same_group_name_in_two_namespaces_is_two_groups() {
     assert_eq!(counters().reserved, 64, "{:?}", counters());
     r.delete(&ia);
     r.delete(&ib);
-    assert_released(&env, &pool, "after both");
+    env.assert_released(&pool, "after both");
 }
 
 #[test]
@@ -312,7 +251,7 @@ fn later_member_asking_for_more_than_the_group_is_refused_clearly() {
     );
     assert_eq!(r.status(&ib), None, "nothing left of the refused container");
     r.delete(&ia);
-    assert_released(&env, &pool, "after the member");
+    env.assert_released(&pool, "after the member");
 }
 
 #[test]
@@ -321,19 +260,10 @@ fn hooks_d_path_refuses_members_that_do_not_share_a_pid_namespace() {
     let env = ProductEnv::new("");
     // Plain runc with the hook in the spec: what podman and CRI-O do with hooks.d.
     let runc = Runner::runc();
-    let hooked = |b: &mut TestBundle| {
-        let hook = hook_bin().display().to_string();
-        let cfg = env.config.display().to_string();
-        b.spec["hooks"] = serde_json::json!({
-            "createRuntime": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "createRuntime"]}],
-            "poststop": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "poststop"]}],
-        });
-        b.save();
-    };
     let mut a = group_member(&["sleep".to_string(), "600".to_string()], "hd");
-    hooked(&mut a);
+    a.with_hooks_d(&env);
     let mut b = group_member(&["sleep".to_string(), "600".to_string()], "hd");
-    hooked(&mut b);
+    b.with_hooks_d(&env);
     let (ia, ib) = (unique("hd-a"), unique("hd-b"));
     runc.launch(&a, &ia);
     let o = runc.create(&b, &ib);
@@ -354,13 +284,13 @@ fn hooks_d_path_refuses_members_that_do_not_share_a_pid_namespace() {
     if is_crun() {
         assert!(err.contains("error executing hook"), "{err}");
     }
-    assert_released(&env, &pool, "after both");
+    env.assert_released(&pool, "after both");
 }
 
 #[test]
 fn prefix_mode_gives_unique_prefixes_and_cleans_leaked_files() {
     let pool = PoolGuard::new(128);
-    let huge = HostHugetlbfs::new();
+    let huge = HostHugetlbfs::mount("pagesize=2M");
     let run = tempfile::tempdir().unwrap();
     let env = ProductEnv::new("");
     let r = Runner::product(&env);
@@ -382,8 +312,8 @@ fn prefix_mode_gives_unique_prefixes_and_cleans_leaked_files() {
     assert!(
         wait_for(Duration::from_secs(40), || forwarding(&a) && forwarding(&b)),
         "A: {}\nB: {}",
-        output(&a),
-        output(&b)
+        output_of(&a),
+        output_of(&b)
     );
     let prefix = |b: &TestBundle| {
         stdout_of(b).lines().find_map(|l| l.strip_prefix("prefix=").map(String::from)).unwrap()
@@ -398,6 +328,7 @@ fn prefix_mode_gives_unique_prefixes_and_cleans_leaked_files() {
     r.kill(&ia, "KILL");
     assert!(r.wait_stopped(&ia, Duration::from_secs(10)));
     assert!(mine(&pa) > 0, "SIGKILL leaves files (the leak the product cleans)");
+    assert!(run.path().join(&pa).is_dir(), "precondition: A's runtime dir is on the host");
     r.delete(&ia);
     assert_eq!(mine(&pa), 0, "A's files removed: {:?}", huge.files());
     assert!(mine(&pb) > 0, "B's files untouched: {:?}", huge.files());
@@ -415,14 +346,14 @@ fn prefix_mode_gives_unique_prefixes_and_cleans_leaked_files() {
 #[test]
 fn prefix_mode_control_leaks_without_the_product() {
     let pool = PoolGuard::new(64);
-    let huge = HostHugetlbfs::new();
+    let huge = HostHugetlbfs::mount("pagesize=2M");
     let run = tempfile::tempdir().unwrap();
     let runc = Runner::runc();
     let mut a = bundle(&testpmd_primary(&["--file-prefix", "leaky"]));
     a.bind(huge.path(), "/dev/hugepages").bind(run.path(), "/var/run/dpdk");
     let ia = unique("leak");
     runc.launch(&a, &ia);
-    assert!(wait_for(Duration::from_secs(30), || forwarding(&a)), "{}", output(&a));
+    assert!(wait_for(Duration::from_secs(30), || forwarding(&a)), "{}", output_of(&a));
     runc.kill(&ia, "KILL");
     assert!(runc.wait_stopped(&ia, Duration::from_secs(10)));
     runc.delete(&ia);

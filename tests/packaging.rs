@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dataplane_tests::dpdk::{testpmd_primary, FORWARDING};
+use dataplane_tests::dpdk::{forwarding, testpmd_primary};
 use dataplane_tests::util::*;
 use dataplane_tests::*;
 use serde_json::{json, Value};
@@ -1375,7 +1375,7 @@ fn deb_installs_runs_real_dpdk_containers_from_usr_bin_and_purges_clean() {
     }
     for b in &bundles {
         assert!(
-            wait_for(Duration::from_secs(60), || stdout_of(b).contains(FORWARDING)),
+            wait_for(Duration::from_secs(60), || forwarding(b)),
             "testpmd through /usr/bin/dataplane-runtime: {}\n{}",
             stdout_of(b),
             std::fs::read_to_string("/var/log/dataplane-hook.log").unwrap_or_default()

@@ -314,7 +314,7 @@ fn prefix_teardown_leaves_the_runtime_dir_of_a_live_unmanaged_primary() {
     let pid_p = unique("primary");
     runc.launch(&primary, &pid_p);
     assert!(
-        wait_for(Duration::from_secs(30), || stdout_of(&primary).contains(FORWARDING)),
+        wait_for(Duration::from_secs(30), || forwarding(&primary)),
         "primary: {}",
         stdout_of(&primary)
     );
@@ -369,7 +369,7 @@ fn prefix_teardown_leaves_the_runtime_dir_of_a_live_unmanaged_primary() {
     let ids = unique("pfx-stale");
     r.launch(&stale, &ids);
     assert!(
-        wait_for(Duration::from_secs(30), || stdout_of(&stale).contains(FORWARDING)),
+        wait_for(Duration::from_secs(30), || forwarding(&stale)),
         "stale: {}",
         stdout_of(&stale)
     );

@@ -232,17 +232,6 @@ fn warn_policy_gives_rdma_containers_what_the_host_can_and_says_so() {
     p.delete(&id);
 }
 
-/// Adds the hook at createRuntime and poststop, as CRI-O's and podman's hooks.d do.
-fn with_hooks(b: &mut TestBundle, env: &ProductEnv) {
-    let hook = hook_bin().display().to_string();
-    let cfg = env.config.display().to_string();
-    b.spec["hooks"] = json!({
-        "createRuntime": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "createRuntime"]}],
-        "poststop": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "poststop"]}]
-    });
-    b.save();
-}
-
 /// `runc run` with this process's soft limits lowered (memlock 64 KiB, nofile 512) for runc and
 /// so for the container's init, hard limits unchanged.
 fn run_with_low_soft_limits(r: &Runner, b: &TestBundle, id: &str) -> Output {
@@ -274,7 +263,7 @@ fn hooks_d_path_raises_the_init_limits_and_reports_what_the_spec_pins() {
     let env = ProductEnv::new("");
     let runc = Runner::runc();
     let mut b = uverbs_bundle();
-    with_hooks(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("rdma-hooksd-pinned");
     let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(30)).expect("create hung");
     assert!(!o.status.success(), "{}", out_of(&o));
@@ -307,7 +296,7 @@ fn hooks_d_path_raises_the_init_limits_and_reports_what_the_spec_pins() {
     let env = ProductEnv::new("[rdma]\non_unmet_limits = \"warn\"\n");
     let mut b = uverbs_bundle();
     b.spec["process"].as_object_mut().unwrap().remove("rlimits");
-    with_hooks(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("rdma-hooksd");
     let o = run_with_low_soft_limits(&runc, &b, &id);
     assert!(o.status.success(), "{}", out_of(&o));
@@ -602,7 +591,7 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
     let runc = Runner::runc();
     let mut b = rdma_bundle(Some(&r.netns), &r.pod_dev, SHOW_ENV);
     b.env(&format!("MC_GID_INDEX={bad}"));
-    with_hooks(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("rxe-hooksd-bad");
     let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(120)).expect("create hung");
     assert!(!o.status.success());
@@ -617,7 +606,7 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
     let host_v4 = ipv4_gid_index(&r.host_dev, [10, 77, 0, 1]);
     let mut b = rdma_bundle(Some(&r.netns), &r.host_dev, SHOW_ENV);
     b.env(&format!("MC_GID_INDEX={host_v4}"));
-    with_hooks(&mut b, &env);
+    b.with_hooks_d(&env);
     let id = unique("rxe-hooksd-outside");
     let o = create_with_timeout(&runc, &b, &id, Duration::from_secs(120)).expect("create hung");
     assert!(!o.status.success());
@@ -633,7 +622,7 @@ fn rxe_hooks_d_path_checks_the_index_in_the_inits_namespace() {
     let mut b = rdma_bundle(Some(&r.netns), &r.pod_dev, SHOW_ENV);
     b.env(&format!("MC_GID_INDEX={good}"));
     b.annotate(ANN_GID, "auto");
-    with_hooks(&mut b, &env);
+    b.with_hooks_d(&env);
     let o = runc.run(&b, &unique("rxe-hooksd"));
     let out = out_of(&o);
     assert!(o.status.success() && out.contains(&format!("GIDENV MC={good} NCCL=unset")), "{out}");

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use dataplane_tests::util::*;
 use dataplane_tests::*;
-use serde_json::json;
 
 const ANN_2MI: &str = "dataplane-hook.io/hugepages-2Mi";
 const ANN_IOBUF: &str = "dataplane-hook.io/spdk-iobuf";
@@ -108,21 +107,6 @@ fn sim_bundle() -> TestBundle {
     b
 }
 
-fn output_of(b: &TestBundle) -> String {
-    stdout_of(b) + &std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default()
-}
-
-/// Adds the hook at createRuntime and poststop, as CRI-O's and podman's hooks.d do (no wrapper).
-fn with_hooks(b: &mut TestBundle, env: &ProductEnv) {
-    let hook = hook_bin().display().to_string();
-    let cfg = env.config.display().to_string();
-    b.spec["hooks"] = json!({
-        "createRuntime": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "createRuntime"]}],
-        "poststop": [{"path": hook, "args": ["dataplane-hook", "--config", cfg, "poststop"]}]
-    });
-    b.save();
-}
-
 fn expected_refusal(id: &str, have: u64) -> String {
     format!(
         "dataplane-hook: cannot start SPDK container {id}: {ANN_IOBUF} needs {NEED} bytes (82.0MiB) of hugepages for its iobuf pools (2048 x 8192 B small, 512 x 135168 B large, with rings) but the container has only {have} bytes ({:.1}MiB) of hugepages (set {ANN_2MI} to at least 84Mi, or lower the pool counts in {ANN_IOBUF})",
@@ -197,7 +181,7 @@ fn iobuf_pools_larger_than_the_hugepages_are_refused_at_create_with_both_numbers
     let runc = Runner::runc();
     let mut h = sim_bundle();
     h.annotate(ANN_2MI, "64Mi").annotate(ANN_IOBUF, IOBUF);
-    with_hooks(&mut h, &env);
+    h.with_hooks_d(&env);
     let id = unique("spdk-hooksd");
     let o = create_with_timeout(&runc, &h, &id, Duration::from_secs(60)).expect("create hung");
     assert!(!o.status.success(), "the hook must fail the create");

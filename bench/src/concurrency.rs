@@ -62,7 +62,7 @@ fn create_batch(runner: &Runner, bundles: &[PathBuf], tag: &str) -> Result<Durat
 pub fn run(ctx: &Ctx) -> Result<Report> {
     // WORKERS containers at once, 8 pages each at most; the create-only batches hold all
     // WORKERS * PER_WORKER containers (8 pages each) at once.
-    let _pool = PoolGuard::new((WORKERS * PER_WORKER * 8) as u64)?;
+    let _pool = pool_guard((WORKERS * PER_WORKER * 8) as u64)?;
     let baseline = ((WORKERS * PER_WORKER * 8) as u64, (WORKERS * PER_WORKER * 8) as u64, 0);
     let run_fs = fs_type(std::path::Path::new("/run"));
     let mut variants: Vec<(String, Runner, Vec<PathBuf>)> = vec![];

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 pub const HP2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 pub const RESERVATION_KEY: &str = "dataplane-hook.io/hugepages-2Mi";
 /// The lock every user of the shared hugepage pool takes (tests/harness PoolGuard, demo).
-pub const POOL_LOCK: &str = "/run/lock/dataplane-tests.pool";
+pub use dataplane_tests::POOL_LOCK;
 
 pub struct Ctx {
     pub hook: PathBuf,
@@ -121,66 +120,20 @@ pub fn fs_type(path: &Path) -> String {
     best.map(|(_, t)| t).unwrap_or_else(|| "?".into())
 }
 
-/// An OCI bundle whose rootfs bind-mounts the host's /usr read-only (as tests/harness does),
-/// running `args`, with `annotations`.
+/// An OCI bundle running `args` with `annotations`: the integration tests' rootfs and default
+/// spec (tests/harness), with runc's default capabilities (what `runc spec` gives a container).
 pub fn make_bundle(dir: &Path, args: &[&str], annotations: &[(&str, &str)]) -> Result<PathBuf> {
-    let rootfs = dir.join("rootfs");
-    for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
-        std::fs::create_dir_all(rootfs.join(d))?;
-    }
-    for (l, t) in
-        [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
-    {
-        let _ = std::os::unix::fs::symlink(t, rootfs.join(l));
-    }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
-    let caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP"
-    ]);
-    let ann: serde_json::Map<String, Value> =
-        annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let spec = json!({
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false, "user": {"uid": 0, "gid": 0}, "args": args, "cwd": "/",
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"],
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": true
-        },
-        "root": {"path": "rootfs", "readonly": false},
-        "hostname": "bench",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-            {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
-        ],
-        "linux": {
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-        },
-        "annotations": ann
-    });
+    dataplane_tests::make_rootfs(&dir.join("rootfs"))?;
+    let mut spec = dataplane_tests::default_spec(args);
+    let caps = json!(dataplane_tests::RUNC_DEFAULT_CAPS);
+    spec["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    spec["hostname"] = json!("bench");
+    spec["annotations"] = annotations
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&spec)?)?;
     Ok(dir.to_path_buf())
 }
@@ -403,44 +356,15 @@ pub fn measure(cmd: &mut Command, stdin: &[u8]) -> Result<(Measured, String)> {
     Ok((Measured { wall, cpu, max_rss_kib: ru.ru_maxrss as u64, success }, err))
 }
 
-/// Exclusive use of the host's 2Mi pool, sized to `pages`; restores the size on drop.
-pub struct PoolGuard {
-    _lock: File,
-    previous: u64,
+/// Exclusive use of the host's 2Mi pool (the tests' guard, same lock), sized to `pages`; the
+/// size it found is restored on drop.
+pub fn pool_guard(pages: u64) -> Result<dataplane_tests::PoolGuard> {
+    let waiting = format!("bench: waiting for the hugepage pool lock {POOL_LOCK} ...");
+    dataplane_tests::PoolGuard::try_new(pages, Some(&waiting)).map_err(anyhow::Error::msg)
 }
 
 pub fn read_u64(path: &str) -> Result<u64> {
     Ok(std::fs::read_to_string(path).with_context(|| path.to_string())?.trim().parse()?)
-}
-
-impl PoolGuard {
-    pub fn new(pages: u64) -> Result<PoolGuard> {
-        let _ = std::fs::create_dir_all("/run/lock");
-        let lock = File::options().create(true).truncate(false).write(true).open(POOL_LOCK)?;
-        eprintln!("bench: waiting for the hugepage pool lock {POOL_LOCK} ...");
-        #[allow(deprecated)]
-        nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive)?;
-        let previous = read_u64(&format!("{HP2M}/nr_hugepages"))?;
-        let g = PoolGuard { _lock: lock, previous };
-        std::fs::write(format!("{HP2M}/nr_hugepages"), pages.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (t, f, r) = pool()?;
-            if t == pages && f == pages && r == 0 {
-                return Ok(g);
-            }
-            if Instant::now() > deadline {
-                bail!("the 2Mi pool is not free for the benchmark: total {t}, free {f}, reserved {r} (wanted {pages} free)");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for PoolGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::write(format!("{HP2M}/nr_hugepages"), self.previous.to_string());
-    }
 }
 
 /// (total, free, reserved) of the 2Mi pool.
@@ -668,12 +592,12 @@ pub fn add_shimmed_hooks(bundle: &Path, hook: &Path, config: &Path, out: &Path) 
     let path = bundle.join("config.json");
     let mut spec: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let me = std::env::current_exe()?.display().to_string();
-    let entry = |stage: &str| {
-        json!({"path": me, "args": ["dataplane-bench", SHIM_FLAG, out.display().to_string(), hook.display().to_string(),
-                                    "--config", config.display().to_string(), stage]})
-    };
-    spec["hooks"] =
-        json!({"createRuntime": [entry("createRuntime")], "poststop": [entry("poststop")]});
+    let args =
+        ["dataplane-bench", SHIM_FLAG, &out.display().to_string(), &hook.display().to_string()]
+            .map(String::from);
+    let mut args = args.to_vec();
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    spec["hooks"] = dataplane_tests::hooks_d_spec(&me, &args);
     std::fs::write(&path, serde_json::to_vec_pretty(&spec)?)?;
     Ok(())
 }

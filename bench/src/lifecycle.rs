@@ -37,7 +37,7 @@ fn groups() -> [(&'static str, String); 2] {
 }
 
 pub fn lifecycle(ctx: &Ctx) -> Result<Report> {
-    let _pool = PoolGuard::new(64)?;
+    let _pool = pool_guard(64)?;
     let mut vs = vec![];
     for (g, (prefix, _)) in groups().iter().enumerate() {
         let p = |n: &str| ctx.path(&format!("{prefix}{n}"));
@@ -288,7 +288,7 @@ fn parts(ctx: &Ctx, prefix: &str) -> Result<Parts> {
 
 /// Where the product's extra time goes, measured part by part, and the hook's peak RSS.
 pub fn breakdown(ctx: &Ctx) -> Result<Report> {
-    let _pool = PoolGuard::new(64)?;
+    let _pool = pool_guard(64)?;
     let gs = groups();
     let all: Vec<Parts> = gs.iter().map(|(prefix, _)| parts(ctx, prefix)).collect::<Result<_>>()?;
     let mib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);

@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
         }
         // The whole (pure) plan on a node with some pages free: what the hook would do.
         let pool = |total, free, reserved| Pool { total, free, reserved, surplus: 0 };
-        let facts = NodeFacts {
+        let hugepages = dataplane_hook::features::hugepages::Facts {
             pools: [(PageSize::Size2Mi, pool(1024, 1000, 10)), (PageSize::Size1Gi, pool(4, 4, 0))]
                 .into(),
             node_pools: [(
@@ -63,11 +63,11 @@ fuzz_target!(|data: &[u8]| {
             )]
             .into(),
             ours: [(PageSize::Size2Mi, (10, 1))].into(),
-            mem_total: 64 << 30,
-            group_dir: "/run/dataplane-hook/groups/default.g".into(),
-            spec_mounts: b.mounts(),
-            ..Default::default()
         };
+        let facts = NodeFacts::default()
+            .with(hugepages)
+            .with(dataplane_hook::features::gpu::Facts { mem_total: 64 << 30 })
+            .with(dataplane_hook::features::prefix::Facts { spec_mounts: b.mounts() });
         if let Err(e) = plan::plan("abc", &req, &Config::default(), &facts) {
             assert!(!e.to_string().contains(['\n', '\r']), "multi-line error: {e}");
         }

@@ -10,7 +10,7 @@ use crate::host::mount::{self, Attachment, Detached, Missing, MountError, Source
 use crate::host::proc::{self, ProcessId};
 use crate::host::sysfs::Sysfs;
 use crate::ledger::{now_unix, ContainerRecord, Effect, Entry, Ledger, LedgerError, LockGuard};
-use crate::plan::{MountPlan, Plan};
+use crate::plan::{MountPlan, Plan, Step};
 use crate::request::{Bytes, PageSize, PREFIX};
 use rustix::fs::OFlags;
 
@@ -112,32 +112,41 @@ impl Recorder<'_> {
     }
 }
 
-/// Carries out `plan` for container `id` whose init is `pid`. On failure everything done so far
-/// is undone and the record removed.
-#[allow(clippy::too_many_arguments)] // one call site (hook::create_runtime); the features refactor (#16) takes these apart
+/// The container a create sets up.
+#[derive(Debug, Clone)]
+pub struct NewContainer<'a> {
+    pub id: &'a str,
+    /// Its init.
+    pub pid: i32,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    /// The key of the DPDK group it joined.
+    pub group: Option<String>,
+}
+
+/// Carries out `plan`'s steps for container `c`, in order. On failure everything done so far
+/// is undone and the record removed. `admission` is released once the plan's mounts (and so
+/// its kernel reservations) are made.
 pub fn create(
     ledger: &Ledger,
-    id: &str,
-    pid: i32,
-    bundle: &Path,
-    rootfs: &Path,
-    group: Option<String>,
+    c: NewContainer,
     plan: &Plan,
     admission: Option<LockGuard>,
 ) -> Result<ContainerRecord, ApplyError> {
+    let (id, pid) = (c.id, c.pid);
     let init = ProcessId::of(pid).ok_or_else(|| ApplyError::NoInit { id: id.into(), pid })?;
     let rec = ContainerRecord {
         id: id.to_string(),
         init,
-        bundle: bundle.to_path_buf(),
+        bundle: c.bundle.to_path_buf(),
         created: now_unix(),
-        group,
-        reservations: plan.reservations.clone(),
+        group: c.group,
+        reservations: plan.reservations(),
         entries: vec![],
     };
     ledger.save(&rec)?;
     let mut r = Recorder { ledger, rec, unsaved: false };
-    match create_steps(&mut r, pid, rootfs, plan, admission) {
+    match create_steps(&mut r, pid, c.rootfs, plan, admission) {
         Ok(()) => Ok(r.rec),
         Err(e) => {
             if let Err(te) = teardown(ledger, r.rec) {
@@ -148,62 +157,67 @@ pub fn create(
     }
 }
 
+/// Runs the steps; what each feature asked for is only data here.
 fn create_steps(
     r: &mut Recorder,
     pid: i32,
     rootfs: &Path,
     plan: &Plan,
-    admission: Option<LockGuard>,
+    mut admission: Option<LockGuard>,
 ) -> Result<(), ApplyError> {
     let id = r.rec.id.clone();
-    for s in &plan.rlimits {
-        if let Err(source) = crate::host::rlimit::set(pid, s.resource, s.limit) {
-            let value = crate::host::rlimit::show(s.limit.hard);
-            if s.required {
-                return Err(ApplyError::Rlimit {
-                    id,
-                    resource: s.resource.oci_name(),
-                    value,
-                    source,
-                });
+    let mut steps = plan.steps.iter().peekable();
+    while let Some(step) = steps.next() {
+        match step {
+            Step::Rlimit(s) => {
+                if let Err(source) = crate::host::rlimit::set(pid, s.resource, s.limit) {
+                    let value = crate::host::rlimit::show(s.limit.hard);
+                    if s.required {
+                        return Err(ApplyError::Rlimit {
+                            id,
+                            resource: s.resource.oci_name(),
+                            value,
+                            source,
+                        });
+                    }
+                    tracing::warn!(container = %id, "cannot raise {} to {value}: {source}", s.resource.oci_name());
+                }
             }
-            tracing::warn!(container = %id, "cannot raise {} to {value}: {source}", s.resource.oci_name());
-        }
-    }
-    if !plan.mounts.is_empty() {
-        let attachments = build_mounts(&id, &plan.mounts)?;
-        // The pages are reserved in the kernel now (and the record counting them is on disk):
-        // the admission decision is made, and attaching happens in the container's files.
-        drop(admission);
-        // Mounts live and die with the container's mount namespace: nothing to undo on the
-        // host, so no intent first (the record already carries the reservations).
-        let done = mount::attach_in_container(pid, rootfs, attachments)
-            .map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
-        let targets = done.iter().map(|t| t.to_string()).collect();
-        r.record(Effect::ContainerMounts { targets, reserved: plan.reservations.clone() });
-    }
-    if let Some(pc) = &plan.prefix {
-        r.record(Effect::PrefixFiles(pc.clone()));
-    }
-    if !plan.hugetlb_limits.is_empty() {
-        set_hugetlb_limits(r, pid, &plan.hugetlb_limits).map_err(|e| match e {
-            StepError::Ledger(l) => ApplyError::Ledger(l),
-            StepError::Cgroup(source) => ApplyError::Cgroup { id: id.clone(), source },
-        })?;
-    }
-    if let Some(g) = &plan.gpu {
-        // The init's memory cgroup now, before the container runs anything: `watch` kills only
-        // this cgroup, never the one an init that moved (or a reused pid) is in later.
-        let cgroup = crate::features::gpu::memory_cgroup_of(pid);
-        if cgroup.is_none() {
-            tracing::warn!(container = %id, "cannot record the init's memory cgroup: watch falls back to the cgroup it finds at kill time");
-        }
-        r.record(Effect::GpuHeadroom(crate::features::gpu::GpuPlan { cgroup, ..g.clone() }));
-        if let (true, Some(limit)) = (g.set_cgroup, g.limit) {
-            set_memory_limit(r, pid, limit, g.high).map_err(|e| match e {
-                StepError::Ledger(l) => ApplyError::Ledger(l),
-                StepError::Cgroup(source) => ApplyError::Memory { id: id.clone(), source },
-            })?;
+            Step::Mount(first) => {
+                // The mounts next to each other (a plan has them all together) are attached
+                // in one entry into the container's mount namespace.
+                let mut batch = vec![first.clone()];
+                while let Some(Step::Mount(m)) = steps.peek() {
+                    batch.push(m.clone());
+                    steps.next();
+                }
+                let attachments = build_mounts(&id, &batch)?;
+                // The pages are reserved in the kernel now (and the record counting them is on
+                // disk): the admission decision is made, and attaching happens in the
+                // container's files.
+                drop(admission.take());
+                // Mounts live and die with the container's mount namespace: nothing to undo on
+                // the host, so no intent first (the record already carries the reservations).
+                let done = mount::attach_in_container(pid, rootfs, attachments)
+                    .map_err(|source| ApplyError::Mount { id: id.clone(), source })?;
+                let targets = done.iter().map(|t| t.to_string()).collect();
+                let reserved = crate::plan::reservations_of(&batch);
+                r.record(Effect::ContainerMounts { targets, reserved });
+            }
+            Step::HugetlbLimits(limits) if limits.is_empty() => {}
+            Step::HugetlbLimits(limits) => {
+                set_hugetlb_limits(r, pid, limits).map_err(|e| match e {
+                    StepError::Ledger(l) => ApplyError::Ledger(l),
+                    StepError::Cgroup(source) => ApplyError::Cgroup { id: id.clone(), source },
+                })?;
+            }
+            Step::MemoryLimit { limit, high } => {
+                set_memory_limit(r, pid, *limit, *high).map_err(|e| match e {
+                    StepError::Ledger(l) => ApplyError::Ledger(l),
+                    StepError::Cgroup(source) => ApplyError::Memory { id: id.clone(), source },
+                })?;
+            }
+            Step::Record(effect) => r.record(crate::features::at_create(effect, &id, pid)),
         }
     }
     r.flush()?;
@@ -419,20 +433,13 @@ fn own_cgroup(r: &mut Recorder, h: &Hierarchy, pid: i32) -> Result<PathBuf, Step
 
 /// Undoes one effect, tolerating "already gone". Returns an error only for what is still there.
 fn undo(ledger: &Ledger, id: &str, effect: &Effect) -> Result<(), String> {
+    if let Some(done) = crate::features::undo(ledger, id, effect) {
+        return done;
+    }
     match effect {
-        Effect::PrefixFiles(pc) => {
-            // Another live container may share an explicit prefix: its runtime dir stays.
-            let shared = ledger.containers().0.iter().any(|r| {
-                r.id != id
-                    && r.init.is_alive()
-                    && r.entries.iter().any(
-                        |e| matches!(&e.effect, Effect::PrefixFiles(o) if o.prefix == pc.prefix),
-                    )
-            });
-            crate::features::prefix::undo(id, pc, shared)
-        }
+        // A feature's own entries: undone by their feature, above.
+        Effect::PrefixFiles(_) | Effect::GpuHeadroom(_) => Ok(()),
         Effect::ContainerMounts { .. } => Ok(()),
-        Effect::GpuHeadroom(_) => Ok(()),
         Effect::ControllerEnabled { .. } => Ok(()),
         // A record is only ever written by us, but a tampered or confused one must never make
         // teardown write or delete outside cgroupfs and the state dir: such an entry is refused
@@ -734,6 +741,69 @@ mod tests {
         teardown(&ledger, left).unwrap();
         assert!(values.iter().all(|(f, _)| content(f) == "max"), "both values restored");
         assert!(ledger.load("c").unwrap().is_none(), "record removed");
+    }
+
+    /// A record as the code before the features refactor (#16) wrote it, every kind of entry
+    /// in it (a prefix entry of the oldest, joined form; a GPU grant from before the init's
+    /// cgroup was kept), still tears down through the one undo path: control values restored,
+    /// created cgroups removed, the prefix's runtime dir gone and another prefix's kept, the
+    /// state dir entry removed, and the record with it.
+    #[test]
+    fn a_record_written_before_the_features_refactor_still_tears_down() {
+        let t = tempfile::tempdir().unwrap();
+        let t = t.path();
+        fake_cgroupfs(t);
+        let state = t.join("state");
+        let ledger = Ledger::open(&state).unwrap();
+        let (cg, rt, hp) = (t.join("cg"), t.join("rt"), t.join("hp"));
+        for d in [cg.join("dataplane-hook/old"), rt.join("app1"), rt.join("other"), hp.clone()] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for f in [rt.join("app1/config"), rt.join("other/config")] {
+            std::fs::write(f, "").unwrap();
+        }
+        let (max, mem) = (cg.join("hugetlb.2MB.max"), cg.join("memory.max"));
+        std::fs::write(&max, "16777216").unwrap();
+        std::fs::write(&mem, "1073741824").unwrap();
+        std::fs::create_dir_all(state.join("groups/x.d/sub")).unwrap();
+        let old = serde_json::json!({
+            "id": "old",
+            "init": {"pid": 1, "start_time": 0},
+            "bundle": "/b",
+            "created": 0,
+            "group": null,
+            "reservations": {"2Mi": 16777216},
+            "entries": [
+                {"kind": "container_mounts", "targets": ["/dev/hugepages", "/var/run/dpdk"],
+                 "reserved": {"2Mi": 16777216}, "done": true},
+                {"kind": "prefix_files", "prefix": "app1", "hugetlbfs_dirs": [hp],
+                 "runtime_dir": rt, "done": true},
+                {"kind": "controller_enabled", "dir": cg, "controller": "hugetlb", "done": true},
+                {"kind": "cgroup_created", "dir": cg.join("dataplane-hook"), "shared": true,
+                 "done": true},
+                {"kind": "cgroup_created", "dir": cg.join("dataplane-hook/old"), "done": true},
+                {"kind": "cgroup_value", "file": max, "value": "16777216", "previous": "max",
+                 "done": true},
+                {"kind": "gpu_headroom", "gpus": 1, "evidence": [], "headroom": 268435456,
+                 "requested_limit": null, "limit": 1073741824, "high": null,
+                 "set_cgroup": true, "done": true},
+                {"kind": "cgroup_value", "file": mem, "value": "1073741824", "previous": "max",
+                 "done": false},
+                {"kind": "state_dir", "path": state.join("groups/x.d"), "done": true},
+            ],
+        });
+        let rec: ContainerRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(rec.entries.len(), 9, "every entry read");
+        ledger.save(&rec).unwrap();
+        let rec = ledger.load("old").unwrap().unwrap();
+
+        teardown(&ledger, rec).unwrap();
+        assert_eq!((content(&max), content(&mem)), ("max".into(), "max".into()));
+        assert!(!cg.join("dataplane-hook").exists(), "created cgroups removed");
+        assert!(!rt.join("app1").exists(), "the prefix's runtime dir removed");
+        assert!(rt.join("other/config").exists(), "another prefix's kept");
+        assert!(!state.join("groups/x.d").exists(), "state dir entry removed");
+        assert!(ledger.load("old").unwrap().is_none(), "record removed");
     }
 
     fn undo_one(ledger: &Ledger, e: Effect) -> Result<(), String> {

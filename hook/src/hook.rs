@@ -8,13 +8,13 @@ use anyhow::Context;
 
 use crate::apply;
 use crate::config::Config;
+use crate::features::{hugepages, FactsContext, FEATURES};
 use crate::gc;
 use crate::group::{self, GroupKey};
-use crate::host::sysfs::Sysfs;
 use crate::ledger::{ContainerRecord, Ledger};
 use crate::oci::{Bundle, State};
 use crate::plan::{self, NodeFacts};
-use crate::request::{PageSize, Request};
+use crate::request::Request;
 
 /// Node facts for planning: sysfs pools and what live containers already reserved.
 pub fn node_facts(ledger: &Ledger) -> NodeFacts {
@@ -25,26 +25,7 @@ pub fn node_facts(ledger: &Ledger) -> NodeFacts {
 
 /// [`node_facts`] with the live containers' records in hand (a create has them from its gc).
 pub fn node_facts_of(live: &[ContainerRecord]) -> NodeFacts {
-    let sysfs = Sysfs::default();
-    let mut f = NodeFacts::default();
-    let nodes = sysfs.nodes();
-    for size in PageSize::ALL {
-        if let Some(p) = sysfs.pool(size) {
-            f.pools.insert(size, p);
-            f.node_pools.insert(size, sysfs.node_pools_of(&nodes, size));
-        }
-    }
-    for rec in live {
-        for size in PageSize::ALL {
-            let pages = rec.reserved_pages(size);
-            if pages > 0 {
-                let e = f.ours.entry(size).or_insert((0, 0));
-                e.0 += pages;
-                e.1 += 1;
-            }
-        }
-    }
-    f
+    NodeFacts::default().with(hugepages::Facts::of(live))
 }
 
 /// What the hook decided to do with a container.
@@ -94,12 +75,18 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
             existing.init.pid
         );
     }
-    let mut facts = node_facts_of(&report.live_records);
-    if crate::features::gpu::is_gpu(&req) {
-        facts.mem_total = crate::features::gpu::host_mem_total();
+    let ctx = FactsContext {
+        config: cfg,
+        bundle: &bundle,
+        request: &req,
+        container_id: &state.id,
+        pid,
+        live: &report.live_records,
+    };
+    let mut facts = NodeFacts::default();
+    for f in FEATURES {
+        (f.facts)(&ctx, &mut facts)?;
     }
-    facts.rdma = crate::features::rdma::hook_facts(cfg, &bundle, &req, &state.id, pid)?;
-    facts.spec_mounts = bundle.mounts();
     let mut group_key = None;
     if let Some(name) = &req.group {
         let key = GroupKey::new(name, &annotations)?;
@@ -111,9 +98,8 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
             hook_bin: &hook_bin,
         };
         let g = group::admit(&ledger, &key, &state.id, pid, &sizing)?;
-        facts.group_dir = ledger.group_dir(&g.key);
         group_key = Some(g.key.clone());
-        facts.group = Some(g);
+        facts.insert(crate::features::group::Facts { group: g });
     }
     // A policy that counts every container's reservation (max_reserved_fraction) decides under
     // the admission lock, with the records as they are now, until this container's pages are
@@ -122,10 +108,7 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         let l = ledger.lock_admission()?;
         let live: Vec<ContainerRecord> =
             ledger.containers().0.into_iter().filter(|r| r.init.is_alive()).collect();
-        let fresh = node_facts_of(&live);
-        facts.pools = fresh.pools;
-        facts.node_pools = fresh.node_pools;
-        facts.ours = fresh.ours;
+        facts.insert(hugepages::Facts::of(&live));
         Some(l)
     } else {
         None
@@ -144,16 +127,14 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
-    match apply::create(
-        &ledger,
-        &state.id,
+    let container = apply::NewContainer {
+        id: &state.id,
         pid,
-        &state.bundle,
-        &bundle.rootfs(),
-        group_key,
-        &plan,
-        admission,
-    ) {
+        bundle: &state.bundle,
+        rootfs: &bundle.rootfs(),
+        group: group_key,
+    };
+    match apply::create(&ledger, container, &plan, admission) {
         Ok(_) => {}
         Err(e) => {
             // The rollback removed the record: nothing is left for the lock to guard.
@@ -164,7 +145,7 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
         }
     }
     crate::metrics::granted(&req, &plan, cfg.hugepages.reserve);
-    tracing::info!(reservations = ?plan.reservations, "set up");
+    tracing::info!(reservations = ?plan.reservations(), "set up");
     Ok(Outcome::SetUp)
 }
 

@@ -96,7 +96,7 @@ pub fn granted(req: &crate::request::Request, plan: &crate::plan::Plan, reserve:
         note(Event::Request { size: *size, granted: true });
     }
     if reserve {
-        for (size, bytes) in &plan.reservations {
+        for (size, bytes) in &plan.reservations() {
             note(Event::Reserved { size: *size, pages: bytes.pages(*size) });
         }
     }

@@ -71,13 +71,24 @@ impl Version {
     }
 }
 
-/// scripts/containerd17.sh's directory (`DPH_CONTAINERD17_DIR` overrides). The script is run
-/// once per test process: it is a no-op when the pinned package is already unpacked there, and
-/// otherwise downloads and checks it (install-deps.sh runs it first in `make test`).
+/// containerd 1.7's directory: `DPH_CONTAINERD17_DIR` when it holds usr/bin/containerd (the VM
+/// payload stages one there), else what scripts/containerd17.sh prints. The script is run once
+/// per test process: a no-op when the pinned package is already unpacked, otherwise it
+/// downloads and checks it (install-deps.sh runs it first in `make test`).
 pub fn containerd17_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("DPH_CONTAINERD17_DIR").map(PathBuf::from) {
+            if d.join("usr/bin/containerd").is_file() {
+                return d;
+            }
+        }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/containerd17.sh");
+        assert!(
+            script.is_file(),
+            "containerd 1.7 is needed: set DPH_CONTAINERD17_DIR to a dir with usr/bin/containerd, or run from the repository ({} is missing)",
+            script.display()
+        );
         let mut cmd = Command::new("bash");
         cmd.arg(&script);
         if let Some(d) = std::env::var_os("DPH_CONTAINERD17_DIR") {

@@ -16,6 +16,11 @@ pub fn testpmd_primary(extra_eal: &[&str]) -> Vec<String> {
 /// The line testpmd prints once it forwards.
 pub const FORWARDING: &str = "Port statistics";
 
+/// Whether the testpmd in `b` forwards (printed its stats at least once).
+pub fn forwarding(b: &crate::TestBundle) -> bool {
+    crate::stdout_of(b).contains(FORWARDING)
+}
+
 /// Multi-process testpmd (seed 002): a primary that shares its ports' queues with
 /// `num_procs - 1` secondaries.
 pub fn testpmd_mp_primary(num_procs: u32, extra_eal: &[&str]) -> Vec<String> {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod console;
 pub mod containerd;
 pub mod dpdk;
 pub mod util;
@@ -105,20 +106,43 @@ pub struct PoolGuard {
     pub baseline: Counters,
 }
 
+/// The lock file every user of the shared 2Mi pool takes: the tests, `make bench`, `make demo`.
+pub const POOL_LOCK: &str = "/run/lock/dataplane-tests.pool";
+
 impl PoolGuard {
+    /// Takes the pool (waiting for the lock), sizes it to `pages` and waits until it is idle;
+    /// panics when it cannot (a test's failure).
     pub fn new(pages: u64) -> PoolGuard {
         require_root();
+        PoolGuard::try_new(pages, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`PoolGuard::new`] for callers that report rather than panic (`make bench`); `waiting`
+    /// is printed on stderr before it blocks on the lock.
+    pub fn try_new(pages: u64, waiting: Option<&str>) -> Result<PoolGuard, String> {
         let _ = std::fs::create_dir_all("/run/lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open("/run/lock/dataplane-tests.pool")
-            .expect("lock file");
+            .open(POOL_LOCK)
+            .map_err(|e| format!("{POOL_LOCK}: {e}"))?;
+        if let Some(w) = waiting {
+            eprintln!("{w}");
+        }
         #[allow(deprecated)]
-        nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive).expect("flock");
-        let previous = read_u64(&format!("{HP2M}/nr_hugepages"));
-        set_pool(pages);
+        nix::fcntl::flock(lock.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|e| format!("flock {POOL_LOCK}: {e}"))?;
+        let nr = format!("{HP2M}/nr_hugepages");
+        let previous: u64 = std::fs::read_to_string(&nr)
+            .map_err(|e| format!("{nr}: {e}"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("{nr}: {e}"))?;
+        // From here on the drop restores the size it found.
+        let mut guard =
+            PoolGuard { lock, previous, baseline: Counters { total: 0, free: 0, reserved: 0 } };
+        std::fs::write(&nr, pages.to_string()).map_err(|e| format!("{nr}: {e}"))?;
         // The previous holder's last container may still be going (the kernel drops a private
         // hugetlbfs and its reservation when the container's mount namespace dies, which can
         // trail the runtime's delete): give the pool a moment to become idle.
@@ -127,16 +151,18 @@ impl PoolGuard {
             c.free == c.total && c.reserved == 0
         });
         let baseline = counters();
-        assert_eq!(
-            baseline.total, pages,
-            "could not size the 2Mi pool to {pages} pages (memory fragmented?)"
-        );
-        assert_eq!(
-            baseline.free, pages,
-            "hugepages of the pool are in use by someone else: {baseline:?}"
-        );
-        assert_eq!(baseline.reserved, 0, "hugepages are reserved by someone else: {baseline:?}");
-        PoolGuard { lock, previous, baseline }
+        if baseline.total != pages {
+            return Err(format!(
+                "could not size the 2Mi pool to {pages} pages (memory fragmented?): {baseline:?}"
+            ));
+        }
+        if baseline.free != pages || baseline.reserved != 0 {
+            return Err(format!(
+                "hugepages of the pool are in use or reserved by someone else: {baseline:?}"
+            ));
+        }
+        guard.baseline = baseline;
+        Ok(guard)
     }
 
     /// Waits briefly for the pool to return to its baseline, then asserts it did.
@@ -183,17 +209,7 @@ impl TestBundle {
     /// A bundle running `args` (argv inside the container).
     pub fn new(args: &[&str]) -> TestBundle {
         let dir = tempfile::Builder::new().prefix("dph-bundle-").tempdir().expect("tempdir");
-        let rootfs = dir.path().join("rootfs");
-        for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        for (l, t) in
-            [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
-        {
-            std::os::unix::fs::symlink(t, rootfs.join(l)).unwrap();
-        }
-        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+        make_rootfs(&dir.path().join("rootfs")).expect("rootfs");
         let spec = default_spec(args);
         let b = TestBundle { dir, spec };
         b.save();
@@ -247,6 +263,16 @@ impl TestBundle {
         self
     }
 
+    /// Wires the product's hook into the spec at createRuntime and poststop, as podman's and
+    /// CRI-O's hooks.d do (no wrapper, no spec edit of the product's own): for plain runc.
+    pub fn with_hooks_d(&mut self, env: &ProductEnv) -> &mut Self {
+        let args =
+            ["dataplane-hook".to_string(), "--config".into(), env.config.display().to_string()];
+        self.spec["hooks"] = hooks_d_spec(&hook_bin().display().to_string(), &args);
+        self.save();
+        self
+    }
+
     /// Reloads config.json from disk (after the wrapper edited it).
     pub fn reload(&mut self) -> &Value {
         self.spec =
@@ -254,6 +280,36 @@ impl TestBundle {
                 .unwrap();
         &self.spec
     }
+}
+
+/// The rootfs every bundle of the tests, the bench and the demo uses: empty mount points, the
+/// usual top-level links into /usr (the host's /usr is bind-mounted read-only by
+/// [`default_spec`]), and a passwd/group naming root.
+pub fn make_rootfs(rootfs: &Path) -> std::io::Result<()> {
+    for d in ["usr", "proc", "sys", "dev", "tmp", "etc", "var", "run"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    for (l, t) in
+        [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")]
+    {
+        match std::os::unix::fs::symlink(t, rootfs.join(l)) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n")?;
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n")
+}
+
+/// The OCI `hooks` object hooks.d produces: `path` run with `args` and the stage name
+/// appended, at createRuntime and poststop (where the product's hook runs).
+pub fn hooks_d_spec(path: &str, args: &[String]) -> Value {
+    let entry = |stage: &str| {
+        let mut a = args.to_vec();
+        a.push(stage.to_string());
+        json!([{ "path": path, "args": a }])
+    };
+    json!({ "createRuntime": entry("createRuntime"), "poststop": entry("poststop") })
 }
 
 /// A runc-style spec: default namespaces, /proc, /dev, /sys, the host's /usr read-only.
@@ -293,27 +349,29 @@ pub fn default_spec(args: &[&str]) -> Value {
     })
 }
 
+/// runc's default capability set (`runc spec`): what the bench measures containers with.
+pub const RUNC_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+];
+
+/// runc's defaults plus what DPDK needs (memlock, mounts, scheduling, raw I/O).
 fn caps() -> Value {
-    json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FOWNER",
-        "CAP_FSETID",
-        "CAP_KILL",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_NET_RAW",
-        "CAP_SYS_CHROOT",
-        "CAP_MKNOD",
-        "CAP_AUDIT_WRITE",
-        "CAP_SETFCAP",
-        "CAP_IPC_LOCK",
-        "CAP_SYS_ADMIN",
-        "CAP_SYS_NICE",
-        "CAP_SYS_RAWIO"
-    ])
+    let mut c: Vec<&str> = RUNC_DEFAULT_CAPS.to_vec();
+    c.extend(["CAP_IPC_LOCK", "CAP_SYS_ADMIN", "CAP_SYS_NICE", "CAP_SYS_RAWIO"]);
+    json!(c)
 }
 
 /// Which runtime a test drives.
@@ -393,6 +451,26 @@ impl ProductEnv {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `dataplane-hook status --json`, which must succeed.
+    pub fn status_json(&self) -> Value {
+        let o = self.hook(&["status", "--json"]);
+        assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Everything released: the pool at its baseline, no container or group in `status`, no
+    /// group file left in the state dir.
+    pub fn assert_released(&self, pool: &PoolGuard, what: &str) {
+        pool.assert_baseline(what);
+        let s = self.status_json();
+        assert_eq!(s["groups"].as_array().unwrap().len(), 0, "{what}: groups left: {s}");
+        assert_eq!(s["containers"].as_array().unwrap().len(), 0, "{what}: containers left: {s}");
+        let dirs: Vec<_> = std::fs::read_dir(self.state_dir.join("groups"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "{what}: group files left: {dirs:?}");
     }
 
     /// Ledger records present.
@@ -538,6 +616,11 @@ impl Runner {
 /// Text of a file the container wrote into its bundle logs.
 pub fn stdout_of(b: &TestBundle) -> String {
     std::fs::read_to_string(b.path().join("stdout.log")).unwrap_or_default()
+}
+
+/// The container's stdout then its stderr (what [`Runner::create`] captured in the bundle).
+pub fn output_of(b: &TestBundle) -> String {
+    stdout_of(b) + &std::fs::read_to_string(b.path().join("stderr.log")).unwrap_or_default()
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

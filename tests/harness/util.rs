@@ -117,7 +117,11 @@ impl HostHugetlbfs {
 
 impl Drop for HostHugetlbfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        // Lazily when a container still has it open, so the temp dir never stays a mount point.
+        let ok = Command::new("umount").arg(self.dir.path()).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        }
     }
 }
 
@@ -346,12 +350,20 @@ pub fn signal(pid: i32, sig: i32) {
     assert_eq!(r, 0, "kill({pid}, {sig}): {}", std::io::Error::last_os_error());
 }
 
-/// Waits until `pid` is gone (or a zombie) or the timeout passed.
+/// Waits until `pid` is gone from the process table (or the timeout passed). A zombie is not
+/// gone: it still holds its pid and is what a holder or init looks like in the instant before
+/// its parent (the host's init, a shim) reaps it; a test that accepts it has not seen the
+/// process go. (A pid that is this test's own child must be waited for by the test.)
 pub fn wait_pid_gone(pid: i32, timeout: Duration) -> bool {
-    crate::wait_for(timeout, || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true),
-    })
+    crate::wait_for(timeout, || !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Whether `pid` is a zombie now (dead, not yet reaped).
+pub fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// The SPEC's form of an error: `dataplane-hook: <what could not be done>: <why> (<what to do>)`
@@ -361,4 +373,24 @@ pub fn assert_spec_form(what: &str, msg: &str) {
         msg.starts_with("dataplane-hook: ") && msg.ends_with(')') && msg.contains(" ("),
         "{what}: error must read `dataplane-hook: <what>: <why> (<what to do>)`: {msg:?}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness's "gone" must not accept a zombie: a holder or init that exited but was not
+    /// reaped still holds its pid. A child of this test, not yet waited for, is such a zombie.
+    #[test]
+    fn wait_pid_gone_counts_a_zombie_as_alive_until_it_is_reaped() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(
+            crate::wait_for(Duration::from_secs(5), || is_zombie(pid)),
+            "precondition: the exited child is a zombie"
+        );
+        assert!(!wait_pid_gone(pid, Duration::from_millis(300)), "a zombie counted as gone");
+        child.wait().unwrap();
+        assert!(wait_pid_gone(pid, Duration::from_secs(5)), "reaped, yet not gone");
+    }
 }

@@ -37,9 +37,14 @@ fn main() {
     if acts {
         dataplane_hook::log::init(&loaded.config, "dataplane-runtime");
     }
-    let err = dataplane_hook::runtime::main(args, &loaded);
+    let err = dataplane_hook::runtime::main(args.clone(), &loaded);
     if !acts {
         dataplane_hook::log::init(&loaded.config, "dataplane-runtime");
     }
+    // containerd's runc shim reports runc's --log, not stderr, to the CRI caller.
+    dataplane_hook::runtime::report_to_runtime_log(
+        &args,
+        &format!("dataplane-hook: {}", dataplane_hook::log::one_line(&err)),
+    );
     dataplane_hook::log::fail(&err);
 }

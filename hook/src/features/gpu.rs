@@ -42,9 +42,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::config::{Config, UnlimitedPolicy};
-use crate::features::SpecContext;
+use crate::features::{FactsContext, SpecContext};
+use crate::ledger::{Effect, Ledger};
 use crate::oci::Bundle;
-use crate::plan::{NodeFacts, Plan, PlanError};
+use crate::plan::{NodeFacts, Plan, PlanError, Step};
 use crate::request::{Bytes, Request, PREFIX};
 
 /// The annotation earlier versions of the wrapper left on a spec whose memory limit it had
@@ -305,8 +306,8 @@ pub struct GpuPlan {
     /// The hook writes the memory cgroup (hooks.d); false when the wrapper's spec edit did it.
     pub set_cgroup: bool,
     /// The init's memory cgroup at create, as `/proc/<pid>/cgroup` names it (the host's view):
-    /// the only cgroup `watch` may kill for this container. Filled in by `apply` (the plan is
-    /// made before the hook looks at the init); None in records written before it was kept.
+    /// the only cgroup `watch` may kill for this container. Filled in when the create records
+    /// the grant ([`at_create`]); None in records written before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<PathBuf>,
 }
@@ -497,6 +498,22 @@ pub fn replan(
     Ok(GpuPlan { requested_limit: requested, limit, high, ..g.clone() })
 }
 
+/// The node's MemTotal (read for GPU containers only).
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Bytes (0: unknown), for GPU containers without a memory limit.
+    pub mem_total: u64,
+}
+
+pub fn facts(ctx: &FactsContext, facts: &mut NodeFacts) -> Result<(), PlanError> {
+    if is_gpu(ctx.request) {
+        facts.insert(Facts { mem_total: host_mem_total() });
+    }
+    Ok(())
+}
+
+/// The grant, recorded ([`Effect::GpuHeadroom`]), and on the hooks.d path the lowered memory
+/// limit the hook writes itself.
 pub fn plan(
     id: &str,
     req: &Request,
@@ -504,8 +521,33 @@ pub fn plan(
     facts: &NodeFacts,
     p: &mut Plan,
 ) -> Result<(), PlanError> {
-    p.gpu = decide(id, req, cfg, facts.mem_total)?;
+    let mem_total = facts.get::<Facts>().map_or(0, |f| f.mem_total);
+    let Some(g) = decide(id, req, cfg, mem_total)? else { return Ok(()) };
+    let memory = match (g.set_cgroup, g.limit) {
+        (true, Some(limit)) => Some(Step::MemoryLimit { limit, high: g.high }),
+        _ => None,
+    };
+    p.push(Step::Record(Effect::GpuHeadroom(g)));
+    p.steps.extend(memory);
     Ok(())
+}
+
+/// The grant as recorded: with the init's memory cgroup now, before the container runs
+/// anything (and after any step before it moved the init): `watch` kills only this cgroup,
+/// never the one an init that moved (or a reused pid) is in later.
+pub fn at_create(effect: &Effect, id: &str, pid: i32) -> Option<Effect> {
+    let Effect::GpuHeadroom(g) = effect else { return None };
+    let cgroup = memory_cgroup_of(pid);
+    if cgroup.is_none() {
+        tracing::warn!(container = %id, "cannot record the init's memory cgroup: watch falls back to the cgroup it finds at kill time");
+    }
+    Some(Effect::GpuHeadroom(GpuPlan { cgroup, ..g.clone() }))
+}
+
+/// A grant has nothing to undo on the node (a memory limit the hook wrote is an entry of its
+/// own).
+pub fn undo_recorded(_: &Ledger, _: &str, effect: &Effect) -> Option<Result<(), String>> {
+    matches!(effect, Effect::GpuHeadroom(_)).then_some(Ok(()))
 }
 
 /// The node's MemTotal in bytes from a /proc/meminfo text (0 if absent).

@@ -7,10 +7,17 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::features::{hugepages, runtime_dir, SpecContext};
 use crate::group::{self, holder, GroupKey};
+use crate::ledger::GroupRecord;
 use crate::ledger::Ledger;
 use crate::oci::Bundle;
-use crate::plan::{MountPlan, NodeFacts, Plan, PlanError};
+use crate::plan::{MountPlan, NodeFacts, Plan, PlanError, Step};
 use crate::request::Request;
+
+/// The DPDK group this container joins, admitted before planning (`hook::create_runtime`).
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub group: GroupRecord,
+}
 
 pub fn plan(
     _id: &str,
@@ -22,7 +29,7 @@ pub fn plan(
     if req.group.is_none() {
         return Ok(());
     }
-    let Some(g) = &facts.group else {
+    let Some(Facts { group: g }) = facts.get::<Facts>() else {
         return Err(PlanError {
             what: "cannot plan a DPDK group member".into(),
             why: "the group is not set up".into(),
@@ -37,16 +44,22 @@ pub fn plan(
         });
     };
     // Paths inside the holder's own root.
-    for (&size, &bytes) in &g.reservations {
-        p.mounts.push(MountPlan::FromNamespace {
+    for &size in g.reservations.keys() {
+        p.push(Step::Mount(MountPlan::FromNamespace {
             pid: h.pid,
             path: holder::hugetlbfs_dir(size),
             target: hugepages::mount_path(cfg, size),
-        });
-        p.hugetlb_limits.push((size, bytes));
+        }));
+    }
+    if !g.reservations.is_empty() {
+        p.push(Step::HugetlbLimits(g.reservations.iter().map(|(s, b)| (*s, *b)).collect()));
     }
     if let Some(target) = runtime_dir::target(req, cfg) {
-        p.mounts.push(MountPlan::FromNamespace { pid: h.pid, path: holder::runtime_dir(), target });
+        p.push(Step::Mount(MountPlan::FromNamespace {
+            pid: h.pid,
+            path: holder::runtime_dir(),
+            target,
+        }));
     }
     if !g.reservations.is_empty() {
         hugepages::plan_views(&g.reservations, facts, p);

@@ -3,13 +3,63 @@
 //! request; the container's own view of the sysfs pool counters (DPDK sizes its memory from
 //! `free_hugepages - resv_hugepages`); and the cgroup hugetlb limits.
 
+use std::collections::BTreeMap;
+
 use crate::config::Config;
-use crate::features::SpecContext;
+use crate::features::{FactsContext, SpecContext};
 use crate::host::cgroup::{Hierarchy, Version};
-use crate::host::sysfs::NodePool;
+use crate::host::sysfs::{NodePool, Pool, Sysfs};
+use crate::ledger::ContainerRecord;
 use crate::oci::Bundle;
-use crate::plan::{MountPlan, NodeFacts, Plan, PlanError};
+use crate::plan::{MountPlan, NodeFacts, Plan, PlanError, Step};
 use crate::request::{Bytes, ContainerPath, PageSize, Request, PREFIX};
+
+/// The node's hugepage pools, as planning (this feature's and a group's) sees them.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Pools per page size the kernel supports.
+    pub pools: BTreeMap<PageSize, Pool>,
+    pub node_pools: BTreeMap<PageSize, Vec<NodePool>>,
+    /// Pages reserved by live containers we manage, and how many containers hold them.
+    pub ours: BTreeMap<PageSize, (u64, usize)>,
+}
+
+impl Facts {
+    /// sysfs pools and what the live containers `live` already reserved.
+    pub fn of(live: &[ContainerRecord]) -> Facts {
+        let sysfs = Sysfs::default();
+        let mut f = Facts::default();
+        let nodes = sysfs.nodes();
+        for size in PageSize::ALL {
+            if let Some(p) = sysfs.pool(size) {
+                f.pools.insert(size, p);
+                f.node_pools.insert(size, sysfs.node_pools_of(&nodes, size));
+            }
+        }
+        for rec in live {
+            for size in PageSize::ALL {
+                let pages = rec.reserved_pages(size);
+                if pages > 0 {
+                    let e = f.ours.entry(size).or_insert((0, 0));
+                    e.0 += pages;
+                    e.1 += 1;
+                }
+            }
+        }
+        f
+    }
+}
+
+pub fn facts(ctx: &FactsContext, facts: &mut NodeFacts) -> Result<(), PlanError> {
+    facts.insert(Facts::of(ctx.live));
+    Ok(())
+}
+
+/// The pools in `facts` (none when nobody read them).
+fn pools(facts: &NodeFacts) -> &Facts {
+    static NONE: std::sync::OnceLock<Facts> = std::sync::OnceLock::new();
+    facts.get::<Facts>().unwrap_or_else(|| NONE.get_or_init(Facts::default))
+}
 
 pub fn mount_path(cfg: &Config, size: PageSize) -> ContainerPath {
     let p = match size {
@@ -29,6 +79,7 @@ pub fn check_reservation(
 ) -> Result<(), PlanError> {
     let what = format!("cannot reserve {bytes} of {size} hugepages for container {id}");
     let ann = format!("{PREFIX}{}", size.annotation());
+    let facts = pools(facts);
     let Some(pool) = facts.pools.get(&size) else {
         return Err(PlanError {
             what,
@@ -131,8 +182,10 @@ pub fn plan(
         // The group holds the hugetlbfs and its reservation (features::group).
         return Ok(());
     }
+    if !req.hugepages.is_empty() {
+        p.push(Step::HugetlbLimits(req.hugepages.iter().map(|(s, b)| (*s, *b)).collect()));
+    }
     for (&size, &bytes) in &req.hugepages {
-        p.hugetlb_limits.push((size, bytes));
         if req.file_prefix.is_some() {
             // Prefix mode uses the host's hugetlbfs: nothing of ours to reserve there.
             continue;
@@ -140,13 +193,12 @@ pub fn plan(
         if cfg.hugepages.reserve {
             check_reservation(id, size, bytes, cfg, facts)?;
         }
-        p.mounts.push(MountPlan::Hugetlbfs {
+        p.push(Step::Mount(MountPlan::Hugetlbfs {
             size,
             bytes,
             reserve: cfg.hugepages.reserve,
             target: mount_path(cfg, size),
-        });
-        p.reservations.insert(size, bytes);
+        }));
     }
     if req.file_prefix.is_some() {
         // Prefix mode shares the host's hugetlbfs: the host's counters are the truth there.
@@ -162,23 +214,24 @@ pub fn plan_views(
     facts: &NodeFacts,
     p: &mut Plan,
 ) {
+    let facts = pools(facts);
     for &size in facts.pools.keys() {
         let pages = reserved.get(&size).map(|b| b.pages(size)).unwrap_or(0);
-        p.mounts.push(MountPlan::View {
+        p.push(Step::Mount(MountPlan::View {
             target: ContainerPath::parse(&format!("/sys/kernel/mm/hugepages/{}", size.sysfs_dir()))
                 .unwrap(),
             files: global_view(pages),
-        });
+        }));
         let nodes = facts.node_pools.get(&size).map(Vec::as_slice).unwrap_or(&[]);
         for (node, n) in split_over_nodes(pages, nodes) {
-            p.mounts.push(MountPlan::View {
+            p.push(Step::Mount(MountPlan::View {
                 target: ContainerPath::parse(&format!(
                     "/sys/devices/system/node/node{node}/hugepages/{}",
                     size.sysfs_dir()
                 ))
                 .unwrap(),
                 files: node_view(n),
-            });
+            }));
         }
     }
 }
@@ -218,12 +271,16 @@ mod tests {
     use super::*;
     use crate::host::sysfs::Pool;
 
-    fn facts(total: u64, free: u64, resv: u64, ours: (u64, usize)) -> NodeFacts {
-        let mut f = NodeFacts::default();
+    fn pools(total: u64, free: u64, resv: u64, ours: (u64, usize)) -> Facts {
+        let mut f = Facts::default();
         f.pools.insert(PageSize::Size2Mi, Pool { total, free, reserved: resv, surplus: 0 });
         f.node_pools.insert(PageSize::Size2Mi, vec![NodePool { node: 0, total, free, surplus: 0 }]);
         f.ours.insert(PageSize::Size2Mi, ours);
         f
+    }
+
+    fn facts(total: u64, free: u64, resv: u64, ours: (u64, usize)) -> NodeFacts {
+        NodeFacts::default().with(pools(total, free, resv, ours))
     }
 
     #[test]
@@ -313,24 +370,25 @@ mod tests {
 
     #[test]
     fn plan_mounts_reserves_and_views_the_request() {
-        let mut f = facts(64, 64, 0, (0, 0));
-        f.pools.insert(PageSize::Size1Gi, Pool::default());
+        let mut hp = pools(64, 64, 0, (0, 0));
+        hp.pools.insert(PageSize::Size1Gi, Pool::default());
+        let f = NodeFacts::default().with(hp);
         let req = Request {
             hugepages: [(PageSize::Size2Mi, Bytes(16 << 20))].into_iter().collect(),
             ..Default::default()
         };
         let mut p = Plan::default();
         plan("c", &req, &Config::default(), &f, &mut p).unwrap();
-        assert_eq!(p.hugetlb_limits, vec![(PageSize::Size2Mi, Bytes(16 << 20))]);
-        assert!(p.mounts.contains(&MountPlan::Hugetlbfs {
-            size: PageSize::Size2Mi,
-            bytes: Bytes(16 << 20),
-            reserve: true,
-            target: ContainerPath::parse("/dev/hugepages").unwrap()
-        }));
+        assert_eq!(p.hugetlb_limits(), vec![(PageSize::Size2Mi, Bytes(16 << 20))]);
+        assert!(p.mounts().any(|m| m
+            == &MountPlan::Hugetlbfs {
+                size: PageSize::Size2Mi,
+                bytes: Bytes(16 << 20),
+                reserve: true,
+                target: ContainerPath::parse("/dev/hugepages").unwrap()
+            }));
         let views: Vec<_> = p
-            .mounts
-            .iter()
+            .mounts()
             .filter_map(|m| match m {
                 MountPlan::View { target, files } => Some((target.to_string(), files.clone())),
                 _ => None,

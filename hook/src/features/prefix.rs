@@ -16,10 +16,23 @@ use rustix::io::Errno;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::features::{hugepages, runtime_dir, SpecContext};
+use crate::features::{hugepages, runtime_dir, FactsContext, SpecContext};
+use crate::ledger::{Effect, Ledger};
 use crate::oci::Bundle;
-use crate::plan::{HostDir, NodeFacts, Plan, PlanError, PrefixCleanup};
+use crate::plan::{HostDir, NodeFacts, Plan, PlanError, PrefixCleanup, Step};
 use crate::request::{FilePrefix, Request};
+
+/// The container spec's mounts: (destination, type, source, options); the host paths behind
+/// the container's hugetlbfs and runtime dir are found through them.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub spec_mounts: Vec<crate::oci::SpecMount>,
+}
+
+pub fn facts(ctx: &FactsContext, facts: &mut NodeFacts) -> Result<(), PlanError> {
+    facts.insert(Facts { spec_mounts: ctx.bundle.mounts() });
+    Ok(())
+}
 
 pub const ENV: &str = "DPDK_FILE_PREFIX";
 
@@ -82,14 +95,15 @@ pub fn plan(
     p: &mut Plan,
 ) -> Result<(), PlanError> {
     let Some(fp) = &req.file_prefix else { return Ok(()) };
+    let spec_mounts = facts.get::<Facts>().map(|f| f.spec_mounts.as_slice()).unwrap_or(&[]);
     let mut dirs: Vec<HostDir> = Vec::new();
     for size in crate::request::PageSize::ALL {
-        if let Some(h) = host_dir(&facts.spec_mounts, hugepages::mount_path(cfg, size).as_path()) {
+        if let Some(h) = host_dir(spec_mounts, hugepages::mount_path(cfg, size).as_path()) {
             dirs.push(h);
         }
     }
     // Any other bind mount may be a hugetlbfs too (checked at cleanup by the filesystem type).
-    for (_, typ, src, opts) in &facts.spec_mounts {
+    for (_, typ, src, opts) in spec_mounts {
         if let Some(s) = src {
             if s.is_absolute()
                 && is_bind(typ, opts)
@@ -106,15 +120,29 @@ pub fn plan(
             }
         }
     }
-    let rt = runtime_dir::target(req, cfg).and_then(|t| host_dir(&facts.spec_mounts, t.as_path()));
-    p.prefix = Some(PrefixCleanup {
+    let rt = runtime_dir::target(req, cfg).and_then(|t| host_dir(spec_mounts, t.as_path()));
+    p.push(Step::Record(Effect::PrefixFiles(PrefixCleanup {
         prefix: prefix_for(id, fp),
         hugetlbfs_dirs: vec![],
         runtime_dir: None,
         hugetlbfs: dirs,
         runtime: rt,
-    });
+    })));
     Ok(())
+}
+
+/// Teardown of a [`Effect::PrefixFiles`] entry: [`undo`], keeping the runtime dir while
+/// another live container shares an explicit prefix.
+pub fn undo_recorded(ledger: &Ledger, id: &str, effect: &Effect) -> Option<Result<(), String>> {
+    let Effect::PrefixFiles(pc) = effect else { return None };
+    let shared = ledger.containers().0.iter().any(|r| {
+        r.id != id
+            && r.init.is_alive()
+            && r.entries
+                .iter()
+                .any(|e| matches!(&e.effect, Effect::PrefixFiles(o) if o.prefix == pc.prefix))
+    });
+    Some(undo(id, pc, shared))
 }
 
 /// Wrapper: `DPDK_FILE_PREFIX=<prefix>` in the process environment.
@@ -907,8 +935,7 @@ mod tests {
     struct TempHugetlbfs(tempfile::TempDir);
     impl TempHugetlbfs {
         fn mount() -> Option<TempHugetlbfs> {
-            if !rustix::process::geteuid().is_root() {
-                eprintln!("skipped: needs root (mounts a hugetlbfs)");
+            if !crate::test_has_root("mounting a hugetlbfs") {
                 return None;
             }
             let t = tempfile::tempdir().unwrap();

@@ -54,11 +54,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::config::{Config, OnUnmet, RdmaConfig};
-use crate::features::SpecContext;
+use crate::features::{FactsContext, SpecContext};
 use crate::host::rdma::{GidType, LinkLayer, NetnsView, PortTable, RdmaSysfs};
 use crate::host::rlimit::{self, Grantable, Limit, Resource};
 use crate::oci::Bundle;
-use crate::plan::{NodeFacts, Plan, PlanError, RlimitStep};
+use crate::plan::{NodeFacts, Plan, PlanError, RlimitStep, Step};
 use crate::request::{GidIndex, Request, PREFIX};
 
 /// The environment variables the chosen index goes into: Mooncake's and NCCL's.
@@ -789,6 +789,15 @@ pub struct RdmaFacts {
     pub gid: Option<GidContext>,
 }
 
+/// G11: the RDMA container's spec, limits and GID tables, read by the hook.
+pub fn facts(ctx: &FactsContext, facts: &mut NodeFacts) -> Result<(), PlanError> {
+    let c = ctx;
+    if let Some(f) = hook_facts(c.config, c.bundle, c.request, c.container_id, c.pid)? {
+        facts.insert(f);
+    }
+    Ok(())
+}
+
 /// Reads the facts for an RDMA container whose init is `pid`; None for other containers.
 pub fn hook_facts(
     cfg: &Config,
@@ -828,7 +837,7 @@ pub fn plan(
     facts: &NodeFacts,
     p: &mut Plan,
 ) -> Result<(), PlanError> {
-    let Some(f) = &facts.rdma else { return Ok(()) };
+    let Some(f) = facts.get::<RdmaFacts>() else { return Ok(()) };
     let policy = cfg.rdma.on_unmet_limits;
     let lp = limits_for_init(&wanted(&cfg.rdma), &f.spec.rlimits, &f.init_limits, f.grantable);
     if !lp.unmet.is_empty() {
@@ -838,7 +847,7 @@ pub fn plan(
         }
     }
     for (resource, limit) in lp.set {
-        p.rlimits.push(RlimitStep { resource, limit, required: policy == OnUnmet::Error });
+        p.push(Step::Rlimit(RlimitStep { resource, limit, required: policy == OnUnmet::Error }));
     }
     let gp = decide_gid(id, req.rdma_gid_index, &f.spec.env, || {
         f.gid.clone().ok_or_else(|| PlanError {

@@ -3,7 +3,7 @@
 //! `/var/run/dpdk/rte` never meets another container's.
 
 use crate::config::Config;
-use crate::plan::{MountPlan, NodeFacts, Plan, PlanError};
+use crate::plan::{MountPlan, NodeFacts, Plan, PlanError, Step};
 use crate::request::{ContainerPath, Request, RuntimeDir};
 
 pub fn target(req: &Request, cfg: &Config) -> Option<ContainerPath> {
@@ -29,7 +29,7 @@ pub fn plan(
         return Ok(());
     }
     if let Some(target) = target(req, cfg) {
-        p.mounts.push(MountPlan::EmptyDir { target });
+        p.push(Step::Mount(MountPlan::EmptyDir { target }));
     }
     Ok(())
 }
@@ -45,16 +45,16 @@ mod tests {
         let mut p = Plan::default();
         plan("c", &Request::default(), &cfg, &NodeFacts::default(), &mut p).unwrap();
         assert_eq!(
-            p.mounts,
+            p.mounts().cloned().collect::<Vec<_>>(),
             vec![MountPlan::EmptyDir { target: ContainerPath::parse("/var/run/dpdk").unwrap() }]
         );
         let mut p = Plan::default();
         let r = Request { runtime_dir: Some(RuntimeDir::None), ..Default::default() };
         plan("c", &r, &cfg, &NodeFacts::default(), &mut p).unwrap();
-        assert!(p.mounts.is_empty());
+        assert!(p.is_empty());
         let mut p = Plan::default();
         let r = Request { file_prefix: Some(FilePrefix::Auto), ..Default::default() };
         plan("c", &r, &cfg, &NodeFacts::default(), &mut p).unwrap();
-        assert!(p.mounts.is_empty(), "prefix mode keeps host dirs");
+        assert!(p.is_empty(), "prefix mode keeps host dirs");
     }
 }

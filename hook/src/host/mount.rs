@@ -816,8 +816,7 @@ mod tests {
     /// and sees no new mount.
     #[test]
     fn attach_joins_the_namespace_in_a_helper_thread_and_the_caller_stays_put() {
-        if !rustix::process::geteuid().is_root() {
-            eprintln!("skipped: needs root (mount namespaces)");
+        if !crate::test_has_root("joining a mount namespace") {
             return;
         }
         let t = tempfile::tempdir().unwrap();

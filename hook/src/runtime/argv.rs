@@ -315,10 +315,48 @@ pub fn parse_global(args: &[String]) -> Result<GlobalLine, ArgError> {
     })
 }
 
+/// runc's own log on this command line: `--log FILE` (non-empty) and whether
+/// `--log-format json` is set. `None` when there is none or the line does not parse.
+pub fn global_log(args: &[String]) -> Option<(String, bool)> {
+    let p = go_flag_parse(args, &[GLOBAL_FLAGS], "global").ok()?;
+    let path = p.last(&["log"])?.clone().filter(|l| !l.is_empty())?;
+    let json = matches!(p.last(&["log-format"]), Some(Some(f)) if f == "json");
+    Some((path, json))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_args as v;
+
+    #[test]
+    fn global_log_is_the_last_log_flag_before_the_command_with_its_format() {
+        let shim = v(&[
+            "--root",
+            "/r",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "id",
+        ]);
+        assert_eq!(global_log(&shim), Some(("/b/log.json".into(), true)));
+        assert_eq!(
+            global_log(&v(&["--log=/a", "--log=/l", "create", "id"])),
+            Some(("/l".into(), false))
+        );
+        assert_eq!(
+            global_log(&v(&["--log-format=text", "--log", "/l", "create", "id"])),
+            Some(("/l".into(), false))
+        );
+        // After the command word it is create's (unknown) flag, not runc's log.
+        assert_eq!(global_log(&v(&["create", "--log", "/l", "id"])), None);
+        assert_eq!(global_log(&v(&["--log=", "create", "id"])), None);
+        assert_eq!(global_log(&v(&["--bogus", "--log", "/l", "create", "id"])), None);
+    }
 
     fn create(args: &[&str]) -> Result<CreateLine, ArgError> {
         parse_create("create", &v(args))

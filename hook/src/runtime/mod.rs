@@ -7,7 +7,6 @@
 pub mod argv;
 pub mod update;
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
@@ -295,22 +294,22 @@ pub fn only_private_dirs(
     if spec_has_shared_propagation(&b.raw) {
         return None;
     }
-    let facts = crate::plan::NodeFacts { spec_mounts: b.mounts(), ..Default::default() };
+    let facts = crate::plan::NodeFacts::default()
+        .with(crate::features::prefix::Facts { spec_mounts: b.mounts() });
     let p = crate::plan::plan(id, req, cfg, &facts).ok()?;
-    let plain = p.rlimits.is_empty()
-        && p.warnings.is_empty()
-        && p.hugetlb_limits.is_empty()
-        && p.reservations.is_empty()
-        && p.gpu.is_none()
-        && p.prefix.is_none();
+    if !p.warnings.is_empty() {
+        return None;
+    }
     let mut dirs = vec![];
-    for m in p.mounts {
-        match m {
-            crate::plan::MountPlan::EmptyDir { target } => dirs.push(target),
+    for s in p.steps {
+        match s {
+            crate::plan::Step::Mount(crate::plan::MountPlan::EmptyDir { target }) => {
+                dirs.push(target)
+            }
             _ => return None,
         }
     }
-    plain.then_some(dirs)
+    Some(dirs)
 }
 
 fn spec_has_shared_propagation(spec: &serde_json::Value) -> bool {
@@ -462,21 +461,9 @@ fn gc_before_create(cfg: &crate::config::Config) {
 
 /// Resolves the real runtime and refuses to exec ourselves.
 pub fn real_runtime(path: &Path) -> anyhow::Result<PathBuf> {
-    let resolved = if path.components().count() > 1 || path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        let paths = std::env::var_os("PATH").unwrap_or_else(|| {
-            OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        });
-        std::env::split_paths(&paths).map(|d| d.join(path)).find(|p| p.is_file()).with_context(
-            || {
-                format!(
-                    "cannot find the real runtime {:?} in PATH (set runtime_path in the config)",
-                    path
-                )
-            },
-        )?
-    };
+    let resolved = crate::discovery::resolve_command(path).with_context(|| {
+        format!("cannot find the real runtime {:?} in PATH (set runtime_path in the config)", path)
+    })?;
     let me = std::env::current_exe().ok().and_then(|p| file_id(&p));
     if me.is_some() && file_id(&resolved) == me {
         bail!(
@@ -500,6 +487,17 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
     // runc would is refused as it is, and nothing runs.
     let inv = match parse_args(&args, &cwd) {
         Ok(inv) => inv,
+        // A global flag without its value ends the line: there is no command, runc creates
+        // nothing and prints its own usage error, which the caller must see as under runc.
+        Err(argv::ArgError::MissingValue { .. }) if argv::parse_global(&args).is_err() => {
+            Invocation {
+                command: None,
+                command_index: args.len(),
+                bundle: cwd,
+                id: None,
+                help: false,
+            }
+        }
         Err(e) => return e.into(),
     };
     let runtime = match real_runtime(&loaded.config.runtime_path) {
@@ -533,11 +531,40 @@ pub fn main(args: Vec<String>, loaded: &Loaded) -> anyhow::Error {
             Err(e) => return e,
         }
     }
-    let err = std::process::Command::new(&runtime).args(&args).exec();
+    // argv[0] as configured (`runc`, or the path given), as a shell or containerd would run it:
+    // runc names itself by it in its usage errors (`runc: "state" requires exactly 1 argument(s)`).
+    let err =
+        std::process::Command::new(&runtime).arg0(&loaded.config.runtime_path).args(&args).exec();
     anyhow::anyhow!(
         "cannot execute the real runtime {}: {err} (set runtime_path in the config)",
         runtime.display()
     )
+}
+
+/// Puts the wrapper's one-line refusal (`line`) where the caller reads the runtime's errors:
+/// containerd's runc shim takes the OCI runtime error from the last `"level":"error"` entry of
+/// runc's `--log` file (`--log-format json`), not from stderr, so a refusal made before runc runs
+/// would otherwise reach the CRI caller as "unable to retrieve OCI runtime error". The path comes
+/// from the runtime's command line (trusted); opened non-blocking, appended, best effort.
+pub fn report_to_runtime_log(args: &[String], line: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some((path, json)) = argv::global_log(args) else { return };
+    let entry = if json {
+        json!({"level": "error", "msg": line}).to_string()
+    } else {
+        // logrus's text format, as runc writes it without --log-format json.
+        format!("level=error msg={}", Value::from(line))
+    };
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&path);
+    if let Ok(mut f) = file {
+        let _ = f.write_all(format!("{entry}\n").as_bytes());
+    }
 }
 
 #[cfg(test)]
@@ -545,6 +572,27 @@ mod tests {
     use super::*;
 
     use crate::test_args as v;
+
+    #[test]
+    fn a_refusal_is_appended_to_runcs_log_as_the_runc_shim_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.json");
+        std::fs::write(&log, "{\"level\":\"info\",\"msg\":\"before\"}\n").unwrap();
+        let line = "dataplane-hook: cannot do it: because \"quoted\" (fix it)";
+        let l = log.display().to_string();
+        report_to_runtime_log(&v(&["--log", &l, "--log-format", "json", "create", "id"]), line);
+        let text = std::fs::read_to_string(&log).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(text.lines().count(), 2, "appended: {text}");
+        assert_eq!(last, json!({"level": "error", "msg": line}));
+        let txt = dir.path().join("log.txt");
+        let t = txt.display().to_string();
+        report_to_runtime_log(&v(&["--log", &t, "create", "id"]), line);
+        assert_eq!(
+            std::fs::read_to_string(&txt).unwrap(),
+            format!("level=error msg={}\n", serde_json::to_string(line).unwrap())
+        );
+    }
 
     #[test]
     fn runc_command_lines_give_command_bundle_and_id() {

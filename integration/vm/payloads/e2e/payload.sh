@@ -21,6 +21,8 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 results=${DPVM_RESULTS:-/tmp}
 export DPH_BIN_DIR=$here/bin RUST_BACKTRACE=1
+# containerd 1.7.24 for cri.rs's `*_on_containerd_1_7` tests, staged by payloads/e2e/run.sh.
+[[ -x $here/containerd-1.7.24/usr/bin/containerd ]] && export DPH_CONTAINERD17_DIR=$here/containerd-1.7.24
 configs=${DPH_E2E_CONFIGS:-runc-systemd runc-cgroupfs crun-systemd}
 [[ $configs == none ]] && configs=
 suites=${DPH_E2E_SUITES:-core groups gc safety podman cri}

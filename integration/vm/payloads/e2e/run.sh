@@ -59,6 +59,13 @@ PY
   done
 fi
 install -m755 "$here/payload.sh" "$stage/payload.sh"
+# tests/cri.rs also runs on containerd 1.7.24 (issue 14): its binaries travel with the payload
+# (the guest has neither the repository's scripts/ nor the network); payload.sh points
+# DPH_CONTAINERD17_DIR at them.
+c17=$("$root/scripts/containerd17.sh")
+rm -rf "$stage/containerd-1.7.24"
+mkdir -p "$stage/containerd-1.7.24/usr/bin"
+install -m755 "$c17"/usr/bin/{containerd,containerd-shim-runc-v2,ctr} "$stage/containerd-1.7.24/usr/bin/"
 ls "$stage/bin"
 
 if [[ -n $results ]]; then
