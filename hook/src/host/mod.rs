@@ -1,8 +1,10 @@
 //! The seam between decisions and the node: everything that touches sysfs, cgroupfs, mounts
 //! and /proc lives below here, named for what it owns.
 
+pub mod atomic_file;
 pub mod cgroup;
 pub mod mount;
+pub mod mountinfo;
 pub mod proc;
 pub mod rdma;
 pub mod rlimit;
@@ -14,7 +16,15 @@ use std::io::Read;
 /// with no size query: these report a size of 0 or 4096 whatever they hold, so
 /// `std::fs::read_to_string` stats the file and then reads it 32 bytes at a time at first
 /// (a dozen syscalls for /proc/<pid>/stat where four do).
+/// The one way the product reads a kernel file it does not hold open already.
 pub fn read_kernel_file(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
+    String::from_utf8(read_kernel_bytes(path)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// [`read_kernel_file`] for files that are not text (`/proc/<pid>/cmdline`, whose arguments
+/// are whatever bytes a process chose).
+pub fn read_kernel_bytes(path: impl AsRef<std::path::Path>) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
@@ -30,7 +40,7 @@ pub fn read_kernel_file(path: impl AsRef<std::path::Path>) -> std::io::Result<St
         }
     }
     buf.truncate(len);
-    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    Ok(buf)
 }
 
 /// `openat2(2)`, retried while the kernel says EAGAIN (or EINTR). With `RESOLVE_IN_ROOT` or
@@ -76,6 +86,14 @@ mod tests {
         assert_eq!(
             super::read_kernel_file(t.path().join("missing")).unwrap_err().kind(),
             std::io::ErrorKind::NotFound
+        );
+        let cmdline = super::read_kernel_bytes("/proc/self/cmdline").unwrap();
+        assert_eq!(cmdline, std::fs::read("/proc/self/cmdline").unwrap());
+        std::fs::write(t.path().join("bin"), b"\xff\0").unwrap();
+        assert_eq!(super::read_kernel_bytes(t.path().join("bin")).unwrap(), b"\xff\0");
+        assert_eq!(
+            super::read_kernel_file(t.path().join("bin")).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
         );
     }
 }

@@ -1,7 +1,6 @@
 //! Owns the watchdog's metrics in the node-exporter textfile collector format, written
 //! atomically (temp file in the same directory, rename) so the collector never reads half a file.
 
-use std::io::Write;
 use std::path::Path;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,17 +83,10 @@ impl Metrics {
 
     /// Writes the file atomically (the directory is created if missing).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("metrics.prom");
-        // The collector reads *.prom only: a dot-file temp name is never picked up half-written.
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(self.render().as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        std::fs::rename(&tmp, path)
+        use crate::host::atomic_file::{write, Mode, Options};
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+        // The collector reads *.prom only: the helper's dot-file temp is never picked up.
+        write(path, self.render().as_bytes(), Options::new(Mode::Exactly(0o644)))
     }
 }
 
