@@ -407,3 +407,20 @@ pub fn kill_and_wait(holder: &ProcessId, timeout: std::time::Duration) -> bool {
     }
     !holder.is_alive()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_cgroup_mounts_are_found_at_their_real_paths() {
+        let mi = "30 1 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                  31 1 0:27 / /sys/fs/cgroup/my\\040memory rw - cgroup cgroup rw,memory\n\
+                  32 1 0:27 /kubepods /mnt/nested rw - cgroup cgroup rw,memory\n\
+                  33 1 0:28 / /tmp rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            root_cgroup_mount_points(mi),
+            [PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/sys/fs/cgroup/my memory")]
+        );
+    }
+}

@@ -127,4 +127,26 @@ mod tests {
             "no temp file left"
         );
     }
+
+    #[test]
+    fn a_symlink_planted_in_the_textfile_dir_is_never_written_through() {
+        // The textfile dir may belong to the collector's user: whoever owns it can plant a
+        // link at the name a root writer's temp file had (`.<name>.<pid>.tmp` before the one
+        // helper) and have root overwrite the file it points at.
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("shadow");
+        std::fs::write(&victim, "root:secret\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = t.path().join("textfile");
+        std::fs::create_dir(&dir).unwrap();
+        let planted = dir.join(format!(".w.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert_eq!(std::fs::read_to_string(&planted).unwrap(), "root:secret\n", "the link points");
+        let m = Metrics { kills: 1, ..Default::default() };
+        m.write(&dir.join("w.prom")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n", "written through");
+        assert_eq!(std::fs::symlink_metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(dir.join("w.prom")).unwrap(), m.render());
+    }
 }
