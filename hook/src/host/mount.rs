@@ -474,8 +474,7 @@ impl ContainerMounts<'_> {
             Mode::empty(),
         )
         .map_err(sys(format!("open /proc/{}/mountinfo", self.pid)))?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).map_err(|e| {
+        let text = super::read_kernel_fd(fd).map_err(|e| {
             sys(format!("read /proc/{}/mountinfo", self.pid))(
                 Errno::from_io_error(&e).unwrap_or(Errno::IO),
             )
@@ -536,9 +535,8 @@ fn mount_id(fd: &OwnedFd, proc: &OwnedFd) -> Result<u64, Errno> {
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::fs::File::from(info), &mut text)
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    let text =
+        super::read_kernel_fd(info).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
     text.lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse().ok())
