@@ -7,6 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
+use dataplane_tests::util::host_mounts;
 use dataplane_tests::*;
 
 fn doctor(env: &ProductEnv) -> (Output, Vec<String>) {
@@ -229,4 +230,53 @@ fn a_config_that_does_not_load_and_a_missing_runtime_fail() {
     let l = line(&lines, "config");
     assert!(l.starts_with("fail config:") && l.contains("reserv"), "{l}");
     assert!(lines.len() > 20, "the other checks still ran: {lines:?}");
+}
+
+/// mountinfo writes a space in a mount point as `\040`: doctor must read the path the mount is
+/// really at (and its controllers there), not the escaped text. The cgroup2 mount is made in a
+/// mount namespace of its own (`unshare -m`), so the host's table is never touched.
+#[test]
+fn a_cgroup_mount_point_with_a_space_is_read_as_the_path_it_is() {
+    require_root();
+    let env = ProductEnv::new("");
+    let host_v2 = host_mounts()
+        .into_iter()
+        .find(|m| m.fstype == "cgroup2")
+        .expect("this host has a cgroup2 mount");
+    let controllers =
+        std::fs::read_to_string(format!("{}/cgroup.controllers", host_v2.mount_point))
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+    assert!(!controllers.is_empty(), "precondition: the hierarchy has controllers to show");
+    let dir = env.root.join("cg v2");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Mount, show the kernel's line (the precondition: it escapes the space), run doctor there.
+    let script = r#"mount -t cgroup2 none "$1" && grep -F ' - cgroup2 ' /proc/self/mountinfo >&2 && shift && exec "$@""#;
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&dir)
+        .arg(hook_bin())
+        .arg("--config")
+        .arg(&env.config)
+        .arg("doctor")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let escaped = format!("{}", dir.display()).replace(' ', "\\040");
+    assert!(
+        stderr.contains(&format!(" {escaped} ")),
+        "precondition: mountinfo escapes it: {stderr}"
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    let l = line(&lines, "cgroup layout");
+    assert!(!l.contains("\\040"), "the escaped text is shown: {l}");
+    assert!(
+        l.contains(&format!("{} ({controllers})", dir.display())),
+        "the mount at {} with its controllers `{controllers}`: {l}",
+        dir.display()
+    );
+    assert!(host_mounts().iter().all(|m| !m.mount_point.contains("cg\\040v2")), "host untouched");
 }

@@ -475,3 +475,54 @@ fn a_gpu_container_whose_init_moved_its_cgroup_is_not_killed_elsewhere() {
     assert_eq!(watch.kills(), 0, "{text}");
     pool.assert_baseline("moved init");
 }
+
+/// The textfile dir may belong to the collector's user. Whoever owns it can plant a symlink at
+/// the name the daemon's temp file will have (it was `.<name>.<pid>.tmp`, the pid of a running
+/// daemon being public) and, before the one atomic writer, had root write the metrics through
+/// it over any host file and chmod that file 0644.
+#[test]
+fn a_symlink_planted_in_the_textfile_dir_is_never_written_through() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let env = watch_env("");
+    let prom = metrics_path(&env);
+    let dir = prom.parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    let _cleanup = RemoveDir(dir.clone());
+    let victim = env.root.join("shadow");
+    std::fs::write(&victim, "root:secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let watch = Watchdog::start(&env);
+    let name = prom.file_name().unwrap().to_str().unwrap();
+    let planted = dir.join(format!(".{name}.{}.tmp", watch.pid()));
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    assert_eq!(std::fs::read_to_string(&planted).unwrap(), "root:secret\n", "the link points");
+    // Metrics are written every second: wait for two writes after the link was planted.
+    let first = std::fs::symlink_metadata(&prom).ok().map(|m| m.modified().unwrap());
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            std::fs::symlink_metadata(&prom).ok().map(|m| m.modified().unwrap()) != first
+        }),
+        "the daemon rewrote {}: {}",
+        prom.display(),
+        watch.text()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n", "written through");
+    assert_eq!(
+        std::fs::symlink_metadata(&victim).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "chmodded through"
+    );
+    let m = std::fs::symlink_metadata(&prom).unwrap();
+    assert!(m.file_type().is_file(), "the textfile is a plain file");
+    assert!(std::fs::read_to_string(&prom).unwrap().contains("dataplane_hook_watch_kills_total"));
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,7 +1,8 @@
-//! Every /proc/<pid>/mountinfo parser in the product (a container's mount namespace is its
-//! own: its mount points are names it chose): `host::cgroup::find_hierarchy` (the hook's
-//! hugetlb and memory hierarchies), `doctor::cgroup_layout`, `host::mount::parse_mounts_of_type`
-//! (gc's hugetlbfs lookup) and `group::holder::root_cgroup_mount_points` (the group holder).
+//! The product's /proc/<pid>/mountinfo parser, `host::mountinfo` (a container's mount namespace
+//! is its own: its mount points are names it chose), and its users: `host::cgroup::find_hierarchy`
+//! (the hook's hugetlb and memory hierarchies), `doctor::cgroup_layout`,
+//! `host::mount::parse_mounts_of_type` and `group::holder::root_cgroup_mount_points` (the group
+//! holder).
 //!
 //! First byte even: the rest is a mountinfo text for all of them (no panic). Odd: the rest is
 //! `MOUNT_POINT\0ROOT` (absolute paths of arbitrary bytes), written into a cgroup2 line the way the kernel writes
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use dataplane_hook::doctor;
 use dataplane_hook::group::holder;
-use dataplane_hook::host::{cgroup, mount};
+use dataplane_hook::host::{cgroup, mount, mountinfo};
 use libfuzzer_sys::fuzz_target;
 
 /// The kernel's mangling of a path field (fs/proc_namespace.c: `seq_path_root(.., " \t\n\\")`).
@@ -45,14 +46,15 @@ fuzz_target!(|data: &[u8]| {
         let (layout, desc) = doctor::cgroup_layout(text, &v2);
         assert!(["v1", "v2", "hybrid", "none"].contains(&layout));
         let _ = desc;
+        // One parser under all of them: each line that parses is one mount.
+        let parsed: Vec<mountinfo::Mount> = mountinfo::parse(text).collect();
+        assert!(parsed.len() <= text.lines().count());
         for fstype in ["hugetlbfs", "cgroup2", "tmpfs"] {
-            for (mp, _opts) in mount::parse_mounts_of_type(text, fstype) {
-                assert!(!mp.contains('\n'));
-            }
+            let of_type = mount::parse_mounts_of_type(text, fstype);
+            assert_eq!(of_type.len(), parsed.iter().filter(|m| m.fstype == fstype).count());
         }
-        for mp in holder::root_cgroup_mount_points(text) {
-            assert!(!mp.contains(['\n', ' ']));
-        }
+        let roots = holder::root_cgroup_mount_points(text);
+        assert!(roots.len() <= parsed.iter().filter(|m| m.is_cgroup()).count());
         return;
     }
     let (mp, root) = match rest.iter().position(|&b| b == 0) {
@@ -72,4 +74,7 @@ fuzz_target!(|data: &[u8]| {
     let h = cgroup::find_hierarchy(&line, "hugetlb", |_| true).expect("a cgroup2 line is found");
     assert_eq!(h.mount, Path::new(OsStr::from_bytes(mp)), "mount point of {line:?}");
     assert_eq!(h.root, Path::new(OsStr::from_bytes(root)), "root of {line:?}");
+    let m = mountinfo::Mount::parse(line.trim_end()).expect("the kernel's line parses");
+    assert_eq!((m.id, m.parent, m.dev, m.shared), (36, 25, (0, 31), Some(9)), "{line:?}");
+    assert_eq!(m.mount_point, Path::new(OsStr::from_bytes(mp)), "mount point of {line:?}");
 });

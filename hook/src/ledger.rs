@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -470,18 +469,12 @@ fn remove_record(p: &Path) -> Result<(), LedgerError> {
     }
 }
 
-/// The time this boot began (unix seconds), from /proc/stat's `btime`.
-fn boot_time() -> Option<u64> {
-    let stat = crate::host::read_kernel_file("/proc/stat").ok()?;
-    stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
-}
-
 /// gc's power-loss rule for a record `read_all` could not read: one that is not even JSON and
 /// was last written before this boot was torn by a power loss, and nothing it described
 /// survived the reboot, so it is removed (returns true). Anything else is left for a human.
 pub fn remove_if_torn(err: &LedgerError) -> bool {
     let LedgerError::Corrupt { path, .. } = err else { return false };
-    let Some(btime) = boot_time() else { return false };
+    let Some(btime) = crate::host::proc::boot_time() else { return false };
     let written = std::fs::symlink_metadata(path)
         .ok()
         .and_then(|m| m.modified().ok())
@@ -508,28 +501,10 @@ pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Temp file in the same directory, then rename (see the module doc for why no fsync).
+/// Replaces a record atomically, root-only (see the module doc for why no fsync).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
-    let dir = path.parent().expect("record paths have a parent");
-    // Unique per process and call: gc's worker threads and the main thread of one run may write
-    // at the same time (never the same record: only its lock holder writes one).
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}.{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
-        std::process::id(),
-        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))
+    use crate::host::atomic_file::{write, Mode, Options};
+    write(path, bytes, Options::new(Mode::Exactly(0o600))).map_err(io(path))
 }
 
 pub fn now_unix() -> u64 {

@@ -16,8 +16,7 @@
 //! treats any decrease as a counter reset) and, with the state dir on /run, resets at boot.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -463,32 +462,11 @@ pub fn load_counters(state_dir: &Path) -> Counters {
     }
 }
 
-/// Writes `bytes` to `path` through a dot-file beside it and a rename.
+/// Writes `bytes` to `path` atomically with exactly `mode` (the textfile's temp is a dot-file,
+/// which the collector's `*.prom` never picks up).
 fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MetricsError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("metrics");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(mode)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        // A umask only takes bits away: a root-only mode needs no fchmod (it can end up no wider,
-        // and root reads it anyway); a mode others must read (the textfile) is set explicitly.
-        if mode & 0o077 != 0 {
-            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        }
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(err("write", path))
+    use crate::host::atomic_file::{write, Mode, Options};
+    write(path, bytes, Options::new(Mode::Exactly(mode))).map_err(err("write", path))
 }
 
 /// Folds this process's events into the counters and rewrites the textfile.
@@ -553,6 +531,7 @@ pub fn hugetlbfs_usage(dir: &Path, size: PageSize) -> (u64, u64) {
 mod tests {
     use super::*;
     use crate::host::sysfs::Pool;
+    use std::os::unix::fs::PermissionsExt;
 
     fn gauges() -> Gauges {
         Gauges {

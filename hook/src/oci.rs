@@ -2,7 +2,7 @@
 //! (read typed through `oci-spec`, edited as raw JSON so every field we do not touch survives).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -76,22 +76,6 @@ pub const SANDBOX_ANNOTATIONS: &[(&str, &str)] = &[
     ("io.kubernetes.cri-o.ContainerType", "sandbox"),
 ];
 
-/// A temp file name in the bundle no other save uses: this process, a per-process counter and
-/// the time (another process on the same bundle has another pid; a reused pid, another time).
-fn temp_name() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        ".config.json.dataplane-hook.{}.{}.{nanos}.tmp",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 impl Bundle {
     pub fn config_path(dir: &Path) -> PathBuf {
         dir.join("config.json")
@@ -133,42 +117,14 @@ impl Bundle {
     /// symlink to a host file, another writer's file) is never opened, truncated or written
     /// through. A failed save removes its temp file and leaves config.json as it was.
     pub fn save(&self) -> Result<(), OciError> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use crate::host::atomic_file::{write, Mode, Options};
         let path = Self::config_path(&self.dir);
-        let err = |source| OciError::SpecWrite { path: path.clone(), source };
         let bytes = serde_json::to_vec(&self.raw).expect("a JSON value serializes");
-        // Keep the original file mode (runtimes do not care, but people do).
-        let mode =
-            std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
-        let (tmp, mut f) = (0..16)
-            .find_map(|_| {
-                let tmp = self.dir.join(temp_name());
-                match std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(&tmp)
-                {
-                    Ok(f) => Some(Ok((tmp, f))),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
-                    Err(e) => Some(Err(e)),
-                }
-            })
-            .unwrap_or_else(|| Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
-            .map_err(err)?;
-        // No fsync: the runtime reads the file right after this process execs it, and after a
-        // power loss the bundle is rebuilt by whoever made it.
-        let written = f
-            .write_all(&bytes)
-            // The umask narrowed the mode given to open: set it exactly, on our own fd.
-            .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(mode)))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err(e));
-        }
-        Ok(())
+        // Keep the original file mode (runtimes do not care, but people do). No fsync: the
+        // runtime reads the file right after this process execs it, and after a power loss the
+        // bundle is rebuilt by whoever made it.
+        write(&path, &bytes, Options::new(Mode::KeepOr(0o644)))
+            .map_err(|source| OciError::SpecWrite { path: path.clone(), source })
     }
 
     pub fn annotations(&self) -> BTreeMap<String, String> {

@@ -3,8 +3,6 @@
 //! every write is atomic. Also the hooks.d drop-ins CRI-O and podman share.
 
 use std::ffi::OsStr;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{fail, render_hook, ConfigureError, Install, HOOK_FILES};
@@ -67,24 +65,9 @@ pub(super) fn hook_changes(dir: &Path, install: &Install, out: &mut Outcome) {
 /// Writes `content` to `path` atomically: temp file beside it, fsync, rename, fsync the dir.
 /// Keeps an existing file's mode (0644 for new files).
 pub fn write_atomic(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    let name = path.file_name().unwrap_or(OsStr::new("file")).to_string_lossy();
-    let tmp = dir.join(format!(".{name}.dataplane-hook.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content)?;
-        let mode =
-            std::fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644);
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    use crate::host::atomic_file::{write, Mode, Options};
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+    write(path, content, Options::new(Mode::KeepOr(0o644)).durable())
 }
 
 fn show(text: &str) -> String {
@@ -175,6 +158,7 @@ pub fn execute(outcome: &Outcome, dry_run: bool) -> Result<String, ConfigureErro
 mod tests {
     use super::super::render_crio;
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn atomic_write_keeps_mode_and_leaves_no_temp() {

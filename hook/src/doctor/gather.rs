@@ -87,16 +87,13 @@ fn kernel_facts(v2_mounts: &[PathBuf]) -> Kernel {
             rustix::process::getpid(),
             rustix::process::PidfdFlags::empty(),
         )),
-        psi: std::fs::read_to_string("/proc/pressure/memory").ok(),
+        psi: crate::host::read_kernel_file("/proc/pressure/memory").ok(),
         cgroup_kill,
     }
 }
 
 fn boot_time() -> Option<u64> {
-    std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+    crate::host::proc::boot_time()
 }
 
 fn mtime(p: &Path) -> Option<u64> {
@@ -167,7 +164,7 @@ fn watch_pids() -> Vec<i32> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(cmd) = crate::host::read_kernel_bytes(e.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
         let is_hook = args.first().is_some_and(|a| a.ends_with(b"dataplane-hook"));
         if is_hook && args.iter().any(|a| *a == b"watch") {
@@ -244,7 +241,7 @@ impl Facts {
             pools.insert(size, sysfs.pool(size));
             node_pools.insert(size, sysfs.node_pools(size));
         }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mountinfo = crate::host::read_kernel_file("/proc/self/mountinfo").unwrap_or_default();
         let v2: Vec<PathBuf> = cgroup_mounts(&mountinfo)
             .into_iter()
             .filter(|(t, _, _)| t == "cgroup2")
@@ -255,7 +252,7 @@ impl Facts {
             .map(|m| {
                 (
                     m.clone(),
-                    std::fs::read_to_string(m.join("cgroup.controllers")).unwrap_or_default(),
+                    crate::host::read_kernel_file(m.join("cgroup.controllers")).unwrap_or_default(),
                 )
             })
             .collect();

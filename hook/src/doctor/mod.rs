@@ -162,18 +162,9 @@ pub const MIN_RUNC_RSVD: (u32, u32, u32) = (1, 1, 10);
 
 /// cgroup mounts from mountinfo: (fstype, mount point, super options).
 fn cgroup_mounts(mountinfo: &str) -> Vec<(String, PathBuf, String)> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mount = pre.split(' ').nth(4)?;
-            let mut post = post.split(' ');
-            let fstype = post.next()?;
-            let _ = post.next();
-            let sopts = post.next().unwrap_or("");
-            (fstype == "cgroup" || fstype == "cgroup2")
-                .then(|| (fstype.to_string(), PathBuf::from(mount), sopts.to_string()))
-        })
+    crate::host::mountinfo::parse(mountinfo)
+        .filter(|m| m.is_cgroup())
+        .map(|m| (m.fstype, m.mount_point, m.super_options))
         .collect()
 }
 

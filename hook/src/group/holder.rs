@@ -347,30 +347,18 @@ fn attach_at(m: &Detached, path: &Path) -> Result<(), MountError> {
 
 /// Puts `pid` in the root cgroup of every mounted hierarchy, so it is in no container's.
 fn move_to_root_cgroups(pid: i32) {
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(mi) = crate::host::read_kernel_file("/proc/self/mountinfo") else { return };
     for mp in root_cgroup_mount_points(&mi) {
-        let _ = std::fs::write(Path::new(mp).join("cgroup.procs"), pid.to_string());
+        let _ = std::fs::write(mp.join("cgroup.procs"), pid.to_string());
     }
 }
 
-/// The mount points (as mountinfo writes them) of the cgroup hierarchies mounted at their root.
-pub fn root_cgroup_mount_points(mountinfo: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    for l in mountinfo.lines() {
-        let Some((pre, post)) = l.split_once(" - ") else { continue };
-        let fstype = post.split(' ').next().unwrap_or("");
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        let f: Vec<&str> = pre.split(' ').collect();
-        if f.get(3) != Some(&"/") {
-            continue;
-        }
-        if let Some(mp) = f.get(4) {
-            out.push(*mp);
-        }
-    }
-    out
+/// The mount points (decoded) of the cgroup hierarchies mounted at their root.
+pub fn root_cgroup_mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    crate::host::mountinfo::parse(mountinfo)
+        .filter(|m| m.is_cgroup() && m.root == Path::new("/"))
+        .map(|m| m.mount_point)
+        .collect()
 }
 
 /// Inode of the calling process's own PID namespace (the host's, for the hook).
@@ -418,4 +406,21 @@ pub fn kill_and_wait(holder: &ProcessId, timeout: std::time::Duration) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     !holder.is_alive()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_cgroup_mounts_are_found_at_their_real_paths() {
+        let mi = "30 1 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                  31 1 0:27 / /sys/fs/cgroup/my\\040memory rw - cgroup cgroup rw,memory\n\
+                  32 1 0:27 /kubepods /mnt/nested rw - cgroup cgroup rw,memory\n\
+                  33 1 0:28 / /tmp rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            root_cgroup_mount_points(mi),
+            [PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/sys/fs/cgroup/my memory")]
+        );
+    }
 }

@@ -41,51 +41,10 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Cg
 
 /// Every cgroup mount from a mountinfo text: (fstype, mount point, root, super options).
 fn cgroup_mounts(mountinfo: &str) -> Vec<(String, PathBuf, PathBuf, String)> {
-    mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let mut post = post.split(' ');
-            let fstype = post.next()?;
-            let _source = post.next()?;
-            let sopts = post.next().unwrap_or("");
-            if fstype != "cgroup" && fstype != "cgroup2" {
-                return None;
-            }
-            Some((
-                fstype.to_string(),
-                unescape(pre.get(4)?),
-                unescape(pre.get(3)?),
-                sopts.to_string(),
-            ))
-        })
+    super::mountinfo::parse(mountinfo)
+        .filter(|m| m.is_cgroup())
+        .map(|m| (m.fstype, m.mount_point, m.root, m.super_options))
         .collect()
-}
-
-fn unescape(s: &str) -> PathBuf {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            // Three octal digits reach 511: only up to \377 is a byte (the kernel's are all
-            // below \200); anything else stays as written.
-            let v = b[i + 1..i + 4].iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0'));
-            if let Ok(v) = u8::try_from(v) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
 }
 
 /// The hierarchy carrying `controller`, from a mountinfo text. For v2 mounts the caller's
@@ -272,28 +231,16 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape("/a\\040b"), PathBuf::from("/a b"));
-    }
-
-    #[test]
-    fn backslashes_that_are_no_byte_escape_stay_as_written() {
-        // Fuzz find (mountinfo): `\777` is 511, past a byte: the u8 arithmetic overflowed (a
-        // panic with overflow checks, a wrong byte without). The kernel writes a backslash as
-        // `\134`, so such text is not its output; it must still not panic.
-        use std::os::unix::ffi::OsStringExt;
-        assert_eq!(unescape("/a\\777b"), PathBuf::from("/a\\777b"));
-        assert_eq!(unescape("/a\\400"), PathBuf::from("/a\\400"));
-        assert_eq!(
-            unescape("/a\\377"),
-            PathBuf::from(std::ffi::OsString::from_vec(b"/a\xff".to_vec()))
-        );
-        assert_eq!(unescape("/a\\04"), PathBuf::from("/a\\04"));
-        assert_eq!(unescape("/a\\134\\040"), PathBuf::from("/a\\ "));
+    fn escaped_mount_points_and_roots_are_decoded() {
+        // The octal escapes themselves are host::mountinfo's tests; here: this parser uses it.
         let mi = "36 25 0:31 / /mnt/x\\777\\040y rw - cgroup2 cgroup2 rw\n";
         assert_eq!(
             find_hierarchy(mi, "hugetlb", |_| true).unwrap().mount,
             PathBuf::from("/mnt/x\\777 y")
         );
+        let mi = "36 25 0:31 /kube\\040pods /sys/fs/cgroup/a\\011b rw - cgroup cgroup rw,hugetlb\n";
+        let h = find_hierarchy(mi, "hugetlb", |_| false).unwrap();
+        assert_eq!(h.mount, PathBuf::from("/sys/fs/cgroup/a\tb"));
+        assert_eq!(h.root, PathBuf::from("/kube pods"));
     }
 }

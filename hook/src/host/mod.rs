@@ -1,8 +1,10 @@
 //! The seam between decisions and the node: everything that touches sysfs, cgroupfs, mounts
 //! and /proc lives below here, named for what it owns.
 
+pub mod atomic_file;
 pub mod cgroup;
 pub mod mount;
+pub mod mountinfo;
 pub mod proc;
 pub mod rdma;
 pub mod rlimit;
@@ -13,9 +15,28 @@ use std::io::Read;
 /// Reads a small file of a kernel filesystem (procfs, sysfs, cgroupfs) whole, into one buffer
 /// with no size query: these report a size of 0 or 4096 whatever they hold, so
 /// `std::fs::read_to_string` stats the file and then reads it 32 bytes at a time at first
-/// (a dozen syscalls for /proc/<pid>/stat where four do).
+/// (a dozen syscalls for /proc/<pid>/stat where four do). The one way the product reads a
+/// kernel file ([`read_kernel_fd`] for one opened some other way, e.g. under a /proc handle).
 pub fn read_kernel_file(path: impl AsRef<std::path::Path>) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    utf8(read_kernel_bytes(path)?)
+}
+
+/// [`read_kernel_file`] for files that are not text (`/proc/<pid>/cmdline`, whose arguments
+/// are whatever bytes a process chose).
+pub fn read_kernel_bytes(path: impl AsRef<std::path::Path>) -> std::io::Result<Vec<u8>> {
+    read_whole(std::fs::File::open(path)?)
+}
+
+/// [`read_kernel_file`] on a file already opened (`openat` under a /proc dir fd).
+pub fn read_kernel_fd(fd: std::os::fd::OwnedFd) -> std::io::Result<String> {
+    utf8(read_whole(std::fs::File::from(fd))?)
+}
+
+fn utf8(b: Vec<u8>) -> std::io::Result<String> {
+    String::from_utf8(b).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn read_whole(mut f: std::fs::File) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     loop {
@@ -30,7 +51,7 @@ pub fn read_kernel_file(path: impl AsRef<std::path::Path>) -> std::io::Result<St
         }
     }
     buf.truncate(len);
-    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    Ok(buf)
 }
 
 /// `openat2(2)`, retried while the kernel says EAGAIN (or EINTR). With `RESOLVE_IN_ROOT` or
@@ -76,6 +97,19 @@ mod tests {
         assert_eq!(
             super::read_kernel_file(t.path().join("missing")).unwrap_err().kind(),
             std::io::ErrorKind::NotFound
+        );
+        let fd = rustix::fs::open("/proc/self/mountinfo", rustix::fs::OFlags::RDONLY, 0.into());
+        assert_eq!(
+            super::read_kernel_fd(fd.unwrap()).unwrap().lines().count(),
+            mountinfo.lines().count()
+        );
+        let cmdline = super::read_kernel_bytes("/proc/self/cmdline").unwrap();
+        assert_eq!(cmdline, std::fs::read("/proc/self/cmdline").unwrap());
+        std::fs::write(t.path().join("bin"), b"\xff\0").unwrap();
+        assert_eq!(super::read_kernel_bytes(t.path().join("bin")).unwrap(), b"\xff\0");
+        assert_eq!(
+            super::read_kernel_file(t.path().join("bin")).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidData
         );
     }
 }

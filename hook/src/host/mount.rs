@@ -434,19 +434,9 @@ struct Propagation {
 }
 
 fn propagation(line: &str) -> Propagation {
-    let pre = line.split_once(" - ").map_or(line, |(p, _)| p);
-    let mut p = Propagation {
-        id: pre.split(' ').next().and_then(|i| i.parse().ok()).unwrap_or(0),
-        ..Default::default()
-    };
-    for f in pre.split(' ').skip(6) {
-        if let Some(n) = f.strip_prefix("shared:") {
-            p.shared = n.parse().ok();
-        } else if let Some(n) = f.strip_prefix("master:") {
-            p.master = n.parse().ok();
-        }
-    }
-    p
+    super::mountinfo::Mount::parse(line)
+        .map(|m| Propagation { id: m.id, shared: m.shared, master: m.master })
+        .unwrap_or_default()
 }
 
 /// Peer groups that receive what is mounted in peer group `group`: itself, and (transitively)
@@ -484,8 +474,7 @@ impl ContainerMounts<'_> {
             Mode::empty(),
         )
         .map_err(sys(format!("open /proc/{}/mountinfo", self.pid)))?;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).map_err(|e| {
+        let text = super::read_kernel_fd(fd).map_err(|e| {
             sys(format!("read /proc/{}/mountinfo", self.pid))(
                 Errno::from_io_error(&e).unwrap_or(Errno::IO),
             )
@@ -546,9 +535,8 @@ fn mount_id(fd: &OwnedFd, proc: &OwnedFd) -> Result<u64, Errno> {
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::fs::File::from(info), &mut text)
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    let text =
+        super::read_kernel_fd(info).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
     text.lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse().ok())
@@ -638,23 +626,16 @@ pub fn resolve_target(
 }
 
 /// `st_dev` of the mounts of a process's mount namespace with the given fs type.
-pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(String, String)> {
+pub fn mounts_of_type(pid: i32, fstype: &str) -> Vec<(PathBuf, String)> {
     let Ok(text) = super::read_kernel_file(format!("/proc/{pid}/mountinfo")) else { return vec![] };
     parse_mounts_of_type(&text, fstype)
 }
 
-/// [`mounts_of_type`] on a mountinfo text: (mount point as written, super options).
-pub fn parse_mounts_of_type(text: &str, fstype: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mut post = post.split(' ');
-            (post.next()? == fstype).then(|| {
-                let mp = pre.split(' ').nth(4).unwrap_or("").to_string();
-                let opts = post.nth(1).unwrap_or("").to_string();
-                (mp, opts)
-            })
-        })
+/// [`mounts_of_type`] on a mountinfo text: (mount point, decoded; super options).
+pub fn parse_mounts_of_type(text: &str, fstype: &str) -> Vec<(PathBuf, String)> {
+    super::mountinfo::parse(text)
+        .filter(|m| m.fstype == fstype)
+        .map(|m| (m.mount_point, m.super_options))
         .collect()
 }
 
@@ -847,14 +828,14 @@ mod tests {
             before, after,
             "the calling thread's mount namespace, root and cwd are unchanged"
         );
-        let mounted_at = rootfs.join("mnt/x").display().to_string();
+        let mounted_at = rootfs.join("mnt/x");
         let theirs = mounts_of_type(other.pid(), "tmpfs");
         assert!(
             theirs.iter().any(|(mp, _)| *mp == mounted_at),
             "mounted in the other namespace: {theirs:?}"
         );
         let ours = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
-        assert!(!ours.contains(&mounted_at), "nothing mounted in ours:\n{ours}");
+        assert!(!ours.contains(&*mounted_at.to_string_lossy()), "nothing mounted in ours:\n{ours}");
         assert!(rootfs.join("mnt/x").is_dir(), "the target was created inside the rootfs");
     }
 

@@ -36,6 +36,17 @@ impl BootId {
     }
 }
 
+/// The time this boot began (unix seconds), from /proc/stat's `btime` (read once per process:
+/// it does not change within a boot).
+pub fn boot_time() -> Option<u64> {
+    static BTIME: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BTIME.get_or_init(|| parse_btime(&super::read_kernel_file("/proc/stat").ok()?))
+}
+
+fn parse_btime(stat: &str) -> Option<u64> {
+    stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+}
+
 impl std::fmt::Display for BootId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let h = format!("{:032x}", self.0);
@@ -164,6 +175,17 @@ mod tests {
             None
         );
         assert!(BootId::parse("not-a-uuid").is_none());
+    }
+
+    #[test]
+    fn this_boot_has_an_id_as_the_kernel_writes_it_and_a_start_time() {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(BootId::current().unwrap().to_string(), text.trim());
+        let btime = boot_time().unwrap();
+        assert!(btime > 1_000_000_000 && btime <= crate::ledger::now_unix(), "{btime}");
+        assert_eq!(parse_btime("cpu  1 2 3\nbtime 1700000000\nprocesses 9\n"), Some(1700000000));
+        assert_eq!(parse_btime("cpu  1 2 3\n"), None);
+        assert_eq!(parse_btime("btime x\n"), None);
     }
 
     #[test]

@@ -185,7 +185,7 @@ impl Default for RdmaSysfs {
 }
 
 fn read_trimmed(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    super::read_kernel_file(p).ok().map(|s| s.trim().to_string())
 }
 
 fn numbered(dir: &Path) -> Result<Vec<u32>, RdmaError> {
@@ -251,7 +251,7 @@ impl RdmaSysfs {
 
     pub fn port_table(&self, dev: &str, port: u32) -> Result<PortTable, RdmaError> {
         let p = self.class().join(dev).join("ports").join(port.to_string());
-        let link_layer = std::fs::read_to_string(p.join("link_layer"))
+        let link_layer = super::read_kernel_file(p.join("link_layer"))
             .map(|s| LinkLayer::parse(&s))
             .map_err(|source| RdmaError::Read { path: p.join("link_layer"), source })?;
         let mut entries = Vec::new();

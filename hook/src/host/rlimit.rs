@@ -102,7 +102,7 @@ pub fn grantable() -> Grantable {
 }
 
 fn nr_open() -> u64 {
-    std::fs::read_to_string("/proc/sys/fs/nr_open")
+    super::read_kernel_file("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1 << 20)
@@ -111,7 +111,7 @@ fn nr_open() -> u64 {
 const CAP_SYS_RESOURCE: u32 = 24;
 
 fn has_cap_sys_resource() -> bool {
-    std::fs::read_to_string("/proc/self/status")
+    super::read_kernel_file("/proc/self/status")
         .ok()
         .and_then(|s| parse_cap_eff(&s))
         .is_some_and(|caps| caps & (1u64 << CAP_SYS_RESOURCE) != 0)

@@ -23,10 +23,10 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("watch").join("baseline.json")
 }
 
+/// This boot's id as the kernel writes it; empty where it cannot be read (no baseline then
+/// matches: see `load`).
 pub fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    crate::host::proc::BootId::current().map(|b| b.to_string()).unwrap_or_default()
 }
 
 /// The saved baseline if it was taken in this boot with the same counting rule.

@@ -218,14 +218,15 @@ impl Estimator {
     /// The full estimate.
     pub fn full(&mut self) -> std::io::Result<Estimate> {
         let (fast, meminfo) = self.fast()?;
-        let zone = std::fs::read_to_string(self.proc_dir.join("zoneinfo")).unwrap_or_default();
+        let zone =
+            crate::host::read_kernel_file(self.proc_dir.join("zoneinfo")).unwrap_or_default();
         let pcp = pcp_pages(&zone).saturating_mul(self.page_size);
         let mut charged_kernel = 0;
         if let Some(root) = &self.v2_root {
             if let Ok(rd) = std::fs::read_dir(root) {
                 for e in rd.flatten() {
                     if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                        if let Ok(s) = std::fs::read_to_string(e.path().join("memory.stat")) {
+                        if let Ok(s) = crate::host::read_kernel_file(e.path().join("memory.stat")) {
                             charged_kernel =
                                 charged_raw_kernel_v2(&s).saturating_add(charged_kernel);
                         }

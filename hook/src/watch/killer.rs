@@ -231,7 +231,7 @@ impl Killer {
 
 /// v2: whether the subtree still has processes (`cgroup.events`); v1 has no such file.
 fn populated(dir: &Path) -> bool {
-    match std::fs::read_to_string(dir.join("cgroup.events")) {
+    match crate::host::read_kernel_file(dir.join("cgroup.events")) {
         Ok(s) => s.lines().any(|l| l == "populated 1"),
         Err(_) => !procs_below(dir).is_empty(),
     }
@@ -242,7 +242,7 @@ pub fn procs_below(dir: &Path) -> Vec<i32> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+        if let Ok(s) = crate::host::read_kernel_file(d.join("cgroup.procs")) {
             out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
         }
         if let Ok(rd) = std::fs::read_dir(&d) {

@@ -1,7 +1,6 @@
 //! Owns the watchdog's metrics in the node-exporter textfile collector format, written
 //! atomically (temp file in the same directory, rename) so the collector never reads half a file.
 
-use std::io::Write;
 use std::path::Path;
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,17 +83,10 @@ impl Metrics {
 
     /// Writes the file atomically (the directory is created if missing).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir)?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("metrics.prom");
-        // The collector reads *.prom only: a dot-file temp name is never picked up half-written.
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(self.render().as_bytes())?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        std::fs::rename(&tmp, path)
+        use crate::host::atomic_file::{write, Mode, Options};
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+        // The collector reads *.prom only: the helper's dot-file temp is never picked up.
+        write(path, self.render().as_bytes(), Options::new(Mode::Exactly(0o644)))
     }
 }
 
@@ -134,5 +126,27 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn a_symlink_planted_in_the_textfile_dir_is_never_written_through() {
+        // The textfile dir may belong to the collector's user: whoever owns it can plant a
+        // link at the name a root writer's temp file had (`.<name>.<pid>.tmp` before the one
+        // helper) and have root overwrite the file it points at.
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("shadow");
+        std::fs::write(&victim, "root:secret\n").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = t.path().join("textfile");
+        std::fs::create_dir(&dir).unwrap();
+        let planted = dir.join(format!(".w.prom.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        assert_eq!(std::fs::read_to_string(&planted).unwrap(), "root:secret\n", "the link points");
+        let m = Metrics { kills: 1, ..Default::default() };
+        m.write(&dir.join("w.prom")).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root:secret\n", "written through");
+        assert_eq!(std::fs::symlink_metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(dir.join("w.prom")).unwrap(), m.render());
     }
 }

@@ -278,7 +278,8 @@ impl Daemon {
                 let window = self.psi.as_ref().map(|t| t.window_us / 1000).unwrap_or(1000);
                 self.pressure_until = now.saturating_add(window);
                 self.metrics.pressure_events += 1;
-                let text = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
+                let text =
+                    crate::host::read_kernel_file("/proc/pressure/memory").unwrap_or_default();
                 tracing::info!(avg10 = ?psi::avg10(&text, false), "memory pressure trigger fired");
             }
         }
@@ -469,7 +470,7 @@ impl Daemon {
                 self.cfg.tolerance, self.cfg.sustain_ms
             ),
             Why::Pressure => {
-                let t = std::fs::read_to_string("/proc/pressure/memory").unwrap_or_default();
+                let t = crate::host::read_kernel_file("/proc/pressure/memory").unwrap_or_default();
                 let trig = self.psi.as_ref().map(|t| t.describe()).unwrap_or_default();
                 format!(
                     "over while memory pressure fired (PSI trigger \"{trig}\"; some avg10 {:.2}%)",
