@@ -53,14 +53,17 @@ impl PluginState {
         serde_json::from_slice(&text).ok()
     }
 
-    /// Written atomically (temp file, rename) into the state dir, made safe by the ledger.
+    /// Written atomically (the product's one writer) into the state dir, made safe by the ledger.
     fn write(&self, state_dir: &Path) {
+        use crate::host::atomic_file::{self, Mode, Options};
         let r = crate::ledger::Ledger::open(state_dir).map_err(|e| e.to_string()).and_then(|_| {
-            let tmp = state_dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
             let bytes = serde_json::to_vec(self).expect("serializes");
-            std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, state_dir.join(STATE_FILE)))
-                .map_err(|e| e.to_string())
+            atomic_file::write(
+                &state_dir.join(STATE_FILE),
+                &bytes,
+                Options::new(Mode::Exactly(0o600)),
+            )
+            .map_err(|e| e.to_string())
         });
         if let Err(e) = r {
             tracing::warn!("NRI: cannot record the plugin's state: {e}");
