@@ -16,11 +16,27 @@ use crate::oci::{Bundle, State};
 use crate::plan::{self, NodeFacts};
 use crate::request::{PageSize, Request};
 
-/// Node facts for planning: sysfs pools and what live containers already reserved.
+/// Node facts for planning: sysfs pools and what live containers and DPDK groups already
+/// reserved (a group holds its members' pages; one whose holder is not up yet is being made
+/// and counts too; one whose holder is gone is gc's to release).
 pub fn node_facts(ledger: &Ledger) -> NodeFacts {
     let (records, _) = ledger.containers();
     let live: Vec<ContainerRecord> = records.into_iter().filter(|r| r.init.is_alive()).collect();
-    node_facts_of(&live)
+    let mut f = node_facts_of(&live);
+    for g in ledger.groups().0 {
+        if g.holder.is_some_and(|h| !h.is_alive()) {
+            continue;
+        }
+        for (size, bytes) in &g.reservations {
+            let pages = bytes.pages(*size);
+            if pages > 0 {
+                let e = f.ours.entry(*size).or_insert((0, 0));
+                e.0 += pages;
+                e.1 += 1;
+            }
+        }
+    }
+    f
 }
 
 /// [`node_facts`] with the live containers' records in hand (a create has them from its gc).
@@ -109,6 +125,7 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
             want: &req.hugepages,
             reserve: cfg.hugepages.reserve,
             hook_bin: &hook_bin,
+            cfg,
         };
         let g = group::admit(&ledger, &key, &state.id, pid, &sizing)?;
         facts.group_dir = ledger.group_dir(&g.key);
@@ -120,9 +137,7 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     // reserved in the kernel; without one the kernel's own min_size reservation decides.
     let admission = if needs_admission(cfg, &req) && group_key.is_none() {
         let l = ledger.lock_admission()?;
-        let live: Vec<ContainerRecord> =
-            ledger.containers().0.into_iter().filter(|r| r.init.is_alive()).collect();
-        let fresh = node_facts_of(&live);
+        let fresh = node_facts(&ledger);
         facts.pools = fresh.pools;
         facts.node_pools = fresh.node_pools;
         facts.ours = fresh.ours;
