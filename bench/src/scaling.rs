@@ -222,3 +222,18 @@ fn plot(path: &Path, names: &[&str], med: &[Vec<f64>]) -> Result<()> {
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The plot is a PNG of the size drawn (needs the font file `make bench` installs).
+    #[test]
+    fn the_scaling_plot_is_a_png() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join(super::PLOT_NAME);
+        let med = vec![vec![20.0, 35.0, 50.0, 60.0, 62.0, 61.0]; 3];
+        super::plot(&p, &["runc", "nothing requested", "16Mi each"], &med).unwrap();
+        let png = std::fs::read(&p).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 960, "width");
+    }
+}

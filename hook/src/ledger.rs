@@ -626,6 +626,23 @@ mod tests {
         }
     }
 
+    /// gc's scan reads records as heads: everything but the entries, which are left empty; a
+    /// record that is not JSON is still reported, beside the good ones.
+    #[test]
+    fn a_scan_reads_every_record_but_its_entries_and_reports_one_that_is_not_json() {
+        let t = tempfile::tempdir().unwrap();
+        let l = Ledger::open(&t.path().join("state")).unwrap();
+        l.save(&rec("a")).unwrap();
+        l.save(&rec("b")).unwrap();
+        std::fs::write(t.path().join("state/containers/c.json"), b"{\"id\": \"c\", ").unwrap();
+        let (heads, bad) = l.container_heads();
+        let bare = |id| ContainerRecord { entries: vec![], ..rec(id) };
+        assert_eq!(heads, vec![bare("a"), bare("b")]);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].to_string().starts_with("corrupt record "), "{}", bad[0]);
+        assert_eq!(l.containers().0, vec![rec("a"), rec("b")], "a full read keeps the entries");
+    }
+
     #[test]
     fn records_round_trip_and_dir_is_private() {
         let t = tempfile::tempdir().unwrap();
