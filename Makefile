@@ -98,8 +98,13 @@ fuzz-smoke:
 integration-test: build
 	$(SUDO) env $(CARGO_ENV) $(CARGO) test --release -p dataplane-tests -- --test-threads=$(TEST_THREADS)
 
+# The scaling plot (BENCHMARKS-scaling.png) is drawn with plotters and this font file (no
+# system font library); BENCH_ARGS passes options such as `--runs 50` or `--only gc,scaling`.
+BENCH_FONT := /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+BENCH_ARGS ?=
 bench: deps build
-	$(SUDO) "$(BIN_DIR)/dataplane-bench" --bin-dir "$(BIN_DIR)" --out BENCHMARKS.md
+	@[ -e $(BENCH_FONT) ] || $(SUDO) apt-get install -y --no-install-recommends fonts-dejavu-core
+	$(SUDO) "$(BIN_DIR)/dataplane-bench" --bin-dir "$(BIN_DIR)" --out BENCHMARKS.md $(BENCH_ARGS)
 
 # The Debian package from packaging/ and hook/Cargo.toml's [package.metadata.deb]; cargo-deb
 # comes from crates.io the first time.

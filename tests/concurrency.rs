@@ -298,6 +298,70 @@ fn concurrent_first_members_share_one_group_and_concurrent_last_members_leave_no
     pool.assert_baseline("after the last members left");
 }
 
+/// G4 for groups under concurrency: the first members of 24 different groups created all at
+/// once, each group sized 4Mi, on a pool of 48 pages with `max_reserved_fraction = 0.5`: the
+/// policy caps what containers and groups reserve together at 24 pages, so exactly 12 groups
+/// are made, every other first member gets the one-line refusal, and nothing is left once they
+/// are deleted. Before the fix a group's reservation was neither counted by the policy nor made
+/// under the admission lock: all 24 groups were admitted (the kernel's pool fits them).
+#[test]
+fn the_reserved_fraction_holds_exactly_under_concurrent_first_members_of_many_groups() {
+    const N: usize = 24;
+    let pool = PoolGuard::new(48);
+    let env = ProductEnv::new("[hugepages]\nmax_reserved_fraction = 0.5\n");
+    let p = Runner::product(&env);
+    let reap = Reaper::new(&p);
+    let bundles: Vec<TestBundle> = (0..N)
+        .map(|i| {
+            let mut b = sleeper(4);
+            b.annotate(GROUP, &unique(&format!("frac{i}")).replace('-', "x"));
+            b
+        })
+        .collect();
+    let ids: Vec<String> = (0..N).map(|i| unique(&format!("first{i}"))).collect();
+    for id in &ids {
+        reap.add(id);
+    }
+    let outs =
+        all_at_once(N, |i| create_with_timeout(&p, &bundles[i], &ids[i], Duration::from_secs(120)));
+    let mut admitted = 0;
+    for (i, o) in outs.iter().enumerate() {
+        let o = o.as_ref().unwrap_or_else(|| panic!("create {i} hung"));
+        if o.status.success() {
+            admitted += 1;
+        } else {
+            let msg = product_error(&o.stderr)
+                .unwrap_or_else(|| panic!("create {i}: {}", String::from_utf8_lossy(&o.stderr)));
+            assert!(
+                msg.starts_with(
+                    "dataplane-hook: cannot reserve 4Mi of 2Mi hugepages for container"
+                ) && msg.contains("max_reserved_fraction"),
+                "create {i}: {msg}"
+            );
+            assert_spec_form("refusal", &msg);
+        }
+    }
+    let s = env.status_json();
+    let groups = s["groups"].as_array().unwrap().len();
+    let c = counters();
+    let reserved = c.reserved + (pool.baseline.free - c.free);
+    assert_eq!(
+        (admitted, groups, reserved),
+        (12, 12, 24),
+        "(admitted, groups, reserved pages): 24 pages is the cap: {c:?}"
+    );
+    for id in &ids {
+        reap.delete(id);
+    }
+    let s = env.status_json();
+    assert!(
+        s["groups"].as_array().unwrap().is_empty()
+            && s["containers"].as_array().unwrap().is_empty(),
+        "{s}"
+    );
+    pool.assert_baseline("after deleting them all");
+}
+
 /// G6 under concurrency: gc running in a loop beside creates never frees a container that is
 /// being created: every created container keeps its record and its reservation.
 #[test]

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub runs: usize,
     /// Figures one section leaves for a later one (the lifecycle deltas for the breakdown).
     pub notes: std::cell::RefCell<std::collections::BTreeMap<String, Duration>>,
+    /// Where the report goes (files a section writes beside it, such as plots); None: printed only.
+    pub out_dir: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -50,7 +52,7 @@ impl Ctx {
         if !st.success() {
             bail!("cannot mount a tmpfs on {}", tmpfs.display());
         }
-        Ok(Ctx { hook, runtime, work, runs, notes: Default::default() })
+        Ok(Ctx { hook, runtime, work, runs, notes: Default::default(), out_dir: None })
     }
 
     /// Where bundles, runc roots, state dirs and logs go: names starting with `run/` on the

@@ -9,6 +9,7 @@ mod concurrency;
 mod env;
 mod gc;
 mod lifecycle;
+mod scaling;
 mod watchdog;
 
 use std::path::PathBuf;
@@ -18,10 +19,19 @@ use anyhow::{bail, Context, Result};
 
 use env::Ctx;
 
-/// A section's result: its markdown body and (figure, value, target) rows for the summary.
+/// A section's result: its markdown body, (figure, value, target) rows for the summary, and
+/// the figures that have a goal (issue #17), each judged met or missed.
 pub struct Report {
     pub body: String,
     pub summary: Vec<(String, String, String)>,
+    pub goals: Vec<Goal>,
+}
+
+pub struct Goal {
+    pub figure: String,
+    pub measured: String,
+    pub goal: String,
+    pub met: bool,
 }
 
 pub struct Section {
@@ -42,6 +52,11 @@ pub const SECTIONS: &[Section] = &[
         run: lifecycle::breakdown,
     },
     Section { key: "concurrency", title: "Concurrent lifecycle throughput", run: concurrency::run },
+    Section {
+        key: "scaling",
+        title: "Create throughput against creates in flight",
+        run: scaling::run,
+    },
     Section { key: "gc", title: "gc time against the number of ledger records", run: gc::run },
     Section { key: "watchdog", title: "Watchdog reaction time and idle cost", run: watchdog::run },
 ];
@@ -57,7 +72,7 @@ const USAGE: &str = "usage: dataplane-bench [--bin-dir DIR] [--out FILE] [--runs
   --bin-dir DIR  where dataplane-hook and dataplane-runtime are (default: beside this binary)\n\
   --out FILE     write the report there (default: print only)\n\
   --runs N       samples per variant in the timing sections (default 200)\n\
-  --only LIST    run only these sections: lifecycle, breakdown, concurrency, gc, watchdog\n\
+  --only LIST    run only these sections: lifecycle, breakdown, concurrency, scaling, gc, watchdog\n\
   (watchdog: at most 10 runs; DPH_WATCH_BENCH_IDLE=S sets its two idle windows, default 20 s)\n\
 Needs root: it runs real containers with runc and sizes the 2Mi hugepage pool (restored after).";
 
@@ -115,11 +130,17 @@ fn real_main() -> Result<()> {
         bail!("run as root (sudo make bench): the benchmark runs real containers and sizes the hugepage pool");
     }
     env::become_subreaper()?;
-    let ctx = Ctx::new(&args.bin_dir, args.runs)?;
+    let mut ctx = Ctx::new(&args.bin_dir, args.runs)?;
+    // The plot goes next to the report, which references it by name.
+    ctx.out_dir = args.out.as_ref().map(|o| match o.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
     let started = Instant::now();
     let machine = env::machine();
     let mut sections = String::new();
     let mut summary = vec![];
+    let mut goals = vec![];
     let mut number = 0;
     for s in
         SECTIONS.iter().filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s.key))
@@ -132,6 +153,7 @@ fn real_main() -> Result<()> {
         number += 1;
         sections += &format!("\n## {number}. {}\n\n{}\n", s.title, r.body.trim_end());
         summary.extend(r.summary);
+        goals.extend(r.goals);
     }
     let mut doc = String::from(
         "# Benchmarks\n\n\
@@ -143,7 +165,17 @@ fn real_main() -> Result<()> {
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
     doc += &format!("| load average at end | {} |\n", load.join(" "));
     doc += &format!("\nTotal benchmark time: {:.0} s. Wall-clock figures on a shared or busy machine are noisy: compare the ratios, \
-                     which come from interleaved runs, and check the load average above.\n\n## Summary\n\n| figure | measured | target |\n|---|---|---|\n", started.elapsed().as_secs_f64());
+                     which come from interleaved runs, and check the load average above.\n", started.elapsed().as_secs_f64());
+    if !goals.is_empty() {
+        doc +=
+            "\n## Goals\n\nThe figures issue #17 sets goals for, judged on this run's medians.\n\n\
+                | figure | measured | goal | |\n|---|---:|---|---|\n";
+        for g in &goals {
+            let verdict = if g.met { "met" } else { "**missed**" };
+            doc += &format!("| {} | {} | {} | {verdict} |\n", g.figure, g.measured, g.goal);
+        }
+    }
+    doc += "\n## Summary\n\n| figure | measured | target |\n|---|---|---|\n";
     for (f, v, t) in &summary {
         doc += &format!("| {f} | {v} | {t} |\n");
     }

@@ -204,15 +204,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             drop(ledger);
             crate::metrics::flush_logged(cfg);
             let verb = if dry_run { "would release" } else { "released" };
+            // One write for the whole list (stdout is line-buffered: a write per line of a
+            // node with thousands of containers).
+            let mut out = String::new();
             for id in &r.released {
-                println!("{verb} {id}");
+                out += &format!("{verb} {id}\n");
             }
             for id in &r.live {
-                println!("live {id}");
+                out += &format!("live {id}\n");
             }
             for g in &r.groups_released {
-                println!("{verb} group {g}");
+                out += &format!("{verb} group {g}\n");
             }
+            std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
             for e in &r.errors {
                 eprintln!("dataplane-hook: gc: {e}");
             }

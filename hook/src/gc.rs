@@ -21,7 +21,7 @@ pub struct GcReport {
     /// Live containers left alone.
     pub live: Vec<String>,
     /// Their records, for a create that plans with them (instead of reading and checking every
-    /// record again).
+    /// record again); without their entries (see `Ledger::container_heads`).
     #[serde(skip)]
     pub live_records: Vec<ContainerRecord>,
     /// Dead containers whose lock another run holds (it is releasing them), or whose release
@@ -51,7 +51,8 @@ pub fn budget_at_create() -> Duration {
 pub fn run_within(ledger: &Ledger, dry_run: bool, budget: Duration) -> GcReport {
     let start = std::time::Instant::now();
     let mut report = GcReport::default();
-    let (records, corrupt) = ledger.containers();
+    // Liveness and reservations are all the scan needs; a release loads its record whole.
+    let (records, corrupt) = ledger.container_heads();
     report.errors.extend(
         corrupt
             .iter()

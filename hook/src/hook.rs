@@ -16,11 +16,27 @@ use crate::oci::{Bundle, State};
 use crate::plan::{self, NodeFacts};
 use crate::request::Request;
 
-/// Node facts for planning: sysfs pools and what live containers already reserved.
+/// Node facts for planning: sysfs pools and what live containers and DPDK groups already
+/// reserved (a group holds its members' pages; one whose holder is not up yet is being made
+/// and counts too; one whose holder is gone is gc's to release).
 pub fn node_facts(ledger: &Ledger) -> NodeFacts {
     let (records, _) = ledger.containers();
     let live: Vec<ContainerRecord> = records.into_iter().filter(|r| r.init.is_alive()).collect();
-    node_facts_of(&live)
+    let mut h = hugepages::Facts::of(&live);
+    for g in ledger.groups().0 {
+        if g.holder.is_some_and(|h| !h.is_alive()) {
+            continue;
+        }
+        for (size, bytes) in &g.reservations {
+            let pages = bytes.pages(*size);
+            if pages > 0 {
+                let e = h.ours.entry(*size).or_insert((0, 0));
+                e.0 += pages;
+                e.1 += 1;
+            }
+        }
+    }
+    NodeFacts::default().with(h)
 }
 
 /// [`node_facts`] with the live containers' records in hand (a create has them from its gc).
@@ -96,6 +112,7 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
             want: &req.hugepages,
             reserve: cfg.hugepages.reserve,
             hook_bin: &hook_bin,
+            cfg,
         };
         let g = group::admit(&ledger, &key, &state.id, pid, &sizing)?;
         group_key = Some(g.key.clone());
@@ -106,9 +123,10 @@ pub fn create_runtime(cfg: &Config, input: impl Read) -> anyhow::Result<Outcome>
     // reserved in the kernel; without one the kernel's own min_size reservation decides.
     let admission = if needs_admission(cfg, &req) && group_key.is_none() {
         let l = ledger.lock_admission()?;
-        let live: Vec<ContainerRecord> =
-            ledger.containers().0.into_iter().filter(|r| r.init.is_alive()).collect();
-        facts.insert(hugepages::Facts::of(&live));
+        // Containers and groups alike, as they are now under the lock.
+        if let Some(fresh) = node_facts(&ledger).get::<hugepages::Facts>() {
+            facts.insert(fresh.clone());
+        }
         Some(l)
     } else {
         None

@@ -98,12 +98,19 @@ pub fn edit_spec(req: &Request, b: &mut Bundle, ctx: &SpecContext) -> Result<(),
     let ledger = Ledger::open(&ctx.config.state_dir).map_err(|e| err(e.to_string()))?;
     let _ = crate::gc::run_within(&ledger, false, crate::gc::budget_at_create());
     group::check_new(&ledger, &key, id, req, ctx.config)?;
-    let sizing =
-        group::Sizing { want: &req.hugepages, reserve: ctx.config.hugepages.reserve, hook_bin };
-    let g = group::prepare(&ledger, &key, id, &sizing).map_err(|e| PlanError {
-        what: format!("DPDK group {}", key.display()),
-        why: e.to_string(),
-        fix: "see the log".into(),
+    let sizing = group::Sizing {
+        want: &req.hugepages,
+        reserve: ctx.config.hugepages.reserve,
+        hook_bin,
+        cfg: ctx.config,
+    };
+    let g = group::prepare(&ledger, &key, id, &sizing).map_err(|e| match e {
+        group::GroupError::Admission(p) => p,
+        e => PlanError {
+            what: format!("DPDK group {}", key.display()),
+            why: e.to_string(),
+            fix: "see the log".into(),
+        },
     })?;
     let holder = g.holder.expect("prepared groups have a holder");
     set_pid_namespace(b, &format!("/proc/{}/ns/pid", holder.pid));

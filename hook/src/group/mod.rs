@@ -48,6 +48,9 @@ pub enum GroupError {
     Scope { group: String, why: String, fix: String },
     #[error("cannot start DPDK group {group}: {why} (see the log)")]
     Holder { group: String, why: String },
+    /// The admission policy (`max_reserved_fraction`) refused the group's first reservation.
+    #[error(transparent)]
+    Admission(#[from] crate::plan::PlanError),
 }
 
 /// A group's identity: name within a scope.
@@ -178,6 +181,8 @@ pub struct Sizing<'a> {
     pub want: &'a BTreeMap<PageSize, Bytes>,
     pub reserve: bool,
     pub hook_bin: &'a Path,
+    /// The node's config: a new group's reservation is subject to `max_reserved_fraction`.
+    pub cfg: &'a crate::config::Config,
 }
 
 /// Before a member would create its group: refuses, with the SPEC's message, hugepages the
@@ -233,8 +238,30 @@ pub fn ensure(
         pending: BTreeMap::new(),
         created: now_unix(),
     };
+    // A policy over every reservation decides under the admission lock (taken inside this
+    // group's lock, the documented order), with the records as they are now, until this group's
+    // record, which counts its pages, is on disk: concurrent first members of different groups
+    // then cannot each see room for themselves. Without the policy the kernel decides.
+    let admission =
+        if sizing.reserve && sizing.cfg.hugepages.max_reserved_fraction < 1.0 && !want.is_empty() {
+            let l = ledger.lock_admission()?;
+            let facts = crate::hook::node_facts(ledger);
+            for (&size, &bytes) in want {
+                crate::features::hugepages::check_reservation(
+                    &format!("{id} (DPDK group {})", key.display()),
+                    size,
+                    bytes,
+                    sizing.cfg,
+                    &facts,
+                )?;
+            }
+            Some(l)
+        } else {
+            None
+        };
     // Intent before effect: a crash from here on leaves a record gc can undo.
     ledger.save_group(&g)?;
+    drop(admission);
     let dir = ledger.group_dir(&g.key);
     let made = std::fs::DirBuilder::new().recursive(true).create(&dir).map_err(|e| {
         GroupError::Holder { group: key.display(), why: format!("mkdir {}: {e}", dir.display()) }

@@ -86,8 +86,20 @@ impl ProcessId {
 
 /// `(state, starttime)` from /proc/<pid>/stat.
 fn stat_fields(pid: i32) -> Option<(char, u64)> {
-    let s = super::read_kernel_file(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&s)
+    use std::io::Read;
+    // One read: procfs hands a stat line over whole in the first read of a buffer that holds
+    // it, and its fields up to starttime always fit in 1 KiB (comm is at most 64 bytes). A
+    // liveness scan over thousands of records saves the read that would only see its end.
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let n = loop {
+        match f.read(&mut buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    };
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// `(state, starttime)` from a /proc/<pid>/stat text (comm is the process's own choice).
