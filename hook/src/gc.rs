@@ -59,6 +59,7 @@ pub fn run_within(ledger: &Ledger, dry_run: bool, budget: Duration) -> GcReport 
             .filter(|e| dry_run || !crate::ledger::remove_if_torn(e))
             .map(|e| e.to_string()),
     );
+    let mut worker = Worker::default();
     for rec in records {
         if !is_dead(&rec) {
             report.live.push(rec.id.clone());
@@ -71,7 +72,7 @@ pub fn run_within(ledger: &Ledger, dry_run: bool, budget: Duration) -> GcReport 
             continue;
         }
         let left = budget.saturating_sub(start.elapsed());
-        match release(ledger, &id, left) {
+        match release(ledger, &id, left, &mut worker) {
             Release::Done => report.released.push(id),
             Release::Live(rec) => {
                 report.live.push(id);
@@ -110,8 +111,65 @@ enum Release {
     TimedOut,
 }
 
+type Job = (ContainerRecord, crate::ledger::LockGuard);
+type Channels = (std::sync::mpsc::Sender<Job>, std::sync::mpsc::Receiver<Result<(), String>>);
+
+/// The one thread a gc run tears down on, so that the run can give up on a teardown that
+/// overruns its budget (a container's files can block) and still end on time. One thread for
+/// the whole run, not one per record: 10 000 dead records would pay 10 000 spawns.
+#[derive(Default)]
+struct Worker {
+    chan: Option<Channels>,
+    /// A teardown overran: the thread is still in it, so nothing more is released this run.
+    stuck: bool,
+}
+
+impl Worker {
+    fn run(&mut self, ledger: &Ledger, job: Job, budget: Duration) -> Release {
+        if self.chan.is_none() {
+            let worker_ledger = match Ledger::open(ledger.dir()) {
+                Ok(l) => l,
+                Err(e) => return Release::Failed(e.to_string()),
+            };
+            let (jobs, jobs_rx) = std::sync::mpsc::channel::<Job>();
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new().name("gc-release".into()).spawn(move || {
+                for (rec, lock) in jobs_rx {
+                    let r = apply::teardown(&worker_ledger, rec);
+                    if r.is_ok() {
+                        lock.remove();
+                    }
+                    // The container's lock is held until here, also past a gc that gave up.
+                    if done_tx.send(r.map_err(|e| e.to_string())).is_err() {
+                        return;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                return Release::Failed(format!("cannot start a gc worker: {e}"));
+            }
+            self.chan = Some((jobs, done));
+        }
+        let (jobs, done) = self.chan.as_ref().expect("started above");
+        if jobs.send(job).is_err() {
+            return Release::Failed("the gc worker ended".into());
+        }
+        match done.recv_timeout(budget) {
+            Ok(Ok(())) => Release::Done,
+            Ok(Err(e)) => Release::Failed(e),
+            Err(_) => {
+                self.stuck = true;
+                Release::TimedOut
+            }
+        }
+    }
+}
+
 /// Releases container `id` if nobody holds it and its init is still gone once locked.
-fn release(ledger: &Ledger, id: &str, budget: Duration) -> Release {
+fn release(ledger: &Ledger, id: &str, budget: Duration, worker: &mut Worker) -> Release {
+    if worker.stuck {
+        return Release::TimedOut;
+    }
     let lock = match ledger.try_lock_container(id) {
         Ok(Some(l)) => l,
         Ok(None) => return Release::Busy,
@@ -130,25 +188,5 @@ fn release(ledger: &Ledger, id: &str, budget: Duration) -> Release {
         return Release::Live(Box::new(rec));
     }
     tracing::info!(container = %id, pid = rec.init.pid, "gc: init is gone, releasing");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let worker_ledger = match Ledger::open(ledger.dir()) {
-        Ok(l) => l,
-        Err(e) => return Release::Failed(e.to_string()),
-    };
-    let spawned = std::thread::Builder::new().name("gc-release".into()).spawn(move || {
-        let r = apply::teardown(&worker_ledger, rec);
-        if r.is_ok() {
-            lock.remove();
-        }
-        let _ = tx.send(r);
-    });
-    if let Err(e) = spawned {
-        return Release::Failed(format!("cannot start a gc worker: {e}"));
-    }
-    match rx.recv_timeout(budget) {
-        Ok(Ok(())) => Release::Done,
-        Ok(Err(e)) => Release::Failed(e.to_string()),
-        // The worker keeps the container's lock until it finishes or this process ends.
-        Err(_) => Release::TimedOut,
-    }
+    worker.run(ledger, (rec, lock), budget)
 }
