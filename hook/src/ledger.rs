@@ -511,7 +511,7 @@ fn read_all<T: serde::de::DeserializeOwned>(dir: &Path) -> (Vec<T>, Vec<LedgerEr
                 continue;
             }
         };
-        let len = match read_into(&f, &mut buf) {
+        let len = match crate::host::read_into(&f, &mut buf) {
             Ok(len) => len,
             Err(e) => {
                 let p = dir.join(&n);
@@ -525,30 +525,6 @@ fn read_all<T: serde::de::DeserializeOwned>(dir: &Path) -> (Vec<T>, Vec<LedgerEr
         }
     }
     (ok, bad)
-}
-
-/// The whole of `f` into the start of `buf` (its length: the bytes read), by plain reads until
-/// end of file: `read_to_end`'s size probe costs a statx and an lseek per record, a fifth of a
-/// scan's system calls. `buf` keeps its (zeroed) length from call to call, so it is not
-/// cleared for every record either.
-fn read_into(mut f: &File, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    use std::io::Read;
-    if buf.is_empty() {
-        buf.resize(8192, 0);
-    }
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match f.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(len)
 }
 
 fn remove_record(p: &Path) -> Result<(), LedgerError> {
