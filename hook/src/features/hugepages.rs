@@ -110,9 +110,12 @@ pub fn check_reservation(
             fix,
         });
     }
+    // At 1.0 there is no policy: the kernel's min_size reservation decides (G5). The cap could
+    // then only fire on a torn view (the pool read before and the records after other creates
+    // reserved), refusing a create the kernel would take with the wrong reason.
     let frac = cfg.hugepages.max_reserved_fraction;
     let cap = (pool.total as f64 * frac).floor() as u64;
-    if ours + want > cap {
+    if frac < 1.0 && ours + want > cap {
         return Err(PlanError {
             what,
             why: format!(
